@@ -1,0 +1,46 @@
+# BTL Runtime. Two commands do everything on a fresh machine:
+#   make run    build ./caddy and serve the gateway on http://localhost:8080 (Caddyfile.example)
+#   make test   vet, staticcheck, race tests (PostgreSQL included), a short fuzz pass
+GO        ?= go
+STATICCHECK_VERSION ?= v0.8.2
+FUZZTIME  ?= 10s
+export GOPRIVATE := github.com/badtheorylabs
+
+.PHONY: build run test vet lint fuzz bench bench-go xcaddy clean
+
+build:
+	$(GO) build -o caddy ./cmd/caddy
+
+run: build
+	@./scripts/run.sh
+
+vet:
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+test: lint
+	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+# A brief pass of every fuzz target; longer runs: make fuzz FUZZTIME=5m
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParseChatRequest$$' -fuzztime=$(FUZZTIME) ./providers/
+	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./providers/sse/
+
+# Go micro-benchmarks of the hot path.
+bench-go:
+	$(GO) test -run='^$$' -bench=. -benchmem ./providers/... ./handlers/... ./routing/...
+
+# Load benchmark: simulated upstream direct vs plain Caddy reverse_proxy vs the btl chain.
+bench: build
+	$(GO) run ./bench/load -caddy ./caddy
+
+xcaddy:
+	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output ./caddy-xcaddy \
+		--with github.com/badtheorylabs/btl-runtime=.
+
+clean:
+	rm -f caddy caddy-xcaddy

@@ -1,0 +1,198 @@
+// Package caddymodule is the Caddy glue: the global btl app, Caddyfile parsing for it and the
+// four handler directives, their order, and the `caddy btl` CLI. Importing it (xcaddy
+// --with github.com/badtheorylabs/btl-runtime) registers everything.
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/badtheorylabs/btl-runtime/handlers"
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/routing"
+
+	// Wire formats register themselves.
+	_ "github.com/badtheorylabs/btl-runtime/providers/openai"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+	caddy.RegisterModule(handlers.Auth{})
+	caddy.RegisterModule(handlers.Meter{})
+	caddy.RegisterModule(handlers.Optimize{})
+	caddy.RegisterModule(handlers.Route{})
+}
+
+// App is the global `btl` app: providers, public model slugs, prices and storage. It is
+// immutable once provisioned; handlers only read from it.
+type App struct {
+	// Storage selects the ledger store. Default: SQLite in Caddy's data directory.
+	Storage *StorageConfig `json:"storage,omitempty"`
+	// Providers are the upstreams the gateway may call.
+	Providers []ProviderConfig `json:"providers,omitempty"`
+	// Models are public slugs (such as btl-frontier) and their candidates.
+	Models []ModelConfig `json:"models,omitempty"`
+	// PricesFile overrides and extends the embedded price catalog.
+	PricesFile string `json:"prices_file,omitempty"`
+
+	routes    *routing.Table
+	prices    *catalog.Catalog
+	clients   []*http.Client
+	simulator bool
+	logger    *zap.Logger
+}
+
+// StorageConfig names the ledger store.
+type StorageConfig struct {
+	// Type is "sqlite" or "postgres".
+	Type string `json:"type"`
+	// Path is the SQLite file (default: btl.db in Caddy's data directory).
+	Path string `json:"path,omitempty"`
+	// DSN is the PostgreSQL connection string; placeholders such as {env.BTL_DATABASE_URL}
+	// are expanded at provision time.
+	DSN string `json:"dsn,omitempty"`
+}
+
+// ProviderConfig is one upstream.
+type ProviderConfig struct {
+	// Name is how models pin it: "<name>/<upstream-model>".
+	Name string `json:"name"`
+	// Type is the wire format: openai, openrouter, openai_compatible, simulated, ….
+	Type string `json:"type"`
+	// BaseURL is what the provider's own SDK calls its base URL (with /v1 for OpenAI-style
+	// APIs). A simulated provider without one is served in-process.
+	BaseURL string `json:"base_url,omitempty"`
+	// APIKey is the provider secret; use a placeholder such as {env.OPENAI_API_KEY}. It is
+	// expanded at provision time and never logged.
+	APIKey string `json:"api_key,omitempty"`
+	// Models lists upstream model ids this provider serves, for /v1/models and for bare
+	// model names.
+	Models []string `json:"models,omitempty"`
+	// Optional skips the provider (with a log line) when its API key is empty, so one config
+	// works with and without each provider's credentials.
+	Optional bool `json:"optional,omitempty"`
+	// ConnectTimeout bounds dialing and TLS. Default: 10s.
+	ConnectTimeout caddy.Duration `json:"connect_timeout,omitempty"`
+	// FirstByteTimeout bounds the wait for response headers. Default: 120s.
+	FirstByteTimeout caddy.Duration `json:"first_byte_timeout,omitempty"`
+	// IdleTimeout bounds the silence between two stream events. Default: 120s.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+	// Options are type-specific settings (region, project, …).
+	Options map[string]string `json:"options,omitempty"`
+}
+
+// ModelConfig is a public slug.
+type ModelConfig struct {
+	Name string `json:"name"`
+	// Candidates are "<provider>/<upstream-model>" in preference order.
+	Candidates []string `json:"candidates"`
+	// Strategy picks among candidates. Default: ordered.
+	Strategy string `json:"strategy,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "btl", New: func() caddy.Module { return new(App) }}
+}
+
+// Provision expands secrets, builds the adapters and the routing table.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	var adapters []providers.Adapter
+	models := map[string][]string{}
+	skip := map[string]bool{}
+	for _, pc := range a.Providers {
+		cfg := providers.Config{
+			Name:    pc.Name,
+			Type:    pc.Type,
+			BaseURL: repl.ReplaceKnown(pc.BaseURL, ""),
+			APIKey:  repl.ReplaceKnown(pc.APIKey, ""),
+			Models:  pc.Models,
+			Timeouts: providers.Timeouts{
+				Connect:   time.Duration(pc.ConnectTimeout),
+				FirstByte: time.Duration(pc.FirstByteTimeout),
+				Idle:      time.Duration(pc.IdleTimeout),
+			},
+		}
+		if len(pc.Options) > 0 {
+			cfg.Options = make(map[string]string, len(pc.Options))
+			for k, v := range pc.Options {
+				cfg.Options[k] = repl.ReplaceKnown(v, "")
+			}
+		}
+		if pc.Optional && cfg.APIKey == "" {
+			a.logger.Info("provider skipped: no API key", zap.String("provider", pc.Name), zap.String("type", pc.Type))
+			skip[pc.Name] = true
+			continue
+		}
+		if pc.Type == "simulated" && cfg.BaseURL == "" {
+			url, err := acquireSimulator()
+			if err != nil {
+				return fmt.Errorf("provider %q: starting the in-process simulator: %v", pc.Name, err)
+			}
+			a.simulator = true
+			cfg.BaseURL = url
+		}
+		client := providers.NewHTTPClient(cfg.Timeouts)
+		ad, err := providers.New(cfg, client)
+		if err != nil {
+			return err
+		}
+		a.clients = append(a.clients, client)
+		adapters = append(adapters, ad)
+		models[pc.Name] = pc.Models
+	}
+	slugs := make([]routing.SlugConfig, 0, len(a.Models))
+	for _, m := range a.Models {
+		slugs = append(slugs, routing.SlugConfig{Name: m.Name, Candidates: m.Candidates, Strategy: m.Strategy})
+	}
+	routes, err := routing.New(adapters, models, slugs, skip)
+	if err != nil {
+		return err
+	}
+	a.routes = routes
+	a.prices = catalog.Default()
+	if a.PricesFile != "" {
+		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
+			return fmt.Errorf("prices: %v", err)
+		}
+	}
+	return nil
+}
+
+// Start implements caddy.App.
+func (a *App) Start() error { return nil }
+
+// Stop implements caddy.App.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases what Provision acquired. It also runs after a partial Provision.
+func (a *App) Cleanup() error {
+	for _, c := range a.clients {
+		c.CloseIdleConnections()
+	}
+	if a.simulator {
+		releaseSimulator()
+	}
+	return nil
+}
+
+// Routes implements handlers.Runtime.
+func (a *App) Routes() *routing.Table { return a.routes }
+
+// Prices implements handlers.Runtime.
+func (a *App) Prices() *catalog.Catalog { return a.prices }
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ handlers.Runtime   = (*App)(nil)
+)

@@ -1,0 +1,321 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/badtheorylabs/btl-runtime/handlers"
+	"github.com/badtheorylabs/btl-runtime/providers"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("btl", parseGlobal)
+	httpcaddyfile.RegisterHandlerDirective("btl_auth", parseAuth)
+	httpcaddyfile.RegisterHandlerDirective("btl_meter", parseMeter)
+	httpcaddyfile.RegisterHandlerDirective("btl_optimize", parseOptimize)
+	httpcaddyfile.RegisterHandlerDirective("btl_route", parseRoute)
+	// One init, in request order: Caddy keeps registration order among directives anchored
+	// to the same standard directive, so a site block needs no route {}.
+	httpcaddyfile.RegisterDirectiveOrder("btl_auth", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterDirectiveOrder("btl_meter", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterDirectiveOrder("btl_optimize", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterDirectiveOrder("btl_route", httpcaddyfile.Before, "respond")
+}
+
+// parseGlobal parses the btl global option:
+//
+//	btl {
+//		storage sqlite [<path>] | postgres <dsn>
+//		prices <file>
+//		provider <name> <type> {
+//			base_url <url>
+//			api_key <secret>
+//			models <upstream-model>...
+//			optional
+//			connect_timeout <duration>
+//			first_byte_timeout <duration>
+//			idle_timeout <duration>
+//			<type-specific option> <value>
+//		}
+//		model <slug> {
+//			candidates <provider>/<upstream-model>...
+//			strategy ordered
+//		}
+//	}
+//
+// A second btl block merges into the first. Placeholders are kept for Provision to expand.
+func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if prev, ok := existing.(httpcaddyfile.App); ok {
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, err
+		}
+	}
+	if err := unmarshalApp(d, app); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "btl", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
+	d.Next() // consume option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seenProvider := map[string]bool{}
+	for _, p := range app.Providers {
+		seenProvider[p.Name] = true
+	}
+	seenModel := map[string]bool{}
+	for _, m := range app.Models {
+		seenModel[m.Name] = true
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "storage":
+			if app.Storage != nil {
+				return d.Err("duplicate option 'storage'")
+			}
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			switch args[0] {
+			case "sqlite":
+				if len(args) > 2 {
+					return d.ArgErr()
+				}
+				app.Storage = &StorageConfig{Type: "sqlite"}
+				if len(args) == 2 {
+					app.Storage.Path = args[1]
+				}
+			case "postgres":
+				if len(args) != 2 {
+					return d.Err("storage postgres needs a connection string")
+				}
+				app.Storage = &StorageConfig{Type: "postgres", DSN: args[1]}
+			default:
+				return d.Errf("unknown storage type '%s' (want sqlite or postgres)", args[0])
+			}
+		case "prices":
+			if app.PricesFile != "" {
+				return d.Err("duplicate option 'prices'")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			app.PricesFile = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "provider":
+			p, err := unmarshalProvider(d)
+			if err != nil {
+				return err
+			}
+			if seenProvider[p.Name] {
+				return d.Errf("duplicate provider '%s'", p.Name)
+			}
+			seenProvider[p.Name] = true
+			app.Providers = append(app.Providers, p)
+		case "model":
+			m, err := unmarshalModel(d)
+			if err != nil {
+				return err
+			}
+			if seenModel[m.Name] {
+				return d.Errf("duplicate model '%s'", m.Name)
+			}
+			seenModel[m.Name] = true
+			app.Models = append(app.Models, m)
+		default:
+			return d.Errf("unrecognized btl option '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
+	var p ProviderConfig
+	if !d.Args(&p.Name, &p.Type) {
+		return p, d.Err("provider needs a name and a type: provider <name> <type> { … }")
+	}
+	if d.NextArg() {
+		return p, d.ArgErr()
+	}
+	if strings.Contains(p.Name, "/") {
+		return p, d.Errf("provider name '%s' cannot contain '/'", p.Name)
+	}
+	if !providers.KnownType(p.Type) {
+		return p, d.Errf("provider '%s': unknown type '%s' (known: %s)", p.Name, p.Type, strings.Join(providers.Types(), ", "))
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		if seen[key] {
+			return p, d.Errf("provider '%s': duplicate option '%s'", p.Name, key)
+		}
+		seen[key] = true
+		switch key {
+		case "base_url":
+			if !d.AllArgs(&p.BaseURL) {
+				return p, d.ArgErr()
+			}
+		case "api_key":
+			if !d.AllArgs(&p.APIKey) {
+				return p, d.ArgErr()
+			}
+		case "models":
+			p.Models = d.RemainingArgs()
+			if len(p.Models) == 0 {
+				return p, d.ArgErr()
+			}
+		case "optional":
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
+			p.Optional = true
+		case "connect_timeout", "first_byte_timeout", "idle_timeout":
+			var v string
+			if !d.AllArgs(&v) {
+				return p, d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return p, d.Errf("provider '%s': invalid %s '%s'", p.Name, key, v)
+			}
+			switch key {
+			case "connect_timeout":
+				p.ConnectTimeout = caddy.Duration(dur)
+			case "first_byte_timeout":
+				p.FirstByteTimeout = caddy.Duration(dur)
+			default:
+				p.IdleTimeout = caddy.Duration(dur)
+			}
+		default:
+			if !providers.KnownOption(p.Type, key) {
+				return p, d.Errf("provider '%s': unrecognized option '%s' for type %s", p.Name, key, p.Type)
+			}
+			var v string
+			if !d.AllArgs(&v) {
+				return p, d.ArgErr()
+			}
+			if p.Options == nil {
+				p.Options = map[string]string{}
+			}
+			p.Options[key] = v
+		}
+	}
+	return p, nil
+}
+
+func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
+	var m ModelConfig
+	if !d.NextArg() {
+		return m, d.Err("model needs a slug: model <slug> { candidates … }")
+	}
+	m.Name = d.Val()
+	if d.NextArg() {
+		return m, d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		if seen[key] {
+			return m, d.Errf("model '%s': duplicate option '%s'", m.Name, key)
+		}
+		seen[key] = true
+		switch key {
+		case "candidates":
+			m.Candidates = d.RemainingArgs()
+			if len(m.Candidates) == 0 {
+				return m, d.ArgErr()
+			}
+			for _, c := range m.Candidates {
+				if p, mod, ok := strings.Cut(c, "/"); !ok || p == "" || mod == "" {
+					return m, d.Errf("model '%s': candidate '%s' must be <provider>/<upstream-model>", m.Name, c)
+				}
+			}
+		case "strategy":
+			if !d.AllArgs(&m.Strategy) {
+				return m, d.ArgErr()
+			}
+			if m.Strategy != "ordered" {
+				return m, d.Errf("model '%s': unsupported strategy '%s' (supported: ordered)", m.Name, m.Strategy)
+			}
+		default:
+			return m, d.Errf("model '%s': unrecognized option '%s'", m.Name, key)
+		}
+	}
+	if len(m.Candidates) == 0 {
+		return m, d.Errf("model '%s' needs candidates", m.Name)
+	}
+	return m, nil
+}
+
+// noArgs parses a directive that takes no arguments and no block.
+func noArgs(h httpcaddyfile.Helper) error {
+	h.Next() // consume directive name
+	if h.NextArg() {
+		return h.ArgErr()
+	}
+	for nesting := h.Nesting(); h.NextBlock(nesting); {
+		return h.Errf("unrecognized subdirective '%s'", h.Val())
+	}
+	return nil
+}
+
+func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	return new(handlers.Auth), noArgs(h)
+}
+
+func parseMeter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	return new(handlers.Meter), noArgs(h)
+}
+
+func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	return new(handlers.Optimize), noArgs(h)
+}
+
+// parseRoute parses:
+//
+//	btl_route {
+//		max_body_bytes <n>
+//	}
+func parseRoute(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	r := new(handlers.Route)
+	h.Next() // consume directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := h.Nesting(); h.NextBlock(nesting); {
+		key := h.Val()
+		if seen[key] {
+			return nil, h.Errf("btl_route: duplicate option '%s'", key)
+		}
+		seen[key] = true
+		switch key {
+		case "max_body_bytes":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return nil, h.Errf("btl_route: invalid max_body_bytes '%s'", v)
+			}
+			r.MaxBodyBytes = n
+		default:
+			return nil, h.Errf("btl_route: unrecognized subdirective '%s'", key)
+		}
+	}
+	return r, nil
+}

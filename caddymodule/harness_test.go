@@ -1,0 +1,69 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+// caddyMu serialises tests that run a Caddy instance: Caddy has one running config per process.
+var caddyMu sync.Mutex
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startGateway runs a real Caddy with the given global btl block and site directives, and
+// returns the site's base URL. The instance stops when the test ends.
+func startGateway(t testing.TB, btlBlock, site string) string {
+	t.Helper()
+	caddyMu.Lock()
+	port := freePort(t)
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", btlBlock, port, site)
+	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
+	if err != nil {
+		caddyMu.Unlock()
+		t.Fatalf("adapt: %v\n%s", err, cf)
+	}
+	for _, w := range warnings {
+		if !strings.Contains(w.Message, "fmt") {
+			t.Logf("adapt warning: %s", w.Message)
+		}
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		caddyMu.Unlock()
+		t.Fatalf("load: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = caddy.Stop()
+		caddyMu.Unlock()
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(base + "/healthz-probe"); err == nil {
+			resp.Body.Close()
+			return base
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("gateway did not start")
+	return ""
+}
+
+const fullChain = "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize\n\tbtl_route\n"

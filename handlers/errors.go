@@ -1,0 +1,29 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+)
+
+func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
+
+// writeError answers with the OpenAI error envelope. The btl handlers write errors themselves
+// rather than returning caddyhttp errors because API clients need the JSON envelope, not an
+// error page.
+func writeError(w http.ResponseWriter, ex *Exchange, e *providers.Error) {
+	if ex != nil {
+		ex.Status = e.Status
+		ex.ErrorCode = e.Code
+		if e.UpstreamRequestID != "" {
+			w.Header().Set("X-Btl-Upstream-Request-Id", e.UpstreamRequestID)
+		}
+	}
+	providers.WriteError(w, e)
+}
+
+func methodNotAllowed(w http.ResponseWriter, ex *Exchange, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, ex, providers.Errorf(http.StatusMethodNotAllowed, "method_not_allowed", "", "method not allowed; use %s", allow))
+}

@@ -1,0 +1,164 @@
+// Package handlers holds the four btl HTTP handlers (auth, meter, optimize, route) and the
+// customer API routes they own. The handlers are thin: parsing, routing, pricing and storage
+// live in Caddy-free packages. One *Exchange per request carries what each handler learns.
+package handlers
+
+import (
+	"encoding/base32"
+	"encoding/binary"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+)
+
+// exchangeVar is the Caddy request var holding the *Exchange. A var (not a context value) so
+// outer handlers see what inner ones set after next returns.
+const exchangeVar = "btl.exchange"
+
+// DefaultMaxBody bounds a request body when no handler config says otherwise.
+const DefaultMaxBody = 32 << 20
+
+// Exchange is the per-request state shared by the btl handlers. Each field group has one
+// writer: auth writes identity; the first reader of the body writes Request; optimize writes
+// the final body and savings; route writes the upstream facts and usage; meter writes money.
+type Exchange struct {
+	ID    string
+	Start time.Time
+
+	// Identity (auth).
+	WorkspaceID string
+	KeyID       string
+
+	// The parsed request (read once by whichever handler needs it first).
+	Request    *providers.ChatRequest
+	requestErr *providers.Error
+	loaded     bool
+
+	// Body to send upstream, when the optimizer rewrote it (nil: Request.Body).
+	Body         []byte
+	CacheOutcome string
+
+	// Upstream facts (route).
+	Provider          string
+	UpstreamModel     string
+	UpstreamRequestID string
+	Attempts          int
+	Usage             providers.Usage
+	UsageKnown        bool
+	// UsageEstimated marks usage the gateway estimated because the upstream never reported it.
+	UsageEstimated bool
+	Status         int
+	ErrorCode      string
+	TTFB           time.Duration
+	Streamed       bool
+	// Partial is set when a stream ended early (client left or upstream cut).
+	Partial bool
+
+	// Money (meter), in micro-dollars.
+	CostMicros     int64
+	BaselineMicros int64
+	CostKnown      bool
+
+	onComplete []func(*Exchange)
+	completed  bool
+}
+
+// ExchangeFrom returns the request's exchange, creating it (and its id) on first use.
+func ExchangeFrom(r *http.Request) *Exchange {
+	if ex, ok := caddyhttp.GetVar(r.Context(), exchangeVar).(*Exchange); ok {
+		return ex
+	}
+	ex := &Exchange{ID: newRequestID(), Start: time.Now()}
+	caddyhttp.SetVar(r.Context(), exchangeVar, ex)
+	return ex
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newRequestID makes a 128-bit random id. Request ids need uniqueness, not secrecy, so the
+// runtime's per-thread ChaCha8 generator is enough and costs no syscall.
+func newRequestID() string {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	return "req_" + idEncoding.EncodeToString(b[:])
+}
+
+// OnComplete registers fn to run once when the exchange completes: just before the final
+// bytes of a successful answer are written, or after the handler chain returns otherwise.
+func (ex *Exchange) OnComplete(fn func(*Exchange)) { ex.onComplete = append(ex.onComplete, fn) }
+
+// Complete runs the completion hooks once.
+func (ex *Exchange) Complete() {
+	if ex.completed {
+		return
+	}
+	ex.completed = true
+	for _, fn := range ex.onComplete {
+		fn(ex)
+	}
+}
+
+// Completed reports whether Complete has run.
+func (ex *Exchange) Completed() bool { return ex.completed }
+
+// OutboundBody is the body to send upstream.
+func (ex *Exchange) OutboundBody() []byte {
+	if ex.Body != nil {
+		return ex.Body
+	}
+	return ex.Request.Body
+}
+
+// LoadChatRequest reads and parses the chat body once; later calls return the same result.
+func (ex *Exchange) LoadChatRequest(r *http.Request, maxBody int64) (*providers.ChatRequest, *providers.Error) {
+	if ex.loaded {
+		return ex.Request, ex.requestErr
+	}
+	ex.loaded = true
+	ex.Request, ex.requestErr = readChatRequest(r, maxBody)
+	return ex.Request, ex.requestErr
+}
+
+func readChatRequest(r *http.Request, maxBody int64) (*providers.ChatRequest, *providers.Error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && mt != "text/json") {
+			return nil, providers.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "",
+				"unsupported Content-Type %q: send application/json", ct)
+		}
+	}
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	if r.ContentLength > maxBody {
+		return nil, tooLarge(maxBody)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if asMaxBytes(err, &mbe) {
+			return nil, tooLarge(mbe.Limit)
+		}
+		return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "could not read the request body")
+	}
+	if int64(len(body)) > maxBody {
+		return nil, tooLarge(maxBody)
+	}
+	req, err := providers.ParseChatRequest(body)
+	if err != nil {
+		return nil, err.(*providers.Error)
+	}
+	return req, nil
+}
+
+func tooLarge(limit int64) *providers.Error {
+	return providers.Errorf(http.StatusRequestEntityTooLarge, "request_too_large", "",
+		"request body is larger than the limit of %d bytes", limit)
+}

@@ -1,0 +1,321 @@
+package handlers
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/providers/sse"
+	"github.com/badtheorylabs/btl-runtime/routing"
+)
+
+// Route sends chat completions to an upstream: it resolves the requested model to candidate
+// targets, tries them in order (failing over only before the first byte reaches the client),
+// and relays the answer, streaming events as they arrive. It also serves GET /v1/models and
+// GET /v1/providers. Every other request goes to the next handler.
+type Route struct {
+	// MaxBodyBytes bounds a request body. Default: 32 MiB.
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+
+	rt     Runtime
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Route) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.btl_route", New: func() caddy.Module { return new(Route) }}
+}
+
+// Provision finds the btl app.
+func (h *Route) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	rt, err := runtimeFrom(ctx, "btl_route")
+	if err != nil {
+		return err
+	}
+	h.rt = rt
+	if h.MaxBodyBytes <= 0 {
+		h.MaxBodyBytes = DefaultMaxBody
+	}
+	return nil
+}
+
+// Paths owned by the route handler.
+const (
+	PathChat      = "/v1/chat/completions"
+	PathModels    = "/v1/models"
+	PathProviders = "/v1/providers"
+)
+
+func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	switch r.URL.Path {
+	case PathChat:
+		ex := ExchangeFrom(r)
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, ex, http.MethodPost)
+			return nil
+		}
+		h.serveChat(w, r, ex)
+		return nil
+	case PathModels:
+		return h.serveModels(w, r)
+	case PathProviders:
+		return h.serveProviders(w, r)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) {
+	req, perr := ex.LoadChatRequest(r, h.MaxBodyBytes)
+	if perr != nil {
+		writeError(w, ex, perr)
+		return
+	}
+	targets, perr := h.rt.Routes().Resolve(req.Model)
+	if perr != nil {
+		writeError(w, ex, perr)
+		return
+	}
+	var lastErr *providers.Error
+	for _, tg := range targets {
+		ex.Attempts++
+		ex.Provider, ex.UpstreamModel = tg.Provider.Name(), tg.Model
+		call := &providers.Call{Request: req, Body: ex.OutboundBody(), UpstreamModel: tg.Model, Stream: req.Stream}
+		resp, err := tg.Provider.Chat(r.Context(), call)
+		if err == nil && resp.Stream != nil {
+			// Pull the first chunk before committing: a stream that fails before its first
+			// event can still fail over.
+			first, ferr := resp.Stream.Next()
+			if ferr == nil || ferr == io.EOF {
+				h.relayStream(w, r, ex, resp, first, ferr == io.EOF)
+				return
+			}
+			_ = resp.Stream.Close()
+			err = ferr
+		}
+		if err == nil {
+			h.writeCompletion(w, ex, resp)
+			return
+		}
+		lastErr = asProviderError(err)
+		h.logAttempt(ex, tg, lastErr)
+		if lastErr.Class != providers.ClassRetryable && lastErr.Class != providers.ClassFailover {
+			break
+		}
+		if r.Context().Err() != nil {
+			break
+		}
+	}
+	writeError(w, ex, lastErr)
+}
+
+func asProviderError(err error) *providers.Error {
+	var pe *providers.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_error",
+		Message: "the upstream provider failed", Class: providers.ClassRetryable, Internal: err}
+}
+
+func (h *Route) logAttempt(ex *Exchange, tg routing.Target, e *providers.Error) {
+	if c := h.logger.Check(zapcore.WarnLevel, "upstream attempt failed"); c != nil {
+		c.Write(zap.String("request_id", ex.ID), zap.String("provider", tg.Provider.Name()),
+			zap.String("upstream_model", tg.Model), zap.Int("status", e.Status), zap.String("class", e.Class.String()),
+			zap.String("upstream_request_id", e.UpstreamRequestID), zap.Error(e.Internal))
+	}
+}
+
+// setUpstreamHeaders publishes which upstream served the request.
+func setUpstreamHeaders(hdr http.Header, ex *Exchange) {
+	hdr.Set("X-Btl-Provider", ex.Provider)
+	hdr.Set("X-Btl-Upstream-Model", ex.UpstreamModel)
+	hdr.Set("X-Btl-Attempts", strconv.Itoa(ex.Attempts))
+	if ex.UpstreamRequestID != "" {
+		hdr.Set("X-Btl-Upstream-Request-Id", ex.UpstreamRequestID)
+	}
+	if ex.CacheOutcome == "" {
+		ex.CacheOutcome = "bypass"
+	}
+	hdr.Set("X-Btl-Cache", ex.CacheOutcome)
+}
+
+func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *providers.Response) {
+	ex.UpstreamRequestID = resp.UpstreamRequestID
+	ex.TTFB = time.Since(ex.Start)
+	body := resp.Body
+	span, hasUsage, _ := providers.FindTopLevel(body, "usage")
+	switch {
+	case resp.Usage != nil:
+		ex.Usage, ex.UsageKnown = *resp.Usage, true
+	case hasUsage:
+		ex.Usage, ex.UsageKnown = providers.ParseOpenAIUsage(body[span.Start:span.End])
+	}
+	ex.Status = http.StatusOK
+	ex.Complete()
+	if ex.CostKnown && hasUsage && body[span.Start] == '{' {
+		body = providers.AppendToObject(body, span, "cost", []byte(catalog.MicrosToUSD(ex.CostMicros)))
+	}
+	hdr := w.Header()
+	setUpstreamHeaders(hdr, ex)
+	setCostHeaders(hdr, ex)
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+func setCostHeaders(hdr http.Header, ex *Exchange) {
+	if !ex.CostKnown {
+		return
+	}
+	hdr.Set("X-Btl-Cost-Usd", catalog.MicrosToUSD(ex.CostMicros))
+	hdr.Set("X-Btl-Baseline-Usd", catalog.MicrosToUSD(ex.BaselineMicros))
+}
+
+var (
+	usageKey   = []byte(`"usage"`)
+	nullValue  = []byte("null")
+	emptyArray = []byte("[]")
+	doneEvent  = []byte("data: [DONE]\n\n")
+)
+
+// relayStream writes the stream to the client event by event, flushing each one. The upstream
+// always reports usage; the usage chunk is shown to the client only if it asked for it.
+func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange, resp *providers.Response, first []byte, eof bool) {
+	stream := resp.Stream
+	defer stream.Close()
+	ex.Streamed = true
+	ex.UpstreamRequestID = resp.UpstreamRequestID
+	ex.Status = http.StatusOK
+	wantUsage := ex.Request.WantsUsage()
+
+	hdr := w.Header()
+	setUpstreamHeaders(hdr, ex)
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+
+	var outputBytes int64
+	buf := make([]byte, 0, 4096)
+	chunk := first
+	for !eof {
+		out := chunk
+		if bytes.Contains(chunk, usageKey) {
+			out = h.captureUsage(ex, chunk, wantUsage)
+		} else {
+			outputBytes += int64(len(chunk))
+		}
+		if out != nil {
+			if ex.TTFB == 0 {
+				ex.TTFB = time.Since(ex.Start)
+			}
+			buf = sse.AppendData(buf[:0], out)
+			if _, err := w.Write(buf); err != nil {
+				h.abandon(ex, outputBytes)
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				h.abandon(ex, outputBytes)
+				return
+			}
+		}
+		var err error
+		chunk, err = stream.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			h.streamFailed(w, rc, ex, err, outputBytes)
+			return
+		}
+	}
+	if !ex.UsageKnown {
+		estimateUsage(ex, outputBytes)
+	}
+	ex.Complete()
+	_, _ = w.Write(doneEvent)
+	_ = rc.Flush()
+}
+
+// captureUsage records the usage of a chunk that carries it and returns what the client should
+// see: the chunk with usage.cost added when it asked for usage, otherwise the chunk without
+// usage (nil to drop a usage-only chunk).
+func (h *Route) captureUsage(ex *Exchange, chunk []byte, wantUsage bool) []byte {
+	span, ok, err := providers.FindTopLevel(chunk, "usage")
+	if err != nil || !ok || bytes.Equal(chunk[span.Start:span.End], nullValue) {
+		return chunk
+	}
+	if u, ok := providers.ParseOpenAIUsage(chunk[span.Start:span.End]); ok {
+		ex.Usage, ex.UsageKnown = u, true
+	}
+	if !wantUsage {
+		if cs, ok, _ := providers.FindTopLevel(chunk, "choices"); !ok || bytes.Equal(chunk[cs.Start:cs.End], emptyArray) || bytes.Equal(chunk[cs.Start:cs.End], nullValue) {
+			ex.Complete()
+			return nil
+		}
+		return providers.Replace(chunk, span, nullValue)
+	}
+	// The cost is known only once usage is: complete the exchange (the meter prices and
+	// records it) before the client can see the end of the stream.
+	ex.Complete()
+	if ex.CostKnown && chunk[span.Start] == '{' {
+		return providers.AppendToObject(chunk, span, "cost", []byte(catalog.MicrosToUSD(ex.CostMicros)))
+	}
+	return chunk
+}
+
+// streamFailed reports an upstream failure after the first byte: in-band, as OpenAI-style
+// servers do, never by retrying (the client has already seen part of an answer).
+func (h *Route) streamFailed(w http.ResponseWriter, rc *http.ResponseController, ex *Exchange, err error, outputBytes int64) {
+	pe := asProviderError(err)
+	ex.Partial = true
+	ex.ErrorCode = pe.Code
+	if !ex.UsageKnown {
+		estimateUsage(ex, outputBytes)
+	}
+	if c := h.logger.Check(zapcore.WarnLevel, "upstream stream failed after first byte"); c != nil {
+		c.Write(zap.String("request_id", ex.ID), zap.String("provider", ex.Provider), zap.Error(pe.Internal))
+	}
+	_, _ = w.Write(sse.AppendData(nil, pe.Envelope()))
+	_ = rc.Flush()
+}
+
+// abandon handles a client that went away mid-stream: stop reading the upstream and record
+// what was used so far.
+func (h *Route) abandon(ex *Exchange, outputBytes int64) {
+	ex.Partial = true
+	ex.ErrorCode = "client_closed_request"
+	if !ex.UsageKnown {
+		estimateUsage(ex, outputBytes)
+	}
+}
+
+// estimateUsage fills usage when the upstream never reported it (the stream was cut or the
+// client left): about four bytes per token of what was sent and received, so an abandoned
+// stream is still billed for what it consumed rather than for nothing.
+func estimateUsage(ex *Exchange, outputBytes int64) {
+	ex.Usage = providers.Usage{
+		InputUncached: int64(len(ex.OutboundBody())+3) / 4,
+		Output:        outputBytes / 16, // a chunk is ~4x its text in JSON framing
+	}
+	ex.UsageKnown, ex.UsageEstimated = true, true
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Route)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Route)(nil)
+)

@@ -1,0 +1,30 @@
+package handlers
+
+import (
+	"fmt"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/routing"
+)
+
+// Runtime is what the handlers need from the global btl app. The app implements it; tests can
+// supply their own. Keeping it an interface lets caddymodule import handlers, not the reverse.
+type Runtime interface {
+	Routes() *routing.Table
+	Prices() *catalog.Catalog
+}
+
+// runtimeFrom finds the configured btl app.
+func runtimeFrom(ctx caddy.Context, who string) (Runtime, error) {
+	app, err := ctx.AppIfConfigured("btl")
+	if err != nil {
+		return nil, fmt.Errorf("%s needs the global btl app (a `btl { … }` block in the Caddyfile's global options): %w", who, err)
+	}
+	rt, ok := app.(Runtime)
+	if !ok {
+		return nil, fmt.Errorf("%s: the btl app has unexpected type %T", who, app)
+	}
+	return rt, nil
+}

@@ -1,0 +1,43 @@
+package catalog
+
+import (
+	"testing"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+)
+
+func TestLookupAndCost(t *testing.T) {
+	c := Default()
+	for _, m := range []string{"gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai/gpt-4o-mini"} {
+		p, ok := c.Lookup(m)
+		if !ok || p.Input != 150_000 || p.Output != 600_000 {
+			t.Fatalf("%s: %+v %v", m, p, ok)
+		}
+	}
+	if _, ok := c.Lookup("no-such-model"); ok {
+		t.Fatal("unknown model priced")
+	}
+	p, _ := c.Lookup("claude-sonnet-4-5")
+	// 50k each of uncached ($3), cache read ($0.30), write ($3.75) and output ($15).
+	u := providers.Usage{InputUncached: 50_000, CacheRead: 50_000, CacheWrite5m: 50_000, Output: 50_000}
+	if got := p.Cost(u); got != 150_000+15_000+187_500+750_000 {
+		t.Fatalf("cost %d", got)
+	}
+	// Long-context tier applies above 200k prompt tokens.
+	if got := p.Cost(providers.Usage{InputUncached: 300_000}); got != 1_800_000 {
+		t.Fatalf("long cost %d", got)
+	}
+	// Rounding: 1 token of gpt-4o-mini input is 0.15 µ$ → rounds to 0; 4 tokens → 0.6 → 1.
+	mini, _ := c.Lookup("gpt-4o-mini")
+	if mini.Cost(providers.Usage{InputUncached: 1}) != 0 || mini.Cost(providers.Usage{InputUncached: 4}) != 1 {
+		t.Fatal("rounding")
+	}
+}
+
+func TestMicrosToUSD(t *testing.T) {
+	for m, want := range map[Micros]string{0: "0.000000", 1: "0.000001", 1_500_000: "1.500000", -25: "-0.000025"} {
+		if got := MicrosToUSD(m); got != want {
+			t.Fatalf("%d: %s", m, got)
+		}
+	}
+}

@@ -1,0 +1,152 @@
+package providers
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+)
+
+func TestParseChatRequest(t *testing.T) {
+	cases := []struct {
+		body   string
+		status int
+		param  string
+	}{
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}]}`, 0, ""},
+		{`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":5}`, 0, ""},
+		{``, 400, ""},
+		{`null`, 400, ""},
+		{`{"model":"m","messages":[]}`, 400, "messages"},
+		{`{"model":"m","messages":[1]}`, 400, "messages[0]"},
+		{`{"model":["m"],"messages":[{}]}`, 400, "model"},
+		{`{"model":"m","messages":[{}],"max_tokens":"10"}`, 400, "max_tokens"},
+		{`{"model":"m","messages":[{}],"max_tokens":-1}`, 400, "max_tokens"},
+		{`{"model":"m","messages":[{}],"n":0}`, 400, "n"},
+		{`{"model":"m","messages":[{}],"stream_options":5}`, 400, "stream_options"},
+		{`{"model":"m","messages":[{}]} trailing`, 400, ""},
+	}
+	for _, c := range cases {
+		req, err := ParseChatRequest([]byte(c.body))
+		if c.status == 0 {
+			if err != nil {
+				t.Fatalf("%s: %v", c.body, err)
+			}
+			if req.Model != "m" {
+				t.Fatalf("%s: model %q", c.body, req.Model)
+			}
+			continue
+		}
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Status != c.status || pe.Param != c.param {
+			t.Fatalf("%s: got %#v want %d param %q", c.body, err, c.status, c.param)
+		}
+	}
+}
+
+func TestFindAndSetTopLevel(t *testing.T) {
+	doc := []byte(` { "a" : {"model":"inner"}, "model" : "x\"y", "s":"}{" , "model":"last" } `)
+	s, ok, err := FindTopLevel(doc, "model")
+	if err != nil || !ok || string(doc[s.Start:s.End]) != `"last"` {
+		t.Fatalf("%v %v %q", ok, err, doc[s.Start:s.End])
+	}
+	out, err := SetTopLevel([]byte(`{"a":1}`), "model", []byte(`"m"`))
+	if err != nil || string(out) != `{"model":"m","a":1}` {
+		t.Fatalf("%s %v", out, err)
+	}
+	out, _ = SetTopLevel([]byte(`{}`), "k", []byte(`1`))
+	if string(out) != `{"k":1}` {
+		t.Fatalf("%s", out)
+	}
+	esc := []byte(`{"mod\u0065l":"q"}`)
+	if s, ok, _ := FindTopLevel(esc, "model"); !ok || string(esc[s.Start:s.End]) != `"q"` {
+		t.Fatal("escaped key not matched")
+	}
+	u := []byte(`{"usage":{"prompt_tokens":1}}`)
+	s, _, _ = FindTopLevel(u, "usage")
+	if got := AppendToObject(u, s, "cost", []byte("0.1")); string(got) != `{"usage":{"prompt_tokens":1,"cost":0.1}}` {
+		t.Fatalf("%s", got)
+	}
+	e := []byte(`{"usage":{}}`)
+	s, _, _ = FindTopLevel(e, "usage")
+	if got := AppendToObject(e, s, "cost", []byte("0")); string(got) != `{"usage":{"cost":0}}` {
+		t.Fatalf("%s", got)
+	}
+	for _, bad := range []string{`[]`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{"a":"x`, `{"a":[1}`, `{`} {
+		if _, _, err := FindTopLevel([]byte(bad), "a"); err == nil {
+			t.Fatalf("%s: no error", bad)
+		}
+	}
+}
+
+func TestUsageNormal(t *testing.T) {
+	u, ok := ParseOpenAIUsage([]byte(`{"prompt_tokens":2000,"completion_tokens":50,"prompt_tokens_details":{"cached_tokens":1536},"completion_tokens_details":{"reasoning_tokens":20}}`))
+	if !ok || u.InputUncached != 464 || u.CacheRead != 1536 || u.Output != 50 || u.Reasoning != 20 || u.PromptTokens() != 2000 {
+		t.Fatalf("%+v", u)
+	}
+	if _, ok := ParseOpenAIUsage([]byte("null")); ok {
+		t.Fatal("null usage parsed")
+	}
+}
+
+func TestErrorEnvelope(t *testing.T) {
+	e := Errorf(http.StatusNotFound, "model_not_found", "model", "no %s", "x")
+	var env map[string]map[string]any
+	if err := json.Unmarshal(e.Envelope(), &env); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"message", "type", "param", "code"} {
+		if _, ok := env["error"][k]; !ok {
+			t.Fatalf("missing %s", k)
+		}
+	}
+	if env["error"]["type"] != "invalid_request_error" {
+		t.Fatal(env)
+	}
+}
+
+// FuzzParseChatRequest: any input yields a request or a 4xx *Error, never a panic, and a
+// parsed request's model can always be located and replaced by the byte scanner.
+func FuzzParseChatRequest(f *testing.F) {
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{}],"x":[1,{"y":"\"}"}]}`))
+	f.Add([]byte(`{"mod\u0065l":"m","messages":[{}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := ParseChatRequest(body)
+		if err != nil {
+			var pe *Error
+			if !errors.As(err, &pe) || pe.Status < 400 || pe.Status >= 500 {
+				t.Fatalf("bad error %v", err)
+			}
+			return
+		}
+		out, serr := SetTopLevel(req.Body, "model", []byte(`"upstream"`))
+		if serr != nil {
+			t.Fatalf("scanner rejected a document encoding/json accepted: %v", serr)
+		}
+		again, err := ParseChatRequest(out)
+		if err != nil || again.Model != "upstream" {
+			t.Fatalf("model rewrite broke the body: %v %q", err, out)
+		}
+	})
+}
+
+func BenchmarkParseChatRequest(b *testing.B) {
+	body := []byte(`{"model":"btl-fast","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about gateways and the cost of tokens, please."}],"temperature":0.2,"max_tokens":256,"stream":false}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseChatRequest(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSetModel(b *testing.B) {
+	body := []byte(`{"model":"btl-fast","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about gateways."}],"temperature":0.2}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := SetTopLevel(body, "model", []byte(`"gpt-4o-mini"`)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
