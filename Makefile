@@ -5,6 +5,8 @@ GO        ?= go
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME  ?= 10s
 export GOPRIVATE := github.com/badtheorylabs
+# The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
+PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
 .PHONY: build run test vet lint fuzz bench bench-go xcaddy clean
 
@@ -36,7 +38,8 @@ bench-go:
 
 # Load benchmark: simulated upstream direct vs plain Caddy reverse_proxy vs the btl chain.
 bench: build
-	$(GO) run ./bench/load -caddy ./caddy
+	$(GO) build -o /tmp/btl-bench-load ./bench/load
+	$(PIN_LOADGEN) /tmp/btl-bench-load -caddy ./caddy -out bench/results.md
 
 xcaddy:
 	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output ./caddy-xcaddy \
