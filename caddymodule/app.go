@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
+	"github.com/badtheorylabs/btl-runtime/payments"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
@@ -39,8 +40,14 @@ type App struct {
 	Models []ModelConfig `json:"models,omitempty"`
 	// PricesFile overrides and extends the embedded price catalog.
 	PricesFile string `json:"prices_file,omitempty"`
+	// Payments configures credit top-ups through a Stripe-compatible API.
+	PaymentsConfig *PaymentsConfig `json:"payments,omitempty"`
 
 	routes    *routing.Table
+	ledger    *ledgerSet
+	ledgerKey string
+	led       *handlers.Ledger
+	pay       *payments.Stripe
 	prices    *catalog.Catalog
 	clients   []*http.Client
 	simulator bool
@@ -56,6 +63,23 @@ type StorageConfig struct {
 	// DSN is the PostgreSQL connection string; placeholders such as {env.BTL_DATABASE_URL}
 	// are expanded at provision time.
 	DSN string `json:"dsn,omitempty"`
+	// SpoolDir holds the ledger's write-ahead spool. Default: under Caddy's data directory.
+	SpoolDir string `json:"spool_dir,omitempty"`
+	// NodeID names this gateway node for credit leases; it must differ between nodes that
+	// share a database. Default: hostname and process id.
+	NodeID string `json:"node_id,omitempty"`
+}
+
+// PaymentsConfig is a Stripe-compatible payment provider.
+type PaymentsConfig struct {
+	// Provider is "stripe".
+	Provider      string `json:"provider"`
+	SecretKey     string `json:"secret_key"`
+	WebhookSecret string `json:"webhook_secret"`
+	// BaseURL defaults to https://api.stripe.com.
+	BaseURL    string `json:"base_url,omitempty"`
+	SuccessURL string `json:"success_url,omitempty"`
+	CancelURL  string `json:"cancel_url,omitempty"`
 }
 
 // ProviderConfig is one upstream.
@@ -157,6 +181,26 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.routes = routes
+	rs, err := resolveStorage(a.Storage, repl)
+	if err != nil {
+		return err
+	}
+	if a.ledger, err = acquireLedger(rs, a.logger); err != nil {
+		return err
+	}
+	a.ledgerKey = rs.key()
+	a.led = &handlers.Ledger{Store: a.ledger.store, Writer: a.ledger.writer, Credits: a.ledger.credits,
+		Keys: a.ledger.keys, NodeID: a.ledger.node}
+	if pc := a.PaymentsConfig; pc != nil {
+		a.pay = &payments.Stripe{
+			SecretKey: repl.ReplaceKnown(pc.SecretKey, ""), WebhookSecret: repl.ReplaceKnown(pc.WebhookSecret, ""),
+			BaseURL: repl.ReplaceKnown(pc.BaseURL, ""), SuccessURL: repl.ReplaceKnown(pc.SuccessURL, ""),
+			CancelURL: repl.ReplaceKnown(pc.CancelURL, ""),
+		}
+		if a.pay.SecretKey == "" || a.pay.WebhookSecret == "" {
+			return fmt.Errorf("payments: secret_key and webhook_secret are required (are the environment variables set?)")
+		}
+	}
 	a.prices = catalog.Default()
 	if a.PricesFile != "" {
 		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
@@ -180,8 +224,19 @@ func (a *App) Cleanup() error {
 	if a.simulator {
 		releaseSimulator()
 	}
+	if a.ledger != nil {
+		if _, err := ledgers.Delete(a.ledgerKey); err != nil {
+			a.logger.Warn("releasing the ledger", zap.Error(err))
+		}
+	}
 	return nil
 }
+
+// Ledger implements handlers.Runtime.
+func (a *App) Ledger() *handlers.Ledger { return a.led }
+
+// Payments implements handlers.Runtime.
+func (a *App) Payments() *payments.Stripe { return a.pay }
 
 // Routes implements handlers.Runtime.
 func (a *App) Routes() *routing.Table { return a.routes }

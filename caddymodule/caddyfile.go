@@ -33,7 +33,16 @@ func init() {
 //
 //	btl {
 //		storage sqlite [<path>] | postgres <dsn>
+//		spool_dir <dir>
+//		node_id <id>
 //		prices <file>
+//		payments stripe {
+//			secret_key <secret>
+//			webhook_secret <secret>
+//			base_url <url>
+//			success_url <url>
+//			cancel_url <url>
+//		}
 //		provider <name> <type> {
 //			base_url <url>
 //			api_key <secret>
@@ -80,8 +89,12 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
 		case "storage":
-			if app.Storage != nil {
+			if app.Storage != nil && app.Storage.Type != "" {
 				return d.Err("duplicate option 'storage'")
+			}
+			spool, node := "", ""
+			if app.Storage != nil {
+				spool, node = app.Storage.SpoolDir, app.Storage.NodeID
 			}
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -92,7 +105,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				if len(args) > 2 {
 					return d.ArgErr()
 				}
-				app.Storage = &StorageConfig{Type: "sqlite"}
+				app.Storage = &StorageConfig{Type: "sqlite", SpoolDir: spool, NodeID: node}
 				if len(args) == 2 {
 					app.Storage.Path = args[1]
 				}
@@ -100,10 +113,33 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				if len(args) != 2 {
 					return d.Err("storage postgres needs a connection string")
 				}
-				app.Storage = &StorageConfig{Type: "postgres", DSN: args[1]}
+				app.Storage = &StorageConfig{Type: "postgres", DSN: args[1], SpoolDir: spool, NodeID: node}
 			default:
 				return d.Errf("unknown storage type '%s' (want sqlite or postgres)", args[0])
 			}
+		case "spool_dir", "node_id":
+			if app.Storage == nil {
+				app.Storage = &StorageConfig{}
+			}
+			dst := &app.Storage.SpoolDir
+			if d.Val() == "node_id" {
+				dst = &app.Storage.NodeID
+			}
+			if *dst != "" {
+				return d.Errf("duplicate option '%s'", d.Val())
+			}
+			if !d.AllArgs(dst) {
+				return d.ArgErr()
+			}
+		case "payments":
+			if app.PaymentsConfig != nil {
+				return d.Err("duplicate option 'payments'")
+			}
+			p, err := unmarshalPayments(d)
+			if err != nil {
+				return err
+			}
+			app.PaymentsConfig = p
 		case "prices":
 			if app.PricesFile != "" {
 				return d.Err("duplicate option 'prices'")
@@ -276,8 +312,85 @@ func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	return new(handlers.Auth), noArgs(h)
 }
 
+// parseMeter parses:
+//
+//	btl_meter {
+//		anonymous_workspace <workspace-id>
+//		default_output_reserve <tokens>
+//	}
 func parseMeter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	return new(handlers.Meter), noArgs(h)
+	m := new(handlers.Meter)
+	h.Next() // consume directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := h.Nesting(); h.NextBlock(nesting); {
+		key := h.Val()
+		if seen[key] {
+			return nil, h.Errf("btl_meter: duplicate option '%s'", key)
+		}
+		seen[key] = true
+		switch key {
+		case "anonymous_workspace":
+			if !h.AllArgs(&m.AnonymousWorkspace) {
+				return nil, h.ArgErr()
+			}
+		case "default_output_reserve":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return nil, h.Errf("btl_meter: invalid default_output_reserve '%s'", v)
+			}
+			m.DefaultOutputReserve = n
+		default:
+			return nil, h.Errf("btl_meter: unrecognized subdirective '%s'", key)
+		}
+	}
+	return m, nil
+}
+
+func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
+	p := &PaymentsConfig{}
+	if !d.AllArgs(&p.Provider) {
+		return nil, d.Err("payments needs a provider: payments stripe { … }")
+	}
+	if p.Provider != "stripe" {
+		return nil, d.Errf("unsupported payments provider '%s' (supported: stripe)", p.Provider)
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		key := d.Val()
+		if seen[key] {
+			return nil, d.Errf("payments: duplicate option '%s'", key)
+		}
+		seen[key] = true
+		var dst *string
+		switch key {
+		case "secret_key":
+			dst = &p.SecretKey
+		case "webhook_secret":
+			dst = &p.WebhookSecret
+		case "base_url":
+			dst = &p.BaseURL
+		case "success_url":
+			dst = &p.SuccessURL
+		case "cancel_url":
+			dst = &p.CancelURL
+		default:
+			return nil, d.Errf("payments: unrecognized option '%s'", key)
+		}
+		if !d.AllArgs(dst) {
+			return nil, d.ArgErr()
+		}
+	}
+	if p.SecretKey == "" || p.WebhookSecret == "" {
+		return nil, d.Err("payments: secret_key and webhook_secret are required")
+	}
+	return p, nil
 }
 
 func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

@@ -17,13 +17,24 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/shared"
 
+	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers/simulated"
 )
 
 // simBlock is a btl block with two simulated upstreams on real loopback servers, so tests can
 // reach the simulator's controls.
 func simGateway(t *testing.T) (base string, primary, backup *simulated.Server) {
+	base, primary, backup, _ = simGatewayLedger(t)
+	return base, primary, backup
+}
+
+// testKey is the owner key of the workspace the current simGateway bills.
+var testKey string
+
+func simGatewayLedger(t *testing.T) (base string, primary, backup *simulated.Server, tl *testLedger) {
 	t.Helper()
+	tl = newTestLedger(t, 100*ledger.Credit)
+	testKey = tl.ownerKey
 	primary, backup = simulated.New(simulated.Options{}), simulated.New(simulated.Options{})
 	ps, bs := httptest.NewServer(primary), httptest.NewServer(backup)
 	t.Cleanup(ps.Close)
@@ -42,12 +53,12 @@ func simGateway(t *testing.T) (base string, primary, backup *simulated.Server) {
 			candidates sim/gpt-4o-mini backup/gpt-4o-mini
 		}
 	}`
-	base = startGateway(t, block, fullChain)
-	return base, primary, backup
+	base = startGateway(t, tl.withStorage(block), fullChain)
+	return base, primary, backup, tl
 }
 
 func sdk(base string) openai.Client {
-	return openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey("btl_test"), option.WithMaxRetries(0))
+	return openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey(testKey), option.WithMaxRetries(0))
 }
 
 func TestChatNonStreamThroughSDK(t *testing.T) {
@@ -184,19 +195,16 @@ func TestUnknownFieldsPassBothWays(t *testing.T) {
 		io.WriteString(w, `{"id":"c1","object":"chat.completion","created":1,"model":"m","x_vendor":{"trace":[1,2]},"choices":[{"index":0,"message":{"role":"assistant","content":"hi","reasoning_content":"because"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6,"x_usage_extra":7}}`)
 	}))
 	defer up.Close()
-	base := startGateway(t, `btl {
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
 		provider up openai_compatible {
 			base_url `+up.URL+`/v1
 		}
-	}`, fullChain)
+	}`), fullChain)
 
 	reqBody := `{"model":"up/vendor-model","messages":[{"role":"user","content":"hi","x_msg_field":true}],"x_top_level":{"a":[1,2,{"b":null}]},"temperature":0.3}`
-	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(reqBody))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, _, _, body := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(reqBody))
 	mu.Lock()
 	sent := string(got)
 	mu.Unlock()
@@ -215,12 +223,7 @@ func TestUnknownFieldsPassBothWays(t *testing.T) {
 
 	// Stream: unknown chunk fields pass; usage requested upstream but not shown.
 	streamBody := `{"model":"up/vendor-model","stream":true,"messages":[{"role":"user","content":"hi"}],"x_top_level":1}`
-	resp, err = http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(streamBody))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, _, _, sb := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(streamBody))
 	mu.Lock()
 	sent = string(got)
 	mu.Unlock()
@@ -250,6 +253,7 @@ type apiError struct {
 func postRaw(t *testing.T, url, contentType string, body io.Reader) (int, http.Header, apiError, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, body)
+	req.Header.Set("Authorization", "Bearer "+testKey)
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
@@ -308,7 +312,9 @@ func TestBadInputGetsOpenAIErrors(t *testing.T) {
 		})
 	}
 	// Wrong method.
-	resp, err := http.Get(url)
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,14 +378,9 @@ func TestUpstreamErrorsAndFailover(t *testing.T) {
 func TestStreamCutMidwayReportedInBand(t *testing.T) {
 	base, _, _ := simGateway(t)
 	body := `{"model":"btl-fast","stream":true,"messages":[{"role":"user","content":"go [sim:cut_after=2]"}]}`
-	resp, err := http.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || resp.Header.Get("X-Btl-Provider") != "sim" {
-		t.Fatalf("status %d provider %s", resp.StatusCode, resp.Header.Get("X-Btl-Provider"))
+	status, hdr, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if status != 200 || hdr.Get("X-Btl-Provider") != "sim" {
+		t.Fatalf("status %d provider %s", status, hdr.Get("X-Btl-Provider"))
 	}
 	if !bytes.Contains(raw, []byte(`"error":{`)) || bytes.Contains(raw, []byte("[DONE]")) {
 		t.Fatalf("cut stream should end with an in-band error and no [DONE]: %s", raw)
@@ -400,12 +401,7 @@ func TestModelsAndProviders(t *testing.T) {
 	if ids["btl-fast"] != "btl" || ids["sim/gpt-4o-mini"] != "sim" {
 		t.Fatalf("models: %v", ids)
 	}
-	resp, err := http.Get(base + "/v1/providers")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	raw := getRaw(t, base+"/v1/providers", testKey)
 	if !bytes.Contains(raw, []byte(`"name":"sim","type":"simulated"`)) || bytes.Contains(raw, []byte("sim-key")) || bytes.Contains(raw, []byte("backup-key")) {
 		t.Fatalf("providers: %s", raw)
 	}
@@ -441,6 +437,22 @@ func TestToolCallsRoundTrip(t *testing.T) {
 	if resp.Choices[0].FinishReason != "stop" || resp.Choices[0].Message.Content == "" {
 		t.Fatalf("after tool result: %+v", resp.Choices[0])
 	}
+}
+
+func getRaw(t *testing.T, url, key string) []byte {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, raw)
+	}
+	return raw
 }
 
 // readSSE is a small raw SSE reader for assertions the SDK hides.

@@ -1,9 +1,11 @@
 package caddymodule
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/badtheorylabs/btl-runtime/ledger"
 )
 
 // caddyMu serialises tests that run a Caddy instance: Caddy has one running config per process.
@@ -67,3 +71,36 @@ func startGateway(t testing.TB, btlBlock, site string) string {
 }
 
 const fullChain = "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize\n\tbtl_route\n"
+
+// testLedger is a fresh SQLite ledger for one test: the storage lines for the btl block and
+// a workspace with an owner key (all scopes) and the given credits.
+type testLedger struct {
+	dir, db   string
+	storage   string
+	workspace string
+	ownerKey  string
+}
+
+func newTestLedger(t testing.TB, credits ledger.Micros) *testLedger {
+	t.Helper()
+	dir := t.TempDir()
+	tl := &testLedger{dir: dir, db: filepath.Join(dir, "btl.db")}
+	tl.storage = fmt.Sprintf("storage sqlite %s\n\t\tspool_dir %s\n\t\tnode_id test-node", tl.db, filepath.Join(dir, "spool"))
+	ctx := context.Background()
+	store, err := ledger.OpenSQLite(ctx, tl.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ws, secret, err := store.CreateWorkspace(ctx, "test", credits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl.workspace, tl.ownerKey = ws.ID, secret
+	return tl
+}
+
+// withStorage inserts the ledger's storage lines into a btl block.
+func (tl *testLedger) withStorage(btlBlock string) string {
+	return strings.Replace(btlBlock, "btl {", "btl {\n\t\t"+tl.storage, 1)
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers"
 )
 
@@ -34,6 +35,7 @@ type Exchange struct {
 	// Identity (auth).
 	WorkspaceID string
 	KeyID       string
+	Scopes      []ledger.Scope
 
 	// The parsed request (read once by whichever handler needs it first).
 	Request    *providers.ChatRequest

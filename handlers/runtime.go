@@ -5,15 +5,29 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/payments"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
-// Runtime is what the handlers need from the global btl app. The app implements it; tests can
-// supply their own. Keeping it an interface lets caddymodule import handlers, not the reverse.
+// Runtime is what the handlers need from the global btl app. The app implements it; keeping
+// it an interface lets caddymodule import handlers, not the reverse.
 type Runtime interface {
 	Routes() *routing.Table
 	Prices() *catalog.Catalog
+	Ledger() *Ledger
+	// Payments is the configured payment provider, or nil.
+	Payments() *payments.Stripe
+}
+
+// Ledger bundles the process-wide money and identity services (shared across reloads).
+type Ledger struct {
+	Store   ledger.Store
+	Writer  *ledger.Writer
+	Credits *ledger.Credits
+	Keys    *KeyCache
+	NodeID  string
 }
 
 // runtimeFrom finds the configured btl app.

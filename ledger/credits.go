@@ -1,0 +1,479 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CreditsOptions tunes the lease policy. Zero values take the defaults in brackets.
+type CreditsOptions struct {
+	// LeaseTTL is how long a lease lives in the database without renewal [60s]. A crashed
+	// node's unused lease returns to the pool after at most this long.
+	LeaseTTL time.Duration
+	// IdleRelease gives a workspace's lease back after this long without reservations [30s].
+	IdleRelease time.Duration
+	// MinLease is the smallest lease asked for (capped by what is available) [$1].
+	MinLease Micros
+	// MaxLease caps the adaptive lease size [$100].
+	MaxLease Micros
+	// Growth sizes leases at Growth × the recent average reservation [20].
+	Growth int64
+	// TickInterval is the renew/release scan period [min(LeaseTTL/4, 5s)].
+	TickInterval time.Duration
+	// OnError, if set, is told about background lease errors.
+	OnError func(error)
+}
+
+func (o *CreditsOptions) defaults() {
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = time.Minute
+	}
+	if o.IdleRelease <= 0 {
+		o.IdleRelease = 30 * time.Second
+	}
+	if o.MinLease <= 0 {
+		o.MinLease = Credit
+	}
+	if o.MaxLease < o.MinLease {
+		o.MaxLease = max(100*Credit, o.MinLease)
+	}
+	if o.Growth <= 0 {
+		o.Growth = 20
+	}
+	if o.TickInterval <= 0 {
+		o.TickInterval = min(o.LeaseTTL/4, 5*time.Second)
+	}
+}
+
+// Credits reserves credits for requests against per-workspace leases held in memory, so the
+// hot path takes one mutex and no database round trip. Each node leases part of a
+// workspace's balance (Store.AcquireLease keeps Σ leases ≤ balance in the database) and
+// may only reserve what its lease covers; a miss asks the database for more.
+//
+// Per workspace it tracks the lease L (a mirror of the database lease, never above it),
+// open reservations R and settled-but-uncommitted cost S, and keeps R + S ≤ L (except when
+// a request's actual cost overruns its estimate, which is counted as overdraft). When the
+// Writer commits rows, InsertRows moves their cost from the database lease to spent, and
+// Committed (wired as WriterOptions.OnCommit) lowers L and S by the same amount.
+//
+// The node id must be unique per gateway node and equal the Writer's NodeID.
+type Credits struct {
+	store Store
+	node  string
+	opts  CreditsOptions
+
+	mu sync.RWMutex
+	ws map[string]*wsLease
+
+	closed    atomic.Bool
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+
+	hits, misses, acquires, insufficient, overruns atomic.Int64
+	overdraft                                      atomic.Int64
+}
+
+type wsLease struct {
+	id  string
+	acq sync.Mutex // one database lease call at a time per workspace
+	mu  sync.Mutex // guards the fields below; never held across I/O
+
+	lease, reserved, settled Micros
+	usableUntil              time.Time // local clock; a margin before the database expiry
+	lastUsed                 time.Time
+	avg                      Micros // moving average reservation size
+	dead                     bool   // removed from the map; callers must re-get
+	topping                  atomic.Bool
+}
+
+// NewCredits starts the background renew/release loop; call Close to stop it and give
+// unused leases back.
+func NewCredits(store Store, nodeID string, opts CreditsOptions) *Credits {
+	opts.defaults()
+	c := &Credits{store: store, node: nodeID, opts: opts, ws: map[string]*wsLease{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go c.loop()
+	return c
+}
+
+// Reservation is money set aside for one request. Exactly one of Settle or Release takes
+// effect; later calls are ignored.
+type Reservation struct {
+	c      *Credits
+	l      *wsLease
+	amount Micros
+	done   bool // guarded by l.mu
+}
+
+// Amount is the reserved estimate.
+func (r *Reservation) Amount() Micros { return r.amount }
+
+func (c *Credits) get(ws string) *wsLease {
+	c.mu.RLock()
+	l := c.ws[ws]
+	c.mu.RUnlock()
+	if l != nil {
+		return l
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if l = c.ws[ws]; l == nil {
+		l = &wsLease{id: ws}
+		c.ws[ws] = l
+	}
+	return l
+}
+
+func (c *Credits) margin() time.Duration { return c.opts.LeaseTTL / 10 }
+
+// target is the lease size to aim for: Growth × recent reservations, at least MinLease,
+// at most MaxLease, and never less than the reservation at hand.
+func (c *Credits) target(l *wsLease, amount Micros) Micros {
+	g := Micros(c.opts.Growth)
+	t := min(max(l.avg, amount), c.opts.MaxLease/g) * g // min first: no overflow
+	t = min(max(t, c.opts.MinLease), c.opts.MaxLease)
+	return max(t, amount)
+}
+
+// init books amount on l; l.mu must be held and the headroom checked. It reports whether
+// the lease is running low.
+func (r *Reservation) init(c *Credits, l *wsLease, amount Micros, now time.Time) (low bool) {
+	r.c, r.l, r.amount = c, l, amount
+	l.reserved += amount
+	l.lastUsed = now
+	l.avg += (amount - l.avg) / 8
+	return l.lease-l.reserved-l.settled < c.target(l, amount)/4
+}
+
+// Reserve sets aside amount for a request in workspace ws. It answers from the local lease
+// when it can (no I/O); otherwise it leases more from the store, and returns
+// ErrInsufficientCredits when the workspace's balance cannot cover the amount.
+func (c *Credits) Reserve(ctx context.Context, ws string, amount Micros) (*Reservation, error) {
+	if amount < 0 {
+		return nil, fmt.Errorf("%w: negative reservation", ErrInvalid)
+	}
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	for {
+		l := c.get(ws)
+		now := time.Now()
+		l.mu.Lock()
+		if l.dead {
+			l.mu.Unlock()
+			continue
+		}
+		if now.Before(l.usableUntil) && l.lease-l.reserved-l.settled >= amount {
+			r := &Reservation{}
+			low := r.init(c, l, amount, now)
+			l.mu.Unlock()
+			c.hits.Add(1)
+			if low {
+				c.topUpAsync(l)
+			}
+			return r, nil
+		}
+		l.mu.Unlock()
+		c.misses.Add(1)
+		r, err := c.reserveSlow(ctx, l, amount)
+		if errors.Is(err, errDeadLease) {
+			continue
+		}
+		return r, err
+	}
+}
+
+var errDeadLease = errors.New("ledger: lease state recycled")
+
+func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*Reservation, error) {
+	l.acq.Lock()
+	defer l.acq.Unlock()
+	for range 3 {
+		now := time.Now()
+		l.mu.Lock()
+		if l.dead {
+			l.mu.Unlock()
+			return nil, errDeadLease
+		}
+		headroom := l.lease - l.reserved - l.settled
+		if now.Before(l.usableUntil) && headroom >= amount {
+			r := &Reservation{}
+			r.init(c, l, amount, now)
+			l.mu.Unlock()
+			return r, nil
+		}
+		need := max(amount-headroom, 1)
+		want := max(need, c.target(l, amount)-headroom)
+		l.mu.Unlock()
+
+		c.acquires.Add(1)
+		lease, err := c.store.AcquireLease(ctx, l.id, c.node, want, need, c.opts.LeaseTTL)
+		if err != nil {
+			if errors.Is(err, ErrInsufficientCredits) || errors.Is(err, ErrNotFound) {
+				c.insufficient.Add(1)
+			}
+			return nil, err
+		}
+		l.mu.Lock()
+		if lease.Reset { // the database forgot our old lease; outstanding R+S now draw on this one
+			l.lease = lease.Granted
+		} else {
+			l.lease += lease.Granted
+		}
+		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
+		l.mu.Unlock()
+	}
+	c.insufficient.Add(1)
+	return nil, ErrInsufficientCredits
+}
+
+// topUpAsync grows a lease in the background when it runs low, so the hot path rarely
+// waits for the database.
+func (c *Credits) topUpAsync(l *wsLease) {
+	if !l.topping.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer l.topping.Store(false)
+		if !l.acq.TryLock() {
+			return // a foreground acquisition is already running
+		}
+		defer l.acq.Unlock()
+		now := time.Now()
+		l.mu.Lock()
+		headroom := l.lease - l.reserved - l.settled
+		t := c.target(l, l.avg)
+		if l.dead || !now.Before(l.usableUntil) || headroom >= t/2 {
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.acquires.Add(1)
+		lease, err := c.store.AcquireLease(ctx, l.id, c.node, t-headroom, 1, c.opts.LeaseTTL)
+		if err != nil {
+			if !errors.Is(err, ErrInsufficientCredits) {
+				c.noteErr(err)
+			}
+			return
+		}
+		l.mu.Lock()
+		if lease.Reset {
+			l.lease = lease.Granted
+		} else {
+			l.lease += lease.Granted
+		}
+		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
+		l.mu.Unlock()
+	}()
+}
+
+// Settle records the request's actual cost. actual may exceed the estimate; the excess is
+// still charged (the ledger row carries it) and counted in Stats.OverdraftMicros when the
+// lease cannot cover it.
+func (r *Reservation) Settle(actual Micros) {
+	l := r.l
+	actual = max(actual, 0)
+	l.mu.Lock()
+	if r.done {
+		l.mu.Unlock()
+		return
+	}
+	r.done = true
+	before := max(0, l.reserved+l.settled-l.lease)
+	l.reserved -= r.amount
+	l.settled += actual
+	after := max(0, l.reserved+l.settled-l.lease)
+	l.mu.Unlock()
+	if actual > r.amount {
+		r.c.overruns.Add(1)
+	}
+	if after > before {
+		r.c.overdraft.Add(int64(after - before))
+		r.c.topUpAsync(l)
+	}
+}
+
+// Release cancels the reservation (the request cost nothing).
+func (r *Reservation) Release() {
+	l := r.l
+	l.mu.Lock()
+	if !r.done {
+		r.done = true
+		l.reserved -= r.amount
+	}
+	l.mu.Unlock()
+}
+
+// Committed tells Credits that rows with these per-workspace costs are now in the store
+// (InsertRows moved the cost from this node's lease to spent). Wire it as
+// WriterOptions.OnCommit.
+func (c *Credits) Committed(costs map[string]Micros) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for ws, cost := range costs {
+		l := c.ws[ws]
+		if l == nil || cost <= 0 {
+			continue
+		}
+		l.mu.Lock()
+		l.settled -= min(l.settled, cost)
+		l.lease = max(0, l.lease-cost) // as the database did (floor 0)
+		l.mu.Unlock()
+	}
+}
+
+func (c *Credits) loop() {
+	defer close(c.done)
+	t := time.NewTicker(c.opts.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.maintain(time.Now(), false)
+	}
+}
+
+// maintain renews leases nearing expiry and releases idle ones (all of them when final).
+func (c *Credits) maintain(now time.Time, final bool) {
+	c.mu.RLock()
+	ls := make([]*wsLease, 0, len(c.ws))
+	for _, l := range c.ws {
+		ls = append(ls, l)
+	}
+	c.mu.RUnlock()
+	for _, l := range ls {
+		l.mu.Lock()
+		idle := final || (now.Sub(l.lastUsed) >= c.opts.IdleRelease && l.reserved == 0)
+		has := l.lease > 0
+		renew := has && l.usableUntil.Sub(now) < c.opts.LeaseTTL/2
+		empty := l.lease == 0 && l.reserved == 0 && l.settled == 0
+		l.mu.Unlock()
+		switch {
+		case idle && has:
+			c.release(l)
+		case renew:
+			c.renew(l)
+		case idle && empty && !final:
+			c.forget(l)
+		}
+	}
+}
+
+func (c *Credits) forget(l *wsLease) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lease == 0 && l.reserved == 0 && l.settled == 0 && c.ws[l.id] == l {
+		l.dead = true
+		delete(c.ws, l.id)
+	}
+}
+
+// release gives unused lease back. The amount leaves the local lease before the database
+// call, so no reservation can use money that is being returned.
+func (c *Credits) release(l *wsLease) {
+	l.acq.Lock()
+	defer l.acq.Unlock()
+	l.mu.Lock()
+	amount := l.lease - l.reserved - l.settled
+	if l.reserved == 0 && l.settled == 0 {
+		amount = ReleaseAll // also frees anything a previous incarnation of this node left
+		l.lease, l.usableUntil = 0, time.Time{}
+	} else if amount > 0 {
+		l.lease -= amount
+	}
+	l.mu.Unlock()
+	if amount <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.store.ReleaseLease(ctx, l.id, c.node, amount); err != nil && !errors.Is(err, ErrNotFound) {
+		c.noteErr(err) // the database lease simply expires after LeaseTTL
+	}
+}
+
+func (c *Credits) renew(l *wsLease) {
+	l.acq.Lock()
+	defer l.acq.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	lease, err := c.store.RenewLease(ctx, l.id, c.node, c.opts.LeaseTTL)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil:
+		l.usableUntil = start.Add(c.opts.LeaseTTL - c.margin())
+		l.lease = min(l.lease, lease.Amount) // never believe in more than the database holds
+	case errors.Is(err, ErrExpired), errors.Is(err, ErrNotFound):
+		l.lease, l.usableUntil = 0, time.Time{}
+	default:
+		c.noteErr(err)
+	}
+}
+
+func (c *Credits) noteErr(err error) {
+	if c.opts.OnError != nil {
+		c.opts.OnError(err)
+	}
+}
+
+// Close stops the background loop and releases unused leases (bounded by ctx).
+func (c *Credits) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		close(c.stop)
+		<-c.done
+		finished := make(chan struct{})
+		go func() { c.maintain(time.Now(), true); close(finished) }()
+		select {
+		case <-finished:
+		case <-ctx.Done():
+		}
+	})
+	return nil
+}
+
+// CreditsStats is a snapshot for metrics.
+type CreditsStats struct {
+	Workspaces      int
+	Hits, Misses    int64 // reservations served locally / needing the database
+	Acquires        int64 // AcquireLease calls
+	Insufficient    int64 // reservations refused
+	Overruns        int64 // settlements above their estimate
+	OverdraftMicros Micros
+}
+
+// Stats returns counters.
+func (c *Credits) Stats() CreditsStats {
+	c.mu.RLock()
+	n := len(c.ws)
+	c.mu.RUnlock()
+	return CreditsStats{Workspaces: n, Hits: c.hits.Load(), Misses: c.misses.Load(), Acquires: c.acquires.Load(),
+		Insufficient: c.insufficient.Load(), Overruns: c.overruns.Load(), OverdraftMicros: Micros(c.overdraft.Load())}
+}
+
+// LocalState reports the local lease, open reservations and settled-uncommitted cost for ws.
+func (c *Credits) LocalState(ws string) (lease, reserved, settled Micros) {
+	c.mu.RLock()
+	l := c.ws[ws]
+	c.mu.RUnlock()
+	if l == nil {
+		return 0, 0, 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lease, l.reserved, l.settled
+}

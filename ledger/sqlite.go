@@ -1,0 +1,498 @@
+package ledger
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+)
+
+// SQLite is the embedded Store for single-node use. Writes go through one connection
+// (SQLite allows one writer anyway; queuing in Go beats spinning on SQLITE_BUSY), reads use
+// a separate pool that WAL lets run alongside the writer. BEGIN IMMEDIATE plus a busy timeout
+// keep a second process (e.g. the CLI) safe.
+type SQLite struct {
+	w *sql.DB // exactly one connection: every write transaction
+	r *sql.DB // readers
+}
+
+func sqliteDSN(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)") // WAL + NORMAL: durable across app crashes, fast
+	q.Add("_pragma", "foreign_keys(1)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// OpenSQLite opens (creating if needed) the database file at path and applies migrations.
+func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	w, err := sql.Open("sqlite", sqliteDSN(path, false))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	s := &SQLite{w: w}
+	if err := s.migrate(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	r, err := sql.Open("sqlite", sqliteDSN(path, true))
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(4)
+	s.r = r
+	return s, nil
+}
+
+func (s *SQLite) migrate(ctx context.Context) error {
+	ms, err := loadMigrations("migrations/sqlite")
+	if err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version integer PRIMARY KEY, name text NOT NULL, applied_at integer NOT NULL)`); err != nil {
+			return err
+		}
+		for _, m := range ms {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return fmt.Errorf("ledger: migration %s: %w", m.name, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.version, m.name, toUs(time.Now())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// tx runs fn in a write transaction, committing when it returns nil.
+func (s *SQLite) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func toUs(t time.Time) int64 { return t.UnixMicro() }
+
+func fromUs(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func nullUs(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func fromNullUs(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromUs(v.Int64)
+	return &t
+}
+
+// Ping checks the database file is usable.
+func (s *SQLite) Ping(ctx context.Context) error { return s.w.PingContext(ctx) }
+
+// Close closes both pools.
+func (s *SQLite) Close() error {
+	err := s.r.Close()
+	if err2 := s.w.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// Workspace returns one workspace.
+func (s *SQLite) Workspace(ctx context.Context, ws string) (Workspace, error) {
+	var w Workspace
+	var created int64
+	err := s.r.QueryRowContext(ctx, `SELECT id, name, created_at, granted_micros, spent_micros FROM workspaces WHERE id = ?`, ws).
+		Scan(&w.ID, &w.Name, &created, &w.Granted, &w.Spent)
+	if errors.Is(err, sql.ErrNoRows) {
+		return w, ErrNotFound
+	}
+	w.CreatedAt = fromUs(created)
+	return w, err
+}
+
+// CreateWorkspace creates the workspace, its owner key and the initial grant atomically.
+func (s *SQLite) CreateWorkspace(ctx context.Context, name string, initialCredits Micros) (Workspace, string, error) {
+	if initialCredits < 0 {
+		return Workspace{}, "", fmt.Errorf("%w: negative initial credits", ErrInvalid)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	w := Workspace{ID: newID("ws_"), Name: cleanText(name), CreatedAt: now, Granted: initialCredits}
+	var secret string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO workspaces (id, name, created_at, granted_micros) VALUES (?, ?, ?, ?)`,
+			w.ID, w.Name, toUs(now), int64(initialCredits)); err != nil {
+			return err
+		}
+		var err error
+		if _, secret, err = sqliteCreateKey(ctx, tx, w.ID, "owner", AllScopes, nil); err != nil {
+			return err
+		}
+		if initialCredits > 0 {
+			_, err = tx.ExecContext(ctx, `INSERT INTO credit_grants (workspace_id, amount_micros, source, idempotency_key, created_at)
+				VALUES (?, ?, 'initial', ?, ?)`, w.ID, int64(initialCredits), "initial:"+w.ID, toUs(now))
+		}
+		return err
+	})
+	if err != nil {
+		return Workspace{}, "", err
+	}
+	return w, secret, nil
+}
+
+func sqliteCreateKey(ctx context.Context, tx *sql.Tx, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error) {
+	if err := validateScopes(scopes); err != nil {
+		return Key{}, "", err
+	}
+	var one int
+	if err := tx.QueryRowContext(ctx, `SELECT 1 FROM workspaces WHERE id = ?`, ws).Scan(&one); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return Key{}, "", ErrNotFound
+		}
+		return Key{}, "", err
+	}
+	secret, hash := GenerateKey()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	if expiresAt != nil {
+		e := expiresAt.UTC().Truncate(time.Microsecond)
+		expiresAt = &e
+	}
+	k := Key{ID: newID("key_"), WorkspaceID: ws, Name: cleanText(name), Prefix: keyDisplayPrefix(secret), Hash: hash,
+		Scopes: append([]Scope(nil), scopes...), CreatedAt: now, ExpiresAt: expiresAt}
+	sj, _ := json.Marshal(scopesToStrings(scopes))
+	_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, scopes, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, ws, k.Name, hash[:], k.Prefix, string(sj), toUs(now), nullUs(expiresAt))
+	if err != nil {
+		return Key{}, "", err
+	}
+	return k, secret, nil
+}
+
+// CreateKey adds a key to a workspace.
+func (s *SQLite) CreateKey(ctx context.Context, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error) {
+	var k Key
+	var secret string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		k, secret, err = sqliteCreateKey(ctx, tx, ws, name, scopes, expiresAt)
+		return err
+	})
+	return k, secret, err
+}
+
+const sqliteKeyColumns = `id, workspace_id, name, prefix, key_hash, scopes, created_at, expires_at, revoked_at`
+
+type scanner interface{ Scan(...any) error }
+
+func sqliteScanKey(row scanner) (Key, error) {
+	var k Key
+	var hash []byte
+	var scopes string
+	var created int64
+	var expires, revoked sql.NullInt64
+	if err := row.Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.Prefix, &hash, &scopes, &created, &expires, &revoked); err != nil {
+		return k, err
+	}
+	copy(k.Hash[:], hash)
+	var ss []string
+	if err := json.Unmarshal([]byte(scopes), &ss); err != nil {
+		return k, fmt.Errorf("ledger: key %s scopes: %w", k.ID, err)
+	}
+	k.Scopes = stringsToScopes(ss)
+	k.CreatedAt = fromUs(created)
+	k.ExpiresAt, k.RevokedAt = fromNullUs(expires), fromNullUs(revoked)
+	return k, nil
+}
+
+// LookupKey finds a key by hash; see Store.
+func (s *SQLite) LookupKey(ctx context.Context, hash [32]byte) (Key, error) {
+	k, err := sqliteScanKey(s.r.QueryRowContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE key_hash = ?`, hash[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Key{}, ErrNotFound
+	}
+	if err != nil {
+		return Key{}, err
+	}
+	if subtle.ConstantTimeCompare(k.Hash[:], hash[:]) != 1 {
+		return Key{}, ErrNotFound
+	}
+	return k, k.Check(time.Now())
+}
+
+// ListKeys lists a workspace's keys.
+func (s *SQLite) ListKeys(ctx context.Context, ws string) ([]Key, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id`, ws)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Key
+	for rows.Next() {
+		k, err := sqliteScanKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// RevokeKey revokes a key; watchers learn about it by polling RevokedSince.
+func (s *SQLite) RevokeKey(ctx context.Context, ws, keyID string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var revoked sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT revoked_at FROM api_keys WHERE id = ? AND workspace_id = ?`, keyID, ws).Scan(&revoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil || revoked.Valid {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ?`, toUs(time.Now()), keyID)
+		return err
+	})
+}
+
+// RevokedSince lists keys revoked at or after t.
+func (s *SQLite) RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, key_hash, revoked_at FROM api_keys WHERE revoked_at >= ? ORDER BY revoked_at`, toUs(t))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Revocation
+	for rows.Next() {
+		var r Revocation
+		var hash []byte
+		var at int64
+		if err := rows.Scan(&r.KeyID, &hash, &at); err != nil {
+			return nil, err
+		}
+		copy(r.Hash[:], hash)
+		r.RevokedAt = fromUs(at)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// sqlitePollInterval is how often WatchRevocations polls: revocation reaches every cache
+// within about half a second.
+const sqlitePollInterval = 500 * time.Millisecond
+
+// WatchRevocations polls RevokedSince. The window overlaps by a second so a revocation
+// committed while a poll runs is not missed; fn may therefore see a hash more than once.
+func (s *SQLite) WatchRevocations(ctx context.Context, fn func(keyHash [32]byte)) error {
+	since := time.Now().Add(-time.Second)
+	t := time.NewTicker(sqlitePollInterval)
+	defer t.Stop()
+	seen := map[[32]byte]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		start := time.Now()
+		revs, err := s.RevokedSince(ctx, since.Add(-time.Second))
+		if err != nil {
+			continue
+		}
+		for _, r := range revs {
+			if _, ok := seen[r.Hash]; ok {
+				continue
+			}
+			seen[r.Hash] = r.RevokedAt
+			fn(r.Hash)
+		}
+		since = start
+		for h, at := range seen { // forget what can no longer reappear in the window
+			if at.Before(since.Add(-5 * time.Second)) {
+				delete(seen, h)
+			}
+		}
+	}
+}
+
+// Grant records an idempotent grant and raises granted_micros in one transaction.
+func (s *SQLite) Grant(ctx context.Context, ws string, amount Micros, source, idempotencyKey string) (bool, error) {
+	if amount == 0 {
+		return false, fmt.Errorf("%w: zero grant", ErrInvalid)
+	}
+	if idempotencyKey == "" {
+		idempotencyKey = newID("grant_")
+	}
+	applied := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM workspaces WHERE id = ?`, ws).Scan(&one); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO credit_grants (workspace_id, amount_micros, source, idempotency_key, created_at)
+			VALUES (?, ?, ?, ?, ?)`, ws, int64(amount), cleanText(source), cleanText(idempotencyKey), toUs(time.Now()))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		applied = true
+		_, err = tx.ExecContext(ctx, `UPDATE workspaces SET granted_micros = granted_micros + ? WHERE id = ?`, int64(amount), ws)
+		return err
+	})
+	return applied, err
+}
+
+// Balance is granted − spent.
+func (s *SQLite) Balance(ctx context.Context, ws string) (Micros, error) {
+	var b Micros
+	err := s.r.QueryRowContext(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = ?`, ws).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	return b, err
+}
+
+// AcquireLease: the single write connection (and BEGIN IMMEDIATE across processes) makes
+// the check-then-update atomic, standing in for PostgreSQL's FOR UPDATE.
+func (s *SQLite) AcquireLease(ctx context.Context, ws, node string, want, minimum Micros, ttl time.Duration) (Lease, error) {
+	if want < minimum {
+		want = minimum
+	}
+	if minimum < 0 || want <= 0 {
+		return Lease{}, fmt.Errorf("%w: lease want %d min %d", ErrInvalid, want, minimum)
+	}
+	var l Lease
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		now := toUs(time.Now())
+		var free int64
+		err := tx.QueryRowContext(ctx, `SELECT w.granted_micros - w.spent_micros
+				- COALESCE((SELECT sum(amount_micros) FROM credit_leases c WHERE c.workspace_id = w.id AND c.expires_at > ?), 0)
+			FROM workspaces w WHERE w.id = ?`, now, ws).Scan(&free)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		var own, exp int64
+		err = tx.QueryRowContext(ctx, `SELECT amount_micros, expires_at FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node).
+			Scan(&own, &exp)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if err == nil && exp <= now {
+			l.Reset, own = true, 0
+		}
+		grant := min(int64(want), free)
+		if grant < int64(minimum) || grant <= 0 {
+			return ErrInsufficientCredits
+		}
+		expires := now + ttlOrDefault(ttl).Microseconds()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO credit_leases (workspace_id, node_id, amount_micros, expires_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (workspace_id, node_id) DO UPDATE SET amount_micros = excluded.amount_micros, expires_at = excluded.expires_at`,
+			ws, node, own+grant, expires); err != nil {
+			return err
+		}
+		l.Granted, l.Amount, l.ExpiresAt = Micros(grant), Micros(own+grant), fromUs(expires)
+		return nil
+	})
+	return l, err
+}
+
+// RenewLease extends an unexpired lease; a lapsed one is deleted and reported ErrExpired.
+func (s *SQLite) RenewLease(ctx context.Context, ws, node string, ttl time.Duration) (Lease, error) {
+	var l Lease
+	var expired bool
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		now := toUs(time.Now())
+		var amount, exp int64
+		err := tx.QueryRowContext(ctx, `SELECT amount_micros, expires_at FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node).
+			Scan(&amount, &exp)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if exp <= now {
+			expired = true
+			_, err = tx.ExecContext(ctx, `DELETE FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node)
+			return err
+		}
+		exp = now + ttlOrDefault(ttl).Microseconds()
+		_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET expires_at = ? WHERE workspace_id = ? AND node_id = ?`, exp, ws, node)
+		l.Amount, l.ExpiresAt = Micros(amount), fromUs(exp)
+		return err
+	})
+	if err == nil && expired {
+		return Lease{}, ErrExpired
+	}
+	return l, err
+}
+
+// ReleaseLease returns part of a lease to the pool.
+func (s *SQLite) ReleaseLease(ctx context.Context, ws, node string, amount Micros) (Lease, error) {
+	if amount <= 0 {
+		return Lease{}, fmt.Errorf("%w: release amount %d", ErrInvalid, amount)
+	}
+	var l Lease
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var before, exp int64
+		err := tx.QueryRowContext(ctx, `SELECT amount_micros, expires_at FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node).
+			Scan(&before, &exp)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		after := before - min(before, int64(amount))
+		l.Granted, l.Amount, l.ExpiresAt = Micros(before-after), Micros(after), fromUs(exp)
+		if after == 0 {
+			_, err = tx.ExecContext(ctx, `DELETE FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET amount_micros = ? WHERE workspace_id = ? AND node_id = ?`, after, ws, node)
+		}
+		return err
+	})
+	return l, err
+}

@@ -1,0 +1,157 @@
+package ledger
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"time"
+)
+
+var sqliteInsertRow = `INSERT OR IGNORE INTO ledger_rows (` + rowColumnList + `) VALUES (?` +
+	strings.Repeat(", ?", len(rowColumns)-1) + `)`
+
+// InsertRows inserts with one prepared INSERT OR IGNORE in one transaction; RowsAffected
+// tells which rows were new, and only those are charged.
+func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, sqliteInsertRow)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		costs := map[string]Micros{}
+		for i := range rows {
+			r := &rows[i]
+			stream := 0
+			if r.Stream {
+				stream = 1
+			}
+			res, err := stmt.ExecContext(ctx, rowValues(r, toUs(r.Time), stream)...)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				costs[cleanText(r.WorkspaceID)] += r.CostMicros
+			}
+		}
+		for _, ws := range sortedKeys(costs) {
+			c := int64(costs[ws])
+			if c == 0 {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE workspaces SET spent_micros = spent_micros + ? WHERE id = ?`, c, ws); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE credit_leases SET amount_micros = max(0, amount_micros - ?)
+				WHERE workspace_id = ? AND node_id = ?`, c, ws, node); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Summary aggregates rows in SQL.
+func (s *SQLite) Summary(ctx context.Context, ws string, from, to time.Time, groupBy string) (Summary, error) {
+	expr, err := groupExpr(groupBy, `strftime('%Y-%m-%d', ts / 1000000, 'unixepoch')`)
+	if err != nil {
+		return Summary{}, err
+	}
+	bal, err := s.Balance(ctx, ws)
+	if err != nil {
+		return Summary{}, err
+	}
+	from, to = normRange(from, to)
+	sum := Summary{WorkspaceID: ws, From: from, To: to, GroupBy: groupBy, Balance: bal}
+	rows, err := s.r.QueryContext(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
+		FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1`, ws, toUs(from), toUs(to))
+	if err != nil {
+		return Summary{}, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var g UsageGroup
+		if err := rows.Scan(groupDests(&g)...); err != nil {
+			return Summary{}, err
+		}
+		sum.Groups = append(sum.Groups, g)
+	}
+	if err := rows.Err(); err != nil {
+		return Summary{}, err
+	}
+	finishSummary(&sum)
+	return sum, nil
+}
+
+func sqliteScanRow(rows *sql.Rows) (Row, error) {
+	var r Row
+	var ts int64
+	var stream int
+	err := rows.Scan(rowDests(&r, &ts, &stream)...)
+	r.Time, r.Stream = fromUs(ts), stream != 0
+	return r, err
+}
+
+// ListRows pages newest first by (ts, request_id).
+func (s *SQLite) ListRows(ctx context.Context, ws string, from, to time.Time, limit int, after Cursor) ([]Row, Cursor, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	from, to = normRange(from, to)
+	q := `SELECT ` + rowColumnList + ` FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts < ?`
+	args := []any{ws, toUs(from), toUs(to)}
+	if !after.IsZero() {
+		q += ` AND (ts, request_id) < (?, ?)`
+		args = append(args, toUs(after.Time), after.RequestID)
+	}
+	q += ` ORDER BY ts DESC, request_id DESC LIMIT ?`
+	args = append(args, limit)
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, Cursor{}, err
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		r, err := sqliteScanRow(rows)
+		if err != nil {
+			return nil, Cursor{}, err
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, Cursor{}, err
+	}
+	var next Cursor
+	if len(out) == limit {
+		last := out[len(out)-1]
+		next = Cursor{Time: last.Time, RequestID: last.RequestID}
+	}
+	return out, next, nil
+}
+
+// ExportRows streams rows with a cursor over the reader pool; WAL keeps writers going.
+func (s *SQLite) ExportRows(ctx context.Context, ws string, from, to time.Time, fn func(Row) error) error {
+	from, to = normRange(from, to)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+rowColumnList+` FROM ledger_rows
+		WHERE workspace_id = ? AND ts >= ? AND ts < ? ORDER BY ts, request_id`, ws, toUs(from), toUs(to))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r, err := sqliteScanRow(rows)
+		if err != nil {
+			return err
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+var _ Store = (*SQLite)(nil)
