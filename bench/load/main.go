@@ -346,7 +346,7 @@ func render(rows []row, conns, rate int, d time.Duration) string {
 			ratio = gw.closed.rps / plain.closed.rps
 		}
 		fmt.Fprintf(&b, "| %s | %.0f%% | %+d µs | %+.1f |\n", mode, ratio*100,
-			(gw.open.p50-plain.open.p50).Microseconds(), gw.closed.cpuPerReq-plain.closed.cpuPerReq)
+			(gw.open.p50 - plain.open.p50).Microseconds(), gw.closed.cpuPerReq-plain.closed.cpuPerReq)
 	}
 	return b.String()
 }
