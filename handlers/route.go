@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -71,6 +72,12 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return h.serveModels(w, r)
 	case PathProviders:
 		return h.serveProviders(w, r)
+	}
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		// The API namespace is ours: an unknown route is an API error, not an empty page.
+		ex := ExchangeFrom(r)
+		writeError(w, ex, providers.Errorf(http.StatusNotFound, "unknown_url", "", "Unknown request URL: %s %s", r.Method, r.URL.Path))
+		return nil
 	}
 	return next.ServeHTTP(w, r)
 }
