@@ -12,6 +12,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -96,6 +97,8 @@ http://127.0.0.1:%d {
 		level ERROR
 	}
 	btl {
+		storage sqlite %s
+		spool_dir %s
 		provider sim openai_compatible {
 			base_url http://127.0.0.1:%d/v1
 		}
@@ -110,7 +113,17 @@ http://127.0.0.1:%d {
 	btl_optimize
 	btl_route
 }
-`, upPort, btlPort)), 0o644))
+`, filepath.Join(dir, "btl.db"), filepath.Join(dir, "spool"), upPort, btlPort)), 0o644))
+	// A workspace with ample credits, so the chain authenticates, reserves and records as in
+	// production.
+	wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", btlCfg, "--adapter", "caddyfile",
+		"--name", "bench", "--credits", "100000").Output()
+	check(err)
+	var ws struct {
+		APIKey string `json:"api_key"`
+	}
+	check(json.Unmarshal(wsOut, &ws))
+	apiKey = ws.APIKey
 	plain := start("plain-caddy", "run", "--config", plainCfg, "--adapter", "caddyfile")
 	gw := start("btl-caddy", "run", "--config", btlCfg, "--adapter", "caddyfile")
 	for _, p := range []int{upPort, plainPort, btlPort} {
@@ -177,8 +190,14 @@ func newClient(conns int) *http.Client {
 	}, Timeout: 30 * time.Second}
 }
 
+// apiKey authenticates the btl chain; the other targets ignore it.
+var apiKey string
+
 func doOne(c *http.Client, url string, body []byte) error {
-	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
