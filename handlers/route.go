@@ -191,7 +191,7 @@ func setCostHeaders(hdr http.Header, ex *Exchange) {
 }
 
 var (
-	usageKey   = []byte(`"usage"`)
+	usageKey   = []byte(`"usage":`)
 	nullValue  = []byte("null")
 	emptyArray = []byte("[]")
 	doneEvent  = []byte("data: [DONE]\n\n")
@@ -220,7 +220,7 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	chunk := first
 	for !eof {
 		out := chunk
-		if bytes.Contains(chunk, usageKey) {
+		if providers.HasObjectValue(chunk, usageKey) {
 			out = h.captureUsage(ex, chunk, wantUsage)
 		} else {
 			outputBytes += int64(len(chunk))

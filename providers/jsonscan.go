@@ -136,21 +136,26 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index just past the string starting at b[i] == '"'.
+// skipString returns the index just past the string starting at b[i] == '"'. It jumps from
+// quote to quote with IndexByte (vectorised) and treats a quote as escaped when an odd run of
+// backslashes precedes it.
 func skipString(b []byte, i int) (int, error) {
 	i++
-	for i < len(b) {
-		j := bytes.IndexAny(b[i:], "\"\\")
+	for {
+		j := bytes.IndexByte(b[i:], '"')
 		if j < 0 {
 			return 0, errBadJSON
 		}
-		i += j
-		if b[i] == '"' {
-			return i + 1, nil
+		q := i + j
+		bs := 0
+		for k := q - 1; k >= i && b[k] == '\\'; k-- {
+			bs++
 		}
-		i += 2 // escape: skip the backslash and the escaped byte
+		if bs%2 == 0 {
+			return q + 1, nil
+		}
+		i = q + 1
 	}
-	return 0, errBadJSON
 }
 
 // skipValue returns the index just past the value starting at b[i]. Scalars are only delimited,
@@ -201,4 +206,48 @@ func skipValue(b []byte, i int) (int, error) {
 		}
 		return i, nil
 	}
+}
+
+// HasObjectValue reports whether doc may carry key with an object value: a cheap scan for
+// "key": followed by '{' that lets callers skip a full FindTopLevel on the common case where
+// the key is absent or null. A false positive (the pattern inside a nested object) is fine:
+// FindTopLevel decides.
+func HasObjectValue(doc []byte, quotedKeyColon []byte) bool {
+	for off := 0; ; {
+		i := bytes.Index(doc[off:], quotedKeyColon)
+		if i < 0 {
+			return false
+		}
+		j := skipSpace(doc, off+i+len(quotedKeyColon))
+		if j < len(doc) && doc[j] == '{' {
+			return true
+		}
+		off += i + len(quotedKeyColon)
+	}
+}
+
+var errRejected = errors.New("element rejected")
+
+// eachElement calls fn with each element of a JSON array (already known to be valid JSON);
+// it stops with an error when fn returns false.
+func eachElement(arr []byte, fn func(i int, v []byte) bool) error {
+	i := skipSpace(arr, 1)
+	if i < len(arr) && arr[i] == ']' {
+		return nil
+	}
+	for n := 0; i < len(arr); n++ {
+		end, err := skipValue(arr, i)
+		if err != nil {
+			return err
+		}
+		if !fn(n, arr[i:end]) {
+			return errRejected
+		}
+		i = skipSpace(arr, end)
+		if i >= len(arr) || arr[i] == ']' {
+			return nil
+		}
+		i = skipSpace(arr, i+1) // the comma
+	}
+	return nil
 }

@@ -15,13 +15,15 @@ type ChatRequest struct {
 	Body []byte `json:"-"`
 
 	Model               string            `json:"model"`
-	Messages            []json.RawMessage `json:"messages"`
+	// Messages and Tools stay raw: the gateway only checks their shape, and decoding every
+	// message on the hot path would cost more than everything else the request needs.
+	Messages            json.RawMessage   `json:"messages"`
 	Stream              bool              `json:"stream"`
 	StreamOptions       *StreamOptions    `json:"stream_options"`
 	MaxTokens           *int64            `json:"max_tokens"`
 	MaxCompletionTokens *int64            `json:"max_completion_tokens"`
 	N                   *int64            `json:"n"`
-	Tools               []json.RawMessage `json:"tools"`
+	Tools               json.RawMessage   `json:"tools"`
 	ResponseFormat      json.RawMessage   `json:"response_format"`
 }
 
@@ -63,13 +65,24 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if req.Model == "" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter")
 	}
-	if len(req.Messages) == 0 {
+	if len(req.Messages) == 0 || string(req.Messages) == "null" {
+		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "you must provide a 'messages' parameter")
+	}
+	if req.Messages[0] != '[' {
+		return nil, Errorf(http.StatusBadRequest, "invalid_type", "messages", "invalid type for 'messages': expected an array")
+	}
+	n := 0
+	if err := eachElement(req.Messages, func(i int, v []byte) bool {
+		n++
+		return v[0] == '{'
+	}); err != nil {
+		return nil, Errorf(http.StatusBadRequest, "invalid_type", fmt.Sprintf("messages[%d]", n-1), "messages[%d] must be an object", n-1)
+	}
+	if n == 0 {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "'messages' must be a non-empty array")
 	}
-	for i, m := range req.Messages {
-		if len(m) == 0 || m[0] != '{' {
-			return nil, Errorf(http.StatusBadRequest, "invalid_type", fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
-		}
+	if len(req.Tools) > 0 && string(req.Tools) != "null" && req.Tools[0] != '[' {
+		return nil, Errorf(http.StatusBadRequest, "invalid_type", "tools", "invalid type for 'tools': expected an array")
 	}
 	if v := req.OutputCap(); v < 0 || (req.MaxCompletionTokens != nil && *req.MaxCompletionTokens < 1) || (req.MaxTokens != nil && *req.MaxTokens < 1) {
 		return nil, Errorf(http.StatusBadRequest, "invalid_value", "max_tokens", "max_tokens must be at least 1")
