@@ -18,6 +18,9 @@ import (
 	"github.com/badtheorylabs/btl-runtime/routing"
 
 	// Wire formats register themselves.
+	_ "github.com/badtheorylabs/btl-runtime/providers/anthropic"
+	_ "github.com/badtheorylabs/btl-runtime/providers/bedrock"
+	_ "github.com/badtheorylabs/btl-runtime/providers/gemini"
 	_ "github.com/badtheorylabs/btl-runtime/providers/openai"
 )
 
@@ -115,8 +118,10 @@ type ModelConfig struct {
 	Name string `json:"name"`
 	// Candidates are "<provider>/<upstream-model>" in preference order.
 	Candidates []string `json:"candidates"`
-	// Strategy picks among candidates. Default: ordered.
+	// Strategy picks among candidates: cheapest, fastest, ordered or weighted. Default: ordered.
 	Strategy string `json:"strategy,omitempty"`
+	// Weights parallel Candidates for the weighted strategy.
+	Weights []int `json:"weights,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -172,11 +177,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 		adapters = append(adapters, ad)
 		models[pc.Name] = pc.Models
 	}
+	a.prices = catalog.Default()
+	if a.PricesFile != "" {
+		var err error
+		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
+			return fmt.Errorf("prices: %v", err)
+		}
+	}
 	slugs := make([]routing.SlugConfig, 0, len(a.Models))
 	for _, m := range a.Models {
-		slugs = append(slugs, routing.SlugConfig{Name: m.Name, Candidates: m.Candidates, Strategy: m.Strategy})
+		slugs = append(slugs, routing.SlugConfig{Name: m.Name, Candidates: m.Candidates, Strategy: m.Strategy, Weights: m.Weights})
 	}
-	routes, err := routing.New(adapters, models, slugs, skip)
+	routes, err := routing.New(adapters, models, slugs, skip, a.prices, routing.Options{})
 	if err != nil {
 		return err
 	}
@@ -199,12 +211,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 		if a.pay.SecretKey == "" || a.pay.WebhookSecret == "" {
 			return fmt.Errorf("payments: secret_key and webhook_secret are required (are the environment variables set?)")
-		}
-	}
-	a.prices = catalog.Default()
-	if a.PricesFile != "" {
-		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
-			return fmt.Errorf("prices: %v", err)
 		}
 	}
 	return nil

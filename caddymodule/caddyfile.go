@@ -13,6 +13,7 @@ import (
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
 func init() {
@@ -21,12 +22,52 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("btl_meter", parseMeter)
 	httpcaddyfile.RegisterHandlerDirective("btl_optimize", parseOptimize)
 	httpcaddyfile.RegisterHandlerDirective("btl_route", parseRoute)
+	httpcaddyfile.RegisterHandlerDirective("btl_dashboard", parseDashboard)
 	// One init, in request order: Caddy keeps registration order among directives anchored
 	// to the same standard directive, so a site block needs no route {}.
 	httpcaddyfile.RegisterDirectiveOrder("btl_auth", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("btl_meter", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("btl_optimize", httpcaddyfile.Before, "respond")
 	httpcaddyfile.RegisterDirectiveOrder("btl_route", httpcaddyfile.Before, "respond")
+	// The dashboard comes last: the API handlers pass every path outside /v1/ on, so it
+	// sees its own path and nothing else needs to know about it.
+	httpcaddyfile.RegisterDirectiveOrder("btl_dashboard", httpcaddyfile.Before, "respond")
+	// Registered here rather than in app.go so the directive and its module stay together.
+	caddy.RegisterModule(handlers.Dashboard{})
+}
+
+// parseDashboard parses:
+//
+//	btl_dashboard [{
+//		path <path>
+//	}]
+//
+// The path defaults to /dashboard; it is an option rather than an argument because a leading
+// "/" argument would be read as a request matcher. A site without the directive serves no
+// dashboard.
+func parseDashboard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	d := new(handlers.Dashboard)
+	h.Next() // consume directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	for nesting := h.Nesting(); h.NextBlock(nesting); {
+		switch h.Val() {
+		case "path":
+			if d.Path != "" {
+				return nil, h.Err("btl_dashboard: duplicate option 'path'")
+			}
+			if !h.AllArgs(&d.Path) {
+				return nil, h.ArgErr()
+			}
+			if !strings.HasPrefix(d.Path, "/") {
+				return nil, h.Errf("btl_dashboard: path must start with '/', got '%s'", d.Path)
+			}
+		default:
+			return nil, h.Errf("btl_dashboard: unrecognized subdirective '%s'", h.Val())
+		}
+	}
+	return d, nil
 }
 
 // parseGlobal parses the btl global option:
@@ -55,7 +96,8 @@ func init() {
 //		}
 //		model <slug> {
 //			candidates <provider>/<upstream-model>...
-//			strategy ordered
+//			strategy cheapest|fastest|ordered|weighted
+//			weights <n>...
 //		}
 //	}
 //
@@ -283,8 +325,19 @@ func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
 			if !d.AllArgs(&m.Strategy) {
 				return m, d.ArgErr()
 			}
-			if m.Strategy != "ordered" {
-				return m, d.Errf("model '%s': unsupported strategy '%s' (supported: ordered)", m.Name, m.Strategy)
+			if !routing.ValidStrategy(m.Strategy) {
+				return m, d.Errf("model '%s': unknown strategy '%s' (cheapest, fastest, ordered, weighted)", m.Name, m.Strategy)
+			}
+		case "weights":
+			for _, v := range d.RemainingArgs() {
+				w, err := strconv.Atoi(v)
+				if err != nil || w <= 0 {
+					return m, d.Errf("model '%s': invalid weight '%s'", m.Name, v)
+				}
+				m.Weights = append(m.Weights, w)
+			}
+			if len(m.Weights) == 0 {
+				return m, d.ArgErr()
 			}
 		default:
 			return m, d.Errf("model '%s': unrecognized option '%s'", m.Name, key)
@@ -292,6 +345,9 @@ func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
 	}
 	if len(m.Candidates) == 0 {
 		return m, d.Errf("model '%s' needs candidates", m.Name)
+	}
+	if len(m.Weights) > 0 && len(m.Weights) != len(m.Candidates) {
+		return m, d.Errf("model '%s': %d weights for %d candidates", m.Name, len(m.Weights), len(m.Candidates))
 	}
 	return m, nil
 }
@@ -401,6 +457,8 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 //
 //	btl_route {
 //		max_body_bytes <n>
+//		retries <n>
+//		deadline <duration>
 //	}
 func parseRoute(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	r := new(handlers.Route)
@@ -426,6 +484,29 @@ func parseRoute(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 				return nil, h.Errf("btl_route: invalid max_body_bytes '%s'", v)
 			}
 			r.MaxBodyBytes = n
+		case "retries":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 10 {
+				return nil, h.Errf("btl_route: invalid retries '%s' (0 to 10)", v)
+			}
+			r.Retries = n
+			if n == 0 {
+				r.Retries = -1 // explicit zero: no retries (0 in JSON means the default)
+			}
+		case "deadline":
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return nil, h.Errf("btl_route: invalid deadline '%s'", v)
+			}
+			r.Deadline = caddy.Duration(dur)
 		default:
 			return nil, h.Errf("btl_route: unrecognized subdirective '%s'", key)
 		}

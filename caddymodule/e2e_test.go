@@ -337,8 +337,9 @@ func TestUpstreamErrorsAndFailover(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("failover: %d %s", status, raw)
 	}
-	if hdr.Get("X-Btl-Provider") != "backup" || hdr.Get("X-Btl-Attempts") != "2" {
-		t.Fatalf("failover headers: %v", hdr)
+	// Two retries with backoff on the first candidate, then the backup.
+	if hdr.Get("X-Btl-Provider") != "backup" || hdr.Get("X-Btl-Attempts") != "4" || primary.Stats().Requests != 3 {
+		t.Fatalf("failover headers: %v (primary saw %d)", hdr, primary.Stats().Requests)
 	}
 	if backup.Stats().Requests != 1 {
 		t.Fatalf("backup saw %d requests", backup.Stats().Requests)

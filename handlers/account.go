@@ -18,10 +18,12 @@ import (
 
 // Routes the meter serves.
 const (
-	PathUsageSummary = "/v1/usage/summary"
-	PathPricing      = "/v1/account/pricing"
-	PathTopUps       = "/v1/account/top-ups"
-	PathWebhook      = "/v1/billing/webhook"
+	PathUsageSummary  = "/v1/usage/summary"
+	PathUsageRequests = "/v1/usage/requests"
+	PathUsageExport   = "/v1/usage/export"
+	PathPricing       = "/v1/account/pricing"
+	PathTopUps        = "/v1/account/top-ups"
+	PathWebhook       = "/v1/billing/webhook"
 )
 
 // usd renders micro-dollars as a JSON number of dollars, exactly (no float rounding).
@@ -45,6 +47,10 @@ func (h *Meter) serveAccount(w http.ResponseWriter, r *http.Request, ex *Exchang
 	switch r.URL.Path {
 	case PathUsageSummary:
 		h.serveSummary(w, r, ex)
+	case PathUsageRequests:
+		h.serveRequests(w, r, ex)
+	case PathUsageExport:
+		h.serveExport(w, r, ex)
 	case PathPricing:
 		h.servePricing(w, r, ex)
 	case PathTopUps:

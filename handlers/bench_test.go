@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -69,11 +71,12 @@ func newBenchRoute(b *testing.B) *Route {
 		chunks: chunks,
 	}
 	table, err := routing.New([]providers.Adapter{ad}, map[string][]string{"canned": {"gpt-4o-mini"}},
-		[]routing.SlugConfig{{Name: "btl-fast", Candidates: []string{"canned/gpt-4o-mini"}}}, nil)
+		[]routing.SlugConfig{{Name: "btl-fast", Candidates: []string{"canned/gpt-4o-mini"}}}, nil, catalog.Default(), routing.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &Route{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(), MaxBodyBytes: DefaultMaxBody}
+	return &Route{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(), MaxBodyBytes: DefaultMaxBody,
+		Retries: 2, Deadline: caddy.Duration(time.Minute)}
 }
 
 // discardWriter is a ResponseWriter that counts bytes and supports flushing.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 )
 
 // exchangeVar is the Caddy request var holding the *Exchange. A var (not a context value) so
@@ -47,6 +48,10 @@ type Exchange struct {
 	CacheOutcome string
 
 	// Upstream facts (route).
+	RouteReason       string
+	RouteStrategy     string
+	DefaultPrice      catalog.Price
+	HasDefaultPrice   bool
 	Provider          string
 	UpstreamModel     string
 	UpstreamRequestID string
@@ -65,7 +70,9 @@ type Exchange struct {
 	// Money (meter), in micro-dollars.
 	CostMicros     int64
 	BaselineMicros int64
-	CostKnown      bool
+	// SaveRoutingMicros is what routing saved against the default candidate's list price.
+	SaveRoutingMicros int64
+	CostKnown         bool
 
 	onComplete []func(*Exchange)
 	completed  bool

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
@@ -20,7 +22,14 @@ import (
 // the balance cannot cover it); when the exchange completes — just before the last bytes of
 // the answer, so usage.cost can be shown — it prices the usage, settles the reservation and
 // appends the ledger row to the write-ahead spool. It also serves /v1/usage/summary,
-// /v1/account/pricing, /v1/account/top-ups and /v1/billing/webhook.
+// /v1/usage/requests, /v1/usage/export, /v1/account/pricing, /v1/account/top-ups and
+// /v1/billing/webhook.
+//
+// On completion it also updates the process's Prometheus collectors (package metrics,
+// registered into each config's metrics registry) and adds these fields to Caddy's access
+// log line for the request: btl_request_id, btl_workspace, btl_key_id, btl_model,
+// btl_upstream_model, btl_provider, btl_tokens (an object by kind), btl_cost_usd,
+// btl_saved_usd, btl_cache, btl_attempts. The key's secret is never logged.
 type Meter struct {
 	// AnonymousWorkspace bills requests that carry no identity (no btl_auth in the chain) to
 	// this workspace. Without it such requests are refused: nobody to bill means no service.
@@ -29,9 +38,11 @@ type Meter struct {
 	// catalog gives a cap. Default: 4096.
 	DefaultOutputReserve int64 `json:"default_output_reserve,omitempty"`
 
-	rt     Runtime
-	led    *Ledger
-	logger *zap.Logger
+	rt      Runtime
+	led     *Ledger
+	logger  *zap.Logger
+	metrics *metrics.Set
+	slugs   map[string]bool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -50,6 +61,20 @@ func (h *Meter) Provision(ctx caddy.Context) error {
 	if h.DefaultOutputReserve <= 0 {
 		h.DefaultOutputReserve = 4096
 	}
+	h.slugs = map[string]bool{}
+	for _, s := range rt.Routes().Slugs() {
+		h.slugs[s.Name] = true
+	}
+	h.metrics = metrics.Default()
+	if err := h.metrics.Register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("btl_meter: registering metrics: %v", err)
+	}
+	if w := h.led.Writer; w != nil {
+		h.metrics.SetLedgerSource(func() metrics.LedgerStats {
+			st := w.Stats()
+			return metrics.LedgerStats{PendingRows: st.PendingRows, SpoolBytes: st.SpoolBytes, InsertErrors: st.InsertErrors}
+		})
+	}
 	return nil
 }
 
@@ -57,7 +82,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	ex := ExchangeFrom(r)
 	w.Header().Set("X-Btl-Request-Id", ex.ID)
 	switch r.URL.Path {
-	case PathUsageSummary, PathPricing, PathTopUps, PathWebhook:
+	case PathUsageSummary, PathUsageRequests, PathUsageExport, PathPricing, PathTopUps, PathWebhook:
 		h.serveAccount(w, r, ex)
 		return nil
 	case PathChat:
@@ -76,6 +101,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		ex.WorkspaceID = h.AnonymousWorkspace
 	}
 	m := &metered{h: h, ex: ex}
+	m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
 	ex.OnComplete(m.complete)
 	defer ex.Complete()
 
@@ -91,6 +117,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	res, err := h.led.Credits.Reserve(r.Context(), ex.WorkspaceID, ledger.Micros(amount))
 	if err != nil {
 		if errors.Is(err, ledger.ErrInsufficientCredits) {
+			h.metrics.CreditRefused()
 			writeError(w, ex, providers.Errorf(http.StatusPaymentRequired, "insufficient_quota", "",
 				"You exceeded your current quota: the workspace's credit balance cannot cover this request (up to $%s). Top up to continue.",
 				ledger.Micros(amount).String()))
@@ -135,9 +162,10 @@ func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []rou
 
 // metered carries one request's reservation to its completion.
 type metered struct {
-	h   *Meter
-	ex  *Exchange
-	res *ledger.Reservation
+	h         *Meter
+	ex        *Exchange
+	res       *ledger.Reservation
+	logFields *caddyhttp.ExtraLogFields
 }
 
 // complete prices the exchange, settles or releases the reservation and appends the row.
@@ -148,6 +176,12 @@ func (m *metered) complete(ex *Exchange) {
 			ex.CostMicros = p.Cost(ex.Usage)
 			ex.BaselineMicros = ex.CostMicros
 			ex.CostKnown = true
+		}
+		// The routing lever: the same usage at the list price of the slug's default
+		// candidate, which a client calling that model directly would have paid.
+		if ex.CostKnown && ex.HasDefaultPrice {
+			ex.BaselineMicros = ex.DefaultPrice.Cost(ex.Usage)
+			ex.SaveRoutingMicros = ex.BaselineMicros - ex.CostMicros
 		}
 	}
 	if m.res != nil {
@@ -174,15 +208,72 @@ func (m *metered) complete(ex *Exchange) {
 			Output: ex.Usage.Output, Reasoning: ex.Usage.Reasoning,
 		},
 		CostMicros: ledger.Micros(ex.CostMicros), BaselineMicros: ledger.Micros(ex.BaselineMicros),
-		Status: status, CacheOutcome: ex.CacheOutcome, Attempts: ex.Attempts,
+		Savings: ledger.Savings{SaveRouting: ledger.Micros(ex.SaveRoutingMicros)},
+		Status:  status, CacheOutcome: ex.CacheOutcome, Attempts: ex.Attempts,
 		LatencyUs: time.Since(ex.Start).Microseconds(), TTFBUs: ex.TTFB.Microseconds(),
 		Stream: ex.Streamed, ErrorCode: ex.ErrorCode,
 	}
 	if err := h.led.Writer.Append(row); err != nil {
+		h.metrics.LedgerWriteError()
 		// The spool refused the row (disk full, closed): this is money, so say so loudly.
 		h.logger.Error("ledger row not recorded", zap.String("request_id", ex.ID),
 			zap.String("workspace_id", ex.WorkspaceID), zap.Int64("cost_micros", ex.CostMicros), zap.Error(err))
 	}
+	h.metrics.Observe(metrics.Request{
+		Provider: row.Provider, ModelClass: h.modelClass(requested), Status: row.Status, CacheOutcome: row.CacheOutcome,
+		Tokens:     [6]int64{row.InputUncached, row.CacheRead, row.CacheWrite5m, row.CacheWrite1h, row.Output, row.Reasoning},
+		CostMicros: int64(row.CostMicros), BaselineMicros: int64(row.BaselineMicros),
+		Savings: [7]int64{int64(row.SavePromptCache), int64(row.SaveResponseCache), int64(row.SaveCoalesce),
+			int64(row.SaveCompression), int64(row.SaveDedupe), int64(row.SaveOutputBudget), int64(row.SaveRouting)},
+		Latency: time.Duration(row.LatencyUs) * time.Microsecond, TTFT: ex.TTFB, Upstream: row.Provider != "",
+	})
+	if m.logFields != nil {
+		addLogFields(m.logFields, &row)
+	}
+}
+
+// modelClass bounds the requested model for metric labels: a configured public slug keeps
+// its name; any other model the caller names is "pinned"; no model is "".
+func (h *Meter) modelClass(requested string) string {
+	switch {
+	case requested == "":
+		return ""
+	case h.slugs[requested]:
+		return requested
+	default:
+		return "pinned"
+	}
+}
+
+// addLogFields puts the row's facts on Caddy's access-log line.
+func addLogFields(f *caddyhttp.ExtraLogFields, row *ledger.Row) {
+	f.Set(zap.String("btl_request_id", row.RequestID))
+	f.Set(zap.String("btl_workspace", row.WorkspaceID))
+	if row.KeyID != "" {
+		f.Set(zap.String("btl_key_id", row.KeyID))
+	}
+	f.Set(zap.String("btl_model", row.RequestedModel))
+	f.Set(zap.String("btl_upstream_model", row.UpstreamModel))
+	f.Set(zap.String("btl_provider", row.Provider))
+	f.Set(zap.Object("btl_tokens", logTokens(row.Usage)))
+	f.Set(zap.String("btl_cost_usd", row.CostMicros.String()))
+	f.Set(zap.String("btl_saved_usd", (row.BaselineMicros - row.CostMicros).String()))
+	if row.CacheOutcome != "" {
+		f.Set(zap.String("btl_cache", row.CacheOutcome))
+	}
+	f.Set(zap.Int("btl_attempts", row.Attempts))
+}
+
+type logTokens ledger.Usage
+
+func (u logTokens) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddInt64("input_uncached", u.InputUncached)
+	enc.AddInt64("cache_read", u.CacheRead)
+	enc.AddInt64("cache_write_5m", u.CacheWrite5m)
+	enc.AddInt64("cache_write_1h", u.CacheWrite1h)
+	enc.AddInt64("output", u.Output)
+	enc.AddInt64("reasoning", u.Reasoning)
+	return nil
 }
 
 // Interface guards

@@ -48,9 +48,36 @@ func indexSlash(s string) int {
 }
 
 type providerEntry struct {
-	Name   string   `json:"name"`
-	Type   string   `json:"type"`
-	Models []string `json:"models"`
+	Name         string       `json:"name"`
+	Type         string       `json:"type"`
+	Models       []string     `json:"models"`
+	Capabilities capabilities `json:"capabilities"`
+	// Health is the circuit breaker's state over the provider's targets: closed (healthy),
+	// open (failing; traffic goes elsewhere) or half_open (probing).
+	Health string `json:"health"`
+}
+
+// capabilities are what the gateway can use through a wire format.
+type capabilities struct {
+	Streaming     bool   `json:"streaming"`
+	Tools         bool   `json:"tools"`
+	Vision        bool   `json:"vision"`
+	JSONSchema    bool   `json:"json_schema"`
+	PromptCaching string `json:"prompt_caching"`
+}
+
+// capabilitiesByType: prompt caching is "automatic" (the provider caches prefixes itself),
+// "explicit" (markers in the request), "implicit" (Gemini's automatic caching) or "unknown"
+// for servers whose behaviour depends on the deployment.
+var capabilitiesByType = map[string]capabilities{
+	"openai":            {true, true, true, true, "automatic"},
+	"openrouter":        {true, true, true, true, "explicit"},
+	"openai_compatible": {true, true, true, true, "unknown"},
+	"simulated":         {true, true, true, true, "automatic"},
+	"anthropic":         {true, true, true, true, "explicit"},
+	"bedrock":           {true, true, true, true, "explicit"},
+	"vertex":            {true, true, true, true, "implicit"},
+	"gemini":            {true, true, true, true, "implicit"},
 }
 
 // serveProviders lists the configured providers: names, wire types and models. It never shows
@@ -68,7 +95,11 @@ func (h *Route) serveProviders(w http.ResponseWriter, r *http.Request) error {
 		if models == nil {
 			models = []string{}
 		}
-		data = append(data, providerEntry{Name: a.Name(), Type: a.Type(), Models: models})
+		caps, ok := capabilitiesByType[a.Type()]
+		if !ok {
+			caps = capabilities{Streaming: true, PromptCaching: "unknown"}
+		}
+		data = append(data, providerEntry{Name: a.Name(), Type: a.Type(), Models: models, Capabilities: caps, Health: routes.HealthOf(a.Name())})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 	return nil

@@ -2,8 +2,11 @@ package handlers
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"hash/fnv"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -27,6 +30,13 @@ import (
 type Route struct {
 	// MaxBodyBytes bounds a request body. Default: 32 MiB.
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// Retries is how many times a transient failure (429, 5xx, timeouts) is retried on the
+	// same upstream, with backoff and jitter honouring Retry-After, before failing over.
+	// Default: 2.
+	Retries int `json:"retries,omitempty"`
+	// Deadline bounds the whole request until its first byte: every retry and failover
+	// together. Default: 120s.
+	Deadline caddy.Duration `json:"deadline,omitempty"`
 
 	rt     Runtime
 	logger *zap.Logger
@@ -47,6 +57,15 @@ func (h *Route) Provision(ctx caddy.Context) error {
 	h.rt = rt
 	if h.MaxBodyBytes <= 0 {
 		h.MaxBodyBytes = DefaultMaxBody
+	}
+	if h.Retries == 0 {
+		h.Retries = 2
+	}
+	if h.Retries < 0 {
+		h.Retries = 0
+	}
+	if h.Deadline <= 0 {
+		h.Deadline = caddy.Duration(120 * time.Second)
 	}
 	return nil
 }
@@ -88,43 +107,166 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 		writeError(w, ex, perr)
 		return
 	}
-	targets, perr := h.rt.Routes().Resolve(req.Model)
+	features := requestFeatures(ex, req)
+	if s := r.Header.Get("X-Btl-Route"); s != "" {
+		if !routing.ValidStrategy(s) {
+			writeError(w, ex, providers.Errorf(http.StatusBadRequest, "invalid_value", "x-btl-route",
+				"x-btl-route must be cheapest, fastest, ordered or weighted"))
+			return
+		}
+		features.Strategy = s
+	}
+	plan, perr := h.rt.Routes().Plan(req.Model, features)
 	if perr != nil {
 		writeError(w, ex, perr)
 		return
 	}
+	ex.RouteReason, ex.RouteStrategy = plan.Reason, plan.Strategy
+	if plan.Default.Priced {
+		ex.DefaultPrice, ex.HasDefaultPrice = *plan.Default.Price, true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Deadline))
+	defer cancel()
 	var lastErr *providers.Error
-	for _, tg := range targets {
-		ex.Attempts++
-		ex.Provider, ex.UpstreamModel = tg.Provider.Name(), tg.Model
-		call := &providers.Call{Request: req, Body: ex.OutboundBody(), UpstreamModel: tg.Model, Stream: req.Stream}
-		resp, err := tg.Provider.Chat(r.Context(), call)
-		if err == nil && resp.Stream != nil {
-			// Pull the first chunk before committing: a stream that fails before its first
-			// event can still fail over.
-			first, ferr := resp.Stream.Next()
-			if ferr == nil || ferr == io.EOF {
-				h.relayStream(w, r, ex, resp, first, ferr == io.EOF)
+	for i, tg := range plan.Targets {
+		if i > 0 {
+			ex.RouteReason = plan.Reason + "_failover"
+		}
+		// A target whose breaker is open is skipped while others remain.
+		if !tg.Health().Allow(routing.DefaultBreaker) && i < len(plan.Targets)-1 {
+			continue
+		}
+		for try := 0; ; try++ {
+			ex.Attempts++
+			ex.Provider, ex.UpstreamModel = tg.Provider.Name(), tg.Model
+			started := time.Now()
+			done, err := h.attempt(ctx, w, r, ex, tg, req)
+			if done {
+				h.rt.Routes().Observe(tg, features, err == nil || !upstreamFault(err), ex.TTFB-started.Sub(ex.Start), time.Since(started), ex.Usage)
 				return
 			}
-			_ = resp.Stream.Close()
-			err = ferr
+			lastErr = err
+			h.rt.Routes().Observe(tg, features, !upstreamFault(err), 0, 0, providers.Usage{})
+			h.logAttempt(ex, tg, lastErr)
+			if lastErr.Class != providers.ClassRetryable || try >= h.Retries || ctx.Err() != nil {
+				break
+			}
+			wait := backoff(try, lastErr.RetryAfter)
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+				break // cannot wait that long: fail over now
+			}
+			if wait > maxRetryWait {
+				break // Retry-After beyond what a caller should wait: try another upstream
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			if ctx.Err() != nil {
+				break
+			}
 		}
-		if err == nil {
-			h.writeCompletion(w, ex, resp)
-			return
-		}
-		lastErr = asProviderError(err)
-		h.logAttempt(ex, tg, lastErr)
 		if lastErr.Class != providers.ClassRetryable && lastErr.Class != providers.ClassFailover {
 			break
 		}
-		if r.Context().Err() != nil {
+		if ctx.Err() != nil {
 			break
 		}
 	}
+	if lastErr == nil {
+		lastErr = &providers.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_available_provider",
+			Message: "every upstream for this model is currently failing; retry shortly", RetryAfter: time.Second}
+	}
+	if ctx.Err() == context.DeadlineExceeded && r.Context().Err() == nil && lastErr.Status != http.StatusGatewayTimeout {
+		lastErr = &providers.Error{Status: http.StatusGatewayTimeout, Type: "server_error", Code: "upstream_timeout",
+			Message: "no upstream answered within the request deadline", Class: providers.ClassRetryable, Internal: lastErr}
+	}
 	writeError(w, ex, lastErr)
 }
+
+// attempt makes one upstream call. done reports that the response was written to the client
+// (successfully or with an in-band error): nothing may be retried after that.
+func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, req *providers.ChatRequest) (done bool, _ *providers.Error) {
+	call := &providers.Call{Request: req, Body: ex.OutboundBody(), UpstreamModel: tg.Model, Stream: req.Stream}
+	resp, err := tg.Provider.Chat(ctx, call)
+	if err == nil && resp.Stream != nil {
+		// Pull the first chunk before committing: a stream that fails before its first event
+		// can still be retried or fail over.
+		first, ferr := resp.Stream.Next()
+		if ferr == nil || ferr == io.EOF {
+			h.relayStream(w, r, ex, resp, first, ferr == io.EOF)
+			return true, nil
+		}
+		_ = resp.Stream.Close()
+		err = ferr
+	}
+	if err == nil {
+		h.writeCompletion(w, ex, resp)
+		return true, nil
+	}
+	return false, asProviderError(err)
+}
+
+// upstreamFault reports whether an error counts against the upstream's health (the caller's
+// own 4xx do not).
+func upstreamFault(err *providers.Error) bool {
+	return err != nil && err.Class != providers.ClassClient
+}
+
+// maxRetryWait bounds one wait before retrying the same upstream.
+const maxRetryWait = 10 * time.Second
+
+// backoff is exponential with full jitter (100ms, 200ms, 400ms … capped at 5s), and never
+// shorter than the upstream's Retry-After.
+func backoff(try int, retryAfter time.Duration) time.Duration {
+	d := min(100*time.Millisecond<<try, 5*time.Second)
+	d = time.Duration(mrand.Int64N(int64(d) + 1))
+	return max(d, retryAfter)
+}
+
+// requestFeatures estimates what routing needs from the raw body without decoding it.
+func requestFeatures(ex *Exchange, req *providers.ChatRequest) routing.Features {
+	body := ex.OutboundBody()
+	f := routing.Features{
+		InputTokens: int64(len(body)) / 4,
+		OutputCap:   req.OutputCap(),
+		Tools:       len(req.Tools) > 2, // more than "[]"
+		Vision:      bytes.Contains(req.Messages, imageURLKey),
+		JSONSchema:  bytes.Contains(req.ResponseFormat, jsonSchemaKey),
+	}
+	f.Conversation = conversationKey(ex.WorkspaceID, req)
+	return f
+}
+
+var (
+	imageURLKey   = []byte(`"image_url"`)
+	jsonSchemaKey = []byte(`"json_schema"`)
+)
+
+// conversationKey identifies a conversation for cache-warm stickiness: the caller's
+// prompt_cache_key, else a hash of the stable head of the conversation (everything up to and
+// including the first user message), scoped to the workspace.
+func conversationKey(workspace string, req *providers.ChatRequest) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(workspace))
+	h.Write([]byte{0})
+	if req.PromptCacheKey != "" {
+		h.Write([]byte(req.PromptCacheKey))
+		return h.Sum64() | 1
+	}
+	end := 0
+	_ = providers.EachElement(req.Messages, func(i int, m []byte) bool {
+		end += len(m)
+		h.Write(m)
+		return !bytes.Contains(m, userRole)
+	})
+	if end == 0 {
+		return 0
+	}
+	return h.Sum64() | 1
+}
+
+var userRole = []byte(`"user"`)
 
 func asProviderError(err error) *providers.Error {
 	var pe *providers.Error
@@ -145,6 +287,7 @@ func (h *Route) logAttempt(ex *Exchange, tg routing.Target, e *providers.Error) 
 
 // setUpstreamHeaders publishes which upstream served the request.
 func setUpstreamHeaders(hdr http.Header, ex *Exchange) {
+	hdr.Set("X-Btl-Route-Reason", ex.RouteReason)
 	hdr.Set("X-Btl-Provider", ex.Provider)
 	hdr.Set("X-Btl-Upstream-Model", ex.UpstreamModel)
 	hdr.Set("X-Btl-Attempts", strconv.Itoa(ex.Attempts))

@@ -37,6 +37,7 @@ func runContract(t *testing.T, newStore func(t *testing.T) Store) {
 		{"WriterTornRecord", testWriterTornRecord},
 		{"Summary", testSummary},
 		{"ListAndExport", testListAndExport},
+		{"StoredResponses", testStoredResponses},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -729,5 +730,71 @@ func testListAndExport(t *testing.T, s Store) {
 	})
 	if !errors.Is(err, stop) || n != 10 {
 		t.Fatalf("export stop: %d %v", n, err)
+	}
+}
+
+func testStoredResponses(t *testing.T, s Store) {
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	r := StoredResponse{ID: "resp_" + randHex(8), WorkspaceID: "ws_a", Response: []byte(`{"id":"x","b":1,"a":2}`),
+		InputItems: []byte(`[{"role":"user","content":"hi"}]`), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.PutResponse(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetResponse(ctx, "ws_a", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Response) != string(r.Response) || string(got.InputItems) != string(r.InputItems) ||
+		!got.CreatedAt.Equal(r.CreatedAt) || !got.ExpiresAt.Equal(r.ExpiresAt) || got.WorkspaceID != "ws_a" {
+		t.Fatalf("round trip: %+v", got)
+	}
+	// Another workspace neither sees, deletes nor overwrites it.
+	if _, err := s.GetResponse(ctx, "ws_b", r.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("other workspace get: %v", err)
+	}
+	if err := s.DeleteResponse(ctx, "ws_b", r.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("other workspace delete: %v", err)
+	}
+	steal := r
+	steal.WorkspaceID, steal.Response = "ws_b", []byte(`{"stolen":true}`)
+	if err := s.PutResponse(ctx, steal); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("other workspace overwrite: %v", err)
+	}
+	// The owner may replace it.
+	r.Response = []byte(`{"id":"x","v":2}`)
+	if err := s.PutResponse(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetResponse(ctx, "ws_a", r.ID); string(got.Response) != `{"id":"x","v":2}` {
+		t.Fatalf("replace: %s", got.Response)
+	}
+	if err := s.PutResponse(ctx, StoredResponse{ID: "resp_bad", WorkspaceID: "ws_a"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("invalid put: %v", err)
+	}
+	// Expired rows are invisible, then purged.
+	old := StoredResponse{ID: "resp_" + randHex(8), WorkspaceID: "ws_a", Response: []byte(`{}`), InputItems: []byte(`[]`),
+		CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}
+	if err := s.PutResponse(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetResponse(ctx, "ws_a", old.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired get: %v", err)
+	}
+	if err := s.DeleteResponse(ctx, "ws_a", old.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("expired delete: %v", err)
+	}
+	if n, err := s.PurgeResponses(ctx, now); err != nil || n != 1 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+	// Delete.
+	if err := s.DeleteResponse(ctx, "ws_a", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetResponse(ctx, "ws_a", r.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleted get: %v", err)
+	}
+	if err := s.DeleteResponse(ctx, "ws_a", r.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
 	}
 }

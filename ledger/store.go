@@ -304,4 +304,14 @@ type Store interface {
 	// ExportRows streams rows oldest first to fn without loading the range into memory;
 	// an error from fn stops the export and is returned.
 	ExportRows(ctx context.Context, ws string, from, to time.Time, fn func(Row) error) error
+
+	// PutResponse stores or replaces a Responses API object of a workspace.
+	PutResponse(ctx context.Context, r StoredResponse) error
+	// GetResponse returns the workspace's response by id. Another workspace's id and an
+	// expired response are ErrNotFound.
+	GetResponse(ctx context.Context, ws, id string) (StoredResponse, error)
+	// DeleteResponse deletes the workspace's response, or returns ErrNotFound.
+	DeleteResponse(ctx context.Context, ws, id string) error
+	// PurgeResponses deletes the responses that expired at or before now and says how many.
+	PurgeResponses(ctx context.Context, now time.Time) (int64, error)
 }

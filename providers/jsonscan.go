@@ -228,9 +228,9 @@ func HasObjectValue(doc []byte, quotedKeyColon []byte) bool {
 
 var errRejected = errors.New("element rejected")
 
-// eachElement calls fn with each element of a JSON array (already known to be valid JSON);
+// EachElement calls fn with each element of a JSON array (already known to be valid JSON);
 // it stops with an error when fn returns false.
-func eachElement(arr []byte, fn func(i int, v []byte) bool) error {
+func EachElement(arr []byte, fn func(i int, v []byte) bool) error {
 	i := skipSpace(arr, 1)
 	if i < len(arr) && arr[i] == ']' {
 		return nil

@@ -14,17 +14,18 @@ import (
 type ChatRequest struct {
 	Body []byte `json:"-"`
 
-	Model               string            `json:"model"`
+	Model string `json:"model"`
 	// Messages and Tools stay raw: the gateway only checks their shape, and decoding every
 	// message on the hot path would cost more than everything else the request needs.
-	Messages            json.RawMessage   `json:"messages"`
-	Stream              bool              `json:"stream"`
-	StreamOptions       *StreamOptions    `json:"stream_options"`
-	MaxTokens           *int64            `json:"max_tokens"`
-	MaxCompletionTokens *int64            `json:"max_completion_tokens"`
-	N                   *int64            `json:"n"`
-	Tools               json.RawMessage   `json:"tools"`
-	ResponseFormat      json.RawMessage   `json:"response_format"`
+	Messages            json.RawMessage `json:"messages"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *StreamOptions  `json:"stream_options"`
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	N                   *int64          `json:"n"`
+	Tools               json.RawMessage `json:"tools"`
+	ResponseFormat      json.RawMessage `json:"response_format"`
+	PromptCacheKey      string          `json:"prompt_cache_key"`
 }
 
 // StreamOptions is OpenAI's stream_options object.
@@ -72,7 +73,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 		return nil, Errorf(http.StatusBadRequest, "invalid_type", "messages", "invalid type for 'messages': expected an array")
 	}
 	n := 0
-	if err := eachElement(req.Messages, func(i int, v []byte) bool {
+	if err := EachElement(req.Messages, func(i int, v []byte) bool {
 		n++
 		return v[0] == '{'
 	}); err != nil {

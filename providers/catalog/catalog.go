@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 )
@@ -34,12 +36,38 @@ type Price struct {
 	LongInput       Micros
 	LongCachedInput Micros
 	LongOutput      Micros
+
+	// Model is the catalog's canonical id: upstream ids that normalise to the same Model are
+	// the same model served by different hosts (the equivalence class).
+	Model string
+	Caps  Caps
+	// CacheMinTokens is the shortest prefix the provider caches; CacheTTL how long an unused
+	// cache entry lives.
+	CacheMinTokens int64
+	CacheTTL       time.Duration
 }
 
-// Catalog maps upstream model ids to prices.
+// Caps are what a model can do; routing filters candidates on them.
+type Caps struct {
+	Tools      bool `json:"tools"`
+	Vision     bool `json:"vision"`
+	JSONSchema bool `json:"json_schema"`
+	Reasoning  bool `json:"reasoning"`
+}
+
+// Slug is a shipped public model name: an ordered set of equivalent-enough models and the
+// strategy that picks among the hosts that serve them.
+type Slug struct {
+	Name     string
+	Strategy string
+	Models   []string
+}
+
+// Catalog maps upstream model ids to prices, capabilities and caching rules.
 type Catalog struct {
 	AsOf   string
 	models map[string]Price
+	slugs  []Slug
 }
 
 type fileModel struct {
@@ -56,11 +84,22 @@ type fileModel struct {
 		CachedInput float64 `json:"cached_input"`
 		Output      float64 `json:"output"`
 	} `json:"long_context"`
+	Caps  *Caps `json:"caps"`
+	Cache *struct {
+		MinTokens int64  `json:"min_tokens"`
+		TTL       string `json:"ttl"`
+	} `json:"cache"`
+}
+
+type fileSlug struct {
+	Strategy string   `json:"strategy"`
+	Models   []string `json:"models"`
 }
 
 type file struct {
 	AsOf   string               `json:"as_of"`
 	Models map[string]fileModel `json:"models"`
+	Slugs  map[string]fileSlug  `json:"slugs"`
 }
 
 // Default returns the embedded catalog.
@@ -89,8 +128,24 @@ func Load(path string) (*Catalog, error) {
 	if over.AsOf != "" {
 		c.AsOf = over.AsOf
 	}
+	for _, s := range over.slugs {
+		c.setSlug(s)
+	}
 	return c, nil
 }
+
+func (c *Catalog) setSlug(s Slug) {
+	for i := range c.slugs {
+		if c.slugs[i].Name == s.Name {
+			c.slugs[i] = s
+			return
+		}
+	}
+	c.slugs = append(c.slugs, s)
+}
+
+// Slugs lists the shipped public slugs, by name.
+func (c *Catalog) Slugs() []Slug { return c.slugs }
 
 // usd converts a per-1M-token dollar rate into micro-dollars, rounding to the nearest µ$.
 func usd(v float64) Micros { return Micros(math.Round(v * 1e6)) }
@@ -102,6 +157,15 @@ func Parse(raw []byte) (*Catalog, error) {
 		return nil, err
 	}
 	c := &Catalog{AsOf: f.AsOf, models: make(map[string]Price, len(f.Models))}
+	names := make([]string, 0, len(f.Slugs))
+	for n := range f.Slugs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fs := f.Slugs[n]
+		c.slugs = append(c.slugs, Slug{Name: n, Strategy: fs.Strategy, Models: fs.Models})
+	}
 	for name, m := range f.Models {
 		if m.Input < 0 || m.Output < 0 || m.CachedInput < 0 {
 			return nil, fmt.Errorf("model %s: negative price", name)
@@ -120,6 +184,20 @@ func Parse(raw []byte) (*Catalog, error) {
 		if p.CacheWrite1h == 0 {
 			p.CacheWrite1h = p.CacheWrite5m
 		}
+		p.Model = name
+		p.Caps = Caps{Tools: true, Vision: true, JSONSchema: true}
+		if m.Caps != nil {
+			p.Caps = *m.Caps
+		}
+		p.CacheMinTokens, p.CacheTTL = 1024, 5*time.Minute
+		if m.Cache != nil {
+			if m.Cache.MinTokens > 0 {
+				p.CacheMinTokens = m.Cache.MinTokens
+			}
+			if d, err := time.ParseDuration(m.Cache.TTL); err == nil && d > 0 {
+				p.CacheTTL = d
+			}
+		}
 		if lc := m.LongContext; lc != nil {
 			p.LongAbove, p.LongInput, p.LongCachedInput, p.LongOutput = lc.Above, usd(lc.Input), usd(lc.CachedInput), usd(lc.Output)
 			if p.LongCachedInput == 0 {
@@ -134,41 +212,79 @@ func Parse(raw []byte) (*Catalog, error) {
 	return c, nil
 }
 
-// Lookup finds a model's price. It tries the exact id, then the id without an "org/" prefix
-// (OpenRouter, Together) and without a trailing date or version suffix, longest prefix first,
-// so "gpt-4o-mini-2024-07-18" prices as gpt-4o-mini.
+// Lookup finds a model's price from any host's spelling of its id: the exact id; the id
+// after an "org/" prefix (OpenRouter, Together); without a Bedrock vendor or region prefix
+// ("anthropic.", "us."); with dots as dashes (OpenRouter's claude-sonnet-4.5); and without
+// trailing date or version suffixes, longest first (gpt-4o-mini-2024-07-18,
+// claude-sonnet-4-5@20250929, anthropic.claude-sonnet-4-5-20250929-v1:0).
 func (c *Catalog) Lookup(model string) (Price, bool) {
 	if p, ok := c.models[model]; ok {
 		return p, true
 	}
 	if i := strings.LastIndexByte(model, '/'); i >= 0 {
 		model = model[i+1:]
-		if p, ok := c.models[model]; ok {
-			return p, true
+	}
+	for _, candidate := range spellings(model) {
+		for m := candidate; ; {
+			if p, ok := c.models[m]; ok {
+				return p, true
+			}
+			i := strings.LastIndexAny(m, "-@:")
+			if i <= 0 {
+				break
+			}
+			m = m[:i]
 		}
 	}
-	for m := model; ; {
-		i := strings.LastIndexAny(m, "-@:")
-		if i <= 0 {
-			return Price{}, false
-		}
-		m = m[:i]
-		if p, ok := c.models[m]; ok {
-			return p, true
+	return Price{}, false
+}
+
+// bedrockPrefixes are the vendor and cross-region prefixes of Bedrock model ids.
+var bedrockPrefixes = []string{"us.", "eu.", "apac.", "global.", "anthropic.", "meta.", "amazon.", "mistral.", "cohere.", "ai21.", "deepseek.", "openai."}
+
+func spellings(model string) []string {
+	out := []string{model}
+	trimmed := model
+	for changed := true; changed; {
+		changed = false
+		for _, p := range bedrockPrefixes {
+			if t, ok := strings.CutPrefix(trimmed, p); ok {
+				trimmed, changed = t, true
+			}
 		}
 	}
+	if trimmed != model {
+		out = append(out, trimmed)
+	}
+	for _, m := range out {
+		if strings.Contains(m, ".") {
+			out = append(out, strings.ReplaceAll(m, ".", "-"))
+		}
+	}
+	return out
+}
+
+// Equivalent reports whether two upstream ids are the same catalog model.
+func (c *Catalog) Equivalent(a, b string) bool {
+	pa, oka := c.Lookup(a)
+	pb, okb := c.Lookup(b)
+	return oka && okb && pa.Model == pb.Model
 }
 
 // Cost prices usage at p, in micro-dollars, rounded half up. The sum is taken in units of
 // 1e-12 dollars (tokens × µ$ per 1M tokens) so no intermediate rounding loses money.
 func (p Price) Cost(u providers.Usage) Micros {
+	return (p.CostPrecise(u) + 500_000) / 1_000_000
+}
+
+// CostPrecise is Cost before rounding, in units of 1e-12 dollars: for comparing candidates
+// whose costs differ by less than a micro-dollar.
+func (p Price) CostPrecise(u providers.Usage) int64 {
 	in, cached, out := p.Input, p.CachedInput, p.Output
 	if p.LongAbove > 0 && u.PromptTokens() > p.LongAbove {
 		in, cached, out = p.LongInput, p.LongCachedInput, p.LongOutput
 	}
-	pico := u.InputUncached*in + u.CacheRead*cached + u.CacheWrite5m*p.CacheWrite5m +
-		u.CacheWrite1h*p.CacheWrite1h + u.Output*out
-	return (pico + 500_000) / 1_000_000
+	return u.InputUncached*in + u.CacheRead*cached + u.CacheWrite5m*p.CacheWrite5m + u.CacheWrite1h*p.CacheWrite1h + u.Output*out
 }
 
 // MicrosToUSD renders micro-dollars as a decimal dollar string without float rounding.

@@ -41,3 +41,27 @@ func TestMicrosToUSD(t *testing.T) {
 		}
 	}
 }
+
+func TestLookupSpellings(t *testing.T) {
+	c := Default()
+	for _, m := range []string{"claude-sonnet-4-5", "anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+		"claude-sonnet-4-5@20250929", "anthropic/claude-sonnet-4.5", "claude-sonnet-4-5-20250929"} {
+		p, ok := c.Lookup(m)
+		if !ok || p.Model != "claude-sonnet-4-5" {
+			t.Fatalf("%s → %+v %v", m, p.Model, ok)
+		}
+	}
+	if p, ok := c.Lookup("gpt-4.1"); !ok || p.Model != "gpt-4.1" {
+		t.Fatal("gpt-4.1")
+	}
+	if !c.Equivalent("anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5") || c.Equivalent("gpt-4o", "gpt-4o-mini") {
+		t.Fatal("equivalence")
+	}
+	p, _ := c.Lookup("claude-haiku-4-5")
+	if p.CacheMinTokens != 4096 || !p.Caps.Tools {
+		t.Fatalf("%+v", p)
+	}
+	if len(c.Slugs()) < 4 {
+		t.Fatal("shipped slugs missing")
+	}
+}

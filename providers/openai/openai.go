@@ -97,7 +97,10 @@ func New(cfg providers.Config, client *http.Client) (providers.Adapter, error) {
 }
 
 func (a *Adapter) Name() string { return a.cfg.Name }
-func (a *Adapter) Type() string { return a.cfg.Type }
+
+// BaseURL identifies the upstream (routing keys health by it).
+func (a *Adapter) BaseURL() string { return a.endpoint }
+func (a *Adapter) Type() string    { return a.cfg.Type }
 
 var includeUsage = []byte(`{"include_usage":true}`)
 

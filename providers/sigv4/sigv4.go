@@ -35,7 +35,9 @@ type Credentials struct {
 }
 
 // String never prints the secret or the token.
-func (c Credentials) String() string { return "sigv4.Credentials{AccessKeyID:" + c.AccessKeyID + ", …}" }
+func (c Credentials) String() string {
+	return "sigv4.Credentials{AccessKeyID:" + c.AccessKeyID + ", …}"
+}
 
 // GoString keeps %#v from printing secrets too.
 func (c Credentials) GoString() string { return c.String() }

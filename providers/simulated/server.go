@@ -69,6 +69,11 @@ type Server struct {
 	// toolArgs memoizes generated tool arguments by schema hash.
 	toolArgs sync.Map
 	toolArgN atomic.Int64
+	// anth is the Anthropic Messages side (anthropic.go).
+	anth anthropicState
+	// bedrock and google are the Bedrock and Gemini/Vertex sides (bedrock.go, gemini.go).
+	bedrock bedrockState
+	google  googleState
 }
 
 // New returns a simulated upstream.
@@ -127,6 +132,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	}
+	if s.serveAnthropic(w, r) {
+		return
+	}
+	if s.serveBedrock(w, r) || s.serveGemini(w, r) {
+		return
+	}
 	for _, pre := range [...]string{"/v1/models/", "/models/"} {
 		if id, ok := strings.CutPrefix(p, pre); ok && id != "" && r.Method == http.MethodGet {
 			s.models(w, r, id)
@@ -150,6 +161,9 @@ func (s *Server) Reset() {
 	s.cache.reset()
 	s.stats.reset()
 	s.SetFaults(Faults{})
+	s.anth.reset()
+	s.bedrock.reset()
+	s.google.reset()
 }
 
 // Rate-limit header values: generous, constant limits like a high OpenAI tier.
