@@ -3,7 +3,7 @@
 #   make test   vet, staticcheck, race tests (PostgreSQL included), a short fuzz pass
 GO        ?= go
 STATICCHECK_VERSION ?= v0.8.2
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 8s
 export GOPRIVATE := github.com/badtheorylabs
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
@@ -27,10 +27,20 @@ test: lint
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 
-# A brief pass of every fuzz target; longer runs: make fuzz FUZZTIME=5m
+# A brief pass of every fuzz target (each parser that reads untrusted bytes); longer runs:
+# make fuzz FUZZTIME=5m. Targets are listed as package:Name.
+FUZZ_TARGETS := \
+	./providers:FuzzParseChatRequest \
+	./providers/sse:FuzzReader \
+	./providers/eventstream:FuzzDecoder \
+	./providers/anthropic:FuzzTranslator \
+	./ledger:FuzzSpoolDecode
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParseChatRequest$$' -fuzztime=$(FUZZTIME) ./providers/
-	$(GO) test -run='^$$' -fuzz='^FuzzReader$$' -fuzztime=$(FUZZTIME) ./providers/sse/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 # Go micro-benchmarks of the hot path.
 bench-go:

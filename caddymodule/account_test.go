@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -155,10 +157,7 @@ func TestAuthMatrix(t *testing.T) {
 
 	for _, rt := range routes {
 		for _, s := range scopes {
-			body := rt.body
-			if strings.Contains(body, "%s") {
-				body = strings.Replace(body, "%s", s, 1)
-			}
+			body := strings.Replace(rt.body, "%s", s, 1)
 			want := http.StatusForbidden
 			if rt.anyOf == nil {
 				want = rt.ok
@@ -306,5 +305,44 @@ func TestTopUpAndWebhook(t *testing.T) {
 	_, raw = call(t, "GET", base+"/v1/account/pricing", owner, "")
 	if !bytes.Contains(raw, []byte(`"balance_usd":12.500000`)) {
 		t.Fatalf("balance after top-up: %s", raw)
+	}
+}
+
+// TestWorkspacePrices: a workspace with negotiated prices pays them; others pay list.
+func TestWorkspacePrices(t *testing.T) {
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	file := filepath.Join(tl.dir, "acme-prices.json")
+	if err := os.WriteFile(file, []byte(`{"as_of":"2026-11-01","models":{"gpt-4o-mini":{"input":0.10,"cached_input":0.05,"output":0.40,"context":128000,"max_output":16384}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(simulated.New(simulated.Options{}))
+	defer up.Close()
+	base := startGateway(t, tl.withStorage(`btl {
+		workspace_prices `+tl.workspace+` `+file+`
+		provider sim simulated {
+			base_url `+up.URL+`/v1
+			models gpt-4o-mini
+		}
+	}`), fullChain)
+	status, raw := call(t, "GET", base+"/v1/account/pricing", tl.ownerKey, "")
+	if status != 200 || !bytes.Contains(raw, []byte(`"input_per_1m_usd":0.100000`)) || !bytes.Contains(raw, []byte(`"output_per_1m_usd":0.400000`)) {
+		t.Fatalf("negotiated pricing: %d %s", status, raw)
+	}
+	st, hdr, _, body := postRaw(t, base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"price me"}]}`))
+	if st != 200 {
+		t.Fatalf("%d %s", st, body)
+	}
+	var resp struct {
+		Usage struct {
+			Prompt     int64 `json:"prompt_tokens"`
+			Completion int64 `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	_ = json.Unmarshal(body, &resp)
+	want := (resp.Usage.Prompt*100_000 + resp.Usage.Completion*400_000 + 500_000) / 1_000_000
+	if got := usdToMicros(t, hdr.Get("X-Btl-Cost-Usd")); int64(got) != want {
+		t.Fatalf("cost %d µ$, want %d at negotiated prices", got, want)
 	}
 }

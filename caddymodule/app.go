@@ -43,18 +43,25 @@ type App struct {
 	Models []ModelConfig `json:"models,omitempty"`
 	// PricesFile overrides and extends the embedded price catalog.
 	PricesFile string `json:"prices_file,omitempty"`
+	// WorkspacePrices maps a workspace id to a catalog file of its negotiated prices
+	// (overriding and extending the list prices for that workspace only).
+	WorkspacePrices map[string]string `json:"workspace_prices,omitempty"`
 	// Payments configures credit top-ups through a Stripe-compatible API.
 	PaymentsConfig *PaymentsConfig `json:"payments,omitempty"`
+	// RetainResponses is how long stored Responses API objects (store, default true) are
+	// kept for GET /v1/responses/{id} and previous_response_id. Default: 720h (30 days).
+	RetainResponses caddy.Duration `json:"responses_retention,omitempty"`
 
-	routes    *routing.Table
-	ledger    *ledgerSet
-	ledgerKey string
-	led       *handlers.Ledger
-	pay       *payments.Stripe
-	prices    *catalog.Catalog
-	clients   []*http.Client
-	simulator bool
-	logger    *zap.Logger
+	routes          *routing.Table
+	workspacePrices map[string]*catalog.Catalog
+	ledger          *ledgerSet
+	ledgerKey       string
+	led             *handlers.Ledger
+	pay             *payments.Stripe
+	prices          *catalog.Catalog
+	clients         []*http.Client
+	simulator       bool
+	logger          *zap.Logger
 }
 
 // StorageConfig names the ledger store.
@@ -97,6 +104,10 @@ type ProviderConfig struct {
 	// APIKey is the provider secret; use a placeholder such as {env.OPENAI_API_KEY}. It is
 	// expanded at provision time and never logged.
 	APIKey string `json:"api_key,omitempty"`
+	// APIKeys are more keys of the same provider; with APIKey they form a pool spread by
+	// KeyWeights and away from keys the provider is rate limiting.
+	APIKeys    []string `json:"api_keys,omitempty"`
+	KeyWeights []int    `json:"key_weights,omitempty"`
 	// Models lists upstream model ids this provider serves, for /v1/models and for bare
 	// model names.
 	Models []string `json:"models,omitempty"`
@@ -138,16 +149,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 	skip := map[string]bool{}
 	for _, pc := range a.Providers {
 		cfg := providers.Config{
-			Name:    pc.Name,
-			Type:    pc.Type,
-			BaseURL: repl.ReplaceKnown(pc.BaseURL, ""),
-			APIKey:  repl.ReplaceKnown(pc.APIKey, ""),
-			Models:  pc.Models,
+			Name:       pc.Name,
+			Type:       pc.Type,
+			BaseURL:    repl.ReplaceKnown(pc.BaseURL, ""),
+			APIKey:     repl.ReplaceKnown(pc.APIKey, ""),
+			Models:     pc.Models,
+			KeyWeights: pc.KeyWeights,
 			Timeouts: providers.Timeouts{
 				Connect:   time.Duration(pc.ConnectTimeout),
 				FirstByte: time.Duration(pc.FirstByteTimeout),
 				Idle:      time.Duration(pc.IdleTimeout),
 			},
+		}
+		for _, k := range pc.APIKeys {
+			if k = repl.ReplaceKnown(k, ""); k != "" {
+				cfg.APIKeys = append(cfg.APIKeys, k)
+			}
 		}
 		if len(pc.Options) > 0 {
 			cfg.Options = make(map[string]string, len(pc.Options))
@@ -155,7 +172,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 				cfg.Options[k] = repl.ReplaceKnown(v, "")
 			}
 		}
-		if pc.Optional && cfg.APIKey == "" {
+		if pc.Optional && cfg.APIKey == "" && len(cfg.APIKeys) == 0 {
 			a.logger.Info("provider skipped: no API key", zap.String("provider", pc.Name), zap.String("type", pc.Type))
 			skip[pc.Name] = true
 			continue
@@ -183,6 +200,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
 			return fmt.Errorf("prices: %v", err)
 		}
+	}
+	for ws, file := range a.WorkspacePrices {
+		c, err := catalog.LoadOver(a.prices, repl.ReplaceKnown(file, ""))
+		if err != nil {
+			return fmt.Errorf("prices for workspace %s: %v", ws, err)
+		}
+		if a.workspacePrices == nil {
+			a.workspacePrices = map[string]*catalog.Catalog{}
+		}
+		a.workspacePrices[ws] = c
 	}
 	slugs := make([]routing.SlugConfig, 0, len(a.Models))
 	for _, m := range a.Models {
@@ -249,6 +276,17 @@ func (a *App) Routes() *routing.Table { return a.routes }
 
 // Prices implements handlers.Runtime.
 func (a *App) Prices() *catalog.Catalog { return a.prices }
+
+// PricesFor implements handlers.Runtime.
+func (a *App) PricesFor(workspace string) *catalog.Catalog {
+	if c, ok := a.workspacePrices[workspace]; ok {
+		return c
+	}
+	return a.prices
+}
+
+// ResponsesRetention is how long stored responses are kept (handlers' default when 0).
+func (a *App) ResponsesRetention() time.Duration { return time.Duration(a.RetainResponses) }
 
 // Interface guards
 var (

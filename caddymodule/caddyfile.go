@@ -77,6 +77,8 @@ func parseDashboard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		spool_dir <dir>
 //		node_id <id>
 //		prices <file>
+//		workspace_prices <workspace-id> <file>
+//		responses_retention <duration>
 //		payments stripe {
 //			secret_key <secret>
 //			webhook_secret <secret>
@@ -87,6 +89,8 @@ func parseDashboard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		provider <name> <type> {
 //			base_url <url>
 //			api_key <secret>
+//			api_keys <secret>...
+//			key_weights <n>...
 //			models <upstream-model>...
 //			optional
 //			connect_timeout <duration>
@@ -182,6 +186,28 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				return err
 			}
 			app.PaymentsConfig = p
+		case "responses_retention":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil || dur <= 0 {
+				return d.Errf("invalid responses_retention '%s' (a positive duration such as 720h)", v)
+			}
+			app.RetainResponses = caddy.Duration(dur)
+		case "workspace_prices":
+			var ws, file string
+			if !d.Args(&ws, &file) || d.NextArg() {
+				return d.ArgErr()
+			}
+			if app.WorkspacePrices == nil {
+				app.WorkspacePrices = map[string]string{}
+			}
+			if _, dup := app.WorkspacePrices[ws]; dup {
+				return d.Errf("duplicate workspace_prices for '%s'", ws)
+			}
+			app.WorkspacePrices[ws] = file
 		case "prices":
 			if app.PricesFile != "" {
 				return d.Err("duplicate option 'prices'")
@@ -248,6 +274,22 @@ func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
 			}
 		case "api_key":
 			if !d.AllArgs(&p.APIKey) {
+				return p, d.ArgErr()
+			}
+		case "api_keys":
+			p.APIKeys = d.RemainingArgs()
+			if len(p.APIKeys) == 0 {
+				return p, d.ArgErr()
+			}
+		case "key_weights":
+			for _, v := range d.RemainingArgs() {
+				w, err := strconv.Atoi(v)
+				if err != nil || w <= 0 {
+					return p, d.Errf("provider '%s': invalid key weight '%s'", p.Name, v)
+				}
+				p.KeyWeights = append(p.KeyWeights, w)
+			}
+			if len(p.KeyWeights) == 0 {
 				return p, d.ArgErr()
 			}
 		case "models":
@@ -449,8 +491,93 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 	return p, nil
 }
 
+// parseOptimize parses:
+//
+//	btl_optimize {
+//		shadow
+//		disable prompt_cache|output_budget|dedupe|compression...
+//		mask_tool_outputs
+//		response_cache {
+//			max_bytes <n>
+//			ttl <duration>
+//			sampled
+//		}
+//	}
 func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	return new(handlers.Optimize), noArgs(h)
+	o := new(handlers.Optimize)
+	h.Next() // consume directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	seen := map[string]bool{}
+	for nesting := h.Nesting(); h.NextBlock(nesting); {
+		key := h.Val()
+		if seen[key] {
+			return nil, h.Errf("btl_optimize: duplicate option '%s'", key)
+		}
+		seen[key] = true
+		switch key {
+		case "shadow":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			o.Shadow = true
+		case "mask_tool_outputs":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			o.MaskToolOutputs = true
+		case "disable":
+			for _, t := range h.RemainingArgs() {
+				switch t {
+				case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression:
+					o.Disable = append(o.Disable, t)
+				default:
+					return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression)", t)
+				}
+			}
+			if len(o.Disable) == 0 {
+				return nil, h.ArgErr()
+			}
+		case "response_cache":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			rc := &handlers.ResponseCacheConfig{}
+			for n := h.Nesting(); h.NextBlock(n); {
+				switch h.Val() {
+				case "max_bytes":
+					var v string
+					if !h.AllArgs(&v) {
+						return nil, h.ArgErr()
+					}
+					b, err := strconv.ParseInt(v, 10, 64)
+					if err != nil || b <= 0 {
+						return nil, h.Errf("btl_optimize: invalid max_bytes '%s'", v)
+					}
+					rc.MaxBytes = b
+				case "ttl":
+					var v string
+					if !h.AllArgs(&v) {
+						return nil, h.ArgErr()
+					}
+					d, err := caddy.ParseDuration(v)
+					if err != nil || d <= 0 {
+						return nil, h.Errf("btl_optimize: invalid ttl '%s'", v)
+					}
+					rc.TTL = caddy.Duration(d)
+				case "sampled":
+					rc.Sampled = true
+				default:
+					return nil, h.Errf("btl_optimize: unrecognized response_cache option '%s'", h.Val())
+				}
+			}
+			o.ResponseCache = rc
+		default:
+			return nil, h.Errf("btl_optimize: unrecognized subdirective '%s'", key)
+		}
+	}
+	return o, nil
 }
 
 // parseRoute parses:

@@ -113,7 +113,9 @@ func runChat(t *testing.T, client openai.Client, params openai.ChatCompletionNew
 
 func TestAnthropicConformanceMatrix(t *testing.T) {
 	base, sim := anthGateway(t)
-	client := sdk(base)
+	// Conformance is about the adapter's translation: the optimizer (which would add its own
+	// output cap and cache markers) stays out of the way.
+	client := sdk(base, option.WithHeader("X-Btl-Optimize", "off"))
 	schema := shared.ResponseFormatJSONSchemaJSONSchemaParam{
 		Name:   "person",
 		Strict: openai.Bool(true),
@@ -328,7 +330,9 @@ func TestAnthropicConformanceErrors(t *testing.T) {
 		})
 	}
 	// In-stream error after the first byte arrives in band.
-	client := sdk(base)
+	// Conformance is about the adapter's translation: the optimizer (which would add its own
+	// output cap and cache markers) stays out of the way.
+	client := sdk(base, option.WithHeader("X-Btl-Optimize", "off"))
 	s := client.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{Model: anthModel,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("go [sim:stream_error_after=2]")}}, option.WithMaxRetries(0))
 	n := 0

@@ -57,8 +57,8 @@ func simGatewayLedger(t *testing.T) (base string, primary, backup *simulated.Ser
 	return base, primary, backup, tl
 }
 
-func sdk(base string) openai.Client {
-	return openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey(testKey), option.WithMaxRetries(0))
+func sdk(base string, opts ...option.RequestOption) openai.Client {
+	return openai.NewClient(append([]option.RequestOption{option.WithBaseURL(base + "/v1"), option.WithAPIKey(testKey), option.WithMaxRetries(0)}, opts...)...)
 }
 
 func TestChatNonStreamThroughSDK(t *testing.T) {

@@ -177,6 +177,9 @@ func TestMetricsAndAccessLog(t *testing.T) {
 		}
 	}
 	check("requests", delta("btl_requests_total"), n+1)
+	if _, ok := after[`btl_upstream_breaker_state{provider="sim"}`]; !ok {
+		t.Errorf("no breaker state for the configured provider")
+	}
 	check("402 requests", delta(`btl_requests_total{status_class="4xx"}`), 3+1)
 	check("refused reservations", delta("btl_credit_reservations_refused_total"), 1)
 	check("pinned requests", delta(`btl_requests_total{model_class="pinned"}`), 3+3) // sim/… and the unknown model

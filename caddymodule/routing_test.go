@@ -200,3 +200,39 @@ func TestStickyRoutingRaisesCacheReads(t *testing.T) {
 		t.Fatalf("sticky routing did not raise cache reads: sticky %d, random %d", sticky, random)
 	}
 }
+
+// TestKeyPoolSpreadsAndSticks: a provider with several API keys spreads conversations over
+// them by weight and keeps each conversation on its key.
+func TestKeyPoolSpreadsAndSticks(t *testing.T) {
+	sim := simulated.New(simulated.Options{})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	tl := newTestLedger(t, 100*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
+		provider pool openai_compatible {
+			base_url `+srv.URL+`/v1
+			api_key key-a
+			api_keys key-b key-c
+			key_weights 2 1 1
+			models gpt-4o-mini
+		}
+	}`), fullChain)
+	for c := range 60 {
+		for turn := range 2 {
+			body := fmt.Sprintf(`{"model":"pool/gpt-4o-mini","messages":[{"role":"user","content":"conversation %d"},{"role":"assistant","content":"ok"},{"role":"user","content":"turn %d"}]}`, c, turn)
+			if status, _, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(body)); status != 200 {
+				t.Fatalf("%d %s", status, raw)
+			}
+		}
+	}
+	keys := sim.Stats().Keys
+	a, b, c := keys["key-a"].Requests, keys["key-b"].Requests, keys["key-c"].Requests
+	if a+b+c != 120 || a < 40 || b < 15 || c < 15 {
+		t.Fatalf("spread over keys a=%d b=%d c=%d (weights 2:1:1)", a, b, c)
+	}
+	// Every conversation made two requests on one key: all counts are even.
+	if a%2 != 0 || b%2 != 0 || c%2 != 0 {
+		t.Fatalf("a conversation changed keys: a=%d b=%d c=%d", a, b, c)
+	}
+}

@@ -186,7 +186,7 @@ func (h *Meter) servePricing(w http.ResponseWriter, r *http.Request, ex *Exchang
 		methodNotAllowed(w, ex, http.MethodGet)
 		return
 	}
-	prices := h.rt.Prices()
+	prices := h.rt.PricesFor(ex.WorkspaceID)
 	routes := h.rt.Routes()
 	entry := func(name, provider, upstream string) (priceEntry, bool) {
 		p, ok := prices.Lookup(upstream)

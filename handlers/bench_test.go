@@ -52,10 +52,11 @@ type benchRuntime struct {
 	prices *catalog.Catalog
 }
 
-func (b *benchRuntime) Routes() *routing.Table     { return b.routes }
-func (b *benchRuntime) Prices() *catalog.Catalog   { return b.prices }
-func (b *benchRuntime) Ledger() *Ledger            { return nil }
-func (b *benchRuntime) Payments() *payments.Stripe { return nil }
+func (b *benchRuntime) Routes() *routing.Table            { return b.routes }
+func (b *benchRuntime) Prices() *catalog.Catalog          { return b.prices }
+func (b *benchRuntime) PricesFor(string) *catalog.Catalog { return b.prices }
+func (b *benchRuntime) Ledger() *Ledger                   { return nil }
+func (b *benchRuntime) Payments() *payments.Stripe        { return nil }
 
 const benchChunk = `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hello world "},"finish_reason":null}],"usage":null,"obfuscation":"abc"}`
 
@@ -144,6 +145,6 @@ func BenchmarkCaptureUsageChunk(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		ex := &Exchange{Request: req}
-		h.captureUsage(ex, chunk, true)
+		h.captureUsage(ex, nil, chunk, true)
 	}
 }

@@ -3,8 +3,11 @@ package handlers
 import (
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/anthropic"
 )
 
 func asMaxBytes(err error, target **http.MaxBytesError) bool { return errors.As(err, target) }
@@ -18,6 +21,18 @@ func writeError(w http.ResponseWriter, ex *Exchange, e *providers.Error) {
 		ex.ErrorCode = e.Code
 		if e.UpstreamRequestID != "" {
 			w.Header().Set("X-Btl-Upstream-Request-Id", e.UpstreamRequestID)
+		}
+	}
+	if ex != nil && ex.Ingress == ingressAnthropic {
+		if _, translating := w.(*anthropicWriter); !translating {
+			hdr := w.Header()
+			hdr.Set("Content-Type", "application/json")
+			if e.RetryAfter > 0 {
+				hdr.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+			}
+			w.WriteHeader(e.Status)
+			_, _ = w.Write(anthropic.ErrorEnvelope(e))
+			return
 		}
 	}
 	providers.WriteError(w, e)

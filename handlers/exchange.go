@@ -10,13 +10,17 @@ import (
 	"math/rand/v2"
 	"mime"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/anthropic"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
 // exchangeVar is the Caddy request var holding the *Exchange. A var (not a context value) so
@@ -46,8 +50,21 @@ type Exchange struct {
 	// Body to send upstream, when the optimizer rewrote it (nil: Request.Body).
 	Body         []byte
 	CacheOutcome string
+	// Optimizer reports what btl_optimize did; PerTarget, when set, rewrites the body for one
+	// upstream target (prompt-cache markers, output cap).
+	Optimizer *OptimizerReport
+	PerTarget func(body []byte, tg routing.Target) []byte
+	// CaptureUpstream and CaptureChunk, when set, see the upstream's answer as it was
+	// received (before the gateway adds usage.cost): for the response cache.
+	CaptureUpstream func(body []byte)
+	CaptureChunk    func(chunk []byte)
+	// Ingress names a non-OpenAI API the request arrived through ("anthropic"), so errors
+	// are written in that API's shape.
+	Ingress string
 
 	// Upstream facts (route).
+	// Conversation identifies the conversation for cache-warm stickiness (0: none).
+	Conversation      uint64
 	RouteReason       string
 	RouteStrategy     string
 	DefaultPrice      catalog.Price
@@ -70,12 +87,16 @@ type Exchange struct {
 	// Money (meter), in micro-dollars.
 	CostMicros     int64
 	BaselineMicros int64
-	// SaveRoutingMicros is what routing saved against the default candidate's list price.
-	SaveRoutingMicros int64
-	CostKnown         bool
+	// Savings is what each lever saved, in micro-dollars (baseline − cost, split).
+	Savings   LeverSavings
+	CostKnown bool
 
 	onComplete []func(*Exchange)
 	completed  bool
+
+	// responses is set for POST /v1/responses: the body is a Responses request and Request
+	// its chat translation (responses.go).
+	responses *responsesState
 }
 
 // ExchangeFrom returns the request's exchange, creating it (and its id) on first use.
@@ -84,6 +105,9 @@ func ExchangeFrom(r *http.Request) *Exchange {
 		return ex
 	}
 	ex := &Exchange{ID: newRequestID(), Start: time.Now()}
+	if strings.HasPrefix(r.URL.Path, PathMessages) {
+		ex.Ingress = ingressAnthropic
+	}
 	caddyhttp.SetVar(r.Context(), exchangeVar, ex)
 	return ex
 }
@@ -131,11 +155,36 @@ func (ex *Exchange) LoadChatRequest(r *http.Request, maxBody int64) (*providers.
 		return ex.Request, ex.requestErr
 	}
 	ex.loaded = true
+	if ex.responses != nil {
+		ex.Request, ex.requestErr = ex.responses.load(r, ex, maxBody)
+		return ex.Request, ex.requestErr
+	}
 	ex.Request, ex.requestErr = readChatRequest(r, maxBody)
 	return ex.Request, ex.requestErr
 }
 
 func readChatRequest(r *http.Request, maxBody int64) (*providers.ChatRequest, *providers.Error) {
+	body, perr := readBody(r, maxBody)
+	if perr != nil {
+		return nil, perr
+	}
+	if r.URL.Path == PathMessages {
+		// Anthropic ingress: everything downstream sees the OpenAI chat equivalent.
+		translated, _, perr := anthropic.IngressToOpenAI(body)
+		if perr != nil {
+			return nil, perr
+		}
+		body = translated
+	}
+	req, err := providers.ParseChatRequest(body)
+	if err != nil {
+		return nil, err.(*providers.Error)
+	}
+	return req, nil
+}
+
+// readBody reads a JSON request body within the limit.
+func readBody(r *http.Request, maxBody int64) ([]byte, *providers.Error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "text/json") {
@@ -160,14 +209,17 @@ func readChatRequest(r *http.Request, maxBody int64) (*providers.ChatRequest, *p
 	if int64(len(body)) > maxBody {
 		return nil, tooLarge(maxBody)
 	}
-	req, err := providers.ParseChatRequest(body)
-	if err != nil {
-		return nil, err.(*providers.Error)
-	}
-	return req, nil
+	return body, nil
 }
 
 func tooLarge(limit int64) *providers.Error {
 	return providers.Errorf(http.StatusRequestEntityTooLarge, "request_too_large", "",
 		"request body is larger than the limit of %d bytes", limit)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// LeverSavings splits a request's savings by lever, in micro-dollars.
+type LeverSavings struct {
+	PromptCache, ResponseCache, Coalesce, Compression, Dedupe, OutputBudget, Routing int64
 }

@@ -70,6 +70,14 @@ func (h *Meter) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("btl_meter: registering metrics: %v", err)
 	}
 	if w := h.led.Writer; w != nil {
+		routes := rt.Routes()
+		h.metrics.SetBreakerSource(func() map[string]string {
+			out := map[string]string{}
+			for _, a := range routes.Providers() {
+				out[a.Name()] = routes.HealthOf(a.Name())
+			}
+			return out
+		})
 		h.metrics.SetLedgerSource(func() metrics.LedgerStats {
 			st := w.Stats()
 			return metrics.LedgerStats{PendingRows: st.PendingRows, SpoolBytes: st.SpoolBytes, InsertErrors: st.InsertErrors}
@@ -85,7 +93,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	case PathUsageSummary, PathUsageRequests, PathUsageExport, PathPricing, PathTopUps, PathWebhook:
 		h.serveAccount(w, r, ex)
 		return nil
-	case PathChat:
+	case PathChat, PathMessages, PathResponses:
 		if r.Method != http.MethodPost {
 			return next.ServeHTTP(w, r)
 		}
@@ -105,6 +113,9 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	ex.OnComplete(m.complete)
 	defer ex.Complete()
 
+	if r.URL.Path == PathResponses {
+		ex.startResponses(h.rt, h.logger) // the body is a Responses request: meter its chat view
+	}
 	req, perr := ex.LoadChatRequest(r, DefaultMaxBody)
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error; the row records it
@@ -142,7 +153,7 @@ func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []rou
 	inTokens := int64(len(ex.OutboundBody()))/3 + 16
 	var worst int64
 	for _, tg := range targets {
-		p, ok := h.rt.Prices().Lookup(tg.Model)
+		p, ok := h.rt.PricesFor(ex.WorkspaceID).Lookup(tg.Model)
 		if !ok {
 			continue
 		}
@@ -171,19 +182,7 @@ type metered struct {
 // complete prices the exchange, settles or releases the reservation and appends the row.
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
-	if ex.UsageKnown {
-		if p, ok := h.rt.Prices().Lookup(ex.UpstreamModel); ok {
-			ex.CostMicros = p.Cost(ex.Usage)
-			ex.BaselineMicros = ex.CostMicros
-			ex.CostKnown = true
-		}
-		// The routing lever: the same usage at the list price of the slug's default
-		// candidate, which a client calling that model directly would have paid.
-		if ex.CostKnown && ex.HasDefaultPrice {
-			ex.BaselineMicros = ex.DefaultPrice.Cost(ex.Usage)
-			ex.SaveRoutingMicros = ex.BaselineMicros - ex.CostMicros
-		}
-	}
+	h.attribute(ex)
 	if m.res != nil {
 		if ex.CostKnown {
 			m.res.Settle(ledger.Micros(ex.CostMicros))
@@ -208,8 +207,13 @@ func (m *metered) complete(ex *Exchange) {
 			Output: ex.Usage.Output, Reasoning: ex.Usage.Reasoning,
 		},
 		CostMicros: ledger.Micros(ex.CostMicros), BaselineMicros: ledger.Micros(ex.BaselineMicros),
-		Savings: ledger.Savings{SaveRouting: ledger.Micros(ex.SaveRoutingMicros)},
-		Status:  status, CacheOutcome: ex.CacheOutcome, Attempts: ex.Attempts,
+		Savings: ledger.Savings{
+			SavePromptCache: ledger.Micros(ex.Savings.PromptCache), SaveResponseCache: ledger.Micros(ex.Savings.ResponseCache),
+			SaveCoalesce: ledger.Micros(ex.Savings.Coalesce), SaveCompression: ledger.Micros(ex.Savings.Compression),
+			SaveDedupe: ledger.Micros(ex.Savings.Dedupe), SaveOutputBudget: ledger.Micros(ex.Savings.OutputBudget),
+			SaveRouting: ledger.Micros(ex.Savings.Routing),
+		},
+		Status: status, CacheOutcome: ex.CacheOutcome, Attempts: ex.Attempts,
 		LatencyUs: time.Since(ex.Start).Microseconds(), TTFBUs: ex.TTFB.Microseconds(),
 		Stream: ex.Streamed, ErrorCode: ex.ErrorCode,
 	}
@@ -281,3 +285,52 @@ var (
 	_ caddy.Provisioner           = (*Meter)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Meter)(nil)
 )
+
+// attribute prices the exchange and splits what the gateway saved by lever, against an honest
+// baseline: the same request sent directly, as the caller wrote it, at the requested model's
+// list price (its default candidate for a slug). Each lever is measured, not assumed:
+//   - routing: the usage at the default candidate's price minus at the serving one's;
+//   - prompt_cache: only for cache markers the gateway added — cache reads at the input rate
+//     minus at the cached rate, less the write premium paid for them;
+//   - dedupe, compression: the prompt tokens removed, at the input rate;
+//   - response_cache: a hit served from memory costs nothing; the lever is the whole call.
+//
+// The output budget only bounds worst-case spend; what the model would have written without
+// the cap is unknowable, so that lever is never credited.
+func (h *Meter) attribute(ex *Exchange) {
+	if !ex.UsageKnown {
+		return
+	}
+	prices := h.rt.PricesFor(ex.WorkspaceID)
+	p, ok := prices.Lookup(ex.UpstreamModel)
+	if !ok {
+		return
+	}
+	list := p
+	if ex.HasDefaultPrice {
+		list = ex.DefaultPrice
+	}
+	ex.CostKnown = true
+	var s LeverSavings
+	if ex.CacheOutcome == "hit" {
+		ex.CostMicros = 0
+		s.ResponseCache = list.Cost(ex.Usage)
+	} else {
+		ex.CostMicros = p.Cost(ex.Usage)
+		if ex.HasDefaultPrice {
+			s.Routing = ex.DefaultPrice.Cost(ex.Usage) - ex.CostMicros
+		}
+		if o := ex.Optimizer; o != nil && !o.Shadow {
+			if o.CacheMarkers > 0 {
+				u := ex.Usage
+				read := u.CacheRead * (p.Input - p.CachedInput)
+				premium := u.CacheWrite5m*(p.CacheWrite5m-p.Input) + u.CacheWrite1h*(p.CacheWrite1h-p.Input)
+				s.PromptCache = (read - premium + 500_000) / 1_000_000
+			}
+			s.Dedupe = (o.DedupeTokens*list.Input + 500_000) / 1_000_000
+			s.Compression = (o.CompressionTokens*list.Input + 500_000) / 1_000_000
+		}
+	}
+	ex.Savings = s
+	ex.BaselineMicros = ex.CostMicros + s.PromptCache + s.ResponseCache + s.Coalesce + s.Compression + s.Dedupe + s.OutputBudget + s.Routing
+}

@@ -1,26 +1,317 @@
 package handlers
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/routing"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/dedupe"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
 )
 
-// Optimize decides what must be sent upstream. It has no techniques yet, so the gateway is a
-// faithful pass-through: the request reaches the upstream as the caller wrote it.
-type Optimize struct{}
+// Optimize decides what must be sent upstream: it dedupes retrieval chunks in the newest
+// message, compresses old tool outputs in frozen epochs (and trims on context overflow),
+// plans provider-native prompt caching and the output budget for each upstream target, and
+// answers identical requests from the response cache. Every technique can be switched off in
+// the Caddyfile or, for one request, with the x-btl-optimize header; shadow mode computes
+// what would have been saved without changing the request. What each technique saved is
+// attributed by the meter against an honest baseline (the request as the caller wrote it).
+//
+// Defaults: on for what is safe (prompt caching, output budget, dedupe, overflow trimming),
+// opt-in for what changes semantics (the response cache; masking old tool outputs).
+type Optimize struct {
+	// Shadow computes savings without changing requests.
+	Shadow bool `json:"shadow,omitempty"`
+	// Disable lists techniques switched off: prompt_cache, output_budget, dedupe,
+	// compression.
+	Disable []string `json:"disable,omitempty"`
+	// MaskToolOutputs turns on observation masking of old tool outputs (a semantic change,
+	// so opt-in); without it compression only trims on context overflow.
+	MaskToolOutputs bool `json:"mask_tool_outputs,omitempty"`
+	// ResponseCache, when set, answers identical deterministic requests from memory.
+	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
+
+	rt     Runtime
+	logger *zap.Logger
+	cache  *respcache.Cache
+	plans  *cacheplan.Planner
+}
+
+// ResponseCacheConfig bounds the response cache.
+type ResponseCacheConfig struct {
+	// MaxBytes bounds the cache's memory. Default: 256 MiB.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// TTL is how long an answer is reused. Default: 10m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// Sampled also caches answers to requests with a non-zero temperature or n > 1.
+	Sampled bool `json:"sampled,omitempty"`
+}
+
+// Techniques.
+const (
+	TechPromptCache   = "prompt_cache"
+	TechOutputBudget  = "output_budget"
+	TechDedupe        = "dedupe"
+	TechCompression   = "compression"
+	TechResponseCache = "response_cache"
+)
 
 // CaddyModule returns the Caddy module information.
 func (Optimize) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.btl_optimize", New: func() caddy.Module { return new(Optimize) }}
 }
 
+// Provision finds the btl app and builds the response cache.
+func (h *Optimize) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	rt, err := runtimeFrom(ctx, "btl_optimize")
+	if err != nil {
+		return err
+	}
+	h.rt = rt
+	h.plans = cacheplan.NewPlanner()
+	if rc := h.ResponseCache; rc != nil {
+		if rc.MaxBytes <= 0 {
+			rc.MaxBytes = 256 << 20
+		}
+		if rc.TTL <= 0 {
+			rc.TTL = caddy.Duration(10 * time.Minute)
+		}
+		h.cache = respcache.New(rc.MaxBytes, time.Duration(rc.TTL)).WithPolicy(respcache.Policy{AllowSampled: rc.Sampled})
+	}
+	return nil
+}
+
+// Cleanup releases the response cache.
+func (h *Optimize) Cleanup() error {
+	if h.cache != nil {
+		h.cache.Close()
+	}
+	return nil
+}
+
+// policy is what applies to one request.
+type policy struct {
+	shadow                       bool
+	promptCache, budget, dedupe  bool
+	compression, mask, respCache bool
+}
+
+// policyFor combines the configuration with the x-btl-optimize header: "off" (nothing),
+// "shadow", or a comma list of technique names prefixed with "-" (off) or "+" (on, for the
+// opt-in ones the configuration allows).
+func (h *Optimize) policyFor(r *http.Request) policy {
+	p := policy{shadow: h.Shadow, promptCache: true, budget: true, dedupe: true, compression: true,
+		mask: h.MaskToolOutputs, respCache: h.cache != nil}
+	for _, d := range h.Disable {
+		p.set(d, false)
+	}
+	for _, v := range strings.Split(r.Header.Get("X-Btl-Optimize"), ",") {
+		v = strings.TrimSpace(strings.ToLower(v))
+		switch {
+		case v == "":
+		case v == "off":
+			return policy{}
+		case v == "shadow":
+			p.shadow = true
+		case strings.HasPrefix(v, "-"):
+			p.set(v[1:], false)
+		case strings.HasPrefix(v, "+") && v[1:] == TechResponseCache:
+			p.respCache = h.cache != nil
+		}
+	}
+	return p
+}
+
+func (p *policy) set(tech string, on bool) {
+	switch tech {
+	case TechPromptCache:
+		p.promptCache = on
+	case TechOutputBudget:
+		p.budget = on
+	case TechDedupe:
+		p.dedupe = on
+	case TechCompression:
+		p.compression, p.mask = on, p.mask && on
+	case TechResponseCache:
+		p.respCache = on
+	}
+}
+
 func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ex := ExchangeFrom(r)
 	w.Header().Set("X-Btl-Request-Id", ex.ID)
+	if r.Method != http.MethodPost || (r.URL.Path != PathChat && r.URL.Path != PathMessages) {
+		return next.ServeHTTP(w, r)
+	}
+	req, perr := ex.LoadChatRequest(r, DefaultMaxBody)
+	if perr != nil {
+		return next.ServeHTTP(w, r) // the route answers with the parse error
+	}
+	p := h.policyFor(r)
+	ex.Optimizer = &OptimizerReport{Shadow: p.shadow}
+	body := req.Body
+	if p.dedupe {
+		if nb, rep, err := dedupe.Dedupe(body, dedupe.Options{}); err == nil && rep.TokensSaved > 0 {
+			ex.Optimizer.DedupeTokens = int64(rep.TokensSaved)
+			if !p.shadow {
+				body = nb
+			}
+		}
+	}
+	if p.compression {
+		opts := compress.Options{DisableMask: !p.mask}
+		if targets, err := h.rt.Routes().Resolve(req.Model); err == nil {
+			opts.ContextWindow = int(minContext(targets))
+		}
+		if nb, rep, err := compress.Compress(body, opts); err == nil && rep.TokensAfter < rep.TokensBefore {
+			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
+			if !p.shadow {
+				body = nb
+			}
+		}
+	}
+	if !bytes.Equal(body, req.Body) {
+		ex.Body = body
+	}
+	// Prompt caching and the output budget depend on the upstream target, so they run per
+	// attempt, in the route handler.
+	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
+
+	if p.respCache {
+		return h.serveCached(w, r, ex, req, next)
+	}
 	return next.ServeHTTP(w, r)
 }
 
-// Interface guard
-var _ caddyhttp.MiddlewareHandler = (*Optimize)(nil)
+// perTarget plans provider-native caching and the output cap for one upstream target.
+func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Target) []byte {
+	rep := ex.Optimizer
+	rep.CacheMarkers, rep.CacheKey, rep.BudgetCap = 0, false, 0
+	var price = tg.Price
+	if p.promptCache && tg.Priced {
+		nb, cr, err := h.plans.Plan(body, cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price})
+		if err == nil {
+			rep.Breakers = cr.BreakerHeader()
+			rep.CacheMarkers = len(cr.Breakpoints)
+			rep.CacheKey = cr.PromptCacheKey != ""
+			if !p.shadow {
+				body = nb
+			}
+		}
+	}
+	if p.budget && tg.Priced {
+		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price})
+		if err == nil && !br.CallerCap && br.Cap > 0 {
+			rep.BudgetCap = br.Cap
+			if !p.shadow {
+				body = nb
+			}
+		}
+	}
+	return body
+}
+
+func minContext(targets []routing.Target) int64 {
+	var m int64
+	for _, t := range targets {
+		if t.Priced && t.Price.Context > 0 && (m == 0 || t.Price.Context < m) {
+			m = t.Price.Context
+		}
+	}
+	return m
+}
+
+// OptimizerReport is what btl_optimize did to one request, for headers and attribution.
+type OptimizerReport struct {
+	Shadow            bool
+	DedupeTokens      int64
+	CompressionTokens int64
+	CacheMarkers      int
+	CacheKey          bool
+	BudgetCap         int64
+	Breakers          string
+}
+
+// serveCached answers from the response cache, or lets the request through and stores its
+// answer. The key is the request as the caller wrote it (before any rewrite), per workspace.
+func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Exchange, req *providers.ChatRequest, next caddyhttp.Handler) error {
+	key, ok := h.cache.Key(ex.WorkspaceID, req.Body)
+	if !ok {
+		return next.ServeHTTP(w, r)
+	}
+	if e, hit := h.cache.Get(key); hit {
+		h.replay(w, ex, req, e)
+		return nil
+	}
+	ex.CacheOutcome = "miss"
+	var asm *respcache.Assembler
+	var captured []byte
+	ex.CaptureUpstream = func(body []byte) { captured = body }
+	if req.Stream {
+		asm = respcache.NewAssembler(0)
+		ex.CaptureChunk = func(chunk []byte) { _ = asm.Add(chunk) }
+	}
+	err := next.ServeHTTP(w, r)
+	if ex.Status != http.StatusOK || ex.Partial || !ex.UsageKnown || ex.UsageEstimated {
+		return err
+	}
+	if asm != nil {
+		if c, aerr := asm.Completion(); aerr == nil {
+			captured = c
+		}
+	}
+	if captured != nil {
+		h.cache.Put(key, captured, ex.Usage)
+	}
+	return err
+}
+
+// replay writes a cached answer, as a stream when the request asked for one.
+func (h *Optimize) replay(w http.ResponseWriter, ex *Exchange, req *providers.ChatRequest, e *respcache.Entry) {
+	ex.CacheOutcome = respcache.HeaderHit
+	ex.Provider, ex.UpstreamModel = "cache", ""
+	if span, ok, _ := providers.FindTopLevel(e.Body(), "model"); ok {
+		_ = json.Unmarshal(e.Body()[span.Start:span.End], &ex.UpstreamModel)
+	}
+	ex.Usage, ex.UsageKnown = e.Usage(), true
+	ex.Status = http.StatusOK
+	ex.TTFB = time.Since(ex.Start)
+	ex.Complete()
+	hdr := w.Header()
+	hdr.Set("X-Btl-Cache", respcache.HeaderHit)
+	hdr.Set("Age", itoa(int64(time.Since(e.StoredAt())/time.Second)))
+	setCostHeaders(hdr, ex)
+	if req.Stream {
+		ex.Streamed = true
+		hdr.Set("Content-Type", "text/event-stream")
+		hdr.Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		_ = e.WriteStream(w, req.WantsUsage(), rc.Flush)
+		return
+	}
+	body := e.Body()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", itoa(int64(len(body))))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Optimize)(nil)
+	_ caddy.CleanerUpper          = (*Optimize)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Optimize)(nil)
+)

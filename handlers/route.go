@@ -87,10 +87,38 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		h.serveChat(w, r, ex)
 		return nil
+	case PathMessages:
+		ex := ExchangeFrom(r)
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, ex, http.MethodPost)
+			return nil
+		}
+		h.serveMessages(w, r, ex)
+		return nil
+	case PathCountTokens:
+		ex := ExchangeFrom(r)
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, ex, http.MethodPost)
+			return nil
+		}
+		h.serveCountTokens(w, r, ex)
+		return nil
+	case PathResponses:
+		ex := ExchangeFrom(r)
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, ex, http.MethodPost)
+			return nil
+		}
+		h.serveResponses(w, r, ex)
+		return nil
 	case PathModels:
 		return h.serveModels(w, r)
 	case PathProviders:
 		return h.serveProviders(w, r)
+	}
+	if strings.HasPrefix(r.URL.Path, PathResponses+"/") {
+		h.serveStoredResponse(w, r, ExchangeFrom(r))
+		return nil
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") {
 		// The API namespace is ours: an unknown route is an API error, not an empty page.
@@ -187,7 +215,14 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 // attempt makes one upstream call. done reports that the response was written to the client
 // (successfully or with an in-band error): nothing may be retried after that.
 func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, req *providers.ChatRequest) (done bool, _ *providers.Error) {
-	call := &providers.Call{Request: req, Body: ex.OutboundBody(), UpstreamModel: tg.Model, Stream: req.Stream}
+	if ra := responsesPassThrough(ex, tg); ra != nil {
+		return h.attemptResponses(ctx, w, ex, tg, ra)
+	}
+	body := ex.OutboundBody()
+	if ex.PerTarget != nil {
+		body = ex.PerTarget(body, tg)
+	}
+	call := &providers.Call{Request: req, Body: body, UpstreamModel: tg.Model, Stream: req.Stream, Affinity: ex.Conversation}
 	resp, err := tg.Provider.Chat(ctx, call)
 	if err == nil && resp.Stream != nil {
 		// Pull the first chunk before committing: a stream that fails before its first event
@@ -235,6 +270,7 @@ func requestFeatures(ex *Exchange, req *providers.ChatRequest) routing.Features 
 		JSONSchema:  bytes.Contains(req.ResponseFormat, jsonSchemaKey),
 	}
 	f.Conversation = conversationKey(ex.WorkspaceID, req)
+	ex.Conversation = f.Conversation
 	return f
 }
 
@@ -298,6 +334,15 @@ func setUpstreamHeaders(hdr http.Header, ex *Exchange) {
 		ex.CacheOutcome = "bypass"
 	}
 	hdr.Set("X-Btl-Cache", ex.CacheOutcome)
+	if o := ex.Optimizer; o != nil {
+		if o.Breakers != "" {
+			hdr.Set("X-Btl-Cache-Breakers", o.Breakers)
+		}
+		if o.Shadow {
+			hdr.Set("X-Btl-Optimize", "shadow")
+			hdr.Set("X-Btl-Shadow-Saved-Tokens", strconv.FormatInt(o.DedupeTokens+o.CompressionTokens, 10))
+		}
+	}
 }
 
 func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *providers.Response) {
@@ -312,6 +357,9 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 		ex.Usage, ex.UsageKnown = providers.ParseOpenAIUsage(body[span.Start:span.End])
 	}
 	ex.Status = http.StatusOK
+	if ex.CaptureUpstream != nil {
+		ex.CaptureUpstream(body)
+	}
 	ex.Complete()
 	if ex.CostKnown && hasUsage && body[span.Start] == '{' {
 		body = providers.AppendToObject(body, span, "cost", []byte(catalog.MicrosToUSD(ex.CostMicros)))
@@ -363,8 +411,11 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	chunk := first
 	for !eof {
 		out := chunk
+		if ex.CaptureChunk != nil {
+			ex.CaptureChunk(chunk)
+		}
 		if providers.HasObjectValue(chunk, usageKey) {
-			out = h.captureUsage(ex, chunk, wantUsage)
+			out = h.captureUsage(ex, stream, chunk, wantUsage)
 		} else {
 			outputBytes += int64(len(chunk))
 		}
@@ -403,13 +454,20 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 // captureUsage records the usage of a chunk that carries it and returns what the client should
 // see: the chunk with usage.cost added when it asked for usage, otherwise the chunk without
 // usage (nil to drop a usage-only chunk).
-func (h *Route) captureUsage(ex *Exchange, chunk []byte, wantUsage bool) []byte {
+func (h *Route) captureUsage(ex *Exchange, stream providers.ChunkStream, chunk []byte, wantUsage bool) []byte {
 	span, ok, err := providers.FindTopLevel(chunk, "usage")
 	if err != nil || !ok || bytes.Equal(chunk[span.Start:span.End], nullValue) {
 		return chunk
 	}
 	if u, ok := providers.ParseOpenAIUsage(chunk[span.Start:span.End]); ok {
 		ex.Usage, ex.UsageKnown = u, true
+	}
+	// Adapters that know more than the OpenAI usage object can carry (cache-write TTLs)
+	// report it directly.
+	if ur, ok := stream.(providers.UsageReporter); ok {
+		if u := ur.Usage(); !u.IsZero() {
+			ex.Usage = u
+		}
 	}
 	if !wantUsage {
 		if cs, ok, _ := providers.FindTopLevel(chunk, "choices"); !ok || bytes.Equal(chunk[cs.Start:cs.End], emptyArray) || bytes.Equal(chunk[cs.Start:cs.End], nullValue) {

@@ -16,6 +16,8 @@ import (
 type Runtime interface {
 	Routes() *routing.Table
 	Prices() *catalog.Catalog
+	// PricesFor is what a workspace pays: its negotiated catalog, else the list prices.
+	PricesFor(workspace string) *catalog.Catalog
 	Ledger() *Ledger
 	// Payments is the configured payment provider, or nil.
 	Payments() *payments.Stripe

@@ -70,7 +70,43 @@ type Set struct {
 	spool      prometheus.GaugeFunc
 	insertErrs prometheus.CounterFunc
 
-	source atomic.Pointer[func() LedgerStats]
+	source  atomic.Pointer[func() LedgerStats]
+	breaker *breakerCollector
+}
+
+// breakerCollector reports each configured provider's circuit-breaker state:
+// 0 closed, 1 half-open, 2 open. Providers come from the newest config, so labels are bounded
+// by configuration.
+type breakerCollector struct {
+	desc   *prometheus.Desc
+	source atomic.Pointer[func() map[string]string]
+}
+
+func (b *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- b.desc }
+
+func (b *breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	fn := b.source.Load()
+	if fn == nil {
+		return
+	}
+	for provider, state := range (*fn)() {
+		v := 0.0
+		switch state {
+		case "half_open":
+			v = 1
+		case "open":
+			v = 2
+		}
+		ch <- prometheus.MustNewConstMetric(b.desc, prometheus.GaugeValue, v, provider)
+	}
+}
+
+// SetBreakerSource sets what the breaker gauge reads: provider name → "closed", "half_open"
+// or "open". The newest config wins.
+func (s *Set) SetBreakerSource(fn func() map[string]string) {
+	if fn != nil {
+		s.breaker.source.Store(&fn)
+	}
 }
 
 var (
@@ -114,6 +150,8 @@ func newSet() *Set {
 		Help: "Bytes of the ledger's write-ahead spool on disk."}, func() float64 { return float64(s.ledger().SpoolBytes) })
 	s.insertErrs = prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: "ledger_insert_errors_total",
 		Help: "Failed database inserts of spooled rows (each is retried), since the ledger was opened."}, func() float64 { return float64(s.ledger().InsertErrors) })
+	s.breaker = &breakerCollector{desc: prometheus.NewDesc(Namespace+"_upstream_breaker_state",
+		"Circuit-breaker state per provider: 0 closed, 1 half-open, 2 open.", []string{"provider"}, nil)}
 	// Known label values start at zero so dashboards see the series before the first event.
 	for _, k := range TokenKinds {
 		s.tokens.WithLabelValues(k)
@@ -126,7 +164,7 @@ func newSet() *Set {
 
 func (s *Set) collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.requests, s.tokens, s.cost, s.baseline, s.savings, s.latency, s.ttft, s.cache,
-		s.refused, s.writeErrs, s.pending, s.spool, s.insertErrs}
+		s.refused, s.writeErrs, s.pending, s.spool, s.insertErrs, s.breaker}
 }
 
 // Register adds the collectors to reg (a config's registry), tolerating collectors that are

@@ -31,6 +31,9 @@ type Call struct {
 	UpstreamModel string
 	// Stream asks for a streamed answer; adapters always ask the upstream for usage then.
 	Stream bool
+	// Affinity identifies the conversation (0: none), so adapters with a key pool keep it on
+	// one key while that key is available.
+	Affinity uint64
 }
 
 // Response is an upstream answer in OpenAI shape.
@@ -55,6 +58,12 @@ type Response struct {
 type ChunkStream interface {
 	Next() ([]byte, error)
 	Close() error
+}
+
+// UsageReporter is implemented by streams whose adapter knows the call's usage in more detail
+// than the OpenAI usage chunk carries (Anthropic's 5-minute and 1-hour cache writes).
+type UsageReporter interface {
+	Usage() Usage
 }
 
 // Timeouts bounds an upstream call. Zero values take the defaults in Defaults.
@@ -82,12 +91,16 @@ func (t Timeouts) WithDefaults() Timeouts {
 // Config describes one configured provider. Options carries type-specific settings (region,
 // project, credentials_file …). Secrets arrive already expanded and must never be logged.
 type Config struct {
-	Name     string
-	Type     string
-	BaseURL  string
-	APIKey   string
-	Options  map[string]string
-	Timeouts Timeouts
+	Name    string
+	Type    string
+	BaseURL string
+	APIKey  string
+	// APIKeys are further keys for the same provider, used as a pool with APIKey; KeyWeights
+	// (parallel to APIKey followed by APIKeys) spread traffic between them.
+	APIKeys    []string
+	KeyWeights []int
+	Options    map[string]string
+	Timeouts   Timeouts
 	// Models lists upstream models this provider is known to serve (for /v1/models).
 	Models []string
 }

@@ -189,13 +189,6 @@ func (p *Plan) stickFirst(warm, reason string) {
 	}
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // cannotServe names why the target cannot take the request ("" when it can).
 func (t Target) cannotServe(f Features) string {
 	if !t.Priced {

@@ -112,7 +112,11 @@ func Default() *Catalog {
 }
 
 // Load reads a catalog file; its models override and extend the embedded ones.
-func Load(path string) (*Catalog, error) {
+func Load(path string) (*Catalog, error) { return LoadOver(Default(), path) }
+
+// LoadOver reads a catalog file whose models override and extend base's (base is not
+// modified): list prices plus a workspace's negotiated ones.
+func LoadOver(base *Catalog, path string) (*Catalog, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -121,7 +125,10 @@ func Load(path string) (*Catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	c := Default()
+	c := &Catalog{AsOf: base.AsOf, models: make(map[string]Price, len(base.models)), slugs: append([]Slug(nil), base.slugs...)}
+	for k, v := range base.models {
+		c.models[k] = v
+	}
 	for k, v := range over.models {
 		c.models[k] = v
 	}

@@ -12,15 +12,6 @@ import (
 	"testing/iotest"
 )
 
-func mustHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // Vectors from providers.md §4.6.
 func TestEncodeVectors(t *testing.T) {
 	v1, _ := AppendMessage(nil, nil, []byte(`{"foo": "bar"}`))

@@ -107,7 +107,8 @@ func TestThoughtSignatureRoundTrip(t *testing.T) {
 	if ThoughtSignature(providers.ToolCall{ID: "call_0123456789abcdef"}) != "" || ThoughtSignature(providers.ToolCall{ID: "toolu_1"}) != "" {
 		t.Fatal("signature from plain id")
 	}
-	if CallID("f", 0, []byte(`{}`), "") != CallID("f", 0, []byte(`{}`), "") || CallID("f", 0, []byte(`{}`), "") == CallID("f", 1, []byte(`{}`), "") {
+	first, again := CallID("f", 0, []byte(`{}`), ""), CallID("f", 0, []byte(`{}`), "")
+	if first != again || first == CallID("f", 1, []byte(`{}`), "") {
 		t.Fatal("ids not stable or not distinct")
 	}
 	// Through the request translation: the echoed id restores the signature.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -49,6 +50,7 @@ type Adapter struct {
 	client   *http.Client
 	endpoint string
 	headers  http.Header
+	keys     *providers.KeyPool
 	timeouts providers.Timeouts
 }
 
@@ -64,7 +66,7 @@ func New(cfg providers.Config, client *http.Client) (providers.Adapter, error) {
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return nil, fmt.Errorf("provider %q: base_url must start with http:// or https://", cfg.Name)
 	}
-	if cfg.Type == TypeOpenAI && cfg.APIKey == "" {
+	if cfg.Type == TypeOpenAI && cfg.APIKey == "" && len(cfg.APIKeys) == 0 {
 		return nil, fmt.Errorf("provider %q: api_key is required for type openai", cfg.Name)
 	}
 	a := &Adapter{
@@ -76,8 +78,13 @@ func New(cfg providers.Config, client *http.Client) (providers.Adapter, error) {
 	}
 	a.headers.Set("Content-Type", "application/json")
 	a.headers.Set("Accept-Encoding", "identity")
+	var keys []string
 	if cfg.APIKey != "" {
-		a.headers.Set("Authorization", "Bearer "+cfg.APIKey)
+		keys = append(keys, cfg.APIKey)
+	}
+	keys = append(keys, cfg.APIKeys...)
+	if len(keys) > 0 {
+		a.keys = providers.NewKeyPool(keys, cfg.KeyWeights)
 	}
 	if cfg.Type == TypeOpenRouter {
 		// OpenRouter attributes traffic to an app by these headers; both are optional.
@@ -154,6 +161,16 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	for k, v := range a.headers {
 		req.Header[k] = v
 	}
+	keyIdx := -1
+	if a.keys != nil {
+		affinity := call.Affinity
+		if affinity == 0 {
+			affinity = rand.Uint64()
+		}
+		var secret string
+		keyIdx, secret = a.keys.Pick(affinity)
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
 	if call.Stream {
 		req.Header.Set("Accept", "text/event-stream")
 	}
@@ -161,6 +178,9 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	if err != nil {
 		cancel()
 		return nil, TransportError(ctx, err)
+	}
+	if a.keys != nil {
+		a.keys.Observe(keyIdx, resp.StatusCode, resp.Header)
 	}
 	out := &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), UpstreamRequestID: requestID(resp.Header)}
 	if resp.StatusCode/100 != 2 {

@@ -236,7 +236,7 @@ func parseDuration(v []byte, unit time.Duration) (time.Duration, bool) {
 
 // stripDirectives returns text without its "[sim:…]" blocks, using scratch when needed.
 func stripDirectives(text, scratch []byte) []byte {
-	if bytes.Index(text, simOpen) < 0 {
+	if !bytes.Contains(text, simOpen) {
 		return text
 	}
 	out := scratch[:0]

@@ -1,0 +1,636 @@
+// Package cacheplan makes OpenAI chat-completions bodies cache-friendly without changing what
+// the model sees: tool schemas in canonical key order (a byte-stable prefix), cache breakers
+// reported, automatic cache_control breakpoints for Anthropic-format targets (anthropic,
+// bedrock, Claude on Vertex) and a derived prompt_cache_key for OpenAI models that accept it.
+// It edits raw bytes: everything it does not mean to change is kept byte for byte.
+package cacheplan
+
+import (
+	"bytes"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
+)
+
+// Limits of Anthropic-style caching.
+const (
+	MaxBreakpoints = 4
+	// Lookback is how many blocks before a breakpoint the provider searches for an earlier
+	// cache entry; consecutive breakpoints are kept at most this far apart.
+	Lookback = 20
+	// ShardRate is the per-minute rate of one prompt_cache_key above which OpenAI spills
+	// requests to other machines; above it the key gets a shard suffix.
+	ShardRate = 15
+	// defaultMinTokens applies when the catalog price carries no minimum.
+	defaultMinTokens = 1024
+)
+
+// Target is where the request goes.
+type Target struct {
+	// Provider is the adapter type: "openai", "openai_compatible", "openrouter", "anthropic",
+	// "bedrock", "vertex" (Claude on Vertex when Model is a Claude model) or "vertex-claude".
+	Provider string
+	// Model is the upstream model id.
+	Model string
+	// Workspace scopes the derived prompt_cache_key.
+	Workspace string
+	// Price is the catalog entry of Model (CacheMinTokens is used; 0 means 1024).
+	Price catalog.Price
+}
+
+// Breakpoint is one cache_control marker added.
+type Breakpoint struct {
+	// Where is "tools[i]" or "messages[i]" (the marker is on the message's last content part).
+	Where string
+	// Block is the number of Anthropic content blocks up to and including the marked one.
+	Block int
+	// TTL is "5m" or "1h".
+	TTL string
+	// PrefixTokens estimates the tokens cached up to the marker.
+	PrefixTokens int
+}
+
+// Report says what Plan did.
+type Report struct {
+	// SchemasSorted counts tool parameter schemas rewritten into canonical key order.
+	SchemasSorted int
+	// Breakers lists volatile content in system messages and tool descriptions.
+	Breakers []Finding
+	// PrefixTokens estimates the tokens of tools and system messages; TotalTokens of the
+	// whole prompt (byte-based estimates, about 4 bytes a token).
+	PrefixTokens, TotalTokens int
+	// PrefixHash identifies the stable prefix (model, canonical tools, system messages).
+	PrefixHash uint64
+	// Breakpoints lists the markers added (Anthropic-format targets).
+	Breakpoints []Breakpoint
+	// CallerMarkers: the caller set cache_control somewhere, so no breakpoint was added.
+	CallerMarkers bool
+	// BelowMinimum: the prompt is shorter than the model's minimum cacheable prefix.
+	BelowMinimum bool
+	// PromptCacheKey is the key set for OpenAI ("" when none was set).
+	PromptCacheKey string
+}
+
+// BreakerHeader renders the findings for a response header ("" when none).
+func (r *Report) BreakerHeader() string {
+	s := make([]string, len(r.Breakers))
+	for i, f := range r.Breakers {
+		s[i] = f.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// Planner holds the state Plan learns from traffic (prefix reuse gaps, key rates). It is safe
+// for concurrent use.
+type Planner struct {
+	// Now is the clock (time.Now when nil).
+	Now   func() time.Time
+	reuse tracker
+	rate  tracker
+}
+
+// NewPlanner returns a Planner with empty trackers.
+func NewPlanner() *Planner { return &Planner{} }
+
+var defaultPlanner = NewPlanner()
+
+// Plan runs the default Planner.
+func Plan(body []byte, t Target) ([]byte, Report, error) { return defaultPlanner.Plan(body, t) }
+
+type unit struct {
+	where    string
+	msgIdx   int // -1 for tools
+	blocks   int // cumulative blocks at its end
+	tokens   int // cumulative tokens at its end
+	markable bool
+	mark     func(cc []byte) edit
+}
+
+// Plan rewrites body for t. On malformed input it returns body unchanged with the error.
+func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
+	var rep Report
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
+		return body, rep, errBadJSON
+	}
+	// 1. Canonical key order in tool schemas.
+	b1 := body
+	top, err := members(body)
+	if err != nil {
+		return body, rep, err
+	}
+	toolsV := topValue(top, "tools")
+	if len(toolsV) > 0 && toolsV[0] == '[' {
+		tl, err := elements(toolsV)
+		if err != nil {
+			return body, rep, err
+		}
+		var edits []edit
+		for _, tool := range tl {
+			if len(tool) == 0 || tool[0] != '{' {
+				continue
+			}
+			fn := find(tool, "function")
+			if len(fn) == 0 || fn[0] != '{' {
+				continue
+			}
+			params := find(fn, "parameters")
+			if len(params) == 0 || params[0] != '{' {
+				continue
+			}
+			c, changed, err := canonical(params)
+			if err != nil {
+				return body, rep, err
+			}
+			if changed {
+				o := offset(body, params)
+				edits = append(edits, edit{o, o + len(params), c})
+				rep.SchemasSorted++
+			}
+		}
+		if len(edits) > 0 {
+			b1 = apply(body, edits)
+			if top, err = members(b1); err != nil {
+				return body, rep, err
+			}
+		}
+	}
+
+	// 2. Walk tools and messages in Anthropic render order: tools, system, conversation.
+	h := xxhash.New()
+	_, _ = h.WriteString(t.Model)
+	_, _ = h.Write([]byte{0})
+	var toolUnits, sysUnits, convUnits []unit
+	if tv := topValue(top, "tools"); len(tv) > 0 && tv[0] == '[' {
+		tl, err := elements(tv)
+		if err != nil {
+			return body, rep, err
+		}
+		for i, tool := range tl {
+			_, _ = h.Write(tool)
+			where := "tools[" + strconv.Itoa(i) + "]"
+			u := unit{where: where, msgIdx: -1, blocks: 1, tokens: tokens.Estimate(len(tool))}
+			if len(tool) > 0 && tool[0] == '{' {
+				if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
+					if d := find(fn, "description"); len(d) > 1 && d[0] == '"' {
+						rep.Breakers = scan(d[1:len(d)-1], where, rep.Breakers)
+					}
+				}
+				end := offset(b1, tool) + len(tool) - 1
+				empty := len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
+				u.markable = true
+				u.mark = func(cc []byte) edit { return insertMember(end, empty, cc) }
+			}
+			toolUnits = append(toolUnits, u)
+		}
+	}
+	msgsV := topValue(top, "messages")
+	if len(msgsV) == 0 || msgsV[0] != '[' {
+		return body, rep, errBadJSON
+	}
+	msgs, err := elements(msgsV)
+	if err != nil {
+		return body, rep, err
+	}
+	firstConv := []byte(nil)
+	for i, m := range msgs {
+		if len(m) == 0 || m[0] != '{' {
+			return body, rep, errBadJSON
+		}
+		mm, err := members(m)
+		if err != nil {
+			return body, rep, err
+		}
+		var role, content []byte
+		nCalls := 0
+		for _, x := range mm {
+			switch x.name {
+			case "role":
+				role = x.val
+			case "content":
+				content = x.val
+			case "tool_calls":
+				if len(x.val) > 0 && x.val[0] == '[' {
+					if cs, err := elements(x.val); err == nil {
+						nCalls = len(cs)
+					}
+				}
+			}
+		}
+		r := ""
+		if len(role) > 1 && role[0] == '"' {
+			r = unquote(role)
+		}
+		where := "messages[" + strconv.Itoa(i) + "]"
+		u := unit{where: where, msgIdx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
+		system := r == "system" || r == "developer"
+		if len(content) > 0 {
+			switch content[0] {
+			case '"':
+				if len(content) > 2 {
+					u.blocks++
+					if system {
+						rep.Breakers = scan(content[1:len(content)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
+					}
+					if nCalls == 0 {
+						o := offset(b1, content)
+						raw := content
+						u.markable = true
+						u.mark = func(cc []byte) edit {
+							repl := make([]byte, 0, len(raw)+len(cc)+48)
+							repl = append(repl, `[{"type":"text","text":`...)
+							repl = append(repl, raw...)
+							repl = append(repl, `,"cache_control":`...)
+							repl = append(repl, cc...)
+							repl = append(repl, "}]"...)
+							return edit{o, o + len(raw), repl}
+						}
+					}
+				}
+			case '[':
+				parts, err := elements(content)
+				if err != nil {
+					return body, rep, err
+				}
+				u.blocks += len(parts)
+				if system {
+					for _, pt := range parts {
+						if len(pt) > 0 && pt[0] == '{' {
+							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
+								rep.Breakers = scan(tx[1:len(tx)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
+							}
+						}
+					}
+				}
+				if n := len(parts); n > 0 && nCalls == 0 && partMarkable(parts[n-1]) {
+					last := parts[n-1]
+					end := offset(b1, last) + len(last) - 1
+					u.markable = true
+					u.mark = func(cc []byte) edit { return insertMember(end, false, cc) }
+				}
+			}
+		}
+		if system {
+			_, _ = h.Write(m)
+			sysUnits = append(sysUnits, u)
+		} else {
+			if firstConv == nil {
+				firstConv = m
+			}
+			convUnits = append(convUnits, u)
+		}
+	}
+	rep.PrefixHash = h.Sum64()
+	all := make([]unit, 0, len(toolUnits)+len(sysUnits)+len(convUnits))
+	all = append(append(append(all, toolUnits...), sysUnits...), convUnits...)
+	cumB, cumT := 0, 0
+	for i := range all {
+		cumB += all[i].blocks
+		cumT += all[i].tokens
+		all[i].blocks, all[i].tokens = cumB, cumT
+	}
+	rep.TotalTokens = cumT
+	if np := len(toolUnits) + len(sysUnits); np > 0 {
+		rep.PrefixTokens = all[np-1].tokens
+	}
+	out := b1
+
+	// 3. Breakpoints for Anthropic-format targets.
+	if anthropicFormat(t) {
+		if hasCallerMarkers(body) {
+			rep.CallerMarkers = true
+		} else {
+			minTok := int(t.Price.CacheMinTokens)
+			if minTok <= 0 {
+				minTok = defaultMinTokens
+			}
+			if rep.TotalTokens < minTok {
+				rep.BelowMinimum = true
+			} else {
+				long := p.reuse.longGap(t.Workspace+"\x00"+strconv.FormatUint(rep.PrefixHash, 16), now()) && allow1h(t)
+				edits := placeBreakpoints(all, len(toolUnits), len(sysUnits), minTok, long, &rep)
+				out = apply(b1, edits)
+			}
+		}
+	}
+
+	// 4. prompt_cache_key for OpenAI models that accept it.
+	if keyAllowed(t) {
+		if v := topValue(top, "prompt_cache_key"); v == nil || string(v) == "null" {
+			kh := xxhash.New()
+			_, _ = kh.WriteString(t.Workspace)
+			_, _ = kh.Write([]byte{0})
+			_, _ = kh.WriteString(strconv.FormatUint(rep.PrefixHash, 16))
+			var sum [8]byte
+			key := "btl-" + hex.EncodeToString(kh.Sum(sum[:0]))
+			if rate := p.rate.rate(key, now()); rate > ShardRate {
+				shards := uint64(rate+ShardRate-1) / ShardRate
+				key += "-s" + strconv.FormatUint(xxhash.Sum64(firstConv)%shards, 10)
+			}
+			if v := topValue(top, "prompt_cache_key"); v != nil { // an explicit null
+				o := offset(b1, v)
+				out = apply(out, []edit{{o, o + len(v), []byte(strconv.Quote(key))}})
+			} else {
+				out = insertFirst(out, "prompt_cache_key", strconv.Quote(key))
+			}
+			rep.PromptCacheKey = key
+		}
+	}
+	return out, rep, nil
+}
+
+func partMarkable(pt []byte) bool {
+	if len(pt) == 0 || pt[0] != '{' {
+		return false
+	}
+	ty := find(pt, "type")
+	switch string(ty) {
+	case `"text"`:
+		tx := find(pt, "text")
+		return len(tx) > 2 && tx[0] == '"'
+	case `"image_url"`:
+		return true
+	}
+	return false
+}
+
+// insertMember inserts ,"cache_control":cc before the closing brace at end.
+func insertMember(end int, empty bool, cc []byte) edit {
+	repl := make([]byte, 0, len(cc)+18)
+	if !empty {
+		repl = append(repl, ',')
+	}
+	repl = append(repl, `"cache_control":`...)
+	repl = append(repl, cc...)
+	return edit{end, end, repl}
+}
+
+var (
+	cc5m = []byte(`{"type":"ephemeral"}`)
+	cc1h = []byte(`{"type":"ephemeral","ttl":"1h"}`)
+)
+
+// placeBreakpoints picks at most MaxBreakpoints markers: the rolling last message, the end of
+// system (or tools), intermediates so consecutive markers are at most Lookback blocks apart,
+// then the end of tools. Markers whose prefix is below minTok are skipped. The prefix markers
+// take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones.
+func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report) []edit {
+	chosen := map[int]string{}
+	ok := func(i int) bool { return i >= 0 && all[i].markable && all[i].tokens >= minTok }
+	prefixTTL := "5m"
+	if long {
+		prefixTTL = "1h"
+	}
+	last := -1
+	for i := len(all) - 1; i >= nTools+nSys; i-- {
+		if ok(i) {
+			last = i
+			break
+		}
+	}
+	if last >= 0 {
+		chosen[last] = "5m"
+	}
+	anchor := -1
+	for i := nTools + nSys - 1; i >= 0; i-- {
+		if ok(i) {
+			anchor = i
+			break
+		}
+	}
+	if anchor >= 0 && len(chosen) < MaxBreakpoints {
+		chosen[anchor] = prefixTTL
+	}
+	if last >= 0 {
+		floor := 0
+		if anchor >= 0 {
+			floor = all[anchor].blocks
+		}
+		cur := last
+		for len(chosen) < MaxBreakpoints && all[cur].blocks-floor > Lookback {
+			pick := -1
+			for i := nTools + nSys; i < cur; i++ { // earliest marker within reach of cur
+				if ok(i) && all[i].blocks >= all[cur].blocks-Lookback {
+					pick = i
+					break
+				}
+			}
+			if pick < 0 { // nothing in reach: the latest markable before cur still shortens the gap
+				for i := cur - 1; i >= nTools+nSys; i-- {
+					if ok(i) {
+						pick = i
+						break
+					}
+				}
+			}
+			if pick < 0 || (anchor >= 0 && pick <= anchor) {
+				break
+			}
+			chosen[pick] = "5m"
+			cur = pick
+		}
+	}
+	if nTools > 0 && anchor >= nTools && len(chosen) < MaxBreakpoints && ok(nTools-1) {
+		chosen[nTools-1] = prefixTTL
+	}
+	var edits []edit
+	for i := range all {
+		ttl, ok := chosen[i]
+		if !ok {
+			continue
+		}
+		cc := cc5m
+		if ttl == "1h" {
+			cc = cc1h
+		}
+		edits = append(edits, all[i].mark(cc))
+		rep.Breakpoints = append(rep.Breakpoints, Breakpoint{Where: all[i].where, Block: all[i].blocks, TTL: ttl, PrefixTokens: all[i].tokens})
+	}
+	return edits
+}
+
+// hasCallerMarkers reports a "cache_control" key anywhere in the body. Inside a JSON string
+// the quotes would be escaped, so a match is a key (or, rarely, a false positive that only
+// makes Plan stand down).
+func hasCallerMarkers(body []byte) bool {
+	const k = `"cache_control"`
+	for off := 0; ; {
+		i := bytes.Index(body[off:], []byte(k))
+		if i < 0 {
+			return false
+		}
+		j := skipSpace(body, off+i+len(k))
+		if j < len(body) && body[j] == ':' {
+			return true
+		}
+		off += i + len(k)
+	}
+}
+
+func lowerModel(m string) string {
+	m = strings.ToLower(m)
+	if i := strings.LastIndexByte(m, '/'); i >= 0 {
+		m = m[i+1:]
+	}
+	return m
+}
+
+func anthropicFormat(t Target) bool {
+	switch t.Provider {
+	case "anthropic", "bedrock", "vertex-claude", "vertex_claude":
+		return true
+	case "vertex":
+		return strings.Contains(lowerModel(t.Model), "claude")
+	}
+	return false
+}
+
+// allow1h: Anthropic and Vertex take the 1h TTL on every cacheable Claude; Bedrock only on
+// Claude 4.5 and later.
+func allow1h(t Target) bool {
+	if t.Provider != "bedrock" {
+		return true
+	}
+	m := lowerModel(t.Model)
+	if !strings.Contains(m, "claude") {
+		return false
+	}
+	for _, v := range []string{"4-5", "4.5", "4-6", "4.6", "4-7", "4.7", "4-8", "4.8", "opus-5", "sonnet-5", "haiku-5", "fable-5", "mythos-5"} {
+		if strings.Contains(m, v) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyModels are the OpenAI model families that accept prompt_cache_key. It is sent to
+// first-party OpenAI only, never to OpenAI-compatible third parties.
+var keyModels = []string{"gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"}
+
+// KeyAllowed reports whether Plan would set prompt_cache_key for t.
+func keyAllowed(t Target) bool {
+	if t.Provider != "openai" {
+		return false
+	}
+	m := lowerModel(t.Model)
+	for _, p := range keyModels {
+		if strings.HasPrefix(m, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// tracker remembers, per key, when it was last seen and a decaying request rate. Bounded.
+type tracker struct {
+	mu sync.Mutex
+	m  map[string]*trackEntry
+}
+
+type trackEntry struct {
+	last    time.Time
+	longGap bool
+	// rate window: count in the current minute and in the previous one.
+	win       time.Time
+	cur, prev int
+}
+
+const trackerMax = 1 << 16
+
+func (t *tracker) entry(key string, now time.Time) (*trackEntry, bool) {
+	if t.m == nil {
+		t.m = map[string]*trackEntry{}
+	}
+	e, ok := t.m[key]
+	if !ok {
+		if len(t.m) >= trackerMax {
+			for k, v := range t.m {
+				if now.Sub(v.last) > time.Hour {
+					delete(t.m, k)
+				}
+			}
+			if len(t.m) >= trackerMax {
+				clear(t.m)
+			}
+		}
+		e = &trackEntry{win: now}
+		t.m[key] = e
+	}
+	return e, ok
+}
+
+// longGap records a use of key and reports whether it has been reused after gaps longer than
+// 5 minutes (but within an hour), where a 1h TTL keeps the entry alive and 5m would not.
+func (t *tracker) longGap(key string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, seen := t.entry(key, now)
+	if seen {
+		switch gap := now.Sub(e.last); {
+		case gap > time.Hour:
+			e.longGap = false
+		case gap > 5*time.Minute:
+			e.longGap = true
+		}
+	}
+	e.last = now
+	return e.longGap
+}
+
+// rate records a request for key and returns the estimated requests in the last minute
+// (this one included), blending the previous minute's count.
+func (t *tracker) rate(key string, now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, _ := t.entry(key, now)
+	e.last = now
+	if el := now.Sub(e.win); el >= time.Minute {
+		if el >= 2*time.Minute {
+			e.prev = 0
+		} else {
+			e.prev = e.cur
+		}
+		e.cur = 0
+		e.win = now
+	}
+	e.cur++
+	frac := 1 - float64(now.Sub(e.win))/float64(time.Minute)
+	return e.cur + int(float64(e.prev)*frac)
+}
+
+// topValue is the value of key among the top-level members (last wins), nil when absent.
+func topValue(top []member, key string) []byte {
+	var v []byte
+	for _, m := range top {
+		if m.name == key {
+			v = m.val
+		}
+	}
+	return v
+}
+
+// insertFirst inserts "key":value as the first member of the object doc.
+func insertFirst(doc []byte, key, value string) []byte {
+	open := skipSpace(doc, 0)
+	rest := skipSpace(doc, open+1)
+	out := make([]byte, 0, len(doc)+len(key)+len(value)+4)
+	out = append(out, doc[:open+1]...)
+	out = append(out, '"')
+	out = append(out, key...)
+	out = append(out, '"', ':')
+	out = append(out, value...)
+	if doc[rest] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, doc[open+1:]...)
+}

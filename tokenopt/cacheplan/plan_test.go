@@ -1,0 +1,343 @@
+package cacheplan
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/anthropic"
+	"github.com/badtheorylabs/btl-runtime/providers/bedrock"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+)
+
+var long = strings.Repeat("Be precise and cite sources. ", 300) // ~9 KB, > 1024 tokens
+
+func claude() Target {
+	return Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Workspace: "w", Price: catalog.Price{CacheMinTokens: 1024}}
+}
+
+func TestSchemaCanonicalGolden(t *testing.T) {
+	in := `{"model":"gpt-4o","tools":[{"type":"function","function":{"name":"b","parameters":{"type":"object","properties":{"z":{"type":"string","description":"Z"},"a":{"type":"number"}},"required":["z"]}}},{"type":"function","function":{"name":"a","parameters":{"properties":{},"type":"object"}}}],"messages":[{"role":"user","content":"hi"}], "temperature": 1.0e0}`
+	want := `{"model":"gpt-4o","tools":[{"type":"function","function":{"name":"b","parameters":{"properties":{"a":{"type":"number"},"z":{"description":"Z","type":"string"}},"required":["z"],"type":"object"}}},{"type":"function","function":{"name":"a","parameters":{"properties":{},"type":"object"}}}],"messages":[{"role":"user","content":"hi"}], "temperature": 1.0e0}`
+	got, rep, err := NewPlanner().Plan([]byte(in), Target{Provider: "openai_compatible", Model: "x"})
+	if err != nil || string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s (%v)", got, want, err)
+	}
+	if rep.SchemasSorted != 1 {
+		t.Errorf("sorted = %d", rep.SchemasSorted)
+	}
+	// Already canonical: identical bytes, even with odd whitespace.
+	same := `{ "messages" : [ {"role":"user","content":"hi"} ] , "tools":[{"function":{"parameters":{"a" : 1, "b":[ {"c":1} ]}}}] }`
+	got, _, _ = NewPlanner().Plan([]byte(same), Target{Provider: "openai_compatible"})
+	if string(got) != same {
+		t.Fatalf("canonical input changed:\n%s", got)
+	}
+}
+
+func TestBreakers(t *testing.T) {
+	sys := `You are a bot. Current time: 2026-03-04T10:22:33Z. Today is 2026-03-04. Session 3f2b8c1e-9a4d-4e1f-8b2c-1d2e3f4a5b6c at 10:22. ts=1767225600 req_a8f3k2m9x7q4w1z5t6y0 trace 9f86d081884c7d65 on 3/4/2026. Version 4.1 costs $3.75 in 2026.`
+	body := `{"messages":[{"role":"system","content":` + jsonStr(sys) + `},{"role":"user","content":"2026-01-01 ok"}],"tools":[{"type":"function","function":{"name":"f","description":"Data as of 2025-12-31."}}]}`
+	_, rep, err := NewPlanner().Plan([]byte(body), Target{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, f := range rep.Breakers {
+		kinds = append(kinds, f.Kind+"@"+f.Where)
+	}
+	want := []string{"date@tools[0]", "timestamp@system[0]", "date@system[0]", "uuid@system[0]", "time@system[0]", "epoch@system[0]", "request_id@system[0]", "request_id@system[0]", "date@system[0]"}
+	if !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("findings %v\nwant %v", kinds, want)
+	}
+	if h := rep.BreakerHeader(); !strings.HasPrefix(h, "date@tools[0]:") {
+		t.Errorf("header %q", h)
+	}
+	_, rep, _ = NewPlanner().Plan([]byte(`{"messages":[{"role":"system","content":"Plain instructions, version 4.1, 100 items, gpt-4o."}]}`), Target{})
+	if len(rep.Breakers) != 0 {
+		t.Errorf("false positives: %v", rep.Breakers)
+	}
+}
+
+func jsonStr(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func TestBreakpointsAnthropic(t *testing.T) {
+	body := `{"model":"c","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"messages":[{"role":"system","content":` + jsonStr(long) + `},{"role":"user","content":[{"type":"text","text":"q1"}]},{"role":"assistant","content":"a1"},{"role":"user","content":"q2"}]}`
+	out, rep, err := NewPlanner().Plan([]byte(body), claude())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var where []string
+	for _, b := range rep.Breakpoints {
+		where = append(where, b.Where+"/"+b.TTL)
+	}
+	if !reflect.DeepEqual(where, []string{"messages[0]/5m", "messages[3]/5m"}) { // the tool alone is below the minimum
+		t.Fatalf("breakpoints %v", where)
+	}
+	s := string(out)
+	for _, frag := range []string{
+		`{"role":"system","content":[{"type":"text","text":"Be precise`,
+		`{"role":"user","content":[{"type":"text","text":"q2","cache_control":{"type":"ephemeral"}}]}`,
+		`{"role":"user","content":[{"type":"text","text":"q1"}]}`,
+	} {
+		if !strings.Contains(s, frag) {
+			t.Errorf("missing %s in\n%s", frag, s)
+		}
+	}
+	// With a big tool set the end of tools is marked too, first.
+	big := strings.Replace(body, `"parameters":{"type":"object"}`, `"description":`+jsonStr(long)+`,"parameters":{"type":"object"}`, 1)
+	outBig, repBig, _ := NewPlanner().Plan([]byte(big), claude())
+	if len(repBig.Breakpoints) != 3 || repBig.Breakpoints[0].Where != "tools[0]" ||
+		!strings.Contains(string(outBig), `"parameters":{"type":"object"}},"cache_control":{"type":"ephemeral"}}]`) {
+		t.Fatalf("tools marker: %+v", repBig.Breakpoints)
+	}
+	cb, _ := providers.ParseCanonical(outBig)
+	abig, _ := anthropic.BuildRequest(cb, "claude-sonnet-4-5", anthropic.BuildOptions{})
+	if w, _ := json.Marshal(abig); strings.Count(string(w), `"cache_control"`) != 3 {
+		t.Fatalf("anthropic tools marker lost: %s", w)
+	}
+	// Idempotent: planning the output again changes nothing.
+	again, _, _ := NewPlanner().Plan(out, claude())
+	if string(again) != s {
+		t.Fatal("Plan(Plan(x)) != Plan(x)")
+	}
+	// The markers survive the real translations.
+	c, err := providers.ParseCanonical(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar, err := anthropic.BuildRequest(c, "claude-sonnet-4-5", anthropic.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wire, _ := json.Marshal(ar)
+	if n := strings.Count(string(wire), `"cache_control":{"type":"ephemeral"}`); n != 2 {
+		t.Fatalf("anthropic request has %d markers:\n%s", n, wire)
+	}
+	c, _ = providers.ParseCanonical(out)
+	br, err := bedrock.BuildRequest(context.Background(), c, bedrock.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bw, _ := json.Marshal(br)
+	if n := strings.Count(string(bw), `"cachePoint"`); n != 2 {
+		t.Fatalf("bedrock request has %d cache points:\n%s", n, bw)
+	}
+}
+
+func TestCallerMarkersNeverOverridden(t *testing.T) {
+	for _, body := range []string{
+		`{"messages":[{"role":"system","content":` + jsonStr(long) + `},{"role":"user","content":[{"type":"text","text":"q","cache_control":{"type":"ephemeral","ttl":"1h"}}]}]}`,
+		`{"cache_control":{"type":"ephemeral"},"messages":[{"role":"system","content":` + jsonStr(long) + `},{"role":"user","content":"q"}]}`,
+		`{"messages":[{"role":"system","content":` + jsonStr(long) + `,"cache_control" : {"type":"ephemeral"}},{"role":"user","content":"q"}]}`,
+	} {
+		out, rep, err := NewPlanner().Plan([]byte(body), claude())
+		if err != nil || string(out) != body || !rep.CallerMarkers || len(rep.Breakpoints) != 0 {
+			t.Errorf("caller markers touched: %v %+v\n%s", err, rep, out)
+		}
+	}
+}
+
+func TestBelowMinimum(t *testing.T) {
+	body := `{"messages":[{"role":"system","content":"short"},{"role":"user","content":"q"}]}`
+	out, rep, _ := NewPlanner().Plan([]byte(body), claude())
+	if string(out) != body || !rep.BelowMinimum {
+		t.Fatalf("%+v %s", rep, out)
+	}
+	tgt := claude()
+	tgt.Price.CacheMinTokens = 100000
+	out, rep, _ = NewPlanner().Plan([]byte(`{"messages":[{"role":"system","content":`+jsonStr(long)+`},{"role":"user","content":"q"}]}`), tgt)
+	if !rep.BelowMinimum || strings.Contains(string(out), "cache_control") {
+		t.Fatal("min not honoured")
+	}
+}
+
+// agentBody builds a system prompt and n tool-loop turns (assistant tool call + tool result).
+func agentBody(n int) string {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"c","messages":[{"role":"system","content":` + jsonStr(long) + `},{"role":"user","content":"start"}`)
+	for i := range n {
+		fmt.Fprintf(&sb, `,{"role":"assistant","content":null,"tool_calls":[{"id":"c%d","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c%d","content":"result %d"}`, i, i, i)
+	}
+	sb.WriteString(`]}`)
+	return sb.String()
+}
+
+func TestSpacingAndTTLOrder(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := &Planner{Now: func() time.Time { return now }}
+	body := []byte(agentBody(40)) // 1 + 1 + 80 blocks
+	_, rep, err := p.Plan(body, claude())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Breakpoints) != MaxBreakpoints {
+		t.Fatalf("want %d breakpoints, got %+v", MaxBreakpoints, rep.Breakpoints)
+	}
+	for i := 1; i < len(rep.Breakpoints); i++ {
+		if gap := rep.Breakpoints[i].Block - rep.Breakpoints[i-1].Block; gap > Lookback && i > 1 {
+			t.Errorf("gap %d between %v and %v", gap, rep.Breakpoints[i-1], rep.Breakpoints[i])
+		}
+	}
+	last := rep.Breakpoints[len(rep.Breakpoints)-1]
+	if last.Where != "messages[81]" {
+		t.Errorf("rolling breakpoint at %s", last.Where)
+	}
+	// Reuse after a 10-minute gap → the prefix marker takes 1h, before every 5m marker.
+	now = now.Add(10 * time.Minute)
+	out, rep, _ := p.Plan(body, claude())
+	if rep.Breakpoints[0].TTL != "1h" || rep.Breakpoints[0].Where != "messages[0]" {
+		t.Fatalf("want 1h prefix marker: %+v", rep.Breakpoints)
+	}
+	seen5m := false
+	for _, b := range rep.Breakpoints {
+		if b.TTL == "5m" {
+			seen5m = true
+		} else if seen5m {
+			t.Fatalf("1h after 5m: %+v", rep.Breakpoints)
+		}
+	}
+	if !strings.Contains(string(out), `"cache_control":{"type":"ephemeral","ttl":"1h"}`) {
+		t.Fatal("1h marker missing")
+	}
+	c, _ := providers.ParseCanonical(out)
+	if _, err := bedrock.BuildRequest(context.Background(), c, bedrock.BuildOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPromptCacheKey(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := &Planner{Now: func() time.Time { return now }}
+	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"S"},{"role":"user","content":"q"}]}`)
+	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws1"}
+	out, rep, _ := p.Plan(body, tgt)
+	if rep.PromptCacheKey == "" || !strings.HasPrefix(string(out), `{"prompt_cache_key":"`+rep.PromptCacheKey+`",`) {
+		t.Fatalf("%s", out)
+	}
+	_, rep2, _ := p.Plan(body, tgt)
+	if rep2.PromptCacheKey != rep.PromptCacheKey {
+		t.Fatal("key must be stable")
+	}
+	tgt.Workspace = "ws2"
+	if _, r, _ := p.Plan(body, tgt); r.PromptCacheKey == rep.PromptCacheKey {
+		t.Fatal("key must depend on workspace")
+	}
+	for _, tt := range []Target{{Provider: "openai_compatible", Model: "gpt-4o"}, {Provider: "openai", Model: "gpt-3.5-turbo"}, {Provider: "openrouter", Model: "openai/gpt-4o"}} {
+		if out, r, _ := p.Plan(body, tt); r.PromptCacheKey != "" || string(out) != string(body) {
+			t.Errorf("%+v got a key", tt)
+		}
+	}
+	own := []byte(`{"prompt_cache_key":"mine","model":"gpt-5","messages":[{"role":"user","content":"q"}]}`)
+	if out, r, _ := p.Plan(own, Target{Provider: "openai", Model: "gpt-5"}); string(out) != string(own) || r.PromptCacheKey != "" {
+		t.Fatal("caller key overridden")
+	}
+	// Above ~15/min the key is sharded.
+	tgt.Workspace = "busy"
+	sharded := false
+	for range 40 {
+		_, r, _ := p.Plan(body, tgt)
+		sharded = sharded || strings.Contains(r.PromptCacheKey, "-s")
+	}
+	if !sharded {
+		t.Fatal("no shard suffix at 40 req/min")
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	for _, b := range []string{``, `[]`, `{"messages":`, `{"messages":{}}`, `{"tools":[{]}`, `{"messages":[1]}`} {
+		out, _, err := NewPlanner().Plan([]byte(b), claude())
+		if err == nil || string(out) != b {
+			t.Errorf("%q: err=%v out=%s", b, err, out)
+		}
+	}
+}
+
+// strip removes what Plan may change: cache markers, prompt_cache_key, and string content
+// versus a one-element text array.
+func strip(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		delete(x, "cache_control")
+		delete(x, "prompt_cache_key")
+		for k, e := range x {
+			x[k] = strip(e)
+		}
+		if arr, ok := x["content"].([]any); ok && len(arr) == 1 {
+			if p, ok := arr[0].(map[string]any); ok && len(p) == 2 && p["type"] == "text" {
+				if s, ok := p["text"].(string); ok {
+					x["content"] = s
+				}
+			}
+		}
+	case []any:
+		for i := range x {
+			x[i] = strip(x[i])
+		}
+	}
+	return v
+}
+
+func FuzzPlan(f *testing.F) {
+	f.Add([]byte(agentBody(3)), uint8(0))
+	f.Add([]byte(`{"tools":[{"type":"function","function":{"name":"x","description":"2026-01-01","parameters":{"b":1,"a":[{"d":1,"c":2}]}}}],"messages":[{"role":"system","content":"`+long[:2000]+`"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"u"}}]}]}`), uint8(1))
+	f.Add([]byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"q"}]}`), uint8(2))
+	f.Fuzz(func(t *testing.T, body []byte, sel uint8) {
+		targets := []Target{claude(), {Provider: "bedrock", Model: "claude-sonnet-4-5", Price: catalog.Price{CacheMinTokens: 1}}, {Provider: "openai", Model: "gpt-4o", Workspace: "w"}}
+		tgt := targets[int(sel)%len(targets)]
+		out, _, err := NewPlanner().Plan(body, tgt)
+		if err != nil {
+			return
+		}
+		var in, got any
+		if json.Unmarshal(body, &in) != nil {
+			return // Plan only delimits scalars; invalid input is the caller's 400
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("invalid output %s: %v", out, err)
+		}
+		if !reflect.DeepEqual(strip(in), strip(got)) {
+			t.Fatalf("non-cache fields changed:\n%s\n%s", body, out)
+		}
+	})
+}
+
+func benchBody(tokens int) []byte {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"claude-sonnet-4-5","tools":[{"type":"function","function":{"name":"search","description":"Search the docs.","parameters":{"type":"object","properties":{"q":{"type":"string"},"k":{"type":"integer"}},"required":["q"]}}}],"messages":[{"role":"system","content":` + jsonStr(strings.Repeat("You are a careful assistant. ", 100)) + `}`)
+	chunk := strings.Repeat("Lorem ipsum dolor sit amet, consectetur adipiscing elit. ", 20)
+	for i := 0; sb.Len() < tokens*4; i++ {
+		if i%2 == 0 {
+			sb.WriteString(`,{"role":"user","content":` + jsonStr(chunk) + `}`)
+		} else {
+			sb.WriteString(`,{"role":"assistant","content":` + jsonStr(chunk) + `}`)
+		}
+	}
+	sb.WriteString(`]}`)
+	return []byte(sb.String())
+}
+
+func benchPlan(b *testing.B, n int, tgt Target) {
+	body := benchBody(n)
+	p := NewPlanner()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := p.Plan(body, tgt); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPlan1kAnthropic(b *testing.B)   { benchPlan(b, 1000, claude()) }
+func BenchmarkPlan100kAnthropic(b *testing.B) { benchPlan(b, 100000, claude()) }
+func BenchmarkPlan1kOpenAI(b *testing.B) {
+	benchPlan(b, 1000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"})
+}
+func BenchmarkPlan100kOpenAI(b *testing.B) {
+	benchPlan(b, 100000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"})
+}

@@ -1,0 +1,764 @@
+// Package dedupe removes retrieval chunks from the newest message of an OpenAI
+// chat-completions request when the same content is already present earlier in the request.
+//
+// Only the newest message (a user or tool message) is rewritten, so every older byte — and
+// the provider's cached prefix — stays as it was. Its text is split into chunks: <document>/<doc>
+// elements when there are any, otherwise sections opened by label lines (markdown headings,
+// "Source:" lines, "[n]" citations, "Document 3"/"Chunk 3" lines, numbered items) or separated
+// by "---", otherwise paragraphs. A chunk whose normalised text (whitespace collapsed, case
+// folded) equals a chunk of an earlier message — or an earlier chunk of the same message — is
+// replaced by a short reference that keeps the chunk's label. A near duplicate (64-bit SimHash
+// over word 3-shingles within Options.MaxHamming bits) is replaced the same way only when its
+// salient tokens (numbers, dates, percentages, money, versions, named values, negations) equal
+// the earlier copy's; otherwise it carries a changed fact and is kept.
+//
+// Dedupe is deterministic and idempotent, and never changes the number of messages.
+package dedupe
+
+import (
+	"bytes"
+	"errors"
+	"slices"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
+)
+
+// Options tunes Dedupe. Zero values select the defaults.
+type Options struct {
+	// Count estimates the tokens of a text. Default: ceil(bytes/4). It may be handed a string
+	// that aliases the request body: it must not retain it.
+	Count func(string) int
+	// MinChunkTokens is the smallest chunk body considered. Default 40.
+	MinChunkTokens int
+	// MaxHamming is the largest SimHash distance counted as a near duplicate. Default 3;
+	// negative disables near-duplicate detection.
+	MaxHamming int
+}
+
+// Report says what Dedupe did.
+type Report struct {
+	ChunksSeen      int // chunks in the newest message
+	ExactDups       int // replaced as exact duplicates
+	NearDupsRemoved int // replaced as near duplicates with the same salient facts
+	NearDupsKept    int // near duplicates kept because a number, date or named value changed
+	TokensSaved     int
+}
+
+// ErrNoMessages is returned when the body has no messages array.
+var ErrNoMessages = errors.New("dedupe: body has no messages array")
+
+const refPrefix = "[duplicate of "
+
+func (o Options) withDefaults() Options {
+	if o.Count == nil {
+		o.Count = func(s string) int { return (len(s) + 3) / 4 }
+	}
+	if o.MinChunkTokens <= 0 {
+		o.MinChunkTokens = 40
+	}
+	if o.MaxHamming == 0 {
+		o.MaxHamming = 3
+	}
+	return o
+}
+
+// known is a chunk of content already in the request.
+type known struct {
+	exact   uint64
+	sim     uint64
+	simDone bool
+	words   int
+	body    []byte
+	msg     int // 1-based message number; 0 for the newest message itself
+	label   string
+	whole   bool // a whole message, used for exact matches only
+}
+
+// Dedupe rewrites the newest message of a chat-completions body. It returns body itself when
+// nothing changes.
+func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
+	o := opts.withDefaults()
+	var rep Report
+	arr, msgs, err := msgjson.Parse(body)
+	if err != nil {
+		return body, rep, ErrNoMessages
+	}
+	if len(msgs) < 2 {
+		return body, rep, nil
+	}
+	last := &msgs[len(msgs)-1]
+	if (last.Role != "user" && last.Role != "tool") || last.Content.Start < 0 {
+		return body, rep, nil
+	}
+	segs := segments(last)
+	if len(segs) == 0 {
+		return body, rep, nil
+	}
+
+	// Index the earlier messages: whole contents and chunks.
+	var pool []known
+	exact := make(map[uint64]int)
+	add := func(k known) {
+		pool = append(pool, k)
+		exact[k.exact] = len(pool) - 1
+	}
+	for i := 0; i < len(msgs)-1; i++ {
+		m := &msgs[i]
+		raw := m.ContentRaw()
+		if len(raw) == 0 {
+			continue
+		}
+		var text []byte
+		if raw[0] == '"' {
+			if bytes.IndexByte(raw, '\\') < 0 {
+				text = raw[1 : len(raw)-1]
+			} else {
+				var ok bool
+				if text, ok = msgjson.DecodeString(raw, nil); !ok {
+					continue
+				}
+			}
+		} else if raw[0] == '[' {
+			text = partsText(raw, nil)
+		}
+		if len(text) == 0 {
+			continue
+		}
+		// Whole-message copies only matter when the sizes are comparable.
+		if L := last.Content.End - last.Content.Start; len(text) >= L/3 && len(text) <= 3*L {
+			h, n := normHash(text)
+			add(known{exact: h, words: n, body: text, msg: i + 1, whole: true})
+		}
+		for _, c := range chunk(text) {
+			b := text[c.bodyStart:c.bodyEnd]
+			h, n := normHash(b)
+			add(known{exact: h, words: n, body: b, msg: i + 1, label: c.label})
+		}
+	}
+
+	// Rewrite the newest message's text segments, last to first so spans stay valid.
+	newRaw := last.Raw
+	changed := false
+	for si := len(segs) - 1; si >= 0; si-- {
+		seg := segs[si]
+		text, ok := msgjson.DecodeString(newRaw[seg.Start:seg.End], nil)
+		if !ok {
+			continue
+		}
+		out, did := dedupeText(text, pool, exact, o, &rep)
+		if !did {
+			continue
+		}
+		v := msgjson.AppendString(make([]byte, 0, len(out)+16), msgjson.Unsafe(out))
+		newRaw = providers.Replace(newRaw, seg, v)
+		changed = true
+	}
+	if !changed {
+		return body, rep, nil
+	}
+	return msgjson.Splice(body, arr, msgs, map[int][]byte{len(msgs) - 1: newRaw}), rep, nil
+}
+
+// segments returns the spans (inside m.Raw) of the JSON strings holding the message's text.
+// Array contents are processed from last to first, so they are returned in order.
+func segments(m *msgjson.Message) []providers.Span {
+	raw := m.ContentRaw()
+	off := m.Content.Start
+	switch raw[0] {
+	case '"':
+		return []providers.Span{m.Content}
+	case '[':
+		var out []providers.Span
+		_ = msgjson.EachElement(raw, func(v providers.Span) bool {
+			part := raw[v.Start:v.End]
+			if len(part) == 0 || part[0] != '{' {
+				return true
+			}
+			if msgjson.StringField(part, "type") != "text" {
+				return true
+			}
+			s := msgjson.Field(part, "text")
+			if s.Start >= 0 && part[s.Start] == '"' {
+				out = append(out, providers.Span{Start: off + v.Start + s.Start, End: off + v.Start + s.End})
+			}
+			return true
+		})
+		return out
+	}
+	return nil
+}
+
+func partsText(raw []byte, out []byte) []byte {
+	_ = msgjson.EachElement(raw, func(v providers.Span) bool {
+		part := raw[v.Start:v.End]
+		if len(part) == 0 || part[0] != '{' {
+			return true
+		}
+		s := msgjson.Field(part, "text")
+		if s.Start >= 0 && part[s.Start] == '"' {
+			if len(out) > 0 {
+				out = append(out, '\n', '\n')
+			}
+			out, _ = msgjson.DecodeString(part[s.Start:s.End], out)
+		}
+		return true
+	})
+	return out
+}
+
+// dedupeText rewrites one text of the newest message.
+func dedupeText(text []byte, pool []known, exact map[uint64]int, o Options, rep *Report) ([]byte, bool) {
+	// The whole text repeating an earlier message (an agent re-reading a file).
+	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
+		h, _ := normHash(text)
+		if ki, ok := exact[h]; ok {
+			rep.ChunksSeen++
+			rep.ExactDups++
+			ref := reference("", pool[ki])
+			rep.TokensSaved += o.Count(msgjson.Unsafe(text)) - o.Count(ref)
+			return []byte(ref), true
+		}
+	}
+	chunks := chunk(text)
+	type edit struct {
+		start, end int
+		ref        string
+	}
+	var edits []edit
+	local := make([]known, 0, len(chunks))
+	localExact := make(map[uint64]int)
+	for _, c := range chunks {
+		rep.ChunksSeen++
+		b := text[c.bodyStart:c.bodyEnd]
+		tok := o.Count(msgjson.Unsafe(b))
+		if tok < o.MinChunkTokens {
+			continue
+		}
+		h, n := normHash(b)
+		var match *known
+		if ki, ok := exact[h]; ok {
+			match = &pool[ki]
+		} else if li, ok := localExact[h]; ok {
+			match = &local[li]
+		}
+		if match != nil {
+			rep.ExactDups++
+			ref := reference(c.label, *match)
+			rep.TokensSaved += tok - o.Count(ref)
+			edits = append(edits, edit{c.bodyStart, c.bodyEnd, ref})
+			continue
+		}
+		me := known{exact: h, words: n, body: b, label: c.label}
+		if o.MaxHamming >= 0 && n >= 3 {
+			me.sim, me.simDone = simHash(b), true
+			best, bestD := (*known)(nil), o.MaxHamming+1
+			consider := func(k *known) {
+				if k.whole || k.words*10 < n*7 || n*10 < k.words*7 || k.words < 3 {
+					return
+				}
+				if !k.simDone {
+					k.sim, k.simDone = simHash(k.body), true
+				}
+				if d := hamming(me.sim, k.sim); d < bestD {
+					best, bestD = k, d
+				}
+			}
+			for i := range pool {
+				consider(&pool[i])
+			}
+			for i := range local {
+				consider(&local[i])
+			}
+			if best != nil {
+				if slices.Equal(salient(b), salient(best.body)) {
+					rep.NearDupsRemoved++
+					ref := reference(c.label, *best)
+					rep.TokensSaved += tok - o.Count(ref)
+					edits = append(edits, edit{c.bodyStart, c.bodyEnd, ref})
+					continue
+				}
+				rep.NearDupsKept++
+			}
+		}
+		local = append(local, me)
+		localExact[h] = len(local) - 1
+	}
+	if len(edits) == 0 {
+		return text, false
+	}
+	out := make([]byte, 0, len(text))
+	prev := 0
+	for _, e := range edits {
+		out = append(out, text[prev:e.start]...)
+		out = append(out, e.ref...)
+		prev = e.end
+	}
+	return append(out, text[prev:]...), true
+}
+
+// reference is the text that replaces a duplicate chunk body.
+func reference(label string, earlier known) string {
+	if label == "" {
+		label = earlier.label
+	}
+	s := refPrefix
+	if label != "" {
+		s += "the document \"" + label + "\""
+	} else {
+		s += "a passage"
+	}
+	if earlier.msg > 0 {
+		s += " in message " + strconv.Itoa(earlier.msg)
+	} else {
+		s += " earlier in this message"
+	}
+	return s + " — omitted by gateway]"
+}
+
+// chunkSpan is one chunk of a text: its body [bodyStart, bodyEnd) and its display label.
+type chunkSpan struct {
+	bodyStart, bodyEnd int
+	label              string
+}
+
+// chunk splits text into chunks: document elements, labelled sections, or paragraphs.
+func chunk(text []byte) []chunkSpan {
+	if c := docChunks(text); c != nil {
+		return c
+	}
+	return sectionChunks(text)
+}
+
+// docChunks returns the bodies of <document …>…</document> and <doc …>…</doc> elements, or
+// nil when there are none.
+func docChunks(text []byte) []chunkSpan {
+	var out []chunkSpan
+	for i := 0; i < len(text); {
+		j := bytes.Index(text[i:], []byte("<doc"))
+		if j < 0 {
+			break
+		}
+		open := i + j
+		rest := text[open+4:]
+		var name string
+		switch {
+		case bytes.HasPrefix(rest, []byte("ument")) && len(rest) > 5 && (rest[5] == '>' || isSpace(rest[5])):
+			name = "document"
+		case len(rest) > 0 && (rest[0] == '>' || isSpace(rest[0])):
+			name = "doc"
+		default:
+			i = open + 4
+			continue
+		}
+		gt := bytes.IndexByte(text[open:], '>')
+		if gt < 0 {
+			break
+		}
+		bodyStart := open + gt + 1
+		closeTag := "</" + name + ">"
+		ce := bytes.Index(text[bodyStart:], []byte(closeTag))
+		if ce < 0 {
+			break
+		}
+		bodyEnd := bodyStart + ce
+		label := tagLabel(text[open+1 : open+gt])
+		// A leading <source>…</source> belongs to the label.
+		bs := skipWS(text, bodyStart, bodyEnd)
+		if bytes.HasPrefix(text[bs:bodyEnd], []byte("<source>")) {
+			if se := bytes.Index(text[bs:bodyEnd], []byte("</source>")); se >= 0 {
+				label = clean(text[bs+8 : bs+se])
+				bodyStart = bs + se + 9
+			}
+		}
+		s, e := trimSpan(text, bodyStart, bodyEnd)
+		out = append(out, chunkSpan{s, e, label})
+		i = bodyEnd + len(closeTag)
+	}
+	return out
+}
+
+// tagLabel turns `document index="1" source="x"` into a label safe to quote.
+func tagLabel(tag []byte) string {
+	if sp := bytes.IndexAny(tag, " \t\n"); sp >= 0 {
+		return clean(tag[sp+1:])
+	}
+	return ""
+}
+
+// clean makes a label safe to embed: one line, no quotes or angle brackets, bounded length.
+func clean(b []byte) string {
+	b = bytes.TrimSpace(b)
+	if len(b) > 120 {
+		b = b[:120]
+		for len(b) > 0 && !utf8.Valid(b) {
+			b = b[:len(b)-1]
+		}
+	}
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		switch c {
+		case '"':
+			out = append(out, '\'')
+		case '<', '>':
+		case '\n', '\r', '\t':
+			out = append(out, ' ')
+		default:
+			out = append(out, c)
+		}
+	}
+	return string(out)
+}
+
+// sectionChunks splits on label lines and "---" separators, or on blank lines when there are
+// none.
+func sectionChunks(text []byte) []chunkSpan {
+	type line struct{ start, end int }
+	var lines []line
+	for i := 0; i < len(text); {
+		j := bytes.IndexByte(text[i:], '\n')
+		if j < 0 {
+			lines = append(lines, line{i, len(text)})
+			break
+		}
+		lines = append(lines, line{i, i + j})
+		i += j + 1
+	}
+	labelled := false
+	for _, l := range lines {
+		if k, _ := classify(text[l.start:l.end]); k != plain {
+			labelled = true
+			break
+		}
+	}
+	var out []chunkSpan
+	if !labelled {
+		return paragraphs(text, 0, len(text), out)
+	}
+	secStart, secLabel, labelEnd := -1, "", 0
+	flush := func(end int) {
+		if secStart < 0 {
+			return
+		}
+		s, e := trimSpan(text, labelEnd, end)
+		if e > s {
+			out = append(out, chunkSpan{s, e, secLabel})
+		}
+		secStart = -1
+	}
+	preStart := 0
+	for _, l := range lines {
+		k, n := classify(text[l.start:l.end])
+		switch k {
+		case separator:
+			if secStart < 0 {
+				out = paragraphs(text, preStart, l.start, out)
+			}
+			flush(l.start)
+			preStart = min(l.end+1, len(text))
+		case label:
+			if secStart < 0 {
+				out = paragraphs(text, preStart, l.start, out)
+			}
+			flush(l.start)
+			secStart = l.start
+			if n > 0 { // inline label: "[3] body…"
+				secLabel = clean(text[l.start : l.start+n])
+				labelEnd = l.start + n
+			} else {
+				secLabel = clean(text[l.start:l.end])
+				labelEnd = min(l.end+1, len(text))
+			}
+		}
+	}
+	if secStart < 0 {
+		out = paragraphs(text, preStart, len(text), out)
+	}
+	flush(len(text))
+	return out
+}
+
+const (
+	plain = iota
+	label
+	separator
+)
+
+// classify says whether a line is a label line (and, for inline labels such as "[3] …", the
+// label's length) or a separator.
+func classify(l []byte) (int, int) {
+	l = bytes.TrimRight(l, " \t\r")
+	if len(l) == 0 {
+		return plain, 0
+	}
+	if len(l) >= 3 && allByte(l, '-') {
+		return separator, 0
+	}
+	switch {
+	case l[0] == '#':
+		n := 0
+		for n < len(l) && l[n] == '#' {
+			n++
+		}
+		if n <= 6 && n < len(l) && l[n] == ' ' {
+			return label, 0
+		}
+	case bytes.HasPrefix(l, []byte("Source:")) || bytes.HasPrefix(l, []byte("source:")):
+		return label, 0
+	case l[0] == '[':
+		n := 1
+		for n < len(l) && l[n] >= '0' && l[n] <= '9' {
+			n++
+		}
+		if n > 1 && n < len(l) && l[n] == ']' {
+			if n+1 < len(l) && len(bytes.TrimSpace(l[n+1:])) > 0 {
+				return label, n + 1
+			}
+			return label, 0
+		}
+	case l[0] >= '0' && l[0] <= '9':
+		n := 0
+		for n < len(l) && l[n] >= '0' && l[n] <= '9' {
+			n++
+		}
+		if n < 4 && n+1 < len(l) && (l[n] == '.' || l[n] == ')') && l[n+1] == ' ' {
+			return label, n + 1
+		}
+	}
+	for _, w := range [...]string{"Document ", "Doc ", "Chunk ", "Passage ", "Result ", "Snippet "} {
+		if bytes.HasPrefix(l, []byte(w)) {
+			r := bytes.TrimPrefix(l[len(w):], []byte("#"))
+			if len(r) > 0 && r[0] >= '0' && r[0] <= '9' {
+				return label, 0
+			}
+		}
+	}
+	return plain, 0
+}
+
+func allByte(b []byte, c byte) bool {
+	for _, x := range b {
+		if x != c {
+			return false
+		}
+	}
+	return true
+}
+
+// paragraphs appends the blank-line separated paragraphs of text[start:end].
+func paragraphs(text []byte, start, end int, out []chunkSpan) []chunkSpan {
+	ps := -1
+	i := start
+	for i < end {
+		// Find the end of the current line.
+		j := bytes.IndexByte(text[i:end], '\n')
+		le := end
+		if j >= 0 {
+			le = i + j
+		}
+		blank := len(bytes.TrimSpace(text[i:le])) == 0
+		if blank {
+			if ps >= 0 {
+				s, e := trimSpan(text, ps, i)
+				if e > s {
+					out = append(out, chunkSpan{s, e, ""})
+				}
+				ps = -1
+			}
+		} else if ps < 0 {
+			ps = i
+		}
+		if j < 0 {
+			break
+		}
+		i = le + 1
+	}
+	if ps >= 0 {
+		s, e := trimSpan(text, ps, end)
+		if e > s {
+			out = append(out, chunkSpan{s, e, ""})
+		}
+	}
+	return out
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func skipWS(b []byte, i, end int) int {
+	for i < end && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+func trimSpan(b []byte, s, e int) (int, int) {
+	s = skipWS(b, s, e)
+	for e > s && isSpace(b[e-1]) {
+		e--
+	}
+	return s, e
+}
+
+// Hashing: words are maximal runs of non-space characters, case folded.
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)
+
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// eachWord calls fn with the folded hash of each word of b.
+func eachWord(b []byte, fn func(h uint64)) {
+	h := uint64(fnvOffset)
+	in := false
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			if isSpace(c) || c == '\f' || c == '\v' {
+				if in {
+					fn(mix(h))
+					h, in = fnvOffset, false
+				}
+				i++
+				continue
+			}
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			h = (h ^ uint64(c)) * fnvPrime
+			in = true
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		i += size
+		if unicode.IsSpace(r) {
+			if in {
+				fn(mix(h))
+				h, in = fnvOffset, false
+			}
+			continue
+		}
+		r = unicode.ToLower(r)
+		h = (h ^ uint64(r)) * fnvPrime
+		in = true
+	}
+	if in {
+		fn(mix(h))
+	}
+}
+
+// normHash hashes the whitespace-collapsed, case-folded text; n is its word count.
+func normHash(b []byte) (uint64, int) {
+	acc := uint64(0x9e3779b97f4a7c15)
+	n := 0
+	eachWord(b, func(h uint64) {
+		acc = mix(acc ^ h + uint64(n))
+		n++
+	})
+	return acc, n
+}
+
+// simHash is Charikar's 64-bit SimHash over word 3-shingles. Bit counts are kept in byte
+// lanes (8 features' bits per uint64 add) and flushed every 255 features.
+func simHash(b []byte) uint64 {
+	var counts [64]int
+	var lanes [8]uint64
+	pending := 0
+	total := 0
+	var w0, w1 uint64
+	n := 0
+	flush := func() {
+		for j := 0; j < 8; j++ {
+			v := lanes[j]
+			for k := 0; k < 8; k++ {
+				counts[k*8+j] += int(v >> (8 * k) & 0xFF)
+			}
+			lanes[j] = 0
+		}
+		pending = 0
+	}
+	feature := func(f uint64) {
+		for j := 0; j < 8; j++ {
+			lanes[j] += f >> j & 0x0101010101010101
+		}
+		pending++
+		total++
+		if pending == 255 {
+			flush()
+		}
+	}
+	eachWord(b, func(h uint64) {
+		n++
+		if n >= 3 {
+			feature(mix(w0*31 ^ w1*17 ^ h))
+		}
+		w0, w1 = w1, h
+	})
+	if n < 3 && n > 0 {
+		feature(mix(w0 ^ w1))
+	}
+	flush()
+	var out uint64
+	for i := 0; i < 64; i++ {
+		if 2*counts[i] > total {
+			out |= 1 << i
+		}
+	}
+	return out
+}
+
+func hamming(a, b uint64) int {
+	x := a ^ b
+	n := 0
+	for x != 0 {
+		x &= x - 1
+		n++
+	}
+	return n
+}
+
+// salient returns the sorted tokens that carry facts: anything with a digit (numbers, dates,
+// times, percentages, money, versions, ids), currency amounts, capitalised words that do not
+// start a sentence (names, named values) and value words such as negations and booleans.
+func salient(b []byte) []string {
+	var out []string
+	sentenceStart := true
+	for _, w := range bytes.Fields(b) {
+		core := bytes.Trim(w, ".,;:!?()[]{}\"'`*")
+		if len(core) == 0 {
+			continue
+		}
+		ends := bytes.ContainsAny(w[len(w)-1:], ".!?:")
+		switch {
+		case bytes.ContainsAny(core, "0123456789$€£¥%"):
+			out = append(out, string(core))
+		case !sentenceStart && startsUpper(core):
+			out = append(out, string(core))
+		default:
+			switch string(bytes.ToLower(core)) {
+			case "not", "no", "never", "none", "yes", "true", "false", "enabled", "disabled",
+				"on", "off", "always", "cannot", "can't", "won't", "isn't", "doesn't", "don't":
+				out = append(out, string(bytes.ToLower(core)))
+			}
+		}
+		sentenceStart = ends
+	}
+	slices.Sort(out)
+	return out
+}
+
+func startsUpper(b []byte) bool {
+	r, _ := utf8.DecodeRune(b)
+	return unicode.IsUpper(r)
+}

@@ -1,0 +1,318 @@
+package dedupe
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/benchcpu"
+)
+
+type msg struct {
+	Role    string `json:"role"`
+	Content any    `json:"content"`
+}
+
+func encode(t testing.TB, ms []msg) []byte {
+	b, err := json.Marshal(map[string]any{"model": "m", "messages": ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func rawMessages(t testing.TB, b []byte) []json.RawMessage {
+	var r struct{ Messages []json.RawMessage }
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("invalid JSON: %v\n%s", err, b)
+	}
+	return r.Messages
+}
+
+func lastContent(t testing.TB, b []byte) string {
+	ms := rawMessages(t, b)
+	var m msg
+	if err := json.Unmarshal(ms[len(ms)-1], &m); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := m.Content.(string)
+	return s
+}
+
+var vocab = strings.Fields(`the gateway routes requests to providers and records usage for every workspace while
+caching prompts reduces cost latency tokens model answer context window retrieval document chunk policy
+billing invoice customer support refund account region storage replica backup schedule`)
+
+func para(r *rand.Rand, words int) string {
+	w := make([]string, words)
+	for i := range w {
+		w[i] = vocab[r.IntN(len(vocab))]
+	}
+	return strings.Join(w, " ") + "."
+}
+
+func TestGoldenExactDuplicate(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 1))
+	pricing := para(r, 80)
+	faq := para(r, 80)
+	first := "Source: wiki/pricing\n" + pricing + "\n\nSource: wiki/faq\n" + faq
+	newer := "Context:\nSource: wiki/pricing\n" + strings.ToUpper(pricing[:1]) + pricing[1:] + "\n\nSource: wiki/new\n" + para(r, 60) + "\n\nQuestion: what is the price?"
+	body := encode(t, []msg{{"system", "sys"}, {"user", first}, {"assistant", "ok"}, {"user", newer}})
+	out, rep, err := Dedupe(body, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Replace(newer, strings.ToUpper(pricing[:1])+pricing[1:], `[duplicate of the document "Source: wiki/pricing" in message 2 — omitted by gateway]`, 1)
+	if got := lastContent(t, out); got != want {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+	if rep.ExactDups != 1 || rep.TokensSaved <= 0 || rep.ChunksSeen < 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	in, o := rawMessages(t, body), rawMessages(t, out)
+	for i := 0; i < len(in)-1; i++ {
+		if !bytes.Equal(in[i], o[i]) {
+			t.Fatalf("message %d changed", i)
+		}
+	}
+	// Bytes before the messages array and after it are kept.
+	if !bytes.HasPrefix(out, body[:bytes.Index(body, []byte(`"messages"`))]) {
+		t.Fatal("prefix changed")
+	}
+}
+
+func TestNearDuplicates(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	base := para(r, 120) + " The refund window is 30 days and the fee is $12.50 since 2026-01-15."
+	// Same facts, different boilerplate whitespace and one filler word changed.
+	same := strings.Replace(base, "the ", "the  ", 3)
+	same = strings.Replace(same, " gateway ", " gateway\n", 1)
+	wSame := strings.Fields(same)
+	wSame[5] = "policy"
+	same = strings.Join(wSame, " ")
+	changed := strings.Replace(base, "$12.50", "$14.00", 1)
+	for _, tc := range []struct {
+		name          string
+		newest        string
+		removed, kept int
+	}{
+		{"near same facts", "[1] " + same, 1, 0},
+		{"changed number kept", "[1] " + changed, 0, 1},
+		{"changed date kept", "[1] " + strings.Replace(base, "2026-01-15", "2026-02-15", 1), 0, 1},
+		{"negation kept", "[1] " + strings.Replace(base, "The refund window is", "The refund window is not", 1), 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := encode(t, []msg{{"user", "[1] " + base}, {"assistant", "ok"}, {"user", tc.newest}})
+			out, rep, err := Dedupe(body, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.NearDupsRemoved != tc.removed || rep.NearDupsKept != tc.kept || rep.ExactDups != 0 {
+				t.Fatalf("report %+v", rep)
+			}
+			got := lastContent(t, out)
+			if tc.kept == 1 && got != tc.newest {
+				t.Fatalf("changed fact collapsed: %q", got)
+			}
+			if tc.removed == 1 && got != `[1] [duplicate of the document "[1]" in message 1 — omitted by gateway]` {
+				t.Fatalf("got %q", got)
+			}
+		})
+	}
+}
+
+func TestShortChunksAndOtherRoles(t *testing.T) {
+	body := encode(t, []msg{{"user", "yes\n\nok thanks"}, {"assistant", "fine"}, {"user", "yes\n\nok thanks"}})
+	out, _, _ := Dedupe(body, Options{})
+	if !bytes.Equal(out, body) {
+		t.Fatal("short chunks replaced")
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	p := para(r, 100)
+	body = encode(t, []msg{{"user", p}, {"assistant", p}})
+	if out, _, _ := Dedupe(body, Options{}); !bytes.Equal(out, body) {
+		t.Fatal("assistant message rewritten")
+	}
+}
+
+func TestDocumentsAndWithinMessage(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	d1, d2 := para(r, 70), para(r, 70)
+	earlier := `<documents><document index="1"><source>kb/a.md</source>` + d1 + `</document></documents>`
+	newest := `<document index="1"><source>kb/a.md</source>` + d1 + "</document>\n<document index=\"2\">" + d2 + "</document>\n<document index=\"3\">" + d2 + "</document>"
+	body := encode(t, []msg{{"user", earlier}, {"assistant", "ok"}, {"user", []any{map[string]any{"type": "text", "text": newest}}}})
+	out, rep, err := Dedupe(body, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Content []struct{ Text string }
+	}
+	ms := rawMessages(t, out)
+	_ = json.Unmarshal(ms[2], &m)
+	want := `<document index="1"><source>kb/a.md</source>[duplicate of the document "kb/a.md" in message 1 — omitted by gateway]</document>` +
+		"\n<document index=\"2\">" + d2 + "</document>\n<document index=\"3\">[duplicate of the document \"index='3'\" earlier in this message — omitted by gateway]</document>"
+	if m.Content[0].Text != want {
+		t.Fatalf("got\n%s\nwant\n%s", m.Content[0].Text, want)
+	}
+	if rep.ExactDups != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+func TestWholeToolOutputRepeated(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	file := para(r, 50) + "\n" + para(r, 50)
+	body := []byte(`{"messages":[{"role":"tool","tool_call_id":"a","content":` + jstr(file) + `},{"role":"assistant","content":"x"},{"role":"tool","tool_call_id":"b","content":` + jstr(file) + `}]}`)
+	out, rep, _ := Dedupe(body, Options{})
+	if got := lastContent(t, out); got != "[duplicate of a passage in message 1 — omitted by gateway]" || rep.ExactDups != 1 {
+		t.Fatalf("got %q %+v", got, rep)
+	}
+}
+
+func jstr(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// genRAG builds a multi-turn RAG conversation: each user turn pastes k chunks drawn from a
+// corpus with planted facts; some repeated chunks have their fact changed.
+func genRAG(seed uint64, turns int) ([]msg, []string) {
+	r := rand.New(rand.NewPCG(seed, 11))
+	corpus := make([]string, 12)
+	for i := range corpus {
+		corpus[i] = fmt.Sprintf("%s The access code for vault %d is %d.", para(r, 60+r.IntN(40)), i, 1000+r.IntN(9000))
+	}
+	ms := []msg{{"system", "Answer from the documents."}}
+	var newest []string
+	for t := 0; t < turns; t++ {
+		var sb strings.Builder
+		newest = newest[:0]
+		for k := 0; k < 4; k++ {
+			i := r.IntN(len(corpus))
+			c := corpus[i]
+			if r.IntN(4) == 0 { // a changed fact
+				c = strings.Replace(c, "is ", fmt.Sprintf("is %d", r.IntN(10)), 1)
+				c = c[:len(c)-1] + fmt.Sprintf(" Updated %d.", 2020+r.IntN(6))
+			}
+			newest = append(newest, c)
+			fmt.Fprintf(&sb, "### Source: doc-%d\n%s\n\n", i, c)
+		}
+		sb.WriteString("Question?")
+		ms = append(ms, msg{"user", sb.String()}, msg{"assistant", "answer " + para(r, 10)})
+	}
+	return ms[:len(ms)-1], newest
+}
+
+func TestPlantedFacts(t *testing.T) {
+	for seed := uint64(0); seed < 50; seed++ {
+		ms, chunks := genRAG(seed, 2+int(seed%6))
+		body := encode(t, ms)
+		out, rep, err := Dedupe(body, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rawMessages(t, out)) != len(ms) {
+			t.Fatal("message count changed")
+		}
+		got := lastContent(t, out)
+		var earlier strings.Builder
+		for _, m := range ms[:len(ms)-1] {
+			earlier.WriteString(m.Content.(string))
+		}
+		for _, c := range chunks {
+			// Every sentence that states a fact.
+			for _, sent := range strings.SplitAfter(c, ".") {
+				if !strings.ContainsAny(sent, "0123456789") {
+					continue
+				}
+				sent = strings.TrimSpace(sent)
+				if strings.Contains(got, sent) {
+					continue
+				}
+				if strings.Contains(earlier.String(), c) || strings.Count(ms[len(ms)-1].Content.(string), c) > 1 {
+					continue // an exact duplicate whose other copy is still present
+				}
+				t.Fatalf("seed %d: planted fact %q lost (report %+v)", seed, sent, rep)
+			}
+		}
+		again, _, _ := Dedupe(out, Options{})
+		if !bytes.Equal(again, out) {
+			t.Fatalf("seed %d: not idempotent", seed)
+		}
+	}
+}
+
+func TestSimHashProperties(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	a := []byte(para(r, 200))
+	if h := simHash(a); h != simHash(append([]byte(nil), a...)) {
+		t.Fatal("not deterministic")
+	}
+	b := []byte(para(r, 200))
+	if d := hamming(simHash(a), simHash(b)); d <= 3 {
+		t.Fatalf("unrelated texts at distance %d", d)
+	}
+}
+
+func FuzzDedupe(f *testing.F) {
+	ms, _ := genRAG(1, 3)
+	f.Add(encode(f, ms))
+	f.Add([]byte(`{"messages":[{"role":"user","content":"<doc a>x</doc>"},{"role":"user","content":[{"type":"text","text":"<document>\u00e9</document>"}]}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		o := Options{MinChunkTokens: 2}
+		out, _, err := Dedupe(body, o)
+		if err != nil || !json.Valid(body) {
+			return
+		}
+		if !json.Valid(out) {
+			t.Fatalf("invalid output: %s", out)
+		}
+		var a, b struct{ Messages []json.RawMessage }
+		if json.Unmarshal(body, &a) == nil {
+			if json.Unmarshal(out, &b) != nil || len(a.Messages) != len(b.Messages) {
+				t.Fatal("message count changed")
+			}
+		}
+		again, _, _ := Dedupe(out, o)
+		if !bytes.Equal(again, out) {
+			t.Fatalf("not idempotent:\n%s\n%s", out, again)
+		}
+	})
+}
+
+func benchDedupe(b *testing.B, tokens int) {
+	r := rand.New(rand.NewPCG(8, 8))
+	var ms []msg
+	var chunks []string
+	for n := 0; n < tokens*4; {
+		var sb strings.Builder
+		for k := 0; k < 4; k++ {
+			c := para(r, 60)
+			if len(chunks) > 0 && r.IntN(2) == 0 {
+				c = chunks[r.IntN(len(chunks))]
+			}
+			chunks = append(chunks, c)
+			fmt.Fprintf(&sb, "[%d] %s\n\n", k+1, c)
+		}
+		ms = append(ms, msg{"user", sb.String()}, msg{"assistant", "ok"})
+		n += sb.Len()
+	}
+	ms = ms[:len(ms)-1]
+	body := encode(b, ms)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	var rep Report
+	start := benchcpu.Now()
+	for b.Loop() {
+		_, rep, _ = Dedupe(body, Options{})
+	}
+	b.ReportMetric(float64(benchcpu.Now()-start)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(rep.ExactDups+rep.NearDupsRemoved), "replaced")
+}
+
+func BenchmarkDedupe1k(b *testing.B)   { benchDedupe(b, 1000) }
+func BenchmarkDedupe100k(b *testing.B) { benchDedupe(b, 100000) }

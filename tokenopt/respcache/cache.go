@@ -1,0 +1,143 @@
+// Package respcache is the gateway's exact response cache: a finished answer is stored under
+// (workspace, canonical request) and replayed, as JSON or as an SSE stream, to a later identical
+// request. It is bounded by bytes (ristretto, cost = entry size) and by a TTL.
+//
+// Policy. The cache is off unless the caller opts in per route or per request; LLM output is
+// not deterministic, so caching changes semantics. Even when on, only requests for a
+// deterministic answer (temperature 0, n absent or 1) are cacheable by default; sampled
+// requests need Policy.AllowSampled, an explicit second opt-in by the caller. Errors and
+// unfinished answers (cut streams, missing finish_reason) are never stored.
+//
+// Replay. Entry.Body returns the stored chat.completion verbatim: the original id, created and
+// usage are kept, so a client sees exactly the answer it would have got the first time. The
+// caller marks the reply as replayed with the response header "x-btl-cache: hit" (HeaderHit),
+// and bills it at zero upstream cost; Entry.Usage is the original call's usage, which is what the
+// hit saved.
+package respcache
+
+import (
+	"crypto/subtle"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+)
+
+// HeaderHit is the value of x-btl-cache for an answer served from this cache.
+const HeaderHit = "hit"
+
+// entryOverhead approximates the fixed memory of an entry (struct, ristretto item, key).
+const entryOverhead = 256
+
+// Cache is the exact response cache. It is safe for concurrent use.
+type Cache struct {
+	rc     *ristretto.Cache[string, *Entry]
+	ttl    time.Duration
+	policy Policy
+}
+
+// Entry is one cached answer. It is immutable and shared by all readers.
+type Entry struct {
+	key    Key
+	body   []byte
+	usage  providers.Usage
+	stored time.Time
+	c      *completion
+}
+
+// New makes a cache holding at most maxBytes of entries, each kept for ttl (0: until evicted).
+func New(maxBytes int64, ttl time.Duration) *Cache {
+	if maxBytes < 1<<10 {
+		maxBytes = 1 << 10
+	}
+	// Ristretto wants ~10 counters per item it may hold; assume 2 KiB answers on average.
+	counters := min(max(maxBytes/2048*10, 10_000), 50_000_000)
+	rc, err := ristretto.NewCache(&ristretto.Config[string, *Entry]{
+		NumCounters:        counters,
+		MaxCost:            maxBytes,
+		BufferItems:        64,
+		Metrics:            true,
+		IgnoreInternalCost: true,
+	})
+	if err != nil { // only for invalid config, which the bounds above rule out
+		panic(err)
+	}
+	return &Cache{rc: rc, ttl: ttl}
+}
+
+// WithPolicy returns a view of the cache that computes keys under p (for a route or request
+// that opted in to caching sampled answers). Both share storage.
+func (c *Cache) WithPolicy(p Policy) *Cache {
+	cc := *c
+	cc.policy = p
+	return &cc
+}
+
+// Key is MakeKey under the cache's policy.
+func (c *Cache) Key(workspace string, body []byte) (Key, bool) {
+	return MakeKey(workspace, body, c.policy)
+}
+
+// Get returns the live entry for k.
+func (c *Cache) Get(k Key) (*Entry, bool) {
+	e, ok := c.rc.Get(string(k[:]))
+	if !ok || e == nil || subtle.ConstantTimeCompare(e.key[:], k[:]) != 1 {
+		return nil, false
+	}
+	if c.ttl > 0 && time.Since(e.stored) > c.ttl { // ristretto expires lazily, at a tick
+		return nil, false
+	}
+	return e, true
+}
+
+// Put stores a finished chat.completion (a non-stream body, or an Assembler's result) with the
+// usage the call was billed. It reports whether the answer was stored: a body that is not a
+// finished chat.completion is refused, and the cache's admission policy may refuse an entry or
+// drop it under contention (a cache, not a store).
+func (c *Cache) Put(k Key, completionJSON []byte, usage providers.Usage) bool {
+	parsed, err := parseCompletion(completionJSON)
+	if err != nil {
+		return false
+	}
+	e := &Entry{key: k, body: append([]byte(nil), completionJSON...), usage: usage, stored: time.Now(), c: parsed}
+	ok := c.rc.SetWithTTL(string(k[:]), e, e.cost(), c.ttl)
+	c.rc.Wait()
+	return ok
+}
+
+// Delete drops k.
+func (c *Cache) Delete(k Key) { c.rc.Del(string(k[:])) }
+
+// Stats is a snapshot of the cache's counters.
+type Stats struct {
+	Hits, Misses        uint64
+	BytesAdded          uint64
+	BytesEvicted        uint64
+	Evicted, SetsDenied uint64
+}
+
+// Stats returns the cache's counters. Bytes held = BytesAdded - BytesEvicted (approximately:
+// updates and expiries are not all counted as evictions).
+func (c *Cache) Stats() Stats {
+	m := c.rc.Metrics
+	return Stats{Hits: m.Hits(), Misses: m.Misses(), BytesAdded: m.CostAdded(), BytesEvicted: m.CostEvicted(),
+		Evicted: m.KeysEvicted(), SetsDenied: m.SetsRejected() + m.SetsDropped()}
+}
+
+// Close stops the cache's goroutines and drops its contents.
+func (c *Cache) Close() { c.rc.Close() }
+
+func (e *Entry) cost() int64 { return int64(len(e.body)) + e.c.size() + entryOverhead }
+
+// Body is the stored chat.completion JSON, verbatim (original id and usage). Do not modify it.
+func (e *Entry) Body() []byte { return e.body }
+
+// Usage is the usage of the upstream call that produced the answer: what a hit saves.
+func (e *Entry) Usage() providers.Usage { return e.usage }
+
+// StoredAt is when the answer was stored (for an Age header).
+func (e *Entry) StoredAt() time.Time { return e.stored }
+
+// Size is the entry's cost in the byte bound.
+func (e *Entry) Size() int64 { return e.cost() }
