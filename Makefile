@@ -8,7 +8,7 @@ export GOPRIVATE := github.com/badtheorylabs
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
-.PHONY: build run test vet lint fuzz bench bench-go xcaddy clean
+.PHONY: build run test vet lint fuzz bench bench-go bench-savings xcaddy clean
 
 build:
 	$(GO) build -o caddy ./cmd/caddy
@@ -57,3 +57,7 @@ xcaddy:
 
 clean:
 	rm -f caddy caddy-xcaddy
+
+# Savings benchmark: five seeded workloads, direct vs through the gateway, with quality checks.
+bench-savings:
+	$(GO) run ./bench/savings -out bench/savings-results.md

@@ -70,6 +70,7 @@ type Exchange struct {
 	DefaultPrice      catalog.Price
 	HasDefaultPrice   bool
 	Provider          string
+	ProviderType      string
 	UpstreamModel     string
 	UpstreamRequestID string
 	Attempts          int

@@ -327,10 +327,20 @@ func (h *Meter) attribute(ex *Exchange) {
 				premium := u.CacheWrite5m*(p.CacheWrite5m-p.Input) + u.CacheWrite1h*(p.CacheWrite1h-p.Input)
 				s.PromptCache = (read - premium + 500_000) / 1_000_000
 			}
-			s.Dedupe = (o.DedupeTokens*list.Input + 500_000) / 1_000_000
+			// Removed history would have been a cache read on a provider that caches
+			// prefixes by itself; removed new text would have been full-price input.
+			historyRate := list.Input
+			if automaticPrefixCaching[ex.ProviderType] {
+				historyRate = list.CachedInput
+			}
+			s.Dedupe = (o.DedupeTokens*list.Input + o.DedupeHistoryTokens*historyRate + 500_000) / 1_000_000
 			s.Compression = (o.CompressionTokens*list.Input + 500_000) / 1_000_000
 		}
 	}
 	ex.Savings = s
 	ex.BaselineMicros = ex.CostMicros + s.PromptCache + s.ResponseCache + s.Coalesce + s.Compression + s.Dedupe + s.OutputBudget + s.Routing
 }
+
+// automaticPrefixCaching lists wire formats whose providers cache prompt prefixes without
+// markers, so a caller's repeated history is billed at the cached rate even without us.
+var automaticPrefixCaching = map[string]bool{"openai": true, "openrouter": true, "simulated": true, "gemini": true, "vertex": true}

@@ -16,7 +16,6 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
-	"github.com/badtheorylabs/btl-runtime/tokenopt/dedupe"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
 )
 
@@ -163,15 +162,17 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow}
 	body := req.Body
 	if p.dedupe {
-		if nb, rep, err := dedupe.Dedupe(body, dedupe.Options{}); err == nil && rep.TokensSaved > 0 {
-			ex.Optimizer.DedupeTokens = int64(rep.TokensSaved)
+		if nb, newest, history, ok := dedupeConversation(body, req.Messages); ok && newest+history > 0 {
+			ex.Optimizer.DedupeTokens, ex.Optimizer.DedupeHistoryTokens = newest, history
 			if !p.shadow {
 				body = nb
 			}
 		}
 	}
 	if p.compression {
-		opts := compress.Options{DisableMask: !p.mask}
+		// KeepToolOutputs also protects the newest tool outputs of an agent loop that runs
+		// under a single user message (the default protects only whole user turns).
+		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4}
 		if targets, err := h.rt.Routes().Resolve(req.Model); err == nil {
 			opts.ContextWindow = int(minContext(targets))
 		}
@@ -235,13 +236,16 @@ func minContext(targets []routing.Target) int64 {
 
 // OptimizerReport is what btl_optimize did to one request, for headers and attribution.
 type OptimizerReport struct {
-	Shadow            bool
-	DedupeTokens      int64
-	CompressionTokens int64
-	CacheMarkers      int
-	CacheKey          bool
-	BudgetCap         int64
-	Breakers          string
+	Shadow bool
+	// DedupeTokens were removed from the newest message, DedupeHistoryTokens from earlier
+	// ones (which a provider with automatic prefix caching would have read from its cache).
+	DedupeTokens        int64
+	DedupeHistoryTokens int64
+	CompressionTokens   int64
+	CacheMarkers        int
+	CacheKey            bool
+	BudgetCap           int64
+	Breakers            string
 }
 
 // serveCached answers from the response cache, or lets the request through and stores its

@@ -166,7 +166,7 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 		}
 		for try := 0; ; try++ {
 			ex.Attempts++
-			ex.Provider, ex.UpstreamModel = tg.Provider.Name(), tg.Model
+			ex.Provider, ex.ProviderType, ex.UpstreamModel = tg.Provider.Name(), tg.Provider.Type(), tg.Model
 			started := time.Now()
 			done, err := h.attempt(ctx, w, r, ex, tg, req)
 			if done {
@@ -340,7 +340,7 @@ func setUpstreamHeaders(hdr http.Header, ex *Exchange) {
 		}
 		if o.Shadow {
 			hdr.Set("X-Btl-Optimize", "shadow")
-			hdr.Set("X-Btl-Shadow-Saved-Tokens", strconv.FormatInt(o.DedupeTokens+o.CompressionTokens, 10))
+			hdr.Set("X-Btl-Shadow-Saved-Tokens", strconv.FormatInt(o.DedupeTokens+o.DedupeHistoryTokens+o.CompressionTokens, 10))
 		}
 	}
 }

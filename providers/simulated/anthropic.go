@@ -91,19 +91,23 @@ func (a *anthropicState) reset() {
 
 const anthropicCacheMax = 1 << 16
 
-// lookupStore returns the longest live prefix among bps (by index, -1 when none) and then
-// stores every cacheable breakpoint with its TTL.
-func (a *anthropicState) lookupStore(bps []anthBreak, key uint64, now int64) int {
+// anthropicLookback is how many blocks before a breakpoint Anthropic checks for a cache entry.
+const anthropicLookback = 20
+
+// has reports whether a live entry exists for the prefix hash under the key.
+func (a *anthropicState) has(hash, key uint64, now int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	exp, ok := a.cache[mix64(hash^key)]
+	return ok && exp > now
+}
+
+// store writes (or refreshes) every cacheable breakpoint with its TTL.
+func (a *anthropicState) store(bps []anthBreak, key uint64, now int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.cache == nil {
 		a.cache = map[uint64]int64{}
-	}
-	hit := -1
-	for i, b := range bps {
-		if exp, ok := a.cache[mix64(b.hash^key)]; ok && exp > now {
-			hit = i
-		}
 	}
 	if len(a.cache) > anthropicCacheMax {
 		for k, exp := range a.cache {
@@ -118,7 +122,6 @@ func (a *anthropicState) lookupStore(bps []anthBreak, key uint64, now int64) int
 	for _, b := range bps {
 		a.cache[mix64(b.hash^key)] = now + int64(b.ttl)
 	}
-	return hit
 }
 
 // anthBreak is a cacheable breakpoint: prefix hash, tokens, TTL.
@@ -127,6 +130,7 @@ type anthBreak struct {
 	tokens int
 	ttl    time.Duration
 	long   bool
+	block  int // index into blockEnds
 }
 
 // serveAnthropic answers the Anthropic routes; it reports false for other paths.
@@ -257,7 +261,11 @@ type anthParsed struct {
 	breaks []AnthropicBreakpoint
 	ends   []int // byte offsets of breakpoints in canon
 	ttls   []time.Duration
-	gen    parsed
+	// blockEnds are the byte offsets in canon where every block ends (tools, system blocks,
+	// message content blocks); endBlocks maps each breakpoint to its block.
+	blockEnds []int
+	endBlocks []int
+	gen       parsed
 }
 
 func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, vertexModel string, vertexStream bool) {
@@ -337,22 +345,42 @@ func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, verte
 	// Usage under Anthropic's caching rules.
 	total := tokensOf(len(ap.canon))
 	minTokens := anthropicCacheMin(ap.model)
+	// The prefix hash at every block end, computed incrementally (FNV continues).
+	blockHash := make([]uint64, len(ap.blockEnds))
+	ph, from := uint64(fnvOffset^0xa17), 0
+	for k, end := range ap.blockEnds {
+		ph = fnvBytes(ph, ap.canon[from:end])
+		blockHash[k], from = ph, end
+	}
 	var bps []anthBreak
 	for i, end := range ap.ends {
 		toks := tokensOf(end)
 		if end == 0 || toks < minTokens {
 			continue
 		}
-		bps = append(bps, anthBreak{hash: fnvBytes(fnvOffset^0xa17, ap.canon[:end]), tokens: toks, ttl: ap.ttls[i], long: ap.ttls[i] == time.Hour})
+		bps = append(bps, anthBreak{hash: blockHash[ap.endBlocks[i]], tokens: toks, ttl: ap.ttls[i], long: ap.ttls[i] == time.Hour, block: ap.endBlocks[i]})
 	}
 	now := s.opts.Now()
-	hit := s.anth.lookupStore(bps, mix64(fnvString(fnvOffset, key)), now.UnixNano())
-	read, w5, w1 := 0, 0, 0
-	if hit >= 0 {
-		read = bps[hit].tokens
+	keyHash := mix64(fnvString(fnvOffset, key))
+	// Anthropic looks back up to about 20 blocks before each breakpoint for an earlier cache
+	// entry, so a conversation whose rolling breakpoint moved forward still reads the prefix
+	// the previous turn wrote.
+	read := 0
+	for _, b := range bps {
+		for k := b.block; k >= 0 && k >= b.block-anthropicLookback; k-- {
+			if t := tokensOf(ap.blockEnds[k]); t > read && t >= minTokens && s.anth.has(blockHash[k], keyHash, now.UnixNano()) {
+				read = t
+				break
+			}
+		}
 	}
+	s.anth.store(bps, keyHash, now.UnixNano())
+	w5, w1 := 0, 0
 	prev := read
-	for _, b := range bps[hit+1:] {
+	for _, b := range bps {
+		if b.tokens <= read {
+			continue
+		}
 		seg := max(b.tokens-prev, 0)
 		if b.long {
 			w1 += seg
@@ -570,6 +598,8 @@ func (s *Server) parseAnthropic(body []byte, vertexModel string, ap *anthParsed)
 	g.parallel = true
 	canon := make([]byte, 0, len(body))
 	mark := func(where string, cc *providers.CacheControl) *anthError {
+		// Every block end is a place a later breakpoint can look back to.
+		ap.blockEnds = append(ap.blockEnds, len(canon))
 		if cc == nil {
 			return nil
 		}
@@ -589,6 +619,7 @@ func (s *Server) parseAnthropic(body []byte, vertexModel string, ap *anthParsed)
 		}
 		ap.breaks = append(ap.breaks, AnthropicBreakpoint{Where: where, TTL: name, Tokens: tokensOf(len(canon))})
 		ap.ends = append(ap.ends, len(canon))
+		ap.endBlocks = append(ap.endBlocks, len(ap.blockEnds)-1)
 		ap.ttls = append(ap.ttls, ttl)
 		return nil
 	}

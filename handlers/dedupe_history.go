@@ -1,0 +1,120 @@
+package handlers
+
+import (
+	"bytes"
+	"encoding/json"
+	"hash/fnv"
+	"sync"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/dedupe"
+)
+
+// dedupeConversation applies retrieval-chunk dedupe to every user message against what came
+// before it — not only to the newest one — so a message is rewritten the same way on every
+// later turn. The bytes a provider cached for turn t are then exactly the prefix of turn t+1,
+// and dedupe stops trading prompt-cache hits for the tokens it removes. Each message's result
+// is memoised by the hash of the conversation up to it, so a growing conversation costs one
+// dedupe pass per turn, not one per message.
+func dedupeConversation(body []byte, messages []byte) (out []byte, fromNewest, fromHistory int64, ok bool) {
+	var msgs [][]byte
+	if providers.EachElement(messages, func(_ int, m []byte) bool {
+		msgs = append(msgs, m)
+		return true
+	}) != nil || len(msgs) < 2 {
+		return nil, 0, 0, false
+	}
+	rewritten := make([][]byte, len(msgs))
+	copy(rewritten, msgs)
+	h := fnv.New64a()
+	changed := false
+	for i, m := range msgs {
+		h.Write(m)
+		if i == 0 || !isUserMessage(m) {
+			continue
+		}
+		key := h.Sum64()
+		if r, hit := dedupeMemo.get(key); hit {
+			rewritten[i] = r
+		} else {
+			prefix := append(append([]byte(`{"messages":[`), bytes.Join(rewritten[:i], []byte(","))...), ',')
+			prefix = append(append(prefix, m...), "]}"...)
+			nb, rep, err := dedupe.Dedupe(prefix, dedupe.Options{})
+			r := m
+			if err == nil && rep.TokensSaved > 0 {
+				if last := lastElement(nb); last != nil {
+					r = last
+				}
+			}
+			rewritten[i] = r
+			dedupeMemo.put(key, r)
+		}
+		if len(rewritten[i]) != len(m) || !bytes.Equal(rewritten[i], m) {
+			changed = true
+			removed := max(int64(len(m)-len(rewritten[i]))/4, 0)
+			if i == len(msgs)-1 {
+				fromNewest += removed
+			} else {
+				fromHistory += removed
+			}
+		}
+	}
+	if !changed {
+		return nil, 0, 0, false
+	}
+	arr := append(append([]byte{'['}, bytes.Join(rewritten, []byte(","))...), ']')
+	nb, err := providers.SetTopLevel(body, "messages", arr)
+	if err != nil {
+		return nil, 0, 0, false
+	}
+	return nb, fromNewest, fromHistory, true
+}
+
+func isUserMessage(m []byte) bool {
+	span, ok, _ := providers.FindTopLevel(m, "role")
+	if !ok {
+		return false
+	}
+	var role string
+	return json.Unmarshal(m[span.Start:span.End], &role) == nil && role == "user"
+}
+
+// lastElement returns the last element of the "messages" array of doc.
+func lastElement(doc []byte) []byte {
+	span, ok, _ := providers.FindTopLevel(doc, "messages")
+	if !ok {
+		return nil
+	}
+	var last []byte
+	_ = providers.EachElement(doc[span.Start:span.End], func(_ int, m []byte) bool {
+		last = m
+		return true
+	})
+	return append([]byte(nil), last...)
+}
+
+// memo is a small bounded map: when full it starts over (entries are cheap to recompute).
+type memo struct {
+	mu sync.Mutex
+	m  map[uint64][]byte
+}
+
+const dedupeMemoEntries = 1 << 14
+
+var dedupeMemo = &memo{m: map[uint64][]byte{}}
+
+func (c *memo) get(k uint64) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[k]
+	return v, ok
+}
+
+func (c *memo) put(k uint64, v []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= dedupeMemoEntries {
+		clear(c.m)
+	}
+	c.m[k] = v
+}
