@@ -495,7 +495,7 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //
 //	btl_optimize {
 //		shadow
-//		disable prompt_cache|output_budget|dedupe|compression...
+//		disable prompt_cache|output_budget|dedupe|compression|coalesce...
 //		mask_tool_outputs
 //		response_cache {
 //			max_bytes <n>
@@ -530,10 +530,10 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 		case "disable":
 			for _, t := range h.RemainingArgs() {
 				switch t {
-				case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression:
+				case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce:
 					o.Disable = append(o.Disable, t)
 				default:
-					return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression)", t)
+					return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression, coalesce)", t)
 				}
 			}
 			if len(o.Disable) == 0 {

@@ -190,6 +190,9 @@ func chatOnce(client *http.Client, base, key, body string) (int, string, string,
 	req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
+	// These tests count upstream calls and charges per request: identical concurrent requests
+	// must not share a call.
+	req.Header.Set("X-Btl-Optimize", "-coalesce")
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, "", "", err

@@ -77,7 +77,7 @@ func newBenchRoute(b *testing.B) *Route {
 		b.Fatal(err)
 	}
 	return &Route{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(), MaxBodyBytes: DefaultMaxBody,
-		Retries: 2, Deadline: caddy.Duration(time.Minute)}
+		Retries: 2, Deadline: caddy.Duration(time.Minute), coalesce: new(coalescer)}
 }
 
 // discardWriter is a ResponseWriter that counts bytes and supports flushing.

@@ -58,6 +58,10 @@ type Exchange struct {
 	// received (before the gateway adds usage.cost): for the response cache.
 	CaptureUpstream func(body []byte)
 	CaptureChunk    func(chunk []byte)
+	// Coalesced is set when the request joined another caller's in-flight upstream call.
+	Coalesced   bool
+	bill        *flightBill
+	releaseBill func()
 	// Ingress names a non-OpenAI API the request arrived through ("anthropic"), so errors
 	// are written in that API's shape.
 	Ingress string

@@ -312,10 +312,16 @@ func (h *Meter) attribute(ex *Exchange) {
 	}
 	ex.CostKnown = true
 	var s LeverSavings
-	if ex.CacheOutcome == "hit" {
+	switch {
+	case ex.CacheOutcome == "hit":
 		ex.CostMicros = 0
 		s.ResponseCache = list.Cost(ex.Usage)
-	} else {
+	case ex.bill != nil && !ex.settleBill():
+		// Another caller of the same coalesced call paid for it.
+		ex.CacheOutcome = "coalesced"
+		ex.CostMicros = 0
+		s.Coalesce = list.Cost(ex.Usage)
+	default:
 		ex.CostMicros = p.Cost(ex.Usage)
 		if ex.HasDefaultPrice {
 			s.Routing = ex.DefaultPrice.Cost(ex.Usage) - ex.CostMicros

@@ -33,7 +33,7 @@ type Optimize struct {
 	// Shadow computes savings without changing requests.
 	Shadow bool `json:"shadow,omitempty"`
 	// Disable lists techniques switched off: prompt_cache, output_budget, dedupe,
-	// compression.
+	// compression, coalesce.
 	Disable []string `json:"disable,omitempty"`
 	// MaskToolOutputs turns on observation masking of old tool outputs (a semantic change,
 	// so opt-in); without it compression only trims on context overflow.
@@ -64,6 +64,7 @@ const (
 	TechDedupe        = "dedupe"
 	TechCompression   = "compression"
 	TechResponseCache = "response_cache"
+	TechCoalesce      = "coalesce"
 )
 
 // CaddyModule returns the Caddy module information.
@@ -105,6 +106,7 @@ type policy struct {
 	shadow                       bool
 	promptCache, budget, dedupe  bool
 	compression, mask, respCache bool
+	coalesce                     bool
 }
 
 // policyFor combines the configuration with the x-btl-optimize header: "off" (nothing),
@@ -112,7 +114,7 @@ type policy struct {
 // opt-in ones the configuration allows).
 func (h *Optimize) policyFor(r *http.Request) policy {
 	p := policy{shadow: h.Shadow, promptCache: true, budget: true, dedupe: true, compression: true,
-		mask: h.MaskToolOutputs, respCache: h.cache != nil}
+		mask: h.MaskToolOutputs, respCache: h.cache != nil, coalesce: true}
 	for _, d := range h.Disable {
 		p.set(d, false)
 	}
@@ -145,6 +147,8 @@ func (p *policy) set(tech string, on bool) {
 		p.compression, p.mask = on, p.mask && on
 	case TechResponseCache:
 		p.respCache = on
+	case TechCoalesce:
+		p.coalesce = on
 	}
 }
 
@@ -159,7 +163,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		return next.ServeHTTP(w, r) // the route answers with the parse error
 	}
 	p := h.policyFor(r)
-	ex.Optimizer = &OptimizerReport{Shadow: p.shadow}
+	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow}
 	body := req.Body
 	if p.dedupe {
 		if nb, newest, history, ok := dedupeConversation(body, req.Messages); ok && newest+history > 0 {
@@ -237,6 +241,8 @@ func minContext(targets []routing.Target) int64 {
 // OptimizerReport is what btl_optimize did to one request, for headers and attribution.
 type OptimizerReport struct {
 	Shadow bool
+	// Coalesce lets identical in-flight requests share one upstream call.
+	Coalesce bool
 	// DedupeTokens were removed from the newest message, DedupeHistoryTokens from earlier
 	// ones (which a provider with automatic prefix caching would have read from its cache).
 	DedupeTokens        int64

@@ -38,8 +38,9 @@ type Route struct {
 	// together. Default: 120s.
 	Deadline caddy.Duration `json:"deadline,omitempty"`
 
-	rt     Runtime
-	logger *zap.Logger
+	rt       Runtime
+	logger   *zap.Logger
+	coalesce *coalescer
 }
 
 // CaddyModule returns the Caddy module information.
@@ -58,6 +59,7 @@ func (h *Route) Provision(ctx caddy.Context) error {
 	if h.MaxBodyBytes <= 0 {
 		h.MaxBodyBytes = DefaultMaxBody
 	}
+	h.coalesce = new(coalescer)
 	if h.Retries == 0 {
 		h.Retries = 2
 	}
@@ -223,7 +225,14 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		body = ex.PerTarget(body, tg)
 	}
 	call := &providers.Call{Request: req, Body: body, UpstreamModel: tg.Model, Stream: req.Stream, Affinity: ex.Conversation}
-	resp, err := tg.Provider.Chat(ctx, call)
+	var resp *providers.Response
+	var err error
+	if o := ex.Optimizer; o != nil && o.Coalesce {
+		resp, err = h.coalesce.call(ctx, ex, tg, call)
+		defer ex.releaseBill()
+	} else {
+		resp, err = tg.Provider.Chat(ctx, call)
+	}
 	if err == nil && resp.Stream != nil {
 		// Pull the first chunk before committing: a stream that fails before its first event
 		// can still be retried or fail over.
@@ -329,6 +338,9 @@ func setUpstreamHeaders(hdr http.Header, ex *Exchange) {
 	hdr.Set("X-Btl-Attempts", strconv.Itoa(ex.Attempts))
 	if ex.UpstreamRequestID != "" {
 		hdr.Set("X-Btl-Upstream-Request-Id", ex.UpstreamRequestID)
+	}
+	if ex.Coalesced {
+		ex.CacheOutcome = "coalesced"
 	}
 	if ex.CacheOutcome == "" {
 		ex.CacheOutcome = "bypass"

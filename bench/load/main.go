@@ -197,6 +197,9 @@ func doOne(c *http.Client, url string, body []byte) error {
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+apiKey)
+	// Every request must reach the upstream, as through plain Caddy: no coalescing of the
+	// identical benchmark requests (the optimizer's other work still runs).
+	req.Header.Set("X-Btl-Optimize", "-coalesce")
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
