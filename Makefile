@@ -4,7 +4,6 @@
 GO        ?= go
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME  ?= 8s
-export GOPRIVATE := github.com/badtheorylabs
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
@@ -51,8 +50,12 @@ bench: build
 	$(GO) build -o /tmp/btl-bench-load ./bench/load
 	$(PIN_LOADGEN) /tmp/btl-bench-load -caddy ./caddy -out bench/results.md
 
+# xcaddy runs `go get` on the plugin path even when it is replaced by this directory. With
+# GOPRIVATE alone Go then tries to fetch the (unpublished) repository and fails; with the proxy
+# falling through to "off", Go treats the path as not found and uses the local replacement.
 xcaddy:
-	$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output ./caddy-xcaddy \
+	GOPROXY='https://proxy.golang.org|off' GONOSUMDB=github.com/badtheorylabs GOFLAGS=-mod=mod \
+		$(GO) run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 --output ./caddy-xcaddy \
 		--with github.com/badtheorylabs/btl-runtime=.
 
 clean:
