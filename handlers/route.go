@@ -420,6 +420,7 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 
 	var outputBytes int64
 	buf := make([]byte, 0, 4096)
+	pender, _ := stream.(providers.Pender)
 	chunk := first
 	for !eof {
 		out := chunk
@@ -440,9 +441,13 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 				h.abandon(ex, outputBytes)
 				return
 			}
-			if err := rc.Flush(); err != nil {
-				h.abandon(ex, outputBytes)
-				return
+			// Flush unless the next event is already here: events that arrived together
+			// leave together, and nothing waits on a flush that more data would follow.
+			if pender == nil || !pender.Pending() {
+				if err := rc.Flush(); err != nil {
+					h.abandon(ex, outputBytes)
+					return
+				}
 			}
 		}
 		var err error

@@ -60,6 +60,12 @@ type ChunkStream interface {
 	Close() error
 }
 
+// Pender is implemented by streams that can tell whether the next chunk is already in memory;
+// the relay then writes it in the same flush instead of one network write per event.
+type Pender interface {
+	Pending() bool
+}
+
 // UsageReporter is implemented by streams whose adapter knows the call's usage in more detail
 // than the OpenAI usage chunk carries (Anthropic's 5-minute and 1-hour cache writes).
 type UsageReporter interface {

@@ -36,6 +36,8 @@ func main() {
 	rate := flag.Int("rate", 500, "requests/s for the fixed-rate runs")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
+	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
+	profileStream := flag.Bool("profile-stream", true, "profile the stream run (false: the non-stream run)")
 	flag.Parse()
 
 	bin, err := filepath.Abs(*caddyBin)
@@ -89,9 +91,14 @@ http://127.0.0.1:%d {
 	}
 }
 `, plainPort, upPort)), 0o644))
+	adminPort := freePort()
+	admin := "admin off"
+	if *profile != "" {
+		admin = fmt.Sprintf("admin 127.0.0.1:%d", adminPort)
+	}
 	btlCfg := filepath.Join(dir, "btl.caddyfile")
 	check(os.WriteFile(btlCfg, []byte(fmt.Sprintf(`{
-	admin off
+	%s
 	persist_config off
 	log {
 		level ERROR
@@ -113,7 +120,7 @@ http://127.0.0.1:%d {
 	btl_optimize
 	btl_route
 }
-`, filepath.Join(dir, "btl.db"), filepath.Join(dir, "spool"), upPort, btlPort)), 0o644))
+`, admin, filepath.Join(dir, "btl.db"), filepath.Join(dir, "spool"), upPort, btlPort)), 0o644))
 	// A workspace with ample credits, so the chain authenticates, reserves and records as in
 	// production.
 	wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", btlCfg, "--adapter", "caddyfile",
@@ -140,7 +147,26 @@ http://127.0.0.1:%d {
 		for _, tg := range targets {
 			body := requestBody(tg.model, stream)
 			warm(tg.url, body, *conns)
+			var profDone chan struct{}
+			if *profile != "" && stream == *profileStream && tg.name == "btl chain" {
+				profDone = make(chan struct{})
+				go func() {
+					defer close(profDone)
+					resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, int(duration.Seconds())-1))
+					if err != nil {
+						fmt.Fprintln(os.Stderr, "profile:", err)
+						return
+					}
+					defer resp.Body.Close()
+					f, _ := os.Create(*profile)
+					_, _ = io.Copy(f, resp.Body)
+					f.Close()
+				}()
+			}
 			closed := runClosed(tg, body, *conns, *duration)
+			if profDone != nil {
+				<-profDone
+			}
 			open := runOpen(tg, body, *rate, *duration)
 			rows = append(rows, row{target: tg.name, stream: stream, closed: closed, open: open})
 			fmt.Fprintf(os.Stderr, "%-28s stream=%-5v %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",

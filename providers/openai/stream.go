@@ -119,6 +119,9 @@ func ParseErrorInStream(data []byte) *providers.Error {
 	return e
 }
 
+// Pending reports whether the next event has already arrived (at least its first bytes).
+func (s *stream) Pending() bool { return !s.done && s.rd.Buffered() > 0 }
+
 func (s *stream) Close() error {
 	s.timer.Stop()
 	s.cancel()

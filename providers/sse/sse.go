@@ -93,6 +93,10 @@ func (r *Reader) Next() (Event, error) {
 	}
 }
 
+// Buffered reports how many bytes are already read from the source but not yet returned: a
+// relay can hold its flush while more events are waiting, batching them into one write.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 func (r *Reader) event() Event {
 	return Event{Name: r.name, Data: r.data, ID: r.id}
 }
