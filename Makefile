@@ -43,7 +43,7 @@ fuzz:
 
 # Go micro-benchmarks of the hot path.
 bench-go:
-	$(GO) test -run='^$$' -bench=. -benchmem ./providers/... ./handlers/... ./routing/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./providers/... ./handlers/... ./routing/... ./ledger/...
 
 # Load benchmark: simulated upstream direct vs plain Caddy reverse_proxy vs the btl chain.
 bench: build

@@ -31,7 +31,8 @@ import (
 
 func main() {
 	caddyBin := flag.String("caddy", "./caddy", "the gateway binary (make build)")
-	duration := flag.Duration("duration", 5*time.Second, "length of each measured run")
+	duration := flag.Duration("duration", 3*time.Second, "length of each measured run")
+	rounds := flag.Int("rounds", 3, "interleaved rounds; each row reports the median (shared machines are noisy)")
 	conns := flag.Int("c", 32, "connections for the closed-loop runs")
 	rate := flag.Int("rate", 500, "requests/s for the fixed-rate runs")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
@@ -142,36 +143,52 @@ http://127.0.0.1:%d {
 		{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid},
 		{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid},
 	}
+	type sample struct{ closed, open []result }
+	samples := map[string]*sample{}
+	keyOf := func(tg target, stream bool) string { return fmt.Sprintf("%s|%v", tg.name, stream) }
+	for round := range *rounds {
+		for _, stream := range []bool{false, true} {
+			for _, tg := range targets {
+				body := requestBody(tg.model, stream)
+				warm(tg.url, body, *conns)
+				var profDone chan struct{}
+				if *profile != "" && round == 0 && stream == *profileStream && tg.name == "btl chain" {
+					profDone = make(chan struct{})
+					go func() {
+						defer close(profDone)
+						resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)))
+						if err != nil {
+							fmt.Fprintln(os.Stderr, "profile:", err)
+							return
+						}
+						defer resp.Body.Close()
+						f, _ := os.Create(*profile)
+						_, _ = io.Copy(f, resp.Body)
+						f.Close()
+					}()
+				}
+				closed := runClosed(tg, body, *conns, *duration)
+				if profDone != nil {
+					<-profDone
+				}
+				open := runOpen(tg, body, *rate, *duration)
+				k := keyOf(tg, stream)
+				if samples[k] == nil {
+					samples[k] = &sample{}
+				}
+				samples[k].closed = append(samples[k].closed, closed)
+				samples[k].open = append(samples[k].open, open)
+				fmt.Fprintf(os.Stderr, "round %d %-28s stream=%-5v %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
+					round+1, tg.name, stream, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
+					*rate, fmtDur(open.p50), fmtDur(open.p99), closed.errors, open.errors)
+			}
+		}
+	}
 	var rows []row
 	for _, stream := range []bool{false, true} {
 		for _, tg := range targets {
-			body := requestBody(tg.model, stream)
-			warm(tg.url, body, *conns)
-			var profDone chan struct{}
-			if *profile != "" && stream == *profileStream && tg.name == "btl chain" {
-				profDone = make(chan struct{})
-				go func() {
-					defer close(profDone)
-					resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, int(duration.Seconds())-1))
-					if err != nil {
-						fmt.Fprintln(os.Stderr, "profile:", err)
-						return
-					}
-					defer resp.Body.Close()
-					f, _ := os.Create(*profile)
-					_, _ = io.Copy(f, resp.Body)
-					f.Close()
-				}()
-			}
-			closed := runClosed(tg, body, *conns, *duration)
-			if profDone != nil {
-				<-profDone
-			}
-			open := runOpen(tg, body, *rate, *duration)
-			rows = append(rows, row{target: tg.name, stream: stream, closed: closed, open: open})
-			fmt.Fprintf(os.Stderr, "%-28s stream=%-5v %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
-				tg.name, stream, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
-				*rate, fmtDur(open.p50), fmtDur(open.p99), closed.errors, open.errors)
+			s := samples[keyOf(tg, stream)]
+			rows = append(rows, row{target: tg.name, stream: stream, closed: median(s.closed), open: median(s.open)})
 		}
 	}
 	table := render(rows, *conns, *rate, *duration)
@@ -348,6 +365,25 @@ func runOpen(tg target, body []byte, rate int, d time.Duration) result {
 	return summarize(lats, errs.Load(), time.Since(t0), cpuTicks(tg.pid)-cpu0)
 }
 
+// median takes each field's median over rounds.
+func median(rs []result) result {
+	pick := func(get func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2]
+	}
+	return result{
+		rps:       pick(func(r result) float64 { return r.rps }),
+		p50:       time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p99:       time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+		cpuPerReq: pick(func(r result) float64 { return r.cpuPerReq }),
+		errors:    int64(pick(func(r result) float64 { return float64(r.errors) })),
+	}
+}
+
 func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicksUsed int64) result {
 	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 	r := result{errors: errs, n: int64(len(lats))}
@@ -364,7 +400,7 @@ func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicks
 func render(rows []row, conns, rate int, d time.Duration) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Load benchmark (%s, %d cores, servers pinned to one core with GOMAXPROCS=1, %s per run)\n\n", host, numCPU(), d)
+	fmt.Fprintf(&b, "Load benchmark (%s, %d cores, servers pinned to one core with GOMAXPROCS=1, %s per run, median of interleaved rounds)\n\n", host, numCPU(), d)
 	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 / p99 (c=%d) | server CPU µs/req | p50 / p99 at %d rps |\n|---|---|---:|---:|---:|---:|\n", conns, conns, rate)
 	for _, r := range rows {
 		mode := "non-stream"

@@ -26,7 +26,9 @@ func prose(rng *rand.Rand, n int) string {
 	return b.String()
 }
 
-func msg(role, content string) map[string]any { return map[string]any{"role": role, "content": content} }
+func msg(role, content string) map[string]any {
+	return map[string]any{"role": role, "content": content}
+}
 
 // sharedSystem: many users send one question each under the same long system prompt.
 func sharedSystem(rng *rand.Rand, model string) [][]request {
