@@ -1,0 +1,72 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/routing"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
+)
+
+type anthLike struct{ cannedAdapter }
+
+func (anthLike) Name() string { return "anth" }
+func (anthLike) Type() string { return "anthropic" }
+
+// optimizeBody is a conversation of about tokens tokens: a system prompt, retrieved chunks,
+// an agent's tool calls and outputs.
+func optimizeBody(tokens int) []byte {
+	var msgs []string
+	msgs = append(msgs, fmt.Sprintf(`{"role":"system","content":%q}`, strings.Repeat("Policy text for the assistant. ", 40)))
+	size := 300
+	for i := 0; size < tokens*4; i++ {
+		id := fmt.Sprintf("call_%d", i)
+		out := strings.Repeat(fmt.Sprintf("log line %d: request served in 12ms from region eu-west; ", i), 40)
+		msgs = append(msgs,
+			fmt.Sprintf(`{"role":"user","content":%q}`, fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>", i, i%7, strings.Repeat("Refunds are issued within 14 days. ", 20))),
+			fmt.Sprintf(`{"role":"assistant","content":null,"tool_calls":[{"id":%q,"type":"function","function":{"name":"q","arguments":"{}"}}]}`, id),
+			fmt.Sprintf(`{"role":"tool","tool_call_id":%q,"content":%q}`, id, out))
+		size += len(out) + 900
+	}
+	msgs = append(msgs, `{"role":"user","content":"summarise"}`)
+	return []byte(`{"model":"btl-anth","max_tokens":500,"messages":[` + strings.Join(msgs, ",") + `]}`)
+}
+
+// BenchmarkOptimize is btl_optimize's whole work on one request: dedupe over the conversation,
+// compression, and the per-target prompt-cache plan and budget for an Anthropic target.
+func BenchmarkOptimize(b *testing.B) {
+	for _, tokens := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("%dk_tokens", tokens/1000), func(b *testing.B) {
+			ad := &anthLike{}
+			table, err := routing.New([]providers.Adapter{ad}, nil,
+				[]routing.SlugConfig{{Name: "btl-anth", Candidates: []string{"anth/claude-sonnet-4-5"}}}, nil, catalog.Default(), routing.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := &Optimize{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(), plans: cacheplan.NewPlanner()}
+			targets, _ := table.Resolve("btl-anth")
+			body := optimizeBody(tokens)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r, _ := http.NewRequest(http.MethodPost, PathChat, strings.NewReader(string(body)))
+				r.Header.Set("Content-Type", "application/json")
+				r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+				var ex *Exchange
+				_ = h.ServeHTTP(&discardWriter{h: http.Header{}}, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+					ex = ExchangeFrom(r)
+					return nil
+				}))
+				_ = ex.PerTarget(ex.OutboundBody(), targets[0])
+			}
+		})
+	}
+}
