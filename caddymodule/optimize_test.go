@@ -235,3 +235,30 @@ func TestDedupeAndBudgetReachUpstream(t *testing.T) {
 		t.Fatalf("dedupe lever: %+v", s.Total.Savings)
 	}
 }
+
+// TestEmptyLengthFlagged: when the gateway set the output cap and the answer hit it with no
+// content, the response says so.
+func TestEmptyLengthFlagged(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"o4-mini","choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"length"}],"usage":{"prompt_tokens":10,"completion_tokens":32768,"total_tokens":32778,"completion_tokens_details":{"reasoning_tokens":32768}}}`)
+	}))
+	defer up.Close()
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
+		provider up openai_compatible {
+			base_url `+up.URL+`/v1
+			models o4-mini
+		}
+	}`), fullChain)
+	st, hdr, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"up/o4-mini","messages":[{"role":"user","content":"think hard"}]}`))
+	if st != 200 || hdr.Get("X-Btl-Empty-Length") != "true" {
+		t.Fatalf("%d %v %s", st, hdr, raw)
+	}
+	// With the caller's own cap the gateway does not flag it: the cap was theirs.
+	_, hdr, _, _ = postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"up/o4-mini","max_completion_tokens":100,"messages":[{"role":"user","content":"think hard"}]}`))
+	if hdr.Get("X-Btl-Empty-Length") != "" {
+		t.Fatal("flagged a caller-capped answer")
+	}
+}

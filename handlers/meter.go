@@ -223,6 +223,9 @@ func (m *metered) complete(ex *Exchange) {
 		h.logger.Error("ledger row not recorded", zap.String("request_id", ex.ID),
 			zap.String("workspace_id", ex.WorkspaceID), zap.Int64("cost_micros", ex.CostMicros), zap.Error(err))
 	}
+	if o := ex.Optimizer; o != nil && o.EmptyLength {
+		h.metrics.EmptyLength()
+	}
 	h.metrics.Observe(metrics.Request{
 		Provider: row.Provider, ModelClass: h.modelClass(requested), Status: row.Status, CacheOutcome: row.CacheOutcome,
 		Tokens:     [6]int64{row.InputUncached, row.CacheRead, row.CacheWrite5m, row.CacheWrite1h, row.Output, row.Reasoning},

@@ -243,6 +243,8 @@ type OptimizerReport struct {
 	Shadow bool
 	// Coalesce lets identical in-flight requests share one upstream call.
 	Coalesce bool
+	// EmptyLength is set when the answer hit the gateway's cap with no content.
+	EmptyLength bool
 	// DedupeTokens were removed from the newest message, DedupeHistoryTokens from earlier
 	// ones (which a provider with automatic prefix caching would have read from its cache).
 	DedupeTokens        int64

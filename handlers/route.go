@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"hash/fnv"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/providers/sse"
 	"github.com/badtheorylabs/btl-runtime/routing"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
 )
 
 // Route sends chat completions to an upstream: it resolves the requested model to candidate
@@ -379,6 +381,10 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	hdr := w.Header()
 	setUpstreamHeaders(hdr, ex)
 	setCostHeaders(hdr, ex)
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && emptyLengthAnswer(body) {
+		o.EmptyLength = true
+		hdr.Set("X-Btl-Empty-Length", "true")
+	}
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
@@ -544,3 +550,29 @@ var (
 	_ caddy.Provisioner           = (*Route)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Route)(nil)
 )
+
+// emptyLengthAnswer reports a completion cut by its output cap before any content: the sign
+// of a budget too small for a reasoning model (its reasoning used the whole cap).
+func emptyLengthAnswer(body []byte) bool {
+	if !bytes.Contains(body, []byte(`"length"`)) {
+		return false
+	}
+	var c struct {
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+			Message      struct {
+				Content   *string         `json:"content"`
+				ToolCalls json.RawMessage `json:"tool_calls"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(body, &c) != nil || len(c.Choices) == 0 {
+		return false
+	}
+	ch := c.Choices[0]
+	content := ""
+	if ch.Message.Content != nil {
+		content = *ch.Message.Content
+	}
+	return len(ch.Message.ToolCalls) == 0 && budget.EmptyLength(ch.FinishReason, content)
+}

@@ -65,6 +65,7 @@ type Set struct {
 	ttft       *prometheus.HistogramVec
 	cache      *prometheus.CounterVec
 	refused    prometheus.Counter
+	emptyLen   prometheus.Counter
 	writeErrs  prometheus.Counter
 	pending    prometheus.GaugeFunc
 	spool      prometheus.GaugeFunc
@@ -140,6 +141,8 @@ func newSet() *Set {
 		Help: "Time to the upstream's first byte, by provider.", Buckets: latencyBuckets}, []string{"provider"})
 	s.cache = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_outcomes_total",
 		Help: "Response-cache and coalescing outcomes (hit, miss, coalesced, bypass)."}, []string{"outcome"})
+	s.emptyLen = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "empty_length_finishes_total",
+		Help: "Answers cut by a gateway-set output cap with no content at all (finish_reason length): a budget too small for a reasoning model."})
 	s.refused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "credit_reservations_refused_total",
 		Help: "Requests refused with 402 because the workspace's credits could not cover them."})
 	s.writeErrs = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "ledger_write_errors_total",
@@ -164,7 +167,7 @@ func newSet() *Set {
 
 func (s *Set) collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.requests, s.tokens, s.cost, s.baseline, s.savings, s.latency, s.ttft, s.cache,
-		s.refused, s.writeErrs, s.pending, s.spool, s.insertErrs, s.breaker}
+		s.refused, s.emptyLen, s.writeErrs, s.pending, s.spool, s.insertErrs, s.breaker}
 }
 
 // Register adds the collectors to reg (a config's registry), tolerating collectors that are
@@ -248,6 +251,9 @@ func (s *Set) Observe(r Request) {
 
 // CreditRefused counts a 402 for insufficient credits.
 func (s *Set) CreditRefused() { s.refused.Inc() }
+
+// EmptyLength counts an answer that hit a gateway-set cap before producing any content.
+func (s *Set) EmptyLength() { s.emptyLen.Inc() }
 
 // LedgerWriteError counts a row the spool refused.
 func (s *Set) LedgerWriteError() { s.writeErrs.Inc() }
