@@ -497,6 +497,11 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //		shadow
 //		disable prompt_cache|output_budget|dedupe|compression|coalesce...
 //		mask_tool_outputs
+//		workspace <id> {
+//			shadow
+//			disable <technique>...
+//			mask_tool_outputs
+//		}
 //		response_cache {
 //			max_bytes <n>
 //			ttl <duration>
@@ -539,6 +544,39 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 			if len(o.Disable) == 0 {
 				return nil, h.ArgErr()
 			}
+		case "workspace":
+			seen[key] = false // one block per workspace id
+			var ws string
+			if !h.Args(&ws) || h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			if o.Workspaces == nil {
+				o.Workspaces = map[string]*handlers.WorkspacePolicy{}
+			}
+			if o.Workspaces[ws] != nil {
+				return nil, h.Errf("btl_optimize: duplicate workspace '%s'", ws)
+			}
+			wp := &handlers.WorkspacePolicy{}
+			for n := h.Nesting(); h.NextBlock(n); {
+				switch h.Val() {
+				case "shadow":
+					wp.Shadow = true
+				case "mask_tool_outputs":
+					wp.MaskToolOutputs = true
+				case "disable":
+					for _, t := range h.RemainingArgs() {
+						switch t {
+						case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce:
+							wp.Disable = append(wp.Disable, t)
+						default:
+							return nil, h.Errf("btl_optimize: unknown technique '%s'", t)
+						}
+					}
+				default:
+					return nil, h.Errf("btl_optimize: unrecognized workspace option '%s'", h.Val())
+				}
+			}
+			o.Workspaces[ws] = wp
 		case "response_cache":
 			if h.NextArg() {
 				return nil, h.ArgErr()

@@ -262,3 +262,36 @@ func TestEmptyLengthFlagged(t *testing.T) {
 		t.Fatal("flagged a caller-capped answer")
 	}
 }
+
+// TestWorkspaceOptimizerPolicy: one workspace runs the optimizer in shadow mode; another
+// keeps the defaults.
+func TestWorkspaceOptimizerPolicy(t *testing.T) {
+	var mu sync.Mutex
+	var got []byte
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = b
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}`)
+	}))
+	defer up.Close()
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
+		provider up openai_compatible {
+			base_url `+up.URL+`/v1
+			models gpt-4o-mini
+		}
+	}`), "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tworkspace "+tl.workspace+" {\n\t\t\tdisable output_budget\n\t\t}\n\t}\n\tbtl_route\n")
+	st, _, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"up/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`))
+	if st != 200 {
+		t.Fatalf("%d %s", st, raw)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(string(got), "max_tokens") || strings.Contains(string(got), "max_completion_tokens") {
+		t.Fatalf("the workspace disabled the output budget, yet the upstream got a cap: %s", got)
+	}
+}

@@ -40,11 +40,20 @@ type Optimize struct {
 	MaskToolOutputs bool `json:"mask_tool_outputs,omitempty"`
 	// ResponseCache, when set, answers identical deterministic requests from memory.
 	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
+	// Workspaces tunes the policy per workspace id, on top of the settings above.
+	Workspaces map[string]*WorkspacePolicy `json:"workspaces,omitempty"`
 
 	rt     Runtime
 	logger *zap.Logger
 	cache  *respcache.Cache
 	plans  *cacheplan.Planner
+}
+
+// WorkspacePolicy adjusts the optimizer for one workspace.
+type WorkspacePolicy struct {
+	Shadow          bool     `json:"shadow,omitempty"`
+	Disable         []string `json:"disable,omitempty"`
+	MaskToolOutputs bool     `json:"mask_tool_outputs,omitempty"`
 }
 
 // ResponseCacheConfig bounds the response cache.
@@ -112,11 +121,18 @@ type policy struct {
 // policyFor combines the configuration with the x-btl-optimize header: "off" (nothing),
 // "shadow", or a comma list of technique names prefixed with "-" (off) or "+" (on, for the
 // opt-in ones the configuration allows).
-func (h *Optimize) policyFor(r *http.Request) policy {
+func (h *Optimize) policyFor(r *http.Request, workspace string) policy {
 	p := policy{shadow: h.Shadow, promptCache: true, budget: true, dedupe: true, compression: true,
 		mask: h.MaskToolOutputs, respCache: h.cache != nil, coalesce: true}
 	for _, d := range h.Disable {
 		p.set(d, false)
+	}
+	if wp := h.Workspaces[workspace]; wp != nil {
+		p.shadow = p.shadow || wp.Shadow
+		p.mask = p.mask || wp.MaskToolOutputs
+		for _, d := range wp.Disable {
+			p.set(d, false)
+		}
 	}
 	for _, v := range strings.Split(r.Header.Get("X-Btl-Optimize"), ",") {
 		v = strings.TrimSpace(strings.ToLower(v))
@@ -162,7 +178,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error
 	}
-	p := h.policyFor(r)
+	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow}
 	body := req.Body
 	if p.dedupe {
