@@ -193,7 +193,7 @@ func skipValue(b []byte, i int) (int, error) {
 		start := i
 		for i < len(b) {
 			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
+			case ',', '}', ']', ' ', '\t', '\n', '\r', ':', '"', '{', '[':
 				if i == start {
 					return 0, errBadJSON
 				}
@@ -251,3 +251,13 @@ func EachElement(arr []byte, fn func(i int, v []byte) bool) error {
 	}
 	return nil
 }
+
+// SkipSpace returns the index of the first non-whitespace byte at or after i.
+func SkipSpace(b []byte, i int) int { return skipSpace(b, i) }
+
+// SkipString returns the index just past the JSON string starting at b[i] == '"'.
+func SkipString(b []byte, i int) (int, error) { return skipString(b, i) }
+
+// SkipValue returns the index just past the JSON value starting at b[i]. Scalars are
+// delimited, not validated.
+func SkipValue(b []byte, i int) (int, error) { return skipValue(b, i) }

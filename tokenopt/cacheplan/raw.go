@@ -5,88 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+
+	"github.com/badtheorylabs/btl-runtime/providers"
 )
 
 var errBadJSON = errors.New("cacheplan: malformed JSON")
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-func skipString(b []byte, i int) (int, error) {
-	i++
-	for {
-		j := bytes.IndexByte(b[i:], '"')
-		if j < 0 {
-			return 0, errBadJSON
-		}
-		q := i + j
-		bs := 0
-		for k := q - 1; k >= i && b[k] == '\\'; k-- {
-			bs++
-		}
-		if bs%2 == 0 {
-			return q + 1, nil
-		}
-		i = q + 1
-	}
-}
-
-func skipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
-		return 0, errBadJSON
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				e, err := skipString(b, i)
-				if err != nil {
-					return 0, err
-				}
-				i = e
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1, nil
-				}
-			}
-			i++
-		}
-		return 0, errBadJSON
-	default:
-		start := i
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				if i == start {
-					return 0, errBadJSON
-				}
-				return i, nil
-			}
-			i++
-		}
-		if i == start {
-			return 0, errBadJSON
-		}
-		return i, nil
-	}
-}
 
 // member is one "key": value pair of an object; key is the quoted key as written.
 type member struct {
@@ -291,4 +214,24 @@ func find(obj []byte, key string) []byte {
 		}
 	}
 	return v
+}
+
+// The scanners are the providers package's (one implementation for the whole gateway); a
+// malformed body maps to this package's error.
+func skipSpace(b []byte, i int) int { return providers.SkipSpace(b, i) }
+
+func skipString(b []byte, i int) (int, error) {
+	e, err := providers.SkipString(b, i)
+	if err != nil {
+		return 0, errBadJSON
+	}
+	return e, nil
+}
+
+func skipValue(b []byte, i int) (int, error) {
+	e, err := providers.SkipValue(b, i)
+	if err != nil {
+		return 0, errBadJSON
+	}
+	return e, nil
 }

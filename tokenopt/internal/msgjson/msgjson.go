@@ -5,7 +5,6 @@
 package msgjson
 
 import (
-	"bytes"
 	"errors"
 	"unicode/utf8"
 	"unsafe"
@@ -221,85 +220,6 @@ func Unsafe(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-func skipSpace(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-func skipString(b []byte, i int) (int, error) {
-	i++
-	for {
-		j := bytes.IndexByte(b[i:], '"')
-		if j < 0 {
-			return 0, ErrBadJSON
-		}
-		q := i + j
-		bs := 0
-		for k := q - 1; k >= i && b[k] == '\\'; k-- {
-			bs++
-		}
-		if bs%2 == 0 {
-			return q + 1, nil
-		}
-		i = q + 1
-	}
-}
-
-func skipValue(b []byte, i int) (int, error) {
-	if i >= len(b) {
-		return 0, ErrBadJSON
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				e, err := skipString(b, i)
-				if err != nil {
-					return 0, err
-				}
-				i = e
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1, nil
-				}
-			}
-			i++
-		}
-		return 0, ErrBadJSON
-	default:
-		start := i
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r', ':', '"', '{', '[':
-				if i == start {
-					return 0, ErrBadJSON
-				}
-				return i, nil
-			}
-			i++
-		}
-		if i == start {
-			return 0, ErrBadJSON
-		}
-		return i, nil
-	}
-}
-
 // DecodeString appends the decoded value of the quoted JSON string q to dst. ok is false when q
 // is not a well-formed string.
 func DecodeString(q []byte, dst []byte) ([]byte, bool) {
@@ -465,4 +385,24 @@ func Splice(body []byte, arr providers.Span, msgs []Message, repl map[int][]byte
 	}
 	out = append(out, a[prev:]...)
 	return append(out, body[arr.End:]...)
+}
+
+// The scanners are the providers package's (one implementation for the whole gateway); a
+// malformed body maps to this package's error.
+func skipSpace(b []byte, i int) int { return providers.SkipSpace(b, i) }
+
+func skipString(b []byte, i int) (int, error) {
+	e, err := providers.SkipString(b, i)
+	if err != nil {
+		return 0, ErrBadJSON
+	}
+	return e, nil
+}
+
+func skipValue(b []byte, i int) (int, error) {
+	e, err := providers.SkipValue(b, i)
+	if err != nil {
+		return 0, ErrBadJSON
+	}
+	return e, nil
 }
