@@ -2,8 +2,7 @@ package handlers
 
 import (
 	"bytes"
-	"encoding/json"
-	"hash/fnv"
+	"hash/maphash"
 	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -26,7 +25,8 @@ func dedupeConversation(body []byte, messages []byte) (out []byte, fromNewest, f
 	}
 	rewritten := make([][]byte, len(msgs))
 	copy(rewritten, msgs)
-	h := fnv.New64a()
+	var h maphash.Hash
+	h.SetSeed(memoSeed)
 	changed := false
 	for i, m := range msgs {
 		h.Write(m)
@@ -70,14 +70,15 @@ func dedupeConversation(body []byte, messages []byte) (out []byte, fromNewest, f
 	return nb, fromNewest, fromHistory, true
 }
 
+var userRoleValue = []byte(`"user"`)
+
 func isUserMessage(m []byte) bool {
 	span, ok, _ := providers.FindTopLevel(m, "role")
-	if !ok {
-		return false
-	}
-	var role string
-	return json.Unmarshal(m[span.Start:span.End], &role) == nil && role == "user"
+	return ok && bytes.Equal(m[span.Start:span.End], userRoleValue)
 }
+
+// memoSeed keys the memo; the memo lives in this process only, so a random seed is fine.
+var memoSeed = maphash.MakeSeed()
 
 // lastElement returns the last element of the "messages" array of doc.
 func lastElement(doc []byte) []byte {

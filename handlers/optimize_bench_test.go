@@ -25,19 +25,40 @@ func (anthLike) Type() string { return "anthropic" }
 // an agent's tool calls and outputs.
 func optimizeBody(tokens int) []byte {
 	var msgs []string
-	msgs = append(msgs, fmt.Sprintf(`{"role":"system","content":%q}`, strings.Repeat("Policy text for the assistant. ", 40)))
-	size := 300
+	msgs = append(msgs, fmt.Sprintf(`{"role":"system","content":%q}`, strings.Repeat("Policy text for the assistant. ", 20)))
+	size := 700
+	reps := max(min(tokens/2500, 40), 4) // steps of ~1.5k bytes for small bodies, ~5k for large
 	for i := 0; size < tokens*4; i++ {
 		id := fmt.Sprintf("call_%d", i)
-		out := strings.Repeat(fmt.Sprintf("log line %d: request served in 12ms from region eu-west; ", i), 40)
+		out := strings.Repeat(fmt.Sprintf("log line %d: request served in 12ms from region eu-west; ", i), reps)
+		doc := strings.Repeat("Refunds are issued within 14 days. ", reps/2)
 		msgs = append(msgs,
-			fmt.Sprintf(`{"role":"user","content":%q}`, fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>", i, i%7, strings.Repeat("Refunds are issued within 14 days. ", 20))),
+			fmt.Sprintf(`{"role":"user","content":%q}`, fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>", i, i%7, doc)),
 			fmt.Sprintf(`{"role":"assistant","content":null,"tool_calls":[{"id":%q,"type":"function","function":{"name":"q","arguments":"{}"}}]}`, id),
 			fmt.Sprintf(`{"role":"tool","tool_call_id":%q,"content":%q}`, id, out))
-		size += len(out) + 900
+		size += len(out) + len(doc) + 250
 	}
 	msgs = append(msgs, `{"role":"user","content":"summarise"}`)
 	return []byte(`{"model":"btl-anth","max_tokens":500,"messages":[` + strings.Join(msgs, ",") + `]}`)
+}
+
+// BenchmarkParse is the request parse every chat request pays, with or without the optimizer;
+// BenchmarkOptimize minus it is what the optimizer adds.
+func BenchmarkParse(b *testing.B) {
+	for _, tokens := range []int{1_000, 100_000} {
+		b.Run(fmt.Sprintf("%dk_tokens", tokens/1000), func(b *testing.B) {
+			body := optimizeBody(tokens)
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				r, _ := http.NewRequest(http.MethodPost, PathChat, strings.NewReader(string(body)))
+				r.Header.Set("Content-Type", "application/json")
+				r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+				if _, err := ExchangeFrom(r).LoadChatRequest(r, DefaultMaxBody); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
 // BenchmarkOptimize is btl_optimize's whole work on one request: dedupe over the conversation,
@@ -55,6 +76,7 @@ func BenchmarkOptimize(b *testing.B) {
 			targets, _ := table.Resolve("btl-anth")
 			body := optimizeBody(tokens)
 			b.SetBytes(int64(len(body)))
+			b.ReportMetric(float64(len(body))/4, "tokens")
 			b.ReportAllocs()
 			for b.Loop() {
 				r, _ := http.NewRequest(http.MethodPost, PathChat, strings.NewReader(string(body)))
