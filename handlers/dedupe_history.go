@@ -72,7 +72,13 @@ func dedupeConversation(body []byte, messages []byte) (out []byte, fromNewest, f
 
 var userRoleValue = []byte(`"user"`)
 
+var rolePrefix = []byte(`{"role":`)
+
 func isUserMessage(m []byte) bool {
+	// Fast path: role first, as every SDK writes it; otherwise scan the object.
+	if rest, ok := bytes.CutPrefix(m, rolePrefix); ok {
+		return bytes.HasPrefix(rest, userRoleValue)
+	}
 	span, ok, _ := providers.FindTopLevel(m, "role")
 	return ok && bytes.Equal(m[span.Start:span.End], userRoleValue)
 }
