@@ -303,21 +303,17 @@ func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
 			}
 			p.Optional = true
 		case "connect_timeout", "first_byte_timeout", "idle_timeout":
-			var v string
-			if !d.AllArgs(&v) {
-				return p, d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return p, d.Errf("provider '%s': invalid %s '%s'", p.Name, key, v)
+			dur, err := positiveDuration(d, "provider '"+p.Name+"'", key)
+			if err != nil {
+				return p, err
 			}
 			switch key {
 			case "connect_timeout":
-				p.ConnectTimeout = caddy.Duration(dur)
+				p.ConnectTimeout = dur
 			case "first_byte_timeout":
-				p.FirstByteTimeout = caddy.Duration(dur)
+				p.FirstByteTimeout = dur
 			default:
-				p.IdleTimeout = caddy.Duration(dur)
+				p.IdleTimeout = dur
 			}
 		default:
 			if !providers.KnownOption(p.Type, key) {
@@ -394,6 +390,49 @@ func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
 	return m, nil
 }
 
+// positiveInt reads one positive integer argument for option (within max when max > 0).
+func positiveInt(d *caddyfile.Dispenser, who, option string, max int64) (int64, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 || (max > 0 && n > max) {
+		return 0, d.Errf("%s: invalid %s '%s'", who, option, v)
+	}
+	return n, nil
+}
+
+// positiveDuration reads one positive duration argument for option.
+func positiveDuration(d *caddyfile.Dispenser, who, option string) (caddy.Duration, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%s: invalid %s '%s'", who, option, v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// techniques reads optimizer technique names.
+func techniques(h httpcaddyfile.Helper) ([]string, error) {
+	var out []string
+	for _, t := range h.RemainingArgs() {
+		switch t {
+		case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce:
+			out = append(out, t)
+		default:
+			return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression, coalesce)", t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, h.ArgErr()
+	}
+	return out, nil
+}
+
 // noArgs parses a directive that takes no arguments and no block.
 func noArgs(h httpcaddyfile.Helper) error {
 	h.Next() // consume directive name
@@ -435,13 +474,9 @@ func parseMeter(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 				return nil, h.ArgErr()
 			}
 		case "default_output_reserve":
-			var v string
-			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				return nil, h.Errf("btl_meter: invalid default_output_reserve '%s'", v)
+			n, err := positiveInt(h.Dispenser, "btl_meter", "default_output_reserve", 0)
+			if err != nil {
+				return nil, err
 			}
 			m.DefaultOutputReserve = n
 		default:
@@ -533,17 +568,11 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 			}
 			o.MaskToolOutputs = true
 		case "disable":
-			for _, t := range h.RemainingArgs() {
-				switch t {
-				case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce:
-					o.Disable = append(o.Disable, t)
-				default:
-					return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression, coalesce)", t)
-				}
+			t, err := techniques(h)
+			if err != nil {
+				return nil, err
 			}
-			if len(o.Disable) == 0 {
-				return nil, h.ArgErr()
-			}
+			o.Disable = t
 		case "workspace":
 			seen[key] = false // one block per workspace id
 			var ws string
@@ -564,14 +593,11 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 				case "mask_tool_outputs":
 					wp.MaskToolOutputs = true
 				case "disable":
-					for _, t := range h.RemainingArgs() {
-						switch t {
-						case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce:
-							wp.Disable = append(wp.Disable, t)
-						default:
-							return nil, h.Errf("btl_optimize: unknown technique '%s'", t)
-						}
+					t, err := techniques(h)
+					if err != nil {
+						return nil, err
 					}
+					wp.Disable = t
 				default:
 					return nil, h.Errf("btl_optimize: unrecognized workspace option '%s'", h.Val())
 				}
@@ -585,25 +611,17 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 			for n := h.Nesting(); h.NextBlock(n); {
 				switch h.Val() {
 				case "max_bytes":
-					var v string
-					if !h.AllArgs(&v) {
-						return nil, h.ArgErr()
-					}
-					b, err := strconv.ParseInt(v, 10, 64)
-					if err != nil || b <= 0 {
-						return nil, h.Errf("btl_optimize: invalid max_bytes '%s'", v)
+					b, err := positiveInt(h.Dispenser, "btl_optimize", "max_bytes", 0)
+					if err != nil {
+						return nil, err
 					}
 					rc.MaxBytes = b
 				case "ttl":
-					var v string
-					if !h.AllArgs(&v) {
-						return nil, h.ArgErr()
+					d, err := positiveDuration(h.Dispenser, "btl_optimize", "ttl")
+					if err != nil {
+						return nil, err
 					}
-					d, err := caddy.ParseDuration(v)
-					if err != nil || d <= 0 {
-						return nil, h.Errf("btl_optimize: invalid ttl '%s'", v)
-					}
-					rc.TTL = caddy.Duration(d)
+					rc.TTL = d
 				case "sampled":
 					rc.Sampled = true
 				default:
@@ -640,13 +658,9 @@ func parseRoute(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		seen[key] = true
 		switch key {
 		case "max_body_bytes":
-			var v string
-			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				return nil, h.Errf("btl_route: invalid max_body_bytes '%s'", v)
+			n, err := positiveInt(h.Dispenser, "btl_route", "max_body_bytes", 0)
+			if err != nil {
+				return nil, err
 			}
 			r.MaxBodyBytes = n
 		case "retries":
@@ -663,15 +677,11 @@ func parseRoute(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 				r.Retries = -1 // explicit zero: no retries (0 in JSON means the default)
 			}
 		case "deadline":
-			var v string
-			if !h.AllArgs(&v) {
-				return nil, h.ArgErr()
+			d, err := positiveDuration(h.Dispenser, "btl_route", "deadline")
+			if err != nil {
+				return nil, err
 			}
-			dur, err := caddy.ParseDuration(v)
-			if err != nil || dur <= 0 {
-				return nil, h.Errf("btl_route: invalid deadline '%s'", v)
-			}
-			r.Deadline = caddy.Duration(dur)
+			r.Deadline = d
 		default:
 			return nil, h.Errf("btl_route: unrecognized subdirective '%s'", key)
 		}

@@ -74,6 +74,22 @@ func (h *Route) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// postRoute returns the handler of a POST endpoint the route handler serves — each an entry
+// into the same chat pipeline (or, for count_tokens, a local answer) — or nil.
+func (h *Route) postRoute(path string) func(http.ResponseWriter, *http.Request, *Exchange) {
+	switch path {
+	case PathChat:
+		return h.serveChat
+	case PathMessages:
+		return h.serveMessages
+	case PathCountTokens:
+		return h.serveCountTokens
+	case PathResponses:
+		return h.serveResponses
+	}
+	return nil
+}
+
 // Paths owned by the route handler.
 const (
 	PathChat      = "/v1/chat/completions"
@@ -82,39 +98,16 @@ const (
 )
 
 func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if serve := h.postRoute(r.URL.Path); serve != nil {
+		ex := ExchangeFrom(r)
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, ex, http.MethodPost)
+			return nil
+		}
+		serve(w, r, ex)
+		return nil
+	}
 	switch r.URL.Path {
-	case PathChat:
-		ex := ExchangeFrom(r)
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, ex, http.MethodPost)
-			return nil
-		}
-		h.serveChat(w, r, ex)
-		return nil
-	case PathMessages:
-		ex := ExchangeFrom(r)
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, ex, http.MethodPost)
-			return nil
-		}
-		h.serveMessages(w, r, ex)
-		return nil
-	case PathCountTokens:
-		ex := ExchangeFrom(r)
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, ex, http.MethodPost)
-			return nil
-		}
-		h.serveCountTokens(w, r, ex)
-		return nil
-	case PathResponses:
-		ex := ExchangeFrom(r)
-		if r.Method != http.MethodPost {
-			methodNotAllowed(w, ex, http.MethodPost)
-			return nil
-		}
-		h.serveResponses(w, r, ex)
-		return nil
 	case PathModels:
 		return h.serveModels(w, r)
 	case PathProviders:
