@@ -261,3 +261,46 @@ func SkipString(b []byte, i int) (int, error) { return skipString(b, i) }
 // SkipValue returns the index just past the JSON value starting at b[i]. Scalars are
 // delimited, not validated.
 func SkipValue(b []byte, i int) (int, error) { return skipValue(b, i) }
+
+// EachTopLevelKey calls fn with every key of the top-level object of doc (raw, still quoted
+// and escaped), in document order.
+func EachTopLevelKey(doc []byte, fn func(quotedKey []byte)) error {
+	i := skipSpace(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		return errBadJSON
+	}
+	i = skipSpace(doc, i+1)
+	if i < len(doc) && doc[i] == '}' {
+		return nil
+	}
+	for i < len(doc) {
+		if doc[i] != '"' {
+			return errBadJSON
+		}
+		ke, err := skipString(doc, i)
+		if err != nil {
+			return err
+		}
+		fn(doc[i:ke])
+		i = skipSpace(doc, ke)
+		if i >= len(doc) || doc[i] != ':' {
+			return errBadJSON
+		}
+		ve, err := skipValue(doc, skipSpace(doc, i+1))
+		if err != nil {
+			return err
+		}
+		i = skipSpace(doc, ve)
+		if i >= len(doc) {
+			return errBadJSON
+		}
+		if doc[i] == '}' {
+			return nil
+		}
+		if doc[i] != ',' {
+			return errBadJSON
+		}
+		i = skipSpace(doc, i+1)
+	}
+	return errBadJSON
+}

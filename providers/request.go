@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"strings"
 )
 
 // ChatRequest is the gateway's view of an OpenAI chat-completions body: the fields it needs to
@@ -62,6 +63,9 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	req := &ChatRequest{Body: body}
 	if err := json.Unmarshal(body, req); err != nil {
 		return nil, jsonError(err)
+	}
+	if e := rejectCaseVariants(body); e != nil {
+		return nil, e
 	}
 	if req.Model == "" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter")
@@ -130,4 +134,33 @@ func jsonKind(t reflect.Type) string {
 	default:
 		return "an object"
 	}
+}
+
+// viewFields are the keys ChatRequest reads. encoding/json matches keys case-insensitively,
+// but providers do not: {"max_tokens":100000,"Max_Tokens":1} would be read here as a cap of 1
+// and upstream as 100000. A case variant of one of these keys is rejected, as OpenAI rejects
+// any unrecognized argument, so the gateway and the upstream always read the same request.
+var viewFields = []string{"model", "messages", "stream", "stream_options", "max_tokens",
+	"max_completion_tokens", "n", "tools", "response_format", "prompt_cache_key"}
+
+func rejectCaseVariants(body []byte) *Error {
+	var bad *Error
+	_ = EachTopLevelKey(body, func(quoted []byte) {
+		if bad != nil || len(quoted) < 2 {
+			return
+		}
+		key := string(quoted[1 : len(quoted)-1])
+		if bytes.IndexByte(quoted, '\\') >= 0 {
+			if json.Unmarshal(quoted, &key) != nil {
+				return
+			}
+		}
+		for _, f := range viewFields {
+			if key != f && strings.EqualFold(key, f) {
+				bad = Errorf(http.StatusBadRequest, "unknown_parameter", key, "Unrecognized request argument supplied: %s", key)
+				return
+			}
+		}
+	})
+	return bad
 }

@@ -25,6 +25,10 @@ func TestParseChatRequest(t *testing.T) {
 		{`{"model":"m","messages":[{}],"n":0}`, 400, "n"},
 		{`{"model":"m","messages":[{}],"stream_options":5}`, 400, "stream_options"},
 		{`{"model":"m","messages":[{}]} trailing`, 400, ""},
+		// encoding/json would read these case variants as the real fields; providers would not.
+		{`{"model":"m","modeL":"0","messAges":[{}]}`, 400, "modeL"},
+		{`{"model":"m","messages":[{}],"max_tokens":100000,"Max_Tokens":1}`, 400, "Max_Tokens"},
+		{`{"model":"m","messages":[{}],"Stream":true}`, 400, "Stream"},
 	}
 	for _, c := range cases {
 		req, err := ParseChatRequest([]byte(c.body))
