@@ -145,17 +145,16 @@ func prepareBody(call *providers.Call) ([]byte, error) {
 	return body, nil
 }
 
-// Chat performs one upstream attempt.
-func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Response, error) {
-	body, err := prepareBody(call)
-	if err != nil {
-		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
-	}
+// roundTrip posts body to url with the provider's headers and a key from the pool (kept for
+// the conversation when affinity is set), and learns from the answer's rate-limit headers. It
+// returns the response for a 2xx status; any other status, or a failed round trip, comes back
+// as a classified error. cancel ends the call: the caller owns it (a stream hands it on).
+func (a *Adapter) roundTrip(ctx context.Context, url string, body []byte, stream bool, affinity uint64) (*http.Response, context.CancelFunc, *providers.Error) {
 	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.endpoint, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		cancel()
-		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_misconfigured",
+		return nil, nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_misconfigured",
 			Message: "the upstream provider is misconfigured", Class: providers.ClassConfig, Internal: err}
 	}
 	for k, v := range a.headers {
@@ -163,7 +162,6 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	}
 	keyIdx := -1
 	if a.keys != nil {
-		affinity := call.Affinity
 		if affinity == 0 {
 			affinity = rand.Uint64()
 		}
@@ -171,26 +169,39 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 		keyIdx, secret = a.keys.Pick(affinity)
 		req.Header.Set("Authorization", "Bearer "+secret)
 	}
-	if call.Stream {
+	if stream {
 		req.Header.Set("Accept", "text/event-stream")
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
 		cancel()
-		return nil, TransportError(ctx, err)
+		return nil, nil, TransportError(ctx, err)
 	}
 	if a.keys != nil {
 		a.keys.Observe(keyIdx, resp.StatusCode, resp.Header)
 	}
-	out := &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), UpstreamRequestID: requestID(resp.Header)}
 	if resp.StatusCode/100 != 2 {
 		defer cancel()
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		e := ParseError(resp.StatusCode, resp.Header, raw)
-		e.UpstreamRequestID = out.UpstreamRequestID
-		return nil, e
+		e.UpstreamRequestID = requestID(resp.Header)
+		return nil, nil, e
 	}
+	return resp, cancel, nil
+}
+
+// Chat performs one upstream attempt.
+func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Response, error) {
+	body, err := prepareBody(call)
+	if err != nil {
+		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
+	}
+	resp, cancel, perr := a.roundTrip(ctx, a.endpoint, body, call.Stream, call.Affinity)
+	if perr != nil {
+		return nil, perr
+	}
+	out := &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), UpstreamRequestID: requestID(resp.Header)}
 	if call.Stream && isEventStream(resp.Header) {
 		out.Stream = newStream(resp.Body, cancel, a.timeouts.Idle)
 		return out, nil

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -25,42 +24,11 @@ func (a *Adapter) Responses(ctx context.Context, call *providers.ResponsesCall) 
 		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 	}
 	endpoint := strings.TrimSuffix(a.endpoint, "/chat/completions") + "/responses"
-	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-	if err != nil {
-		cancel()
-		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_misconfigured",
-			Message: "the upstream provider is misconfigured", Class: providers.ClassConfig, Internal: err}
-	}
-	for k, v := range a.headers {
-		req.Header[k] = v
-	}
-	keyIdx := -1
-	if a.keys != nil {
-		var secret string
-		keyIdx, secret = a.keys.Pick(rand.Uint64())
-		req.Header.Set("Authorization", "Bearer "+secret)
-	}
-	if call.Stream {
-		req.Header.Set("Accept", "text/event-stream")
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		cancel()
-		return nil, TransportError(ctx, err)
-	}
-	if a.keys != nil {
-		a.keys.Observe(keyIdx, resp.StatusCode, resp.Header)
+	resp, cancel, perr := a.roundTrip(ctx, endpoint, body, call.Stream, 0)
+	if perr != nil {
+		return nil, perr
 	}
 	out := &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), UpstreamRequestID: requestID(resp.Header)}
-	if resp.StatusCode/100 != 2 {
-		defer cancel()
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		e := ParseError(resp.StatusCode, resp.Header, raw)
-		e.UpstreamRequestID = out.UpstreamRequestID
-		return nil, e
-	}
 	if call.Stream && isEventStream(resp.Header) {
 		out.Stream = newResponsesStream(resp.Body, cancel, a.timeouts.Idle)
 		return out, nil
