@@ -32,6 +32,7 @@ test: lint
 # make fuzz FUZZTIME=2000000x. Targets are listed as package:Name.
 FUZZ_TARGETS := \
 	./providers:FuzzParseChatRequest \
+	./providers:FuzzValidJSON \
 	./providers/sse:FuzzReader \
 	./providers/eventstream:FuzzDecoder \
 	./providers/anthropic:FuzzTranslator \

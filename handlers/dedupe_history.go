@@ -15,8 +15,9 @@ import (
 // and dedupe stops trading prompt-cache hits for the tokens it removes. Each message's result
 // is memoised by the hash of the conversation up to it, so a growing conversation costs one
 // dedupe pass per turn, not one per message.
-func dedupeConversation(body []byte, messages []byte) (out []byte, fromNewest, fromHistory int64, ok bool) {
-	var msgs [][]byte
+func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fromHistory int64, ok bool) {
+	body, messages := req.Body, req.Messages
+	msgs := make([][]byte, 0, 64)
 	if providers.EachElement(messages, func(_ int, m []byte) bool {
 		msgs = append(msgs, m)
 		return true
@@ -62,12 +63,23 @@ func dedupeConversation(body []byte, messages []byte) (out []byte, fromNewest, f
 	if !changed {
 		return nil, 0, 0, false
 	}
-	arr := append(append([]byte{'['}, bytes.Join(rewritten, []byte(","))...), ']')
-	nb, err := providers.SetTopLevel(body, "messages", arr)
-	if err != nil {
-		return nil, 0, 0, false
+	// One copy of the body, with the messages array rebuilt in place.
+	size := len(body) - len(messages) + 2 + len(rewritten) - 1
+	for _, m := range rewritten {
+		size += len(m)
 	}
-	return nb, fromNewest, fromHistory, true
+	out = make([]byte, 0, size)
+	out = append(out, body[:req.MessagesAt]...)
+	out = append(out, '[')
+	for i, m := range rewritten {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, m...)
+	}
+	out = append(out, ']')
+	out = append(out, body[req.MessagesAt+len(messages):]...)
+	return out, fromNewest, fromHistory, true
 }
 
 var userRoleValue = []byte(`"user"`)

@@ -4,7 +4,6 @@
 package handlers
 
 import (
-	"bytes"
 	"encoding/base32"
 	"encoding/binary"
 	"io"
@@ -204,18 +203,28 @@ func readBody(r *http.Request, maxBody int64) ([]byte, *providers.Error) {
 	if r.ContentLength > maxBody {
 		return nil, tooLarge(maxBody)
 	}
-	// Size the buffer from Content-Length when there is one (io.ReadAll's doubling from 512
-	// bytes copies a large body several times), but not beyond 1 MiB up front: a client's
+	// Size the buffer from Content-Length when there is one, plus a byte so the read that
+	// sees EOF needs no room (io.ReadAll's doubling from 512 bytes, or bytes.Buffer's 512-byte
+	// read reserve, would copy a large body again), but not beyond 1 MiB up front: a client's
 	// claim alone must not make the gateway allocate.
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), maxBody, 1<<20)+1))
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, maxBody+1))
-	body := buf.Bytes()
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if asMaxBytes(err, &mbe) {
-			return nil, tooLarge(mbe.Limit)
+	body := make([]byte, 0, min(max(r.ContentLength, 0), maxBody, 1<<20)+1)
+	limited := io.LimitReader(r.Body, maxBody+1)
+	for {
+		if len(body) == cap(body) {
+			body = append(body, 0)[:len(body)]
 		}
-		return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "could not read the request body")
+		n, err := limited.Read(body[len(body):cap(body)])
+		body = body[:len(body)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if asMaxBytes(err, &mbe) {
+				return nil, tooLarge(mbe.Limit)
+			}
+			return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "could not read the request body")
+		}
 	}
 	if int64(len(body)) > maxBody {
 		return nil, tooLarge(maxBody)

@@ -182,7 +182,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow}
 	body := req.Body
 	if p.dedupe {
-		if nb, newest, history, ok := dedupeConversation(body, req.Messages); ok && newest+history > 0 {
+		if nb, newest, history, ok := dedupeConversation(req); ok && newest+history > 0 {
 			ex.Optimizer.DedupeTokens, ex.Optimizer.DedupeHistoryTokens = newest, history
 			if !p.shadow {
 				body = nb

@@ -262,45 +262,33 @@ func SkipString(b []byte, i int) (int, error) { return skipString(b, i) }
 // delimited, not validated.
 func SkipValue(b []byte, i int) (int, error) { return skipValue(b, i) }
 
-// EachTopLevelKey calls fn with every key of the top-level object of doc (raw, still quoted
-// and escaped), in document order.
-func EachTopLevelKey(doc []byte, fn func(quotedKey []byte)) error {
+// eachTopLevel calls fn with every member of the top-level object of doc, a document already
+// known to be valid JSON: the key raw (quoted, escapes kept) and the value's span. It stops
+// when fn returns false.
+func eachTopLevel(doc []byte, fn func(quotedKey []byte, v Span) bool) error {
 	i := skipSpace(doc, 0)
 	if i >= len(doc) || doc[i] != '{' {
 		return errBadJSON
 	}
 	i = skipSpace(doc, i+1)
-	if i < len(doc) && doc[i] == '}' {
-		return nil
-	}
-	for i < len(doc) {
-		if doc[i] != '"' {
-			return errBadJSON
-		}
+	for i < len(doc) && doc[i] == '"' {
 		ke, err := skipString(doc, i)
 		if err != nil {
 			return err
 		}
-		fn(doc[i:ke])
-		i = skipSpace(doc, ke)
-		if i >= len(doc) || doc[i] != ':' {
-			return errBadJSON
-		}
-		ve, err := skipValue(doc, skipSpace(doc, i+1))
+		key := doc[i:ke]
+		vs := skipSpace(doc, skipSpace(doc, ke)+1) // past the colon
+		ve, err := skipValue(doc, vs)
 		if err != nil {
 			return err
 		}
-		i = skipSpace(doc, ve)
-		if i >= len(doc) {
-			return errBadJSON
-		}
-		if doc[i] == '}' {
+		if !fn(key, Span{vs, ve}) {
 			return nil
 		}
-		if doc[i] != ',' {
-			return errBadJSON
+		i = skipSpace(doc, ve)
+		if i < len(doc) && doc[i] == ',' {
+			i = skipSpace(doc, i+1)
 		}
-		i = skipSpace(doc, i+1)
 	}
-	return errBadJSON
+	return nil
 }

@@ -18,7 +18,9 @@ type ChatRequest struct {
 	Model string `json:"model"`
 	// Messages and Tools stay raw: the gateway only checks their shape, and decoding every
 	// message on the hot path would cost more than everything else the request needs.
-	Messages            json.RawMessage `json:"messages"`
+	Messages json.RawMessage `json:"messages"`
+	// MessagesAt is where Messages starts in Body.
+	MessagesAt          int             `json:"-"`
 	Stream              bool            `json:"stream"`
 	StreamOptions       *StreamOptions  `json:"stream_options"`
 	MaxTokens           *int64          `json:"max_tokens"`
@@ -52,6 +54,11 @@ func (r *ChatRequest) WantsUsage() bool {
 
 // ParseChatRequest validates a chat-completions body and returns the typed view. Every failure
 // is a 400 *Error naming the offending parameter, never a panic.
+//
+// The body is validated by a fast scanner and only the view's fields are decoded, from their
+// own spans: decoding the whole body with encoding/json cost 4.5 ms on a 100k-token
+// conversation, more than everything else the gateway does to it. Messages, Tools and
+// ResponseFormat alias the body.
 func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -60,12 +67,21 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if trimmed[0] != '{' {
 		return nil, Errorf(http.StatusBadRequest, "invalid_request_body", "", "request body must be a JSON object")
 	}
-	req := &ChatRequest{Body: body}
-	if err := json.Unmarshal(body, req); err != nil {
-		return nil, jsonError(err)
+	if !validJSON(body) {
+		return nil, syntaxError(body)
 	}
-	if e := rejectCaseVariants(body); e != nil {
-		return nil, e
+	req := &ChatRequest{Body: body}
+	var bad *Error
+	_ = eachTopLevel(body, func(quoted []byte, v Span) bool {
+		key := string(quoted[1 : len(quoted)-1])
+		if bytes.IndexByte(quoted, '\\') >= 0 && json.Unmarshal(quoted, &key) != nil {
+			return true
+		}
+		bad = req.setField(key, body[v.Start:v.End:v.End], v.Start)
+		return bad == nil
+	})
+	if bad != nil {
+		return nil, bad
 	}
 	if req.Model == "" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter")
@@ -96,6 +112,74 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 		return nil, Errorf(http.StatusBadRequest, "invalid_value", "n", "n must be between 1 and 128")
 	}
 	return req, nil
+}
+
+// setField decodes one top-level member into the view. As with encoding/json, a repeated key
+// is decoded again over the earlier value. A case variant of a field the view reads is
+// rejected: encoding/json would match it case-insensitively, providers do not, and
+// {"max_tokens":100000,"Max_Tokens":1} must not be read here as a cap of 1 and upstream as
+// 100000. OpenAI rejects any unrecognized argument the same way.
+func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
+	var dst any
+	switch key {
+	case "model":
+		if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+			r.Model = string(raw[1 : len(raw)-1])
+			return nil
+		}
+		dst = &r.Model
+	case "messages":
+		r.Messages = raw
+		r.MessagesAt = at
+		return nil
+	case "tools":
+		r.Tools = raw
+		return nil
+	case "response_format":
+		r.ResponseFormat = raw
+		return nil
+	case "stream":
+		dst = &r.Stream
+	case "stream_options":
+		dst = &r.StreamOptions
+	case "max_tokens":
+		dst = &r.MaxTokens
+	case "max_completion_tokens":
+		dst = &r.MaxCompletionTokens
+	case "n":
+		dst = &r.N
+	case "prompt_cache_key":
+		dst = &r.PromptCacheKey
+	default:
+		for _, f := range viewFields {
+			if strings.EqualFold(key, f) {
+				return Errorf(http.StatusBadRequest, "unknown_parameter", key, "Unrecognized request argument supplied: %s", key)
+			}
+		}
+		return nil
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			param := key
+			if te.Field != "" {
+				param += "." + te.Field
+			}
+			return Errorf(http.StatusBadRequest, "invalid_type", param, "invalid type for '%s': expected %s, got %s", param, jsonKind(te.Type), te.Value)
+		}
+		return jsonError(err)
+	}
+	return nil
+}
+
+// syntaxError describes why body is not JSON. Only bad requests pay for encoding/json's
+// precise message.
+func syntaxError(body []byte) *Error {
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return jsonError(err)
+	}
+	return Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 }
 
 func jsonError(err error) *Error {
@@ -136,31 +220,6 @@ func jsonKind(t reflect.Type) string {
 	}
 }
 
-// viewFields are the keys ChatRequest reads. encoding/json matches keys case-insensitively,
-// but providers do not: {"max_tokens":100000,"Max_Tokens":1} would be read here as a cap of 1
-// and upstream as 100000. A case variant of one of these keys is rejected, as OpenAI rejects
-// any unrecognized argument, so the gateway and the upstream always read the same request.
+// viewFields are the keys ChatRequest reads.
 var viewFields = []string{"model", "messages", "stream", "stream_options", "max_tokens",
 	"max_completion_tokens", "n", "tools", "response_format", "prompt_cache_key"}
-
-func rejectCaseVariants(body []byte) *Error {
-	var bad *Error
-	_ = EachTopLevelKey(body, func(quoted []byte) {
-		if bad != nil || len(quoted) < 2 {
-			return
-		}
-		key := string(quoted[1 : len(quoted)-1])
-		if bytes.IndexByte(quoted, '\\') >= 0 {
-			if json.Unmarshal(quoted, &key) != nil {
-				return
-			}
-		}
-		for _, f := range viewFields {
-			if key != f && strings.EqualFold(key, f) {
-				bad = Errorf(http.StatusBadRequest, "unknown_parameter", key, "Unrecognized request argument supplied: %s", key)
-				return
-			}
-		}
-	})
-	return bad
-}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"testing"
 )
 
@@ -124,6 +125,18 @@ func FuzzParseChatRequest(f *testing.F) {
 			}
 			return
 		}
+		// The field-by-field parse reads what a whole-body encoding/json decode reads.
+		var whole ChatRequest
+		if err := json.Unmarshal(body, &whole); err != nil {
+			t.Fatalf("accepted a body encoding/json rejects: %v", err)
+		}
+		whole.Body, whole.MessagesAt = req.Body, req.MessagesAt
+		if !reflect.DeepEqual(normalised(&whole), normalised(req)) {
+			t.Fatalf("parse differs from encoding/json:\n%+v\n%+v", normalised(&whole), normalised(req))
+		}
+		if string(body[req.MessagesAt:req.MessagesAt+len(req.Messages)]) != string(req.Messages) {
+			t.Fatalf("MessagesAt %d does not locate messages", req.MessagesAt)
+		}
 		out, serr := SetTopLevel(req.Body, "model", []byte(`"upstream"`))
 		if serr != nil {
 			t.Fatalf("scanner rejected a document encoding/json accepted: %v", serr)
@@ -133,6 +146,17 @@ func FuzzParseChatRequest(f *testing.F) {
 			t.Fatalf("model rewrite broke the body: %v %q", err, out)
 		}
 	})
+}
+
+// normalised makes raw fields comparable: encoding/json keeps a JSON null as "null".
+func normalised(r *ChatRequest) ChatRequest {
+	c := *r
+	for _, f := range []*json.RawMessage{&c.Messages, &c.Tools, &c.ResponseFormat} {
+		if len(*f) == 0 {
+			*f = nil
+		}
+	}
+	return c
 }
 
 func BenchmarkParseChatRequest(b *testing.B) {
