@@ -263,6 +263,58 @@ func TestEmptyLengthFlagged(t *testing.T) {
 	}
 }
 
+// TestEmptyLengthFlaggedInStream: a stream's headers are sent before its finish reason is
+// known, so the flag arrives as a trailer, and only when no content came before the cap.
+func TestEmptyLengthFlaggedInStream(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		delta := `{"reasoning_content":"hmm"}`
+		if strings.Contains(string(b), "answer briefly") {
+			delta = `{"content":"Sure"}`
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range []string{
+			`{"id":"c","object":"chat.completion.chunk","created":1,"model":"o4-mini","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}`,
+			`{"id":"c","object":"chat.completion.chunk","created":1,"model":"o4-mini","choices":[{"index":0,"delta":` + delta + `,"finish_reason":null}]}`,
+			`{"id":"c","object":"chat.completion.chunk","created":1,"model":"o4-mini","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}`,
+			`{"id":"c","object":"chat.completion.chunk","created":1,"model":"o4-mini","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":32768,"total_tokens":32778}}`,
+		} {
+			io.WriteString(w, "data: "+ev+"\n\n")
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}))
+	defer up.Close()
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
+		provider up openai_compatible {
+			base_url `+up.URL+`/v1
+			models o4-mini
+		}
+	}`), fullChain)
+	trailer := func(prompt string) (http.Header, string) {
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(`{"model":"up/o4-mini","stream":true,"messages":[{"role":"user","content":"`+prompt+`"}]}`))
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "[DONE]") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		return resp.Trailer, string(body)
+	}
+	if tr, body := trailer("think hard"); tr.Get("X-Btl-Empty-Length") != "true" {
+		t.Fatalf("trailer %v, body %s", tr, body)
+	}
+	if tr, _ := trailer("answer briefly"); tr.Get("X-Btl-Empty-Length") != "" {
+		t.Fatalf("flagged a stream that had content: %v", tr)
+	}
+}
+
 // TestWorkspaceOptimizerPolicy: one workspace runs the optimizer in shadow mode; another
 // keeps the defaults.
 func TestWorkspaceOptimizerPolicy(t *testing.T) {

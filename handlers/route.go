@@ -376,7 +376,7 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	setCostHeaders(hdr, ex)
 	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && emptyLengthAnswer(body) {
 		o.EmptyLength = true
-		hdr.Set("X-Btl-Empty-Length", "true")
+		hdr.Set(emptyLengthHeader, "true")
 	}
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
@@ -414,6 +414,13 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no")
+	// A stream's headers are gone before its finish reason is known, so the empty-length
+	// flag travels as a trailer.
+	var lengthWatch *emptyLengthWatch
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 {
+		lengthWatch = &emptyLengthWatch{report: o}
+		hdr.Set("Trailer", emptyLengthHeader)
+	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 
@@ -425,6 +432,9 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 		out := chunk
 		if ex.CaptureChunk != nil {
 			ex.CaptureChunk(chunk)
+		}
+		if lengthWatch != nil {
+			lengthWatch.observe(chunk)
 		}
 		if providers.HasObjectValue(chunk, usageKey) {
 			out = h.captureUsage(ex, stream, chunk, wantUsage)
@@ -464,7 +474,39 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	}
 	ex.Complete()
 	_, _ = w.Write(doneEvent)
+	if lengthWatch != nil && ex.Optimizer.EmptyLength {
+		hdr.Set(emptyLengthHeader, "true")
+	}
 	_ = rc.Flush()
+}
+
+const emptyLengthHeader = "X-Btl-Empty-Length"
+
+var (
+	lengthFinish   = []byte(`"finish_reason":"length"`)
+	contentPresent = []byte(`"content":"`)
+	toolCallsKey   = []byte(`"tool_calls"`)
+)
+
+// emptyLengthWatch follows a stream for the empty-length case (the gateway's cap reached
+// before any content or tool call): byte tests on each chunk, no decoding. A reasoning model
+// that spent the whole budget thinking streams reasoning deltas and no content.
+type emptyLengthWatch struct {
+	report     *OptimizerReport
+	hasContent bool
+}
+
+func (w *emptyLengthWatch) observe(chunk []byte) {
+	if !w.hasContent {
+		if bytes.Contains(chunk, toolCallsKey) {
+			w.hasContent = true
+		} else if i := bytes.Index(chunk, contentPresent); i >= 0 && i+len(contentPresent) < len(chunk) && chunk[i+len(contentPresent)] != '"' {
+			w.hasContent = true
+		}
+	}
+	if !w.hasContent && bytes.Contains(chunk, lengthFinish) {
+		w.report.EmptyLength = true
+	}
 }
 
 // captureUsage records the usage of a chunk that carries it and returns what the client should
