@@ -148,15 +148,19 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 // estimate is the reservation: an upper bound of what the call can cost on any of its
 // candidates. Input tokens are over-estimated at one per three bytes of body (real
-// tokenizers average about four); output is the caller's cap, else the model's maximum.
+// tokenizers average about four), or at the model's calibrated estimate plus a tenth when
+// its tokenizer has been seen to be denser than that; output is the caller's cap, else the
+// model's maximum.
 func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []routing.Target) int64 {
-	inTokens := int64(len(ex.OutboundBody()))/3 + 16
+	body := ex.OutboundBody()
+	bound := int64(len(body))/3 + 16
 	var worst int64
 	for _, tg := range targets {
 		p, ok := h.rt.PricesFor(ex.WorkspaceID).Lookup(tg.Model)
 		if !ok {
 			continue
 		}
+		inTokens := max(bound, calibratedPrompt(tg.Model, body)*11/10+16)
 		out := req.OutputCap()
 		if out == 0 {
 			out = p.MaxOutput
@@ -182,6 +186,7 @@ type metered struct {
 // complete prices the exchange, settles or releases the reservation and appends the row.
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
+	observePrompt(ex)
 	h.attribute(ex)
 	if m.res != nil {
 		if ex.CostKnown {

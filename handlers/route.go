@@ -570,11 +570,12 @@ func (h *Route) abandon(ex *Exchange, outputBytes int64) {
 }
 
 // estimateUsage fills usage when the upstream never reported it (the stream was cut or the
-// client left): about four bytes per token of what was sent and received, so an abandoned
-// stream is still billed for what it consumed rather than for nothing.
+// client left): about four bytes per token of what was sent, corrected by the model's learned
+// calibration, and of what was received, so an abandoned stream is still billed for what it
+// consumed rather than for nothing.
 func estimateUsage(ex *Exchange, outputBytes int64) {
 	ex.Usage = providers.Usage{
-		InputUncached: int64(len(ex.OutboundBody())+3) / 4,
+		InputUncached: calibratedPrompt(ex.UpstreamModel, ex.OutboundBody()),
 		Output:        outputBytes / 16, // a chunk is ~4x its text in JSON framing
 	}
 	ex.UsageKnown, ex.UsageEstimated = true, true

@@ -1,0 +1,71 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/badtheorylabs/btl-runtime/ledger"
+)
+
+// TestCutStreamBilledAtCalibratedRate: an upstream whose tokenizer counts twice the gateway's
+// four-bytes-a-token estimate teaches the calibration so; a stream it then cuts before
+// reporting usage is billed for about twice the naive estimate, not for the naive one.
+func TestCutStreamBilledAtCalibratedRate(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		prompt := len(b) / 2 // twice len/4
+		if strings.Contains(string(b), `"stream":true`) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"calib-model","choices":[{"index":0,"delta":{"role":"assistant","content":"partial"},"finish_reason":null}]}`+"\n\n")
+			return // cut: no finish, no usage, no [DONE]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","created":1,"model":"calib-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":1,"total_tokens":%d}}`, prompt, prompt+1)
+	}))
+	defer up.Close()
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
+		provider up openai_compatible {
+			base_url `+up.URL+`/v1
+			models calib-model
+		}
+	}`), fullChain)
+	question := strings.Repeat("How are refunds issued for annual plans? ", 40)
+	body := `{"model":"up/calib-model","max_tokens":50,"messages":[{"role":"user","content":"` + question + `"}]}`
+	for range 5 {
+		if st, _, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(body)); st != 200 {
+			t.Fatalf("%d %s", st, raw)
+		}
+	}
+	stream := strings.Replace(body, `"max_tokens":50,`, `"max_tokens":50,"stream":true,`, 1)
+	st, _, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(stream))
+	if st != 200 || !strings.Contains(string(raw), "partial") {
+		t.Fatalf("%d %s", st, raw)
+	}
+	store, err := ledger.OpenSQLite(context.Background(), tl.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	rows := waitRows(t, store, tl.workspace, 6, 5*time.Second)
+	var cut *ledger.Row
+	for i := range rows {
+		if rows[i].Stream {
+			cut = &rows[i]
+		}
+	}
+	if cut == nil {
+		t.Fatalf("no row for the cut stream among %d", len(rows))
+	}
+	naive := int64(len(stream)+3) / 4
+	if got := cut.InputUncached; got < naive*17/10 || got > naive*23/10 {
+		t.Fatalf("cut stream billed %d input tokens; naive estimate %d, calibrated should be about %d", got, naive, 2*naive)
+	}
+}
