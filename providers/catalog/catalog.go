@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,7 +46,14 @@ type Price struct {
 	// cache entry lives.
 	CacheMinTokens int64
 	CacheTTL       time.Duration
+	// CacheFields are the optional caching request fields the model accepts (for example
+	// prompt_cache_key). The gateway adds such a field only to models that list it: a
+	// provider rejects a field a model does not know, so the allow-list is catalog data.
+	CacheFields []string
 }
+
+// Accepts reports whether the model takes the optional caching request field.
+func (p Price) Accepts(field string) bool { return slices.Contains(p.CacheFields, field) }
 
 // Caps are what a model can do; routing filters candidates on them.
 type Caps struct {
@@ -86,8 +94,9 @@ type fileModel struct {
 	} `json:"long_context"`
 	Caps  *Caps `json:"caps"`
 	Cache *struct {
-		MinTokens int64  `json:"min_tokens"`
-		TTL       string `json:"ttl"`
+		MinTokens int64    `json:"min_tokens"`
+		TTL       string   `json:"ttl"`
+		Fields    []string `json:"fields"`
 	} `json:"cache"`
 }
 
@@ -204,6 +213,7 @@ func Parse(raw []byte) (*Catalog, error) {
 			if d, err := time.ParseDuration(m.Cache.TTL); err == nil && d > 0 {
 				p.CacheTTL = d
 			}
+			p.CacheFields = m.Cache.Fields
 		}
 		if lc := m.LongContext; lc != nil {
 			p.LongAbove, p.LongInput, p.LongCachedInput, p.LongOutput = lc.Above, usd(lc.Input), usd(lc.CachedInput), usd(lc.Output)
