@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
 )
 
 // TestCutStreamBilledAtCalibratedRate: an upstream whose tokenizer counts twice the gateway's
@@ -67,5 +69,58 @@ func TestCutStreamBilledAtCalibratedRate(t *testing.T) {
 	naive := int64(len(stream)+3) / 4
 	if got := cut.InputUncached; got < naive*17/10 || got > naive*23/10 {
 		t.Fatalf("cut stream billed %d input tokens; naive estimate %d, calibrated should be about %d", got, naive, 2*naive)
+	}
+}
+
+// TestCountTokensLearnsTheModelsTokenizer: /v1/messages/count_tokens counts with tiktoken and
+// corrects by what the model's upstream reported for earlier requests. Here the upstream's
+// tokenizer counts 1.5 times tiktoken's, as a non-OpenAI tokenizer might.
+func TestCountTokensLearnsTheModelsTokenizer(t *testing.T) {
+	const model = "claude-opus-4-1" // used by no other test: the calibration is process-wide
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		prompt := tokens.CountChat(model, b) * 3 / 2
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","created":1,"model":"%s","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":1,"total_tokens":%d}}`, model, prompt, prompt+1)
+	}))
+	defer up.Close()
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	base := startGateway(t, tl.withStorage(`btl {
+		provider up openai_compatible {
+			base_url `+up.URL+`/v1
+			models `+model+`
+		}
+	}`), fullChain)
+	text := strings.Repeat("Refunds for annual plans are prorated by the remaining months. ", 30)
+	count := func() int64 {
+		st, _, _, raw := postRaw(t, base+"/v1/messages/count_tokens", "application/json",
+			strings.NewReader(`{"model":"`+model+`","messages":[{"role":"user","content":"`+text+`"}]}`))
+		var out struct {
+			InputTokens int64 `json:"input_tokens"`
+		}
+		if st != 200 || json.Unmarshal(raw, &out) != nil {
+			t.Fatalf("%d %s", st, raw)
+		}
+		return out.InputTokens
+	}
+	plain := int64(tokens.Count(model, text)) + 3
+	if got := count(); got != plain {
+		t.Fatalf("before any usage: %d, want tiktoken's %d", got, plain)
+	}
+	if st, _, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"up/`+model+`","max_tokens":20,"messages":[{"role":"user","content":"`+text+`"}]}`)); st != 200 {
+		t.Fatalf("%d %s", st, raw)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := count()
+		if got >= plain*14/10 && got <= plain*16/10 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after usage at 1.5x tiktoken: %d, tiktoken alone %d", got, plain)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

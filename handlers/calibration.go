@@ -1,30 +1,93 @@
 package handlers
 
 import (
+	"sync"
+	"time"
+
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
 )
 
-// promptCalibration learns, per upstream model, how many prompt tokens the provider bills per
-// estimated token (four bytes of the chat body as the gateway sends it). Tokenizers differ —
-// Claude's and Gemini's are not public — and so do the providers' prompt framings, so the
-// ratio is learned from each answer's reported usage. It corrects the gateway's own estimates
-// where they touch money: the input billed for a stream cut before its usage arrived, and the
-// input bound of a credit reservation. Process-wide, so config reloads keep what was learned.
-var promptCalibration = tokens.NewCalibrator(0, 0, 0)
+// Two calibrations, both learned per model from the prompt tokens each upstream reports, and
+// both process-wide so config reloads keep what was learned:
+//
+//   - promptCalibration relates the reported count to the hot path's estimate (four bytes of
+//     the chat body as sent, a rate that costs nothing to compute). It corrects the gateway's
+//     estimates where they touch money: the input billed for a stream cut before its usage
+//     arrived, and the input bound of a credit reservation.
+//   - countCalibration relates it to a tiktoken count of the same body. Claude's and Gemini's
+//     tokenizers are not public; tiktoken times the learned ratio is the gateway's best count
+//     for them (and for OpenAI models the ratio stays near 1). tiktoken costs far too much to
+//     run on every request, so it is sampled off the request path: at most one count per
+//     model per countSampleEvery, of bodies up to countSampleMaxBytes.
+var (
+	promptCalibration = tokens.NewCalibrator(0, 0, 0)
+	countCalibration  = tokens.NewCalibrator(0, 0, 0)
+)
+
+const (
+	countSampleEvery    = time.Second
+	countSampleMaxBytes = 256 << 10
+)
 
 // estimatedPrompt is the body's prompt estimate before calibration.
 func estimatedPrompt(body []byte) int64 { return int64(tokens.Estimate(len(body))) }
 
-// observePrompt feeds one answered request into the calibration: only usage the upstream
-// reported for this very body (not a cached replay or the gateway's own estimate).
-func observePrompt(ex *Exchange) {
-	if !ex.UsageKnown || ex.UsageEstimated || ex.Partial || ex.UpstreamModel == "" || ex.Provider == "cache" {
-		return
-	}
-	promptCalibration.Observe(ex.UpstreamModel, int(estimatedPrompt(ex.OutboundBody())), int(ex.Usage.PromptTokens()))
-}
-
 // calibratedPrompt is the prompt estimate for body on model, corrected by what was learned.
 func calibratedPrompt(model string, body []byte) int64 {
 	return int64(promptCalibration.Adjust(model, int(estimatedPrompt(body))))
+}
+
+// observePrompt feeds one answered request into both calibrations: only usage the upstream
+// reported for this very body (not a cached replay or the gateway's own estimate).
+func observePrompt(ex *Exchange, prices *catalog.Catalog) {
+	if !ex.UsageKnown || ex.UsageEstimated || ex.Partial || ex.UpstreamModel == "" || ex.Provider == "cache" {
+		return
+	}
+	body, actual := ex.OutboundBody(), int(ex.Usage.PromptTokens())
+	promptCalibration.Observe(ex.UpstreamModel, int(estimatedPrompt(body)), actual)
+	model := canonicalModel(prices, ex.UpstreamModel)
+	if len(body) > countSampleMaxBytes || !countSampler.take(model, time.Now()) {
+		return
+	}
+	body = append([]byte(nil), body...) // the exchange's buffers are not ours after return
+	go countCalibration.Observe(model, tokens.CountChat(model, body), actual)
+}
+
+// countedTokens is tiktoken's count of text in model's encoding, corrected by the ratio
+// learned for model.
+func countedTokens(prices *catalog.Catalog, model, text string) int {
+	return countCalibration.Adjust(canonicalModel(prices, model), tokens.Count(model, text))
+}
+
+// canonicalModel keys calibration by model, whatever host serves it: a tokenizer belongs to
+// the model, and Bedrock's and Anthropic's spellings of Claude share one.
+func canonicalModel(prices *catalog.Catalog, model string) string {
+	if prices != nil {
+		if p, ok := prices.Lookup(model); ok && p.Model != "" {
+			return p.Model
+		}
+	}
+	return model
+}
+
+// sampler lets one event per key through per countSampleEvery.
+type sampler struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+var countSampler = &sampler{last: map[string]time.Time{}}
+
+func (s *sampler) take(key string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.last[key]) < countSampleEvery {
+		return false
+	}
+	if len(s.last) >= 4096 { // bounded: forget everything rather than grow
+		clear(s.last)
+	}
+	s.last[key] = now
+	return true
 }

@@ -34,7 +34,8 @@ func (h *Route) serveCountTokens(w http.ResponseWriter, r *http.Request, ex *Exc
 		writeError(w, ex, perr)
 		return
 	}
-	n, perr := anthropic.CountTokens(body)
+	prices := h.rt.Prices()
+	n, perr := anthropic.CountTokens(body, func(model, text string) int { return countedTokens(prices, model, text) })
 	if perr != nil {
 		writeError(w, ex, perr)
 		return

@@ -186,7 +186,7 @@ type metered struct {
 // complete prices the exchange, settles or releases the reservation and appends the row.
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
-	observePrompt(ex)
+	observePrompt(ex, h.rt.Prices())
 	h.attribute(ex)
 	if m.res != nil {
 		if ex.CostKnown {

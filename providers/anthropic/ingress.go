@@ -602,12 +602,13 @@ func ErrorEnvelope(e *providers.Error) []byte {
 	return b
 }
 
-// CountTokens approximates /v1/messages/count_tokens without calling an upstream: one token
-// per four bytes (rounded up) of the system text, message text, tool-use inputs, tool results
+// CountTokens answers /v1/messages/count_tokens without calling an upstream: count(model,
+// text) tokens for the system text, message text, thinking, tool-use inputs, tool results
 // and tool definitions, plus 1,600 tokens per image or document (Anthropic's estimate for a
-// ~1.15-megapixel image), plus 3 per message. It validates like the Messages API (model and
-// messages required) and is meant for budgeting, not billing.
-func CountTokens(body []byte) (int64, *providers.Error) {
+// ~1.15-megapixel image), plus 3 per message. count is the caller's tokenizer; nil counts one
+// token per four bytes. It validates like the Messages API (model and messages required) and
+// is meant for budgeting, not billing.
+func CountTokens(body []byte, count func(model, text string) int) (int64, *providers.Error) {
 	var r Request
 	if err := json.Unmarshal(body, &r); err != nil {
 		return 0, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
@@ -618,26 +619,35 @@ func CountTokens(body []byte) (int64, *providers.Error) {
 	if len(r.Messages) == 0 {
 		return 0, providers.Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "messages: Field required")
 	}
-	var bytesN, fixed int64
-	var count func(bs Blocks)
-	count = func(bs Blocks) {
+	if count == nil {
+		count = func(_, text string) int { return (len(text) + 3) / 4 }
+	}
+	var text strings.Builder
+	var fixed int64
+	var walk func(bs Blocks)
+	walk = func(bs Blocks) {
 		for _, b := range bs {
 			switch b.Type {
 			case "image", "document":
 				fixed += 1600
 			default:
-				bytesN += int64(len(b.Text) + len(b.Thinking) + len(b.Input) + len(b.Name))
-				count(b.Content)
+				text.WriteString(b.Text)
+				text.WriteString(b.Thinking)
+				text.Write(b.Input)
+				text.WriteString(b.Name)
+				walk(b.Content)
 			}
 		}
 	}
-	count(r.System)
+	walk(r.System)
 	for _, m := range r.Messages {
-		count(m.Content)
+		walk(m.Content)
 		fixed += 3
 	}
 	for _, t := range r.Tools {
-		bytesN += int64(len(t.Name) + len(t.Description) + len(t.InputSchema))
+		text.WriteString(t.Name)
+		text.WriteString(t.Description)
+		text.Write(t.InputSchema)
 	}
-	return (bytesN+3)/4 + fixed, nil
+	return int64(count(r.Model, text.String())) + fixed, nil
 }

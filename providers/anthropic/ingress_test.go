@@ -165,11 +165,11 @@ func TestIngressStreamRoundTrip(t *testing.T) {
 }
 
 func TestCountTokens(t *testing.T) {
-	n, err := CountTokens([]byte(`{"model":"c","system":"12345678","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image","source":{"type":"url","url":"https://x"}}]}]}`))
+	n, err := CountTokens([]byte(`{"model":"c","system":"12345678","messages":[{"role":"user","content":[{"type":"text","text":"abcd"},{"type":"image","source":{"type":"url","url":"https://x"}}]}]}`), nil)
 	if err != nil || n != 3+1600+3 {
 		t.Fatalf("%d %v", n, err)
 	}
-	if _, err := CountTokens([]byte(`{"model":"c"}`)); err == nil {
+	if _, err := CountTokens([]byte(`{"model":"c"}`), nil); err == nil {
 		t.Fatal("messages required")
 	}
 }
