@@ -229,7 +229,8 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 			}
 		}
 	}
-	if p.budget && tg.Priced {
+	// A caller's own cap is never touched; the parse already knows whether there is one.
+	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 {
 		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price})
 		if err == nil && !br.CallerCap && br.Cap > 0 {
 			rep.BudgetCap = br.Cap

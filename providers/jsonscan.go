@@ -262,10 +262,10 @@ func SkipString(b []byte, i int) (int, error) { return skipString(b, i) }
 // delimited, not validated.
 func SkipValue(b []byte, i int) (int, error) { return skipValue(b, i) }
 
-// eachTopLevel calls fn with every member of the top-level object of doc, a document already
+// EachTopLevel calls fn with every member of the top-level object of doc, a document already
 // known to be valid JSON: the key raw (quoted, escapes kept) and the value's span. It stops
 // when fn returns false.
-func eachTopLevel(doc []byte, fn func(quotedKey []byte, v Span) bool) error {
+func EachTopLevel(doc []byte, fn func(quotedKey []byte, v Span) bool) error {
 	i := skipSpace(doc, 0)
 	if i >= len(doc) || doc[i] != '{' {
 		return errBadJSON

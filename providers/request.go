@@ -72,7 +72,7 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	}
 	req := &ChatRequest{Body: body}
 	var bad *Error
-	_ = eachTopLevel(body, func(quoted []byte, v Span) bool {
+	_ = EachTopLevel(body, func(quoted []byte, v Span) bool {
 		key := string(quoted[1 : len(quoted)-1])
 		if bytes.IndexByte(quoted, '\\') >= 0 && json.Unmarshal(quoted, &key) != nil {
 			return true

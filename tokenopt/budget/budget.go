@@ -83,22 +83,45 @@ func FieldFor(t Target) string {
 
 // Apply adds the default cap when body has neither max_tokens nor max_completion_tokens (a
 // null counts as absent). The new field goes first in the object; all other bytes are kept.
+// body must be valid JSON (the gateway validated it); one pass over its top level decides.
 func Apply(body []byte, t Target) ([]byte, Result, error) {
-	for _, k := range []string{"max_tokens", "max_completion_tokens"} {
-		s, ok, err := providers.FindTopLevel(body, k)
-		if err != nil {
-			return body, Result{}, err
-		}
-		if ok && string(body[s.Start:s.End]) != "null" {
-			return body, Result{CallerCap: true}, nil
-		}
-	}
 	r := Result{Field: FieldFor(t), Cap: CapFor(t)}
-	out, err := providers.SetTopLevel(body, r.Field, strconv.AppendInt(nil, r.Cap, 10))
+	quotedField := `"` + r.Field + `"`
+	// As encoding/json and the providers read it, the last occurrence of a key wins.
+	last := map[string]providers.Span{}
+	err := providers.EachTopLevel(body, func(quoted []byte, v providers.Span) bool {
+		if k := string(quoted); k == `"max_tokens"` || k == `"max_completion_tokens"` {
+			last[k] = v
+		}
+		return true
+	})
 	if err != nil {
 		return body, Result{}, err
 	}
-	return out, r, nil
+	null := providers.Span{Start: -1}
+	for k, v := range last {
+		if string(body[v.Start:v.End]) != "null" {
+			return body, Result{CallerCap: true}, nil
+		}
+		if k == quotedField {
+			null = v // a null cap field is replaced in place
+		}
+	}
+	value := strconv.AppendInt(nil, r.Cap, 10)
+	if null.Start >= 0 {
+		return providers.Replace(body, null, value), r, nil
+	}
+	open := providers.SkipSpace(body, 0)
+	rest := providers.SkipSpace(body, open+1)
+	out := make([]byte, 0, len(body)+len(quotedField)+len(value)+2)
+	out = append(out, body[:open+1]...)
+	out = append(out, quotedField...)
+	out = append(out, ':')
+	out = append(out, value...)
+	if rest < len(body) && body[rest] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, body[open+1:]...), r, nil
 }
 
 // EmptyLength flags a completion cut by the output cap before it produced any content (a
