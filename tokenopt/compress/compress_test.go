@@ -364,19 +364,58 @@ func benchBody(b *testing.B, tokens int) []byte {
 	return encode(b, ms)
 }
 
-func benchCompress(b *testing.B, tokens int) {
-	body := benchBody(b, tokens)
+func benchCompress(b *testing.B, body []byte, o Options) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	var rep Report
 	start := benchcpu.Now()
 	for b.Loop() {
-		_, rep, _ = Compress(body, Options{EpochMessages: 4, KeepTurns: 1})
+		_, rep, _ = Compress(body, o)
 	}
 	b.ReportMetric(float64(benchcpu.Now()-start)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(rep.Masked), "masked")
 	b.ReportMetric(float64(rep.TokensBefore), "tokens")
 }
 
-func BenchmarkCompress1k(b *testing.B)   { benchCompress(b, 1000) }
-func BenchmarkCompress100k(b *testing.B) { benchCompress(b, 100000) }
+func BenchmarkCompress1k(b *testing.B) {
+	benchCompress(b, benchBody(b, 1000), Options{EpochMessages: 4, KeepTurns: 1})
+}
+func BenchmarkCompress100k(b *testing.B) {
+	benchCompress(b, benchBody(b, 100000), Options{EpochMessages: 4, KeepTurns: 1})
+}
+
+// agentBody is one long agent loop under a single user message, about tokens tokens: rounds of
+// three parallel tool calls and their outputs, so most messages are tool outputs.
+func agentBody(b *testing.B, tokens int) []byte {
+	r := rand.New(rand.NewPCG(5, 5))
+	ms := []msg{{Role: "system", Content: lorem(r, 400)}, {Role: "user", Content: lorem(r, 200)}}
+	id := 0
+	for n := 600; n < tokens*4; {
+		a := msg{Role: "assistant"}
+		for range 3 {
+			c := call{ID: fmt.Sprintf("call_%d", id), Type: "function"}
+			c.Function.Name = []string{"get_logs", "read_file", "search"}[r.IntN(3)]
+			c.Function.Arguments = `{"path":"x"}`
+			id++
+			a.ToolCalls = append(a.ToolCalls, c)
+		}
+		ms = append(ms, a)
+		for _, c := range a.ToolCalls {
+			size := 1000 + r.IntN(5000)
+			ms = append(ms, msg{Role: "tool", ToolCallID: c.ID, Content: lorem(r, size)})
+			n += size + 100
+		}
+	}
+	return encode(b, ms)
+}
+
+// gatewayDefault is how handlers.Optimize calls Compress unless masking is enabled: on a
+// typical body nothing changes, so this measures the pure overhead on the request path.
+var gatewayDefault = Options{DisableMask: true, KeepToolOutputs: 4, ContextWindow: 200000}
+
+func BenchmarkCompressGateway100k(b *testing.B) {
+	benchCompress(b, benchBody(b, 100000), gatewayDefault)
+}
+func BenchmarkCompressGatewayAgent100k(b *testing.B) {
+	benchCompress(b, agentBody(b, 100000), gatewayDefault)
+}
