@@ -345,7 +345,7 @@ func FuzzCompress(f *testing.F) {
 	})
 }
 
-func benchBody(b *testing.B, tokens int) []byte {
+func benchBody(b testing.TB, tokens int) []byte {
 	r := rand.New(rand.NewPCG(9, 9))
 	ms := []msg{{Role: "system", Content: lorem(r, 400)}}
 	id := 0
@@ -386,7 +386,7 @@ func BenchmarkCompress100k(b *testing.B) {
 
 // agentBody is one long agent loop under a single user message, about tokens tokens: rounds of
 // three parallel tool calls and their outputs, so most messages are tool outputs.
-func agentBody(b *testing.B, tokens int) []byte {
+func agentBody(b testing.TB, tokens int) []byte {
 	r := rand.New(rand.NewPCG(5, 5))
 	ms := []msg{{Role: "system", Content: lorem(r, 400)}, {Role: "user", Content: lorem(r, 200)}}
 	id := 0
