@@ -286,7 +286,7 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 		saved := 0
 		for _, i := range cands {
 			t := tools[i]
-			ph := placeholder(names[msgs[i].ToolCallID], t)
+			ph := placeholder(names[msgjson.StringView(msgs[i].Value(msgs[i].ToolCallID))], t)
 			placeholders[i] = ph
 			saved += t.curTokens - o.Count(ph)
 		}
