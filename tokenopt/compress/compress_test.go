@@ -240,8 +240,7 @@ func jsonString(s string) string {
 }
 
 func sha8(s string) string {
-	t := &toolOut{text: []byte(s)}
-	p := placeholder("x", t)
+	p := placeholder("x", []byte(s), 0)
 	return p[strings.Index(p, "sha256:")+7 : len(p)-1]
 }
 
