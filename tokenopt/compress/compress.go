@@ -32,6 +32,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
@@ -191,6 +192,44 @@ type toolOut struct {
 	masked    bool
 }
 
+// scratch holds the per-call buffers, pooled because on a large body they are most of what
+// Compress allocates.
+type scratch struct {
+	msgs   []message
+	tokens []int
+	tools  []toolOut
+	cands  []int
+	text   []byte // the decoded text of the tool output at hand
+	trunc  []byte // its truncated version
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// maxPooledText bounds the text buffers kept for reuse, so one huge tool output does not pin
+// its size in the pool.
+const maxPooledText = 1 << 20
+
+func (sc *scratch) release() {
+	clear(sc.msgs[:cap(sc.msgs)]) // they point into the request body
+	if cap(sc.text) > maxPooledText {
+		sc.text = nil
+	}
+	if cap(sc.trunc) > maxPooledText {
+		sc.trunc = nil
+	}
+	scratchPool.Put(sc)
+}
+
+// zeroed returns s resized to n zero values, reusing its array when it is large enough.
+func zeroed[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
 // reserveKeys are the body fields that give the default output reserve, by precedence.
 var reserveKeys = [...]string{"max_completion_tokens", "max_tokens"}
 
@@ -204,11 +243,14 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 	// gives no such bound.
 	lenCount := opts.Count == nil
 	var rep Report
+	sc := scratchPool.Get().(*scratch)
+	defer sc.release()
 	var reserveAt [len(reserveKeys)]providers.Span
-	arr, msgs, err := msgjson.ParseAppend(make([]message, 0, 64), body, reserveKeys[:], reserveAt[:])
+	arr, msgs, err := msgjson.ParseAppend(sc.msgs, body, reserveKeys[:], reserveAt[:])
 	if err != nil {
 		return body, rep, ErrNoMessages
 	}
+	sc.msgs = msgs
 	reserve := outputReserve(body, reserveAt, o)
 	count := func(b []byte) int { return o.Count(msgjson.Unsafe(b)) }
 	outside := count(body[:arr.Start]) + count(body[arr.End:])
@@ -231,7 +273,8 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 		return i
 	}
 
-	msgTokens := make([]int, len(msgs))
+	msgTokens := zeroed(sc.tokens, len(msgs))
+	sc.tokens = msgTokens
 	total := outside
 	for i := range msgs {
 		msgTokens[i] = count(msgs[i].Raw)
@@ -259,9 +302,9 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 
 	// 1. Head+tail truncation of oversized tool outputs, wherever they are; and the masking
 	// candidates: tool outputs before the epoch, big enough and not masked already.
-	tools := make([]toolOut, len(msgs))
-	var cands []int
-	var textBuf, truncBuf []byte // the tool output at hand, decoded and truncated
+	tools := zeroed(sc.tools, len(msgs))
+	sc.tools = tools
+	cands := sc.cands[:0]
 	var names map[string]string
 	for i := range msgs {
 		m := &msgs[i]
@@ -281,7 +324,7 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 		if !mayTruncate && !mayMask {
 			continue
 		}
-		text, ok := contentText(raw, &textBuf)
+		text, ok := contentText(raw, &sc.text)
 		if !ok {
 			continue
 		}
@@ -289,10 +332,10 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 		t.tokens = count(text)
 		t.curTokens = t.tokens
 		if mayTruncate && t.tokens > o.TruncateAboveTokens {
-			truncBuf = truncate(truncBuf, text, t.tokens, o)
-			t.curTokens = count(truncBuf)
+			sc.trunc = truncate(sc.trunc, text, t.tokens, o)
+			t.curTokens = count(sc.trunc)
 			t.truncated = true
-			setContent(i, msgjson.Unsafe(truncBuf))
+			setContent(i, msgjson.Unsafe(sc.trunc))
 			rep.Truncated++
 		}
 		if mayMask && t.curTokens >= o.MaskMinTokens && !strings.HasPrefix(msgjson.Unsafe(text), MaskPrefix) {
@@ -303,6 +346,7 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 			cands = append(cands, i)
 		}
 	}
+	sc.cands = cands
 
 	// 2. Epoch masking.
 	if len(cands) > 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/benchcpu"
@@ -417,4 +418,40 @@ func BenchmarkCompressGateway100k(b *testing.B) {
 }
 func BenchmarkCompressGatewayAgent100k(b *testing.B) {
 	benchCompress(b, agentBody(b, 100000), gatewayDefault)
+}
+
+// TestConcurrent runs Compress on many goroutines over bodies of different shapes, so pooled
+// buffers pass between calls of every size; each result must match a sequential run.
+func TestConcurrent(t *testing.T) {
+	type tc struct {
+		body []byte
+		o    Options
+		out  []byte
+		rep  Report
+	}
+	var cases []tc
+	for seed := uint64(0); seed < 12; seed++ {
+		for _, o := range []Options{gatewayDefault, {ForceMask: true, EpochMessages: 4, KeepTurns: 1}, {ContextWindow: 3000, TruncateAboveTokens: 500}} {
+			body := encode(t, genConversation(seed, 2+int(seed%9)))
+			out, rep, err := Compress(body, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases = append(cases, tc{body, o, bytes.Clone(out), rep})
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for k := range 40 {
+				c := cases[(g*7+k*5)%len(cases)]
+				out, rep, err := Compress(c.body, c.o)
+				if err != nil || !bytes.Equal(out, c.out) || rep != c.rep {
+					t.Errorf("concurrent call differs: %+v vs %+v", rep, c.rep)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
