@@ -638,7 +638,18 @@ func cutForward(b []byte, n int) int {
 // an optional new marker in its place; every other byte is kept.
 func splice(body []byte, arr providers.Span, msgs []message, repl map[int][]byte, delFrom, delTo int, marker []byte) []byte {
 	a := body[arr.Start:arr.End]
-	out := make([]byte, 0, len(body)+len(marker)+1)
+	// Size the output exactly: after masking or trimming it can be far smaller than body.
+	size := len(body)
+	for i, r := range repl {
+		size += len(r) - len(msgs[i].Raw)
+	}
+	if delFrom >= 0 {
+		size -= msgs[delTo].Pos.Start - msgs[delFrom].Pos.Start
+		if marker != nil {
+			size += len(marker) + 1
+		}
+	}
+	out := make([]byte, 0, size)
 	out = append(out, body[:arr.Start]...)
 	prev := 0
 	for i := 0; i < len(msgs); i++ {
