@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"unicode/utf8"
 	"unsafe"
 
@@ -383,16 +384,16 @@ func DecodeString(q []byte, dst []byte) ([]byte, bool) {
 		return dst, false
 	}
 	s := q[1 : len(q)-1]
+	dst = slices.Grow(dst, len(s)) // the text is never longer than its encoding
 	for i := 0; i < len(s); {
 		// Copy the run up to the next escape in one go.
-		j := i
-		for j < len(s) && s[j] != '\\' {
-			j++
-		}
-		dst = append(dst, s[i:j]...)
-		if j >= len(s) {
+		j := bytes.IndexByte(s[i:], '\\')
+		if j < 0 {
+			dst = append(dst, s[i:]...)
 			break
 		}
+		j += i
+		dst = append(dst, s[i:j]...)
 		if j+1 >= len(s) {
 			return dst, false
 		}

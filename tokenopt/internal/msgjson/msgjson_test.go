@@ -1,9 +1,12 @@
 package msgjson
 
 import (
+	"bytes"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 )
@@ -130,4 +133,31 @@ func TestStringView(t *testing.T) {
 			t.Errorf("StringView(%s) = %q, want %q", s, got, want)
 		}
 	}
+}
+
+// FuzzDecodeString checks DecodeString against encoding/json on the strings json accepts, and
+// that AppendString round-trips through it.
+func FuzzDecodeString(f *testing.F) {
+	for _, s := range []string{`"plain"`, `"a\"b\\c\/d\be\ff\ng\rh\ti"`, `"\u00e9\u00E9 \ud83d\ude00 \ud800 \udc00 \ud800\u0041"`, `"bad \x"`, `"\u12"`, `"é😀"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, q []byte) {
+		got, ok := DecodeString(q, []byte("prefix"))
+		if !bytes.HasPrefix(got, []byte("prefix")) {
+			t.Fatalf("dst not kept: %q", got)
+		}
+		var want string
+		quoted := len(q) >= 2 && q[0] == '"' && q[len(q)-1] == '"' // json also allows spaces around
+		if quoted && json.Unmarshal(q, &want) == nil && utf8.Valid(q) {
+			if !ok || string(got[len("prefix"):]) != want {
+				t.Fatalf("DecodeString(%s) = %q, %v; json: %q", q, got, ok, want)
+			}
+		}
+		if utf8.Valid(q) {
+			back, ok := DecodeString(AppendString(nil, string(q)), nil)
+			if !ok || !bytes.Equal(back, q) {
+				t.Fatalf("round trip of %q gave %q", q, back)
+			}
+		}
+	})
 }
