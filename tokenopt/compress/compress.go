@@ -554,7 +554,11 @@ func placeholder(name string, text []byte, tokens int) string {
 		name = "tool"
 	}
 	sum := sha256.Sum256(text)
-	return MaskPrefix + name + ", " + strconv.Itoa(tokens) + " tokens, sha256:" + hex.EncodeToString(sum[:4]) + "]"
+	// Number and hash are formatted on the stack: the concatenation is the one allocation.
+	var num [20]byte
+	var hash [8]byte
+	hex.Encode(hash[:], sum[:4])
+	return MaskPrefix + name + ", " + string(strconv.AppendInt(num[:0], int64(tokens), 10)) + " tokens, sha256:" + string(hash[:]) + "]"
 }
 
 func parseTrimMarker(m *message) (int, bool) {
