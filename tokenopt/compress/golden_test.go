@@ -50,6 +50,9 @@ func goldenOptions() []goldenOpts {
 		{"smallTrunc", Options{DisableMask: true, KeepToolOutputs: 4, ContextWindow: 200000, TruncateAboveTokens: 500}},
 		{"squeezedHeadTail", Options{TruncateAboveTokens: 100, TruncateHeadTokens: 80, TruncateTailTokens: 80, MaskMinTokens: 20, EpochMessages: 2, KeepTurns: 1}},
 		{"noCache", Options{EpochMessages: 2, KeepTurns: 1, MaskMinTokens: 30, Economics: Economics{CacheReadMultiplier: 1, CacheWriteMultiplier: 1}}},
+		// A tiny limit squeezes head and tail to one token each; the truncation marker then
+		// makes small outputs bigger, big enough to mask.
+		{"tinyTrunc", Options{TruncateAboveTokens: 1, MaskMinTokens: 20, ForceMask: true, EpochMessages: 2, KeepTurns: 1}},
 		{"words", Options{Count: countWords, ForceMask: true, EpochMessages: 2, KeepTurns: 1, TruncateAboveTokens: 300, MaskMinTokens: 10}},
 		{"wordsGateway", Options{Count: countWords, DisableMask: true, KeepToolOutputs: 4, ContextWindow: 200000}},
 		{"runesWindow", Options{Count: countRunes, KeepToolOutputs: 2, ContextWindow: 4000, TruncateAboveTokens: 1000}},
@@ -92,6 +95,7 @@ func goldenBodies(t testing.TB) []goldenBody {
 		"nullContent":     conv(mkCall("c1", "get_logs"), tool("c1", `null`)),
 		"numberContent":   conv(mkCall("c1", "get_logs"), tool("c1", `12345`)),
 		"objectContent":   conv(mkCall("c1", "get_logs"), tool("c1", `{"text":`+jsonString(big)+`}`)),
+		"tinyOutputs":     conv(mkCall("c1", "get_logs"), tool("c1", `"abcdefghijkl"`), mkCall("c2", "search"), tool("c2", `"ab\ncd"`), tool("c2", `[{"type":"text","text":"abcdefghijklmnop"}]`)),
 		"emptyContent":    conv(mkCall("c1", "get_logs"), tool("c1", `""`)),
 		"noContent":       conv(mkCall("c1", "get_logs"), `{"role":"tool","tool_call_id":"c1"}`),
 		"alreadyMasked":   conv(mkCall("c1", "get_logs"), tool("c1", jsonString(MaskPrefix+"get_logs, 500 tokens, sha256:00000000] "+big))),
