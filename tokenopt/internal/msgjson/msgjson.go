@@ -49,7 +49,7 @@ func (m *Message) Value(s providers.Span) []byte {
 // Parse finds the messages array of body and scans its elements. arr is the array's span in
 // body. Elements that are not objects are an error.
 func Parse(body []byte) (arr providers.Span, msgs []Message, err error) {
-	return ParseAppend(nil, body, nil, nil)
+	return ParseAppend(make([]Message, 0, 16), body, nil, nil)
 }
 
 // ParseAppend is Parse appending the messages to dst[:0], so that a caller can reuse one
