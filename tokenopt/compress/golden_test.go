@@ -150,6 +150,9 @@ func goldenBodies(t testing.TB) []goldenBody {
 	for _, n := range []int{1019, 1020, 1021, 1024, 1025, 1030} {
 		hand[fmt.Sprintf("mask%d", n)] = conv(mkCall("c1", "get_logs"), tool("c1", `"`+strings.Repeat("m", n-12)+`\n\n\n\n\n\n"`))
 	}
+	for n := 1016; n <= 1026; n++ {
+		hand[fmt.Sprintf("maskPlain%d", n)] = conv(mkCall("c1", "get_logs"), tool("c1", `"`+strings.Repeat("p", n)+`"`))
+	}
 	for _, name := range slices.Sorted(maps.Keys(hand)) {
 		add("hand/"+name, []byte(hand[name]))
 	}
