@@ -420,6 +420,13 @@ func BenchmarkCompressGatewayAgent100k(b *testing.B) {
 	benchCompress(b, agentBody(b, 100000), gatewayDefault)
 }
 
+// The gateway's call when masking is enabled for the workspace.
+func BenchmarkCompressGatewayMaskAgent100k(b *testing.B) {
+	o := gatewayDefault
+	o.DisableMask = false
+	benchCompress(b, agentBody(b, 100000), o)
+}
+
 // TestConcurrent runs Compress on many goroutines over bodies of different shapes, so pooled
 // buffers pass between calls of every size; each result must match a sequential run.
 func TestConcurrent(t *testing.T) {
