@@ -26,11 +26,13 @@
 package compress
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
@@ -183,23 +185,73 @@ func (o Options) withDefaults() Options {
 }
 
 type toolOut struct {
-	text      []byte // decoded content
 	tokens    int    // tokens of the original content
-	truncated []byte // head+tail version, or nil
 	curTokens int    // tokens after truncation
+	ph        string // masking placeholder, set for a masking candidate
+	truncated bool
 	masked    bool
-	isString  bool
 }
+
+// scratch holds the per-call buffers, pooled because on a large body they are most of what
+// Compress allocates.
+type scratch struct {
+	msgs   []message
+	tokens []int
+	tools  []toolOut
+	cands  []int
+	text   []byte // the decoded text of the tool output at hand
+	trunc  []byte // its truncated version
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// maxPooledText bounds the text buffers kept for reuse, so one huge tool output does not pin
+// its size in the pool.
+const maxPooledText = 1 << 20
+
+func (sc *scratch) release() {
+	clear(sc.msgs[:cap(sc.msgs)]) // they point into the request body
+	if cap(sc.text) > maxPooledText {
+		sc.text = nil
+	}
+	if cap(sc.trunc) > maxPooledText {
+		sc.trunc = nil
+	}
+	scratchPool.Put(sc)
+}
+
+// zeroed returns s resized to n zero values, reusing its array when it is large enough.
+func zeroed[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
+}
+
+// reserveKeys are the body fields that give the default output reserve, by precedence.
+var reserveKeys = [...]string{"max_completion_tokens", "max_tokens"}
 
 // Compress applies truncation, epoch masking and overflow trimming to a chat-completions body.
 // It returns body itself when nothing changes.
 func Compress(body []byte, opts Options) ([]byte, Report, error) {
 	o := opts.withDefaults()
+	// With the default Count, tokens only grow with length and a JSON value is never shorter
+	// than the text it holds, so a tool output's raw size bounds its tokens: the text is
+	// decoded only when that bound reaches the truncation or masking threshold. A custom Count
+	// gives no such bound.
+	lenCount := opts.Count == nil
 	var rep Report
-	arr, msgs, err := msgjson.Parse(body)
+	sc := scratchPool.Get().(*scratch)
+	defer sc.release()
+	var reserveAt [len(reserveKeys)]providers.Span
+	arr, msgs, err := msgjson.ParseAppend(sc.msgs, body, reserveKeys[:], reserveAt[:])
 	if err != nil {
 		return body, rep, ErrNoMessages
 	}
+	sc.msgs = msgs
+	reserve := outputReserve(body, reserveAt, o)
 	count := func(b []byte) int { return o.Count(msgjson.Unsafe(b)) }
 	outside := count(body[:arr.Start]) + count(body[arr.End:])
 
@@ -221,90 +273,102 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 		return i
 	}
 
-	msgTokens := make([]int, len(msgs))
+	msgTokens := zeroed(sc.tokens, len(msgs))
+	sc.tokens = msgTokens
 	total := outside
-	tools := make(map[int]*toolOut)
 	for i := range msgs {
-		m := &msgs[i]
-		msgTokens[i] = count(m.Raw)
+		msgTokens[i] = count(msgs[i].Raw)
 		total += msgTokens[i]
-		if m.Role != "tool" || m.Content.Start < 0 {
-			continue
-		}
-		text, isString, ok := contentText(m.ContentRaw())
-		if !ok {
-			continue
-		}
-		t := &toolOut{text: text, isString: isString}
-		t.tokens = count(text)
-		t.curTokens = t.tokens
-		tools[i] = t
 	}
 	rep.TokensBefore = total
 
 	repl := make(map[int][]byte)
 	setContent := func(i int, s string) {
 		m := &msgs[i]
-		v := msgjson.AppendString(make([]byte, 0, len(s)+16), s)
-		nb := providers.Replace(m.Raw, m.Content, v)
+		// providers.Replace(m.Raw, m.Content, AppendString(nil, s)) in one allocation.
+		nb := make([]byte, 0, len(m.Raw)-(m.Content.End-m.Content.Start)+len(s)+16)
+		nb = append(nb, m.Raw[:m.Content.Start]...)
+		nb = msgjson.AppendString(nb, s)
+		nb = append(nb, m.Raw[m.Content.End:]...)
 		total += count(nb) - msgTokens[i]
 		msgTokens[i] = count(nb)
 		repl[i] = nb
 	}
 
-	// 1. Head+tail truncation of oversized tool outputs, wherever they are.
-	if !o.DisableTruncate {
-		for i := range msgs {
-			t := tools[i]
-			if t == nil || !t.isString || t.tokens <= o.TruncateAboveTokens {
-				continue
-			}
-			t.truncated = truncate(t.text, t.tokens, o)
-			t.curTokens = count(t.truncated)
-			setContent(i, string(t.truncated))
-			rep.Truncated++
-		}
-	}
-
-	// 2. Epoch masking.
+	// The masked region ends at the epoch, which depends only on the roles.
 	protect := protectedFrom(msgs, eff, o)
 	epoch := protect / o.EpochMessages * o.EpochMessages
 	rep.Epoch = epoch
-	var cands []int
-	if !o.DisableMask {
-		for i := range msgs {
-			t := tools[i]
-			if t == nil || eff(i) >= epoch || t.curTokens < o.MaskMinTokens || strings.HasPrefix(msgjson.Unsafe(t.text), MaskPrefix) {
-				continue
+
+	// 1. Head+tail truncation of oversized tool outputs, wherever they are; and the masking
+	// candidates: tool outputs before the epoch, big enough and not masked already.
+	tools := zeroed(sc.tools, len(msgs))
+	sc.tools = tools
+	cands := sc.cands[:0]
+	var names map[string]string
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Role != "tool" || m.Content.Start < 0 {
+			continue
+		}
+		raw := m.ContentRaw()
+		mayTruncate := !o.DisableTruncate && raw[0] == '"'
+		mayMask := !o.DisableMask && eff(i) < epoch
+		if lenCount {
+			bound := count(raw)
+			mayTruncate = mayTruncate && bound > o.TruncateAboveTokens
+			// Truncation can make a small output bigger (the marker), so the bound holds for
+			// masking only when there is no truncation.
+			mayMask = mayMask && (mayTruncate || bound >= o.MaskMinTokens)
+		}
+		if !mayTruncate && !mayMask {
+			continue
+		}
+		text, ok := contentText(raw, &sc.text)
+		if !ok {
+			continue
+		}
+		t := &tools[i]
+		t.tokens = count(text)
+		t.curTokens = t.tokens
+		if mayTruncate && t.tokens > o.TruncateAboveTokens {
+			sc.trunc = truncate(sc.trunc, text, t.tokens, o)
+			t.curTokens = count(sc.trunc)
+			t.truncated = true
+			setContent(i, msgjson.Unsafe(sc.trunc))
+			rep.Truncated++
+		}
+		if mayMask && t.curTokens >= o.MaskMinTokens && !strings.HasPrefix(msgjson.Unsafe(text), MaskPrefix) {
+			if names == nil {
+				names = toolNames(msgs)
 			}
+			t.ph = placeholder(names[msgjson.StringView(m.Value(m.ToolCallID))], text, t.tokens)
 			cands = append(cands, i)
 		}
 	}
-	placeholders := make(map[int]string, len(cands))
+	sc.cands = cands
+
+	// 2. Epoch masking.
 	if len(cands) > 0 {
-		names := toolNames(msgs)
 		saved := 0
 		for _, i := range cands {
-			t := tools[i]
-			ph := placeholder(names[msgs[i].ToolCallID], t)
-			placeholders[i] = ph
-			saved += t.curTokens - o.Count(ph)
+			saved += tools[i].curTokens - o.Count(tools[i].ph)
 		}
 		// The rewrite cost is measured up to the epoch boundary, not the end of the request:
 		// it depends only on the frozen region, so every turn of the epoch decides alike.
 		rewritten := 0
 		for i := cands[0]; i < len(msgs) && eff(i) < epoch; i++ {
-			if ph, ok := placeholders[i]; ok {
-				rewritten += msgTokens[i] - tools[i].curTokens + o.Count(ph)
+			if t := &tools[i]; t.ph != "" {
+				rewritten += msgTokens[i] - t.curTokens + o.Count(t.ph)
 			} else {
 				rewritten += msgTokens[i]
 			}
 		}
 		doMask := o.ForceMask || o.Economics.Worth(saved, rewritten) ||
-			(o.ContextWindow > 0 && total+outputReserve(body, o) > o.ContextWindow)
+			(o.ContextWindow > 0 && total+reserve > o.ContextWindow)
 		if doMask {
 			for _, i := range cands {
-				setContent(i, placeholders[i])
+				setContent(i, tools[i].ph)
 				tools[i].masked = true
 				rep.Masked++
 			}
@@ -316,7 +380,7 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 	// 3. Trim the oldest whole turns on overflow.
 	delFrom, delTo := -1, -1
 	var newMarker []byte
-	if o.ContextWindow > 0 && total+outputReserve(body, o) > o.ContextWindow && !o.DisableTrim {
+	if o.ContextWindow > 0 && total+reserve > o.ContextWindow && !o.DisableTrim {
 		// Group starts after the leading block: each user message opens a group.
 		var starts []int
 		for i := lead; i < len(msgs); i++ {
@@ -324,7 +388,6 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 				starts = append(starts, i)
 			}
 		}
-		reserve := outputReserve(body, o)
 		markerCost := 0
 		if markerIdx < 0 {
 			markerCost = 24
@@ -343,10 +406,10 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 			rep.Trimmed = n
 			for i := delFrom; i < delTo; i++ {
 				delete(repl, i)
-				if tools[i] != nil && tools[i].masked {
+				if tools[i].masked {
 					rep.Masked--
 				}
-				if tools[i] != nil && tools[i].truncated != nil {
+				if tools[i].truncated {
 					rep.Truncated--
 				}
 			}
@@ -362,7 +425,7 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 		}
 	}
 	rep.TokensAfter = total
-	rep.Overflow = o.ContextWindow > 0 && total+outputReserve(body, o) > o.ContextWindow
+	rep.Overflow = o.ContextWindow > 0 && total+reserve > o.ContextWindow
 
 	if len(repl) == 0 && delFrom < 0 {
 		return body, rep, nil
@@ -401,13 +464,12 @@ func protectedFrom(msgs []message, eff func(int) int, o Options) int {
 // message is the scanned view of one message.
 type message = msgjson.Message
 
-func outputReserve(body []byte, o Options) int {
+func outputReserve(body []byte, at [len(reserveKeys)]providers.Span, o Options) int {
 	if o.OutputTokens > 0 {
 		return o.OutputTokens
 	}
-	for _, k := range [...]string{"max_completion_tokens", "max_tokens"} {
-		s, ok, err := providers.FindTopLevel(body, k)
-		if err == nil && ok {
+	for _, s := range at {
+		if s.Start >= 0 {
 			if n, err := strconv.Atoi(string(body[s.Start:s.End])); err == nil && n > 0 {
 				return n
 			}
@@ -417,17 +479,22 @@ func outputReserve(body []byte, o Options) int {
 }
 
 // contentText returns the text of a content value: a string, or the concatenated text parts
-// of an array.
-func contentText(raw []byte) (text []byte, isString, ok bool) {
+// of an array. The text aliases raw when raw is a string without escapes, and is decoded into
+// *buf otherwise.
+func contentText(raw []byte, buf *[]byte) (text []byte, ok bool) {
 	if len(raw) == 0 {
-		return nil, false, false
+		return nil, false
 	}
 	switch raw[0] {
 	case '"':
-		b, ok := msgjson.DecodeString(raw, make([]byte, 0, len(raw)))
-		return b, true, ok
+		if bytes.IndexByte(raw, '\\') < 0 {
+			return raw[1 : len(raw)-1], true
+		}
+		b, ok := msgjson.DecodeString(raw, (*buf)[:0])
+		*buf = b
+		return b, ok
 	case '[':
-		var out []byte
+		out := (*buf)[:0]
 		err := msgjson.EachElement(raw, func(v providers.Span) bool {
 			part := raw[v.Start:v.End]
 			if len(part) == 0 || part[0] != '{' {
@@ -442,12 +509,14 @@ func contentText(raw []byte) (text []byte, isString, ok bool) {
 			}
 			return true
 		})
-		return out, false, err == nil
+		*buf = out
+		return out, err == nil
 	}
-	return nil, false, false
+	return nil, false
 }
 
-// toolNames maps tool_call ids to function names from the assistant messages.
+// toolNames maps tool_call ids to function names from the assistant messages. Keys and
+// values may alias the messages.
 func toolNames(msgs []message) map[string]string {
 	names := make(map[string]string)
 	for i := range msgs {
@@ -461,9 +530,9 @@ func toolNames(msgs []message) map[string]string {
 			if len(c) == 0 || c[0] != '{' {
 				return true
 			}
-			id := msgjson.StringField(c, "id")
+			id := stringField(c, "id")
 			if fs := msgjson.Field(c, "function"); fs.Start >= 0 && c[fs.Start] == '{' {
-				names[id] = msgjson.StringField(c[fs.Start:fs.End], "name")
+				names[id] = stringField(c[fs.Start:fs.End], "name")
 			}
 			return true
 		})
@@ -471,12 +540,25 @@ func toolNames(msgs []message) map[string]string {
 	return names
 }
 
-func placeholder(name string, t *toolOut) string {
+// stringField is msgjson.StringField without the copy: the result may alias obj.
+func stringField(obj []byte, key string) string {
+	s := msgjson.Field(obj, key)
+	if s.Start < 0 {
+		return ""
+	}
+	return msgjson.StringView(obj[s.Start:s.End])
+}
+
+func placeholder(name string, text []byte, tokens int) string {
 	if name == "" {
 		name = "tool"
 	}
-	sum := sha256.Sum256(t.text)
-	return MaskPrefix + name + ", " + strconv.Itoa(t.tokens) + " tokens, sha256:" + hex.EncodeToString(sum[:4]) + "]"
+	sum := sha256.Sum256(text)
+	// Number and hash are formatted on the stack: the concatenation is the one allocation.
+	var num [20]byte
+	var hash [8]byte
+	hex.Encode(hash[:], sum[:4])
+	return MaskPrefix + name + ", " + string(strconv.AppendInt(num[:0], int64(tokens), 10)) + " tokens, sha256:" + string(hash[:]) + "]"
 }
 
 func parseTrimMarker(m *message) (int, bool) {
@@ -484,7 +566,7 @@ func parseTrimMarker(m *message) (int, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return 0, false
 	}
-	s := string(raw[1 : len(raw)-1])
+	s := msgjson.Unsafe(raw[1 : len(raw)-1])
 	if !strings.HasPrefix(s, trimPrefix) || !strings.HasSuffix(s, trimSuffix) {
 		return 0, false
 	}
@@ -495,8 +577,9 @@ func parseTrimMarker(m *message) (int, bool) {
 	return n, true
 }
 
-// truncate keeps the head and tail of text, cutting at line boundaries when one is near.
-func truncate(text []byte, tokens int, o Options) []byte {
+// truncate keeps the head and tail of text, cutting at line boundaries when one is near. It
+// builds the result in dst's array.
+func truncate(dst, text []byte, tokens int, o Options) []byte {
 	head, tail := o.TruncateHeadTokens, o.TruncateTailTokens
 	for {
 		perTok := float64(len(text)) / float64(max(tokens, 1))
@@ -509,8 +592,7 @@ func truncate(text []byte, tokens int, o Options) []byte {
 		}
 		cut := text[h:t]
 		cutTok := o.Count(msgjson.Unsafe(cut))
-		out := make([]byte, 0, h+(len(text)-t)+128)
-		out = append(out, text[:h]...)
+		out := append(dst[:0], text[:h]...)
 		out = append(out, "\n[… gateway truncated this tool output: "...)
 		out = strconv.AppendInt(out, int64(cutTok), 10)
 		out = append(out, " of "...)
@@ -522,6 +604,7 @@ func truncate(text []byte, tokens int, o Options) []byte {
 		if o.Count(msgjson.Unsafe(out)) <= o.TruncateAboveTokens || (head <= 1 && tail <= 1) {
 			return out
 		}
+		dst = out
 		head, tail = max(1, head/2), max(1, tail/2)
 	}
 }
@@ -559,7 +642,18 @@ func cutForward(b []byte, n int) int {
 // an optional new marker in its place; every other byte is kept.
 func splice(body []byte, arr providers.Span, msgs []message, repl map[int][]byte, delFrom, delTo int, marker []byte) []byte {
 	a := body[arr.Start:arr.End]
-	out := make([]byte, 0, len(body)+len(marker)+1)
+	// Size the output exactly: after masking or trimming it can be far smaller than body.
+	size := len(body)
+	for i, r := range repl {
+		size += len(r) - len(msgs[i].Raw)
+	}
+	if delFrom >= 0 {
+		size -= msgs[delTo].Pos.Start - msgs[delFrom].Pos.Start
+		if marker != nil {
+			size += len(marker) + 1
+		}
+	}
+	out := make([]byte, 0, size)
 	out = append(out, body[:arr.Start]...)
 	prev := 0
 	for i := 0; i < len(msgs); i++ {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/benchcpu"
@@ -240,8 +241,7 @@ func jsonString(s string) string {
 }
 
 func sha8(s string) string {
-	t := &toolOut{text: []byte(s)}
-	p := placeholder("x", t)
+	p := placeholder("x", []byte(s), 0)
 	return p[strings.Index(p, "sha256:")+7 : len(p)-1]
 }
 
@@ -345,7 +345,7 @@ func FuzzCompress(f *testing.F) {
 	})
 }
 
-func benchBody(b *testing.B, tokens int) []byte {
+func benchBody(b testing.TB, tokens int) []byte {
 	r := rand.New(rand.NewPCG(9, 9))
 	ms := []msg{{Role: "system", Content: lorem(r, 400)}}
 	id := 0
@@ -364,19 +364,101 @@ func benchBody(b *testing.B, tokens int) []byte {
 	return encode(b, ms)
 }
 
-func benchCompress(b *testing.B, tokens int) {
-	body := benchBody(b, tokens)
+func benchCompress(b *testing.B, body []byte, o Options) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	var rep Report
 	start := benchcpu.Now()
 	for b.Loop() {
-		_, rep, _ = Compress(body, Options{EpochMessages: 4, KeepTurns: 1})
+		_, rep, _ = Compress(body, o)
 	}
 	b.ReportMetric(float64(benchcpu.Now()-start)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(rep.Masked), "masked")
 	b.ReportMetric(float64(rep.TokensBefore), "tokens")
 }
 
-func BenchmarkCompress1k(b *testing.B)   { benchCompress(b, 1000) }
-func BenchmarkCompress100k(b *testing.B) { benchCompress(b, 100000) }
+func BenchmarkCompress1k(b *testing.B) {
+	benchCompress(b, benchBody(b, 1000), Options{EpochMessages: 4, KeepTurns: 1})
+}
+func BenchmarkCompress100k(b *testing.B) {
+	benchCompress(b, benchBody(b, 100000), Options{EpochMessages: 4, KeepTurns: 1})
+}
+
+// agentBody is one long agent loop under a single user message, about tokens tokens: rounds of
+// three parallel tool calls and their outputs, so most messages are tool outputs.
+func agentBody(b testing.TB, tokens int) []byte {
+	r := rand.New(rand.NewPCG(5, 5))
+	ms := []msg{{Role: "system", Content: lorem(r, 400)}, {Role: "user", Content: lorem(r, 200)}}
+	id := 0
+	for n := 600; n < tokens*4; {
+		a := msg{Role: "assistant"}
+		for range 3 {
+			c := call{ID: fmt.Sprintf("call_%d", id), Type: "function"}
+			c.Function.Name = []string{"get_logs", "read_file", "search"}[r.IntN(3)]
+			c.Function.Arguments = `{"path":"x"}`
+			id++
+			a.ToolCalls = append(a.ToolCalls, c)
+		}
+		ms = append(ms, a)
+		for _, c := range a.ToolCalls {
+			size := 1000 + r.IntN(5000)
+			ms = append(ms, msg{Role: "tool", ToolCallID: c.ID, Content: lorem(r, size)})
+			n += size + 100
+		}
+	}
+	return encode(b, ms)
+}
+
+// gatewayDefault is how handlers.Optimize calls Compress unless masking is enabled: on a
+// typical body nothing changes, so this measures the pure overhead on the request path.
+var gatewayDefault = Options{DisableMask: true, KeepToolOutputs: 4, ContextWindow: 200000}
+
+func BenchmarkCompressGateway100k(b *testing.B) {
+	benchCompress(b, benchBody(b, 100000), gatewayDefault)
+}
+func BenchmarkCompressGatewayAgent100k(b *testing.B) {
+	benchCompress(b, agentBody(b, 100000), gatewayDefault)
+}
+
+// The gateway's call when masking is enabled for the workspace.
+func BenchmarkCompressGatewayMaskAgent100k(b *testing.B) {
+	o := gatewayDefault
+	o.DisableMask = false
+	benchCompress(b, agentBody(b, 100000), o)
+}
+
+// TestConcurrent runs Compress on many goroutines over bodies of different shapes, so pooled
+// buffers pass between calls of every size; each result must match a sequential run.
+func TestConcurrent(t *testing.T) {
+	type tc struct {
+		body []byte
+		o    Options
+		out  []byte
+		rep  Report
+	}
+	var cases []tc
+	for seed := uint64(0); seed < 12; seed++ {
+		for _, o := range []Options{gatewayDefault, {ForceMask: true, EpochMessages: 4, KeepTurns: 1}, {ContextWindow: 3000, TruncateAboveTokens: 500}} {
+			body := encode(t, genConversation(seed, 2+int(seed%9)))
+			out, rep, err := Compress(body, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases = append(cases, tc{body, o, bytes.Clone(out), rep})
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for k := range 40 {
+				c := cases[(g*7+k*5)%len(cases)]
+				out, rep, err := Compress(c.body, c.o)
+				if err != nil || !bytes.Equal(out, c.out) || rep != c.rep {
+					t.Errorf("concurrent call differs: %+v vs %+v", rep, c.rep)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

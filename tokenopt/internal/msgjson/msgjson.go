@@ -5,7 +5,10 @@
 package msgjson
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"slices"
 	"unicode/utf8"
 	"unsafe"
 
@@ -23,80 +26,224 @@ type Message struct {
 	// Raw is the element's bytes; Pos is its span inside the messages array.
 	Raw []byte
 	Pos providers.Span
-	// Role and ToolCallID are decoded; Content is the span of the content value inside Raw, or
-	// NoSpan; ToolCalls is the span of the tool_calls value inside Raw, or NoSpan.
+	// Role is decoded (the common roles without allocating). Content, ToolCallID and ToolCalls
+	// are the spans of those values inside Raw, or NoSpan; ToolCallID is left undecoded because
+	// only masking reads it.
 	Role       string
-	ToolCallID string
 	Content    providers.Span
+	ToolCallID providers.Span
 	ToolCalls  providers.Span
 }
 
 // ContentRaw returns the raw JSON of the content value, or nil.
-func (m *Message) ContentRaw() []byte {
-	if m.Content.Start < 0 {
+func (m *Message) ContentRaw() []byte { return m.Value(m.Content) }
+
+// Value returns the raw JSON at span s of Raw, or nil for NoSpan.
+func (m *Message) Value(s providers.Span) []byte {
+	if s.Start < 0 {
 		return nil
 	}
-	return m.Raw[m.Content.Start:m.Content.End]
+	return m.Raw[s.Start:s.End]
 }
 
 // Parse finds the messages array of body and scans its elements. arr is the array's span in
 // body. Elements that are not objects are an error.
 func Parse(body []byte) (arr providers.Span, msgs []Message, err error) {
-	s, ok, err := providers.FindTopLevel(body, "messages")
-	if err != nil {
-		return arr, nil, err
+	return ParseAppend(make([]Message, 0, 16), body, nil, nil)
+}
+
+// ParseAppend is Parse appending the messages to dst[:0], so that a caller can reuse one
+// slice across calls (on error dst's backing array may hold partial results). It also sets
+// spans[k] (spans must be as long as keys) to the span of the value of the top-level key
+// keys[k] ("messages" excepted), or NoSpan, as providers.FindTopLevel would find it.
+//
+// It reads body once: the scan that delimits the messages array also parses its elements,
+// where FindTopLevel followed by a parse would read the array two or three times.
+func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Span) (arr providers.Span, msgs []Message, err error) {
+	for k := range spans {
+		spans[k] = NoSpan
 	}
-	if !ok || s.End-s.Start < 2 || body[s.Start] != '[' {
-		return arr, nil, ErrBadJSON
+	found := false
+	var perr error // why the last "messages" value is not an array of objects
+	// The walk is providers.FindTopLevel's: the last occurrence of a key wins and any
+	// malformed top-level value is an error.
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return providers.Span{}, nil, ErrBadJSON
 	}
-	a := body[s.Start:s.End]
-	// Count first-level elements cheaply to size the slice: one allocation.
-	msgs = make([]Message, 0, 16)
-	var perr error
-	i := skipSpace(a, 1)
-	if i < len(a) && a[i] == ']' {
-		return s, msgs, nil
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == '}' {
+		return providers.Span{}, nil, ErrBadJSON
 	}
-	for i < len(a) {
-		end, err := skipValue(a, i)
+	for i < len(body) {
+		if body[i] != '"' {
+			return providers.Span{}, nil, ErrBadJSON
+		}
+		ke, err := skipString(body, i)
 		if err != nil {
-			return arr, nil, err
+			return providers.Span{}, nil, err
 		}
-		m := Message{Raw: a[i:end], Pos: providers.Span{Start: i, End: end}, Content: NoSpan, ToolCalls: NoSpan}
-		if a[i] != '{' {
-			return arr, nil, ErrBadJSON
+		key := body[i:ke]
+		i = skipSpace(body, ke)
+		if i >= len(body) || body[i] != ':' {
+			return providers.Span{}, nil, ErrBadJSON
 		}
-		perr = EachKey(m.Raw, func(key []byte, v providers.Span) bool {
-			val := m.Raw[v.Start:v.End]
-			switch string(key) {
-			case "role":
-				m.Role = stringValue(val)
-			case "tool_call_id":
-				m.ToolCallID = stringValue(val)
-			case "content":
-				m.Content = v
-			case "tool_calls":
-				m.ToolCalls = v
+		i = skipSpace(body, i+1)
+		var ve int
+		if keyEquals(key, "messages") {
+			// A value that does not parse must still be skippable (a later "messages" would
+			// win), or the whole body is malformed.
+			ve, dst, perr = parseArray(body, i, dst[:0])
+			if perr != nil {
+				if ve, err = skipValue(body, i); err != nil {
+					return providers.Span{}, nil, err
+				}
 			}
-			return true
-		})
-		if perr != nil {
-			return arr, nil, perr
+			arr, found = providers.Span{Start: i, End: ve}, true
+		} else {
+			if ve, err = skipValue(body, i); err != nil {
+				return providers.Span{}, nil, err
+			}
+			for k, name := range keys {
+				if keyEquals(key, name) {
+					spans[k] = providers.Span{Start: i, End: ve}
+				}
+			}
 		}
-		msgs = append(msgs, m)
-		i = skipSpace(a, end)
-		if i >= len(a) {
-			return arr, nil, ErrBadJSON
+		i = skipSpace(body, ve)
+		if i >= len(body) {
+			return providers.Span{}, nil, ErrBadJSON
 		}
-		if a[i] == ']' {
-			return s, msgs, nil
+		if body[i] == '}' {
+			if !found || perr != nil {
+				return providers.Span{}, nil, ErrBadJSON
+			}
+			return arr, dst, nil
 		}
-		if a[i] != ',' {
-			return arr, nil, ErrBadJSON
+		if body[i] != ',' {
+			return providers.Span{}, nil, ErrBadJSON
 		}
-		i = skipSpace(a, i+1)
+		i = skipSpace(body, i+1)
 	}
-	return arr, nil, ErrBadJSON
+	return providers.Span{}, nil, ErrBadJSON
+}
+
+// keyEquals compares a quoted JSON key with key, decoding escapes only when there are any,
+// exactly as providers.FindTopLevel does.
+func keyEquals(quoted []byte, key string) bool {
+	inner := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == key
+	}
+	var s string
+	return json.Unmarshal(quoted, &s) == nil && s == key
+}
+
+// parseArray parses the array of message objects at body[i], appending to msgs. end is just
+// past the array.
+func parseArray(body []byte, i int, msgs []Message) (end int, _ []Message, err error) {
+	start := i
+	if i >= len(body) || body[i] != '[' {
+		return 0, msgs, ErrBadJSON
+	}
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == ']' {
+		return i + 1, msgs, nil
+	}
+	for i < len(body) {
+		m, end, err := parseMessage(body, i)
+		if err != nil {
+			return 0, msgs, err
+		}
+		m.Raw = body[i:end]
+		m.Pos = providers.Span{Start: i - start, End: end - start}
+		msgs = append(msgs, m)
+		i = skipSpace(body, end)
+		if i >= len(body) {
+			return 0, msgs, ErrBadJSON
+		}
+		if body[i] == ']' {
+			return i + 1, msgs, nil
+		}
+		if body[i] != ',' {
+			return 0, msgs, ErrBadJSON
+		}
+		i = skipSpace(body, i+1)
+	}
+	return 0, msgs, ErrBadJSON
+}
+
+// parseMessage reads the fields of the message object at b[i]; end is just past it. Keys with
+// escapes are compared raw, as EachKey passes them.
+func parseMessage(b []byte, i int) (m Message, end int, err error) {
+	m = Message{Content: NoSpan, ToolCallID: NoSpan, ToolCalls: NoSpan}
+	start := i
+	if b[i] != '{' {
+		return m, 0, ErrBadJSON
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return m, i + 1, nil
+	}
+	for i < len(b) {
+		if b[i] != '"' {
+			return m, 0, ErrBadJSON
+		}
+		ke, err := skipString(b, i)
+		if err != nil {
+			return m, 0, err
+		}
+		key := b[i+1 : ke-1]
+		i = skipSpace(b, ke)
+		if i >= len(b) || b[i] != ':' {
+			return m, 0, ErrBadJSON
+		}
+		i = skipSpace(b, i+1)
+		ve, err := skipValue(b, i)
+		if err != nil {
+			return m, 0, err
+		}
+		v := providers.Span{Start: i - start, End: ve - start}
+		switch string(key) {
+		case "role":
+			m.Role = role(b[i:ve])
+		case "tool_call_id":
+			m.ToolCallID = v
+		case "content":
+			m.Content = v
+		case "tool_calls":
+			m.ToolCalls = v
+		}
+		i = skipSpace(b, ve)
+		if i >= len(b) {
+			return m, 0, ErrBadJSON
+		}
+		if b[i] == '}' {
+			return m, i + 1, nil
+		}
+		if b[i] != ',' {
+			return m, 0, ErrBadJSON
+		}
+		i = skipSpace(b, i+1)
+	}
+	return m, 0, ErrBadJSON
+}
+
+// role decodes a role value without allocating for the common roles.
+func role(v []byte) string {
+	switch string(v) {
+	case `"system"`:
+		return "system"
+	case `"developer"`:
+		return "developer"
+	case `"user"`:
+		return "user"
+	case `"assistant"`:
+		return "assistant"
+	case `"tool"`:
+		return "tool"
+	}
+	return stringValue(v)
 }
 
 func stringValue(v []byte) string {
@@ -108,6 +255,16 @@ func stringValue(v []byte) string {
 		return ""
 	}
 	return string(b)
+}
+
+// StringView returns the decoded value of the JSON string v, or "" when v is not a
+// well-formed string. Without escapes the result aliases v (see Unsafe); otherwise it is a
+// copy.
+func StringView(v []byte) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && bytes.IndexByte(v, '\\') < 0 {
+		return Unsafe(v[1 : len(v)-1])
+	}
+	return stringValue(v)
 }
 
 // EachKey calls fn with every key (raw, without quotes and unescaped only when it has no
@@ -227,16 +384,16 @@ func DecodeString(q []byte, dst []byte) ([]byte, bool) {
 		return dst, false
 	}
 	s := q[1 : len(q)-1]
+	dst = slices.Grow(dst, len(s)) // the text is never longer than its encoding
 	for i := 0; i < len(s); {
 		// Copy the run up to the next escape in one go.
-		j := i
-		for j < len(s) && s[j] != '\\' {
-			j++
-		}
-		dst = append(dst, s[i:j]...)
-		if j >= len(s) {
+		j := bytes.IndexByte(s[i:], '\\')
+		if j < 0 {
+			dst = append(dst, s[i:]...)
 			break
 		}
+		j += i
+		dst = append(dst, s[i:j]...)
 		if j+1 >= len(s) {
 			return dst, false
 		}
