@@ -29,35 +29,45 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 	var h maphash.Hash
 	h.SetSeed(memoSeed)
 	changed := false
+	// prefix is {"messages":[ plus the rewritten messages before i, each followed by a comma,
+	// grown as i advances (built at the first miss), so a conversation seen for the first time
+	// costs one copy of its bytes rather than one per user message.
+	var prefix []byte
+	built := 0
 	for i, m := range msgs {
 		h.Write(m)
 		if i == 0 || !isUserMessage(m) {
 			continue
 		}
 		key := h.Sum64()
-		if r, hit := dedupeMemo.get(key); hit {
-			rewritten[i] = r
-		} else {
-			prefix := append(append([]byte(`{"messages":[`), bytes.Join(rewritten[:i], []byte(","))...), ',')
-			prefix = append(append(prefix, m...), "]}"...)
-			nb, rep, err := dedupe.Dedupe(prefix, dedupe.Options{})
-			r := m
-			if err == nil && rep.TokensSaved > 0 {
-				if last := lastElement(nb); last != nil {
-					r = last
-				}
+		r, hit := dedupeMemo.get(key)
+		if !hit {
+			if prefix == nil {
+				prefix = append(make([]byte, 0, len(messages)+32), `{"messages":[`...)
 			}
-			rewritten[i] = r
+			for ; built < i; built++ {
+				prefix = append(append(prefix, rewritten[built]...), ',')
+			}
+			mark := len(prefix)
+			doc := append(append(prefix, m...), "]}"...)
+			nb, rep, err := dedupe.Dedupe(doc, dedupe.Options{Cache: dedupeIndex})
+			prefix = doc[:mark]
+			r = nil // unchanged: the memo keeps no reference to the request
+			if err == nil && rep.TokensSaved > 0 {
+				r = lastElement(nb)
+			}
 			dedupeMemo.put(key, r)
 		}
-		if len(rewritten[i]) != len(m) || !bytes.Equal(rewritten[i], m) {
-			changed = true
-			removed := max(int64(len(m)-len(rewritten[i]))/4, 0)
-			if i == len(msgs)-1 {
-				fromNewest += removed
-			} else {
-				fromHistory += removed
-			}
+		if r == nil {
+			continue
+		}
+		rewritten[i] = r
+		changed = true
+		removed := max(int64(len(m)-len(r))/4, 0)
+		if i == len(msgs)-1 {
+			fromNewest += removed
+		} else {
+			fromHistory += removed
 		}
 	}
 	if !changed {
@@ -94,6 +104,10 @@ func isUserMessage(m []byte) bool {
 	span, ok, _ := providers.FindTopLevel(m, "role")
 	return ok && bytes.Equal(m[span.Start:span.End], userRoleValue)
 }
+
+// dedupeIndex keeps each earlier message's chunk index across turns, so a new turn indexes
+// only its own message; bounded at 64 MiB of message text.
+var dedupeIndex = dedupe.NewIndexCache(64 << 20)
 
 // memoSeed keys the memo; the memo lives in this process only, so a random seed is fine.
 var memoSeed = maphash.MakeSeed()

@@ -18,8 +18,10 @@ package dedupe
 import (
 	"bytes"
 	"errors"
+	"hash/maphash"
 	"slices"
 	"strconv"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -37,6 +39,11 @@ type Options struct {
 	// MaxHamming is the largest SimHash distance counted as a near duplicate. Default 3;
 	// negative disables near-duplicate detection.
 	MaxHamming int
+	// Cache, when set, keeps what each earlier message contributes to the index, keyed by the
+	// message's bytes, so a conversation's next turn indexes only what is new instead of the
+	// whole history. The result is the same with or without it. It must not be shared
+	// between calls with different Count functions.
+	Cache *IndexCache
 }
 
 // Report says what Dedupe did.
@@ -100,44 +107,9 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 	}
 
 	// Index the earlier messages: whole contents and chunks.
-	var pool []known
-	exact := make(map[uint64]int)
-	add := func(k known) {
-		pool = append(pool, k)
-		exact[k.exact] = len(pool) - 1
-	}
-	for i := 0; i < len(msgs)-1; i++ {
-		m := &msgs[i]
-		raw := m.ContentRaw()
-		if len(raw) == 0 {
-			continue
-		}
-		var text []byte
-		if raw[0] == '"' {
-			if bytes.IndexByte(raw, '\\') < 0 {
-				text = raw[1 : len(raw)-1]
-			} else {
-				var ok bool
-				if text, ok = msgjson.DecodeString(raw, nil); !ok {
-					continue
-				}
-			}
-		} else if raw[0] == '[' {
-			text = partsText(raw, nil)
-		}
-		if len(text) == 0 {
-			continue
-		}
-		// Whole-message copies only matter when the sizes are comparable.
-		if L := last.Content.End - last.Content.Start; len(text) >= L/3 && len(text) <= 3*L {
-			h, n := normHash(text)
-			add(known{exact: h, words: n, body: text, msg: i + 1, whole: true})
-		}
-		for _, c := range chunk(text) {
-			b := text[c.bodyStart:c.bodyEnd]
-			h, n := normHash(b)
-			add(known{exact: h, words: n, body: b, msg: i + 1, label: c.label})
-		}
+	hist := &history{idx: make([]*msgIndex, len(msgs)-1), newestLen: last.Content.End - last.Content.Start}
+	for i := range hist.idx {
+		hist.idx[i] = o.Cache.index(&msgs[i])
 	}
 
 	// Rewrite the newest message's text segments, last to first so spans stay valid.
@@ -149,7 +121,7 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 		if !ok {
 			continue
 		}
-		out, did := dedupeText(text, pool, exact, o, &rep)
+		out, did := dedupeText(text, hist, o, &rep)
 		if !did {
 			continue
 		}
@@ -161,6 +133,132 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 		return body, rep, nil
 	}
 	return msgjson.Splice(body, arr, msgs, map[int][]byte{len(msgs) - 1: newRaw}), rep, nil
+}
+
+// history is the index of the messages before the newest one.
+type history struct {
+	idx       []*msgIndex // per message; nil for one without text
+	newestLen int         // raw length of the newest message's content
+}
+
+// findExact returns the latest earlier entry with the normalised hash h: the last chunk of
+// the latest message that has it, else that message's whole text when its size is
+// comparable to the newest message's (a whole copy of a much smaller or larger message is
+// not the same document).
+func (h *history) findExact(hash uint64) (known, bool) {
+	for i := len(h.idx) - 1; i >= 0; i-- {
+		mi := h.idx[i]
+		if mi == nil {
+			continue
+		}
+		for j := len(mi.chunks) - 1; j >= 0; j-- {
+			if mi.chunks[j].exact == hash {
+				k := mi.chunks[j]
+				k.msg = i + 1
+				return k, true
+			}
+		}
+		if mi.whole.exact == hash && mi.textLen >= h.newestLen/3 && mi.textLen <= 3*h.newestLen {
+			k := mi.whole
+			k.msg = i + 1
+			return k, true
+		}
+	}
+	return known{}, false
+}
+
+// msgIndex is what one earlier message contributes to the index. It depends only on the
+// message's bytes, not on where the message sits, so it can be reused across turns.
+type msgIndex struct {
+	textLen int
+	whole   known
+	chunks  []known
+}
+
+// buildIndex chunks and hashes one earlier message's text. Chunk bodies alias text.
+func buildIndex(m *msgjson.Message) *msgIndex {
+	raw := m.ContentRaw()
+	if len(raw) == 0 {
+		return nil
+	}
+	var text []byte
+	if raw[0] == '"' {
+		if bytes.IndexByte(raw, '\\') < 0 {
+			text = raw[1 : len(raw)-1]
+		} else {
+			var ok bool
+			if text, ok = msgjson.DecodeString(raw, nil); !ok {
+				return nil
+			}
+		}
+	} else if raw[0] == '[' {
+		text = partsText(raw, nil)
+	}
+	if len(text) == 0 {
+		return nil
+	}
+	mi := &msgIndex{textLen: len(text)}
+	h, n := normHash(text)
+	mi.whole = known{exact: h, words: n, whole: true}
+	for _, c := range chunk(text) {
+		b := text[c.bodyStart:c.bodyEnd]
+		h, n := normHash(b)
+		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label})
+	}
+	return mi
+}
+
+// IndexCache remembers earlier messages' index entries across requests (see Options.Cache).
+// It is safe for concurrent use and bounded: when full, it starts over.
+type IndexCache struct {
+	mu       sync.Mutex
+	m        map[uint64]*msgIndex
+	size     int
+	maxBytes int
+}
+
+// NewIndexCache returns a cache holding about maxBytes of message text.
+func NewIndexCache(maxBytes int) *IndexCache {
+	return &IndexCache{m: map[uint64]*msgIndex{}, maxBytes: maxBytes}
+}
+
+var cacheSeed = maphash.MakeSeed()
+
+// index returns the message's index entry, from the cache when there is one. Cached entries
+// own their bytes (they outlive the request) and carry their SimHash precomputed, so they are
+// never written after they are shared.
+func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
+	if c == nil {
+		return buildIndex(m)
+	}
+	key := maphash.Bytes(cacheSeed, m.Raw) ^ uint64(len(m.Raw))
+	c.mu.Lock()
+	mi, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return mi
+	}
+	mi = buildIndex(m)
+	size := 64
+	if mi != nil {
+		for i := range mi.chunks {
+			k := &mi.chunks[i]
+			k.body = bytes.Clone(k.body)
+			if k.words >= 3 {
+				k.sim, k.simDone = simHash(k.body), true
+			}
+			size += len(k.body) + len(k.label) + 96
+		}
+	}
+	c.mu.Lock()
+	if c.size+size > c.maxBytes {
+		clear(c.m)
+		c.size = 0
+	}
+	c.m[key] = mi
+	c.size += size
+	c.mu.Unlock()
+	return mi
 }
 
 // segments returns the spans (inside m.Raw) of the JSON strings holding the message's text.
@@ -211,14 +309,14 @@ func partsText(raw []byte, out []byte) []byte {
 }
 
 // dedupeText rewrites one text of the newest message.
-func dedupeText(text []byte, pool []known, exact map[uint64]int, o Options, rep *Report) ([]byte, bool) {
+func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, bool) {
 	// The whole text repeating an earlier message (an agent re-reading a file).
 	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
 		h, _ := normHash(text)
-		if ki, ok := exact[h]; ok {
+		if k, ok := hist.findExact(h); ok {
 			rep.ChunksSeen++
 			rep.ExactDups++
-			ref := reference("", pool[ki])
+			ref := reference("", k)
 			rep.TokensSaved += o.Count(msgjson.Unsafe(text)) - o.Count(ref)
 			return []byte(ref), true
 		}
@@ -240,8 +338,8 @@ func dedupeText(text []byte, pool []known, exact map[uint64]int, o Options, rep 
 		}
 		h, n := normHash(b)
 		var match *known
-		if ki, ok := exact[h]; ok {
-			match = &pool[ki]
+		if k, ok := hist.findExact(h); ok {
+			match = &k
 		} else if li, ok := localExact[h]; ok {
 			match = &local[li]
 		}
@@ -255,28 +353,34 @@ func dedupeText(text []byte, pool []known, exact map[uint64]int, o Options, rep 
 		me := known{exact: h, words: n, body: b, label: c.label}
 		if o.MaxHamming >= 0 && n >= 3 {
 			me.sim, me.simDone = simHash(b), true
-			best, bestD := (*known)(nil), o.MaxHamming+1
-			consider := func(k *known) {
+			best, bestMsg, bestD := (*known)(nil), 0, o.MaxHamming+1
+			consider := func(k *known, msg int) {
 				if k.whole || k.words*10 < n*7 || n*10 < k.words*7 || k.words < 3 {
 					return
 				}
-				if !k.simDone {
+				if !k.simDone { // only entries built for this call; cached ones come computed
 					k.sim, k.simDone = simHash(k.body), true
 				}
 				if d := hamming(me.sim, k.sim); d < bestD {
-					best, bestD = k, d
+					best, bestMsg, bestD = k, msg, d
 				}
 			}
-			for i := range pool {
-				consider(&pool[i])
+			for i, mi := range hist.idx {
+				if mi != nil {
+					for j := range mi.chunks {
+						consider(&mi.chunks[j], i+1)
+					}
+				}
 			}
 			for i := range local {
-				consider(&local[i])
+				consider(&local[i], 0)
 			}
 			if best != nil {
+				earlier := *best
+				earlier.msg = bestMsg
 				if slices.Equal(salient(b), salient(best.body)) {
 					rep.NearDupsRemoved++
-					ref := reference(c.label, *best)
+					ref := reference(c.label, earlier)
 					rep.TokensSaved += tok - o.Count(ref)
 					edits = append(edits, edit{c.bodyStart, c.bodyEnd, ref})
 					continue

