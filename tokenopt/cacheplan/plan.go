@@ -125,18 +125,19 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	}
 	// 1. Canonical key order in tool schemas.
 	b1 := body
-	top, err := members(body)
+	toolsV, msgsV, keyV, err := topLevel(body)
 	if err != nil {
 		return body, rep, err
 	}
-	toolsV := topValue(top, "tools")
 	if len(toolsV) > 0 && toolsV[0] == '[' {
-		tl, err := elements(toolsV)
-		if err != nil {
+		if _, _, err := countElements(toolsV); err != nil {
 			return body, rep, err
 		}
 		var edits []edit
-		for _, tool := range tl {
+		var canon []byte
+		var stack []member
+		it := arrayIter(toolsV)
+		for tool, ok := it.next(); ok; tool, ok = it.next() {
 			if len(tool) == 0 || tool[0] != '{' {
 				continue
 			}
@@ -148,19 +149,22 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 			if len(params) == 0 || params[0] != '{' {
 				continue
 			}
-			c, changed, err := canonical(params)
-			if err != nil {
+			start := len(canon)
+			var changed bool
+			if canon, changed, err = canonical(canon, params, &stack); err != nil {
 				return body, rep, err
 			}
 			if changed {
 				o := offset(body, params)
-				edits = append(edits, edit{o, o + len(params), c})
+				edits = append(edits, edit{o, o + len(params), canon[start:]})
 				rep.SchemasSorted++
+			} else {
+				canon = canon[:start]
 			}
 		}
 		if len(edits) > 0 {
 			b1 = apply(body, edits)
-			if top, err = members(b1); err != nil {
+			if toolsV, msgsV, keyV, err = topLevel(b1); err != nil {
 				return body, rep, err
 			}
 		}
@@ -171,12 +175,13 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	_, _ = h.WriteString(t.Model)
 	_, _ = h.Write([]byte{0})
 	var toolUnits, sysUnits, convUnits []unit
-	if tv := topValue(top, "tools"); len(tv) > 0 && tv[0] == '[' {
-		tl, err := elements(tv)
-		if err != nil {
-			return body, rep, err
-		}
-		for i, tool := range tl {
+	if tv := toolsV; len(tv) > 0 && tv[0] == '[' {
+		it := arrayIter(tv)
+		for i := 0; ; i++ {
+			tool, ok := it.next()
+			if !ok {
+				break
+			}
 			_, _ = h.Write(tool)
 			where := "tools[" + strconv.Itoa(i) + "]"
 			u := unit{where: where, msgIdx: -1, blocks: 1, tokens: tokens.Estimate(len(tool))}
@@ -194,38 +199,41 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 			toolUnits = append(toolUnits, u)
 		}
 	}
-	msgsV := topValue(top, "messages")
 	if len(msgsV) == 0 || msgsV[0] != '[' {
 		return body, rep, errBadJSON
 	}
-	msgs, err := elements(msgsV)
-	if err != nil {
+	if _, _, err := countElements(msgsV); err != nil {
 		return body, rep, err
 	}
 	firstConv := []byte(nil)
-	for i, m := range msgs {
+	mi := arrayIter(msgsV)
+	for i := 0; ; i++ {
+		m, ok := mi.next()
+		if !ok {
+			break
+		}
 		if len(m) == 0 || m[0] != '{' {
 			return body, rep, errBadJSON
 		}
-		mm, err := members(m)
-		if err != nil {
-			return body, rep, err
-		}
 		var role, content []byte
 		nCalls := 0
-		for _, x := range mm {
-			switch x.name {
+		it := objectIter(m)
+		for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+			switch string(name(k)) {
 			case "role":
-				role = x.val
+				role = v
 			case "content":
-				content = x.val
+				content = v
 			case "tool_calls":
-				if len(x.val) > 0 && x.val[0] == '[' {
-					if cs, err := elements(x.val); err == nil {
-						nCalls = len(cs)
+				if len(v) > 0 && v[0] == '[' {
+					if n, _, err := countElements(v); err == nil {
+						nCalls = n
 					}
 				}
 			}
+		}
+		if it.err != nil {
+			return body, rep, it.err
 		}
 		r := ""
 		if len(role) > 1 && role[0] == '"' {
@@ -258,13 +266,14 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 					}
 				}
 			case '[':
-				parts, err := elements(content)
+				n, last, err := countElements(content)
 				if err != nil {
 					return body, rep, err
 				}
-				u.blocks += len(parts)
+				u.blocks += n
 				if system {
-					for _, pt := range parts {
+					pi := arrayIter(content)
+					for pt, ok := pi.next(); ok; pt, ok = pi.next() {
 						if len(pt) > 0 && pt[0] == '{' {
 							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
 								rep.Breakers = scan(tx[1:len(tx)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
@@ -272,8 +281,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 						}
 					}
 				}
-				if n := len(parts); n > 0 && nCalls == 0 && partMarkable(parts[n-1]) {
-					last := parts[n-1]
+				if n > 0 && nCalls == 0 && partMarkable(last) {
 					end := offset(b1, last) + len(last) - 1
 					u.markable = true
 					u.mark = func(cc []byte) edit { return insertMember(end, false, cc) }
@@ -326,7 +334,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 
 	// 4. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
-		if v := topValue(top, "prompt_cache_key"); v == nil || string(v) == "null" {
+		if v := keyV; v == nil || string(v) == "null" {
 			kh := xxhash.New()
 			_, _ = kh.WriteString(t.Workspace)
 			_, _ = kh.Write([]byte{0})
@@ -337,7 +345,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 				shards := uint64(rate+ShardRate-1) / ShardRate
 				key += "-s" + strconv.FormatUint(xxhash.Sum64(firstConv)%shards, 10)
 			}
-			if v := topValue(top, "prompt_cache_key"); v != nil { // an explicit null
+			if v := keyV; v != nil { // an explicit null
 				o := offset(b1, v)
 				out = apply(out, []edit{{o, o + len(v), []byte(strconv.Quote(key))}})
 			} else {
@@ -353,10 +361,9 @@ func partMarkable(pt []byte) bool {
 	if len(pt) == 0 || pt[0] != '{' {
 		return false
 	}
-	ty := find(pt, "type")
+	ty, tx := find2(pt, "type", "text")
 	switch string(ty) {
 	case `"text"`:
-		tx := find(pt, "text")
 		return len(tx) > 2 && tx[0] == '"'
 	case `"image_url"`:
 		return true
@@ -608,15 +615,24 @@ func (t *tracker) rate(key string, now time.Time) int {
 	return e.cur + int(float64(e.prev)*frac)
 }
 
-// topValue is the value of key among the top-level members (last wins), nil when absent.
-func topValue(top []member, key string) []byte {
-	var v []byte
-	for _, m := range top {
-		if m.name == key {
-			v = m.val
+// topLevel returns the values of tools, messages and prompt_cache_key in the object body
+// (the last of a duplicated key wins, as in encoding/json; nil when absent).
+func topLevel(body []byte) (tools, msgs, key []byte, err error) {
+	it := objectIter(body)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		switch string(name(k)) {
+		case "tools":
+			tools = v
+		case "messages":
+			msgs = v
+		case "prompt_cache_key":
+			key = v
 		}
 	}
-	return v
+	if it.err != nil {
+		return nil, nil, nil, it.err
+	}
+	return tools, msgs, key, nil
 }
 
 // insertFirst inserts "key":value as the first member of the object doc.

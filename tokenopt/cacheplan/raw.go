@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -11,81 +12,131 @@ import (
 
 var errBadJSON = errors.New("cacheplan: malformed JSON")
 
-// member is one "key": value pair of an object; key is the quoted key as written.
-type member struct {
-	key, val []byte
-	name     string
+// objIter walks the members of an object in order without allocating. It accepts exactly
+// what a split of the whole object would: next yields a member only once the separator after
+// it was read, and after the last one err tells whether the object was malformed. The parts
+// it yields are subslices of the object.
+type objIter struct {
+	b    []byte
+	i    int
+	done bool
+	err  error
 }
 
-// members splits the object obj into its members, in order.
-func members(obj []byte) ([]member, error) {
+// objectIter starts a walk of obj (obj[0] is '{').
+func objectIter(obj []byte) objIter {
 	i := skipSpace(obj, 1)
-	var out []member
-	if i < len(obj) && obj[i] == '}' {
-		return out, nil
-	}
-	for i < len(obj) {
-		if obj[i] != '"' {
-			return nil, errBadJSON
-		}
-		ke, err := skipString(obj, i)
-		if err != nil {
-			return nil, err
-		}
-		m := member{key: obj[i:ke]}
-		m.name = unquote(m.key)
-		i = skipSpace(obj, ke)
-		if i >= len(obj) || obj[i] != ':' {
-			return nil, errBadJSON
-		}
-		i = skipSpace(obj, i+1)
-		ve, err := skipValue(obj, i)
-		if err != nil {
-			return nil, err
-		}
-		m.val = obj[i:ve]
-		out = append(out, m)
-		i = skipSpace(obj, ve)
-		if i >= len(obj) {
-			return nil, errBadJSON
-		}
-		if obj[i] == '}' {
-			return out, nil
-		}
-		if obj[i] != ',' {
-			return nil, errBadJSON
-		}
-		i = skipSpace(obj, i+1)
-	}
-	return nil, errBadJSON
+	return objIter{b: obj, i: i, done: i < len(obj) && obj[i] == '}'}
 }
 
-// elements splits the array arr into its elements.
-func elements(arr []byte) ([][]byte, error) {
+// next returns the next member's quoted key (as written) and value.
+func (it *objIter) next() (key, val []byte, ok bool) {
+	if it.done || it.err != nil {
+		return nil, nil, false
+	}
+	b, i := it.b, it.i
+	if i >= len(b) || b[i] != '"' {
+		return it.fail()
+	}
+	ke, err := skipString(b, i)
+	if err != nil {
+		return it.fail()
+	}
+	key = b[i:ke]
+	i = skipSpace(b, ke)
+	if i >= len(b) || b[i] != ':' {
+		return it.fail()
+	}
+	i = skipSpace(b, i+1)
+	ve, err := skipValue(b, i)
+	if err != nil {
+		return it.fail()
+	}
+	val = b[i:ve]
+	i = skipSpace(b, ve)
+	switch {
+	case i >= len(b):
+		return it.fail()
+	case b[i] == '}':
+		it.done, it.i = true, i+1
+	case b[i] == ',':
+		it.i = skipSpace(b, i+1)
+	default:
+		return it.fail()
+	}
+	return key, val, true
+}
+
+func (it *objIter) fail() ([]byte, []byte, bool) {
+	it.err = errBadJSON
+	return nil, nil, false
+}
+
+// arrIter walks the elements of an array the way objIter walks an object.
+type arrIter struct {
+	b    []byte
+	i    int
+	done bool
+	err  error
+}
+
+// arrayIter starts a walk of arr (arr[0] is '[').
+func arrayIter(arr []byte) arrIter {
 	i := skipSpace(arr, 1)
-	var out [][]byte
-	if i < len(arr) && arr[i] == ']' {
-		return out, nil
+	return arrIter{b: arr, i: i, done: i < len(arr) && arr[i] == ']'}
+}
+
+func (it *arrIter) next() ([]byte, bool) {
+	if it.done || it.err != nil {
+		return nil, false
 	}
-	for i < len(arr) {
-		e, err := skipValue(arr, i)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, arr[i:e])
-		i = skipSpace(arr, e)
-		if i >= len(arr) {
-			return nil, errBadJSON
-		}
-		if arr[i] == ']' {
-			return out, nil
-		}
-		if arr[i] != ',' {
-			return nil, errBadJSON
-		}
-		i = skipSpace(arr, i+1)
+	b, i := it.b, it.i
+	if i >= len(b) {
+		it.err = errBadJSON
+		return nil, false
 	}
-	return nil, errBadJSON
+	e, err := skipValue(b, i)
+	if err != nil {
+		it.err = err
+		return nil, false
+	}
+	j := skipSpace(b, e)
+	switch {
+	case j >= len(b):
+		it.err = errBadJSON
+		return nil, false
+	case b[j] == ']':
+		it.done, it.i = true, j+1
+	case b[j] == ',':
+		it.i = skipSpace(b, j+1)
+	default:
+		it.err = errBadJSON
+		return nil, false
+	}
+	return b[i:e], true
+}
+
+// countElements returns the number of elements of arr and the last one, or an error when
+// arr is malformed.
+func countElements(arr []byte) (n int, last []byte, err error) {
+	it := arrayIter(arr)
+	for e, ok := it.next(); ok; e, ok = it.next() {
+		n, last = n+1, e
+	}
+	if it.err != nil {
+		return 0, nil, it.err
+	}
+	return n, last, nil
+}
+
+// name is the decoded form of the JSON string q (quoted, as written). Only strings with
+// escapes are decoded, and so allocate; the rest return a subslice of q.
+func name(q []byte) []byte {
+	inner := q[1 : len(q)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return inner
+	}
+	return []byte(unquote(q))
 }
 
 func unquote(q []byte) string {
@@ -100,76 +151,83 @@ func unquote(q []byte) string {
 	return s
 }
 
-// canonical returns v with the keys of every object sorted (recursively), and whether
-// anything changed. Values already in canonical order come back as the same bytes; a
-// rebuilt object or array is written without insignificant whitespace.
-func canonical(v []byte) ([]byte, bool, error) {
+// member is one "key": value pair of an object: the key as written, its decoded name and
+// the value.
+type member struct {
+	key, name, val []byte
+}
+
+func byName(a, b member) int { return bytes.Compare(a.name, b.name) }
+
+// canonical appends to dst the form of v with the keys of every object sorted (stably, by
+// decoded name, recursively) and reports whether that differs from v. A rebuilt object or
+// array is written without insignificant whitespace; a value already in canonical order is
+// appended as it is. stack is scratch space for the members of the objects being rebuilt.
+func canonical(dst, v []byte, stack *[]member) ([]byte, bool, error) {
 	if len(v) == 0 {
-		return v, false, nil
+		return dst, false, nil
 	}
+	start := len(dst)
+	changed := false
 	switch v[0] {
 	case '{':
-		ms, err := members(v)
-		if err != nil {
-			return nil, false, err
+		base := len(*stack)
+		defer func() { *stack = (*stack)[:base] }()
+		it := objectIter(v)
+		for k, x, ok := it.next(); ok; k, x, ok = it.next() {
+			*stack = append(*stack, member{key: k, name: name(k), val: x})
 		}
-		changed := false
-		for i := range ms {
-			nv, c, err := canonical(ms[i].val)
-			if err != nil {
-				return nil, false, err
-			}
-			if c {
-				ms[i].val, changed = nv, true
-			}
+		if it.err != nil {
+			return dst, false, it.err
 		}
-		if !sort.SliceIsSorted(ms, func(i, j int) bool { return ms[i].name < ms[j].name }) {
-			sort.SliceStable(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
+		if ms := (*stack)[base:]; !slices.IsSortedFunc(ms, byName) {
+			slices.SortStableFunc(ms, byName)
 			changed = true
 		}
-		if !changed {
-			return v, false, nil
-		}
-		out := make([]byte, 0, len(v))
-		out = append(out, '{')
-		for i, m := range ms {
-			if i > 0 {
-				out = append(out, ',')
+		dst = append(dst, '{')
+		for i := base; i < len(*stack); i++ {
+			m := (*stack)[i] // by index: the recursion may move the stack
+			if i > base {
+				dst = append(dst, ',')
 			}
-			out = append(out, m.key...)
-			out = append(out, ':')
-			out = append(out, m.val...)
+			dst = append(append(dst, m.key...), ':')
+			var c bool
+			var err error
+			if dst, c, err = canonical(dst, m.val, stack); err != nil {
+				return dst, false, err
+			}
+			changed = changed || c
 		}
-		return append(out, '}'), true, nil
+		dst = append(dst, '}')
 	case '[':
-		es, err := elements(v)
-		if err != nil {
-			return nil, false, err
-		}
-		changed := false
-		for i := range es {
-			nv, c, err := canonical(es[i])
-			if err != nil {
-				return nil, false, err
+		dst = append(dst, '[')
+		it := arrayIter(v)
+		for n := 0; ; n++ {
+			e, ok := it.next()
+			if !ok {
+				break
 			}
-			if c {
-				es[i], changed = nv, true
+			if n > 0 {
+				dst = append(dst, ',')
 			}
-		}
-		if !changed {
-			return v, false, nil
-		}
-		out := make([]byte, 0, len(v))
-		out = append(out, '[')
-		for i, e := range es {
-			if i > 0 {
-				out = append(out, ',')
+			var c bool
+			var err error
+			if dst, c, err = canonical(dst, e, stack); err != nil {
+				return dst, false, err
 			}
-			out = append(out, e...)
+			changed = changed || c
 		}
-		return append(out, ']'), true, nil
+		if it.err != nil {
+			return dst, false, it.err
+		}
+		dst = append(dst, ']')
+	default:
+		return append(dst, v...), false, nil
 	}
-	return v, false, nil
+	if !changed {
+		return append(dst[:start], v...), false, nil
+	}
+	return dst, true, nil
 }
 
 // edit replaces body[start:end] with repl.
@@ -201,19 +259,37 @@ func apply(body []byte, edits []edit) []byte {
 // offset is the position of sub (a subslice of base) inside base.
 func offset(base, sub []byte) int { return cap(base) - cap(sub) }
 
-// find returns the value of key in object obj (last occurrence wins), or nil.
+// find returns the value of key in object obj (last occurrence wins), or nil (also when obj
+// is malformed).
 func find(obj []byte, key string) []byte {
-	ms, err := members(obj)
-	if err != nil {
-		return nil
-	}
 	var v []byte
-	for _, m := range ms {
-		if m.name == key {
-			v = m.val
+	it := objectIter(obj)
+	for k, x, ok := it.next(); ok; k, x, ok = it.next() {
+		if string(name(k)) == key {
+			v = x
 		}
 	}
+	if it.err != nil {
+		return nil
+	}
 	return v
+}
+
+// find2 is find for two keys in one walk.
+func find2(obj []byte, key1, key2 string) (v1, v2 []byte) {
+	it := objectIter(obj)
+	for k, x, ok := it.next(); ok; k, x, ok = it.next() {
+		switch string(name(k)) {
+		case key1:
+			v1 = x
+		case key2:
+			v2 = x
+		}
+	}
+	if it.err != nil {
+		return nil, nil
+	}
+	return v1, v2
 }
 
 // The scanners are the providers package's (one implementation for the whole gateway); a
