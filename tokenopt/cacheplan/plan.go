@@ -8,6 +8,7 @@ package cacheplan
 import (
 	"bytes"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,13 +105,65 @@ var defaultPlanner = NewPlanner()
 // Plan runs the default Planner.
 func Plan(body []byte, t Target) ([]byte, Report, error) { return defaultPlanner.Plan(body, t) }
 
+// unit is one tool or message in Anthropic render order. How to mark it is plain data
+// (offsets into the walked body), turned into edits only for the units that get a marker.
 type unit struct {
-	where    string
-	msgIdx   int // -1 for tools
-	blocks   int // cumulative blocks at its end
-	tokens   int // cumulative tokens at its end
-	markable bool
-	mark     func(cc []byte) edit
+	tool           bool // tools[idx], else messages[idx]
+	idx            int
+	blocks, tokens int // its own during the walk, then cumulative at its end
+	mark           markKind
+	at, end        int  // markInsert: at is the closing brace; markWrap: the string is [at,end)
+	empty          bool // markInsert: the object has no members, so no comma
+}
+
+type markKind uint8
+
+const (
+	noMark     markKind = iota
+	markInsert          // insert ,"cache_control":cc before the object's closing brace
+	markWrap            // replace string content s with [{"type":"text","text":s,"cache_control":cc}]
+)
+
+// The bytes a marker inserts; index 0 is the 5m TTL, 1 the 1h TTL.
+var (
+	markMember    = [2][]byte{[]byte(`,"cache_control":{"type":"ephemeral"}`), []byte(`,"cache_control":{"type":"ephemeral","ttl":"1h"}`)}
+	markWrapOpen  = []byte(`[{"type":"text","text":`)
+	markWrapClose = [2][]byte{[]byte(`,"cache_control":{"type":"ephemeral"}}]`), []byte(`,"cache_control":{"type":"ephemeral","ttl":"1h"}}]`)}
+)
+
+// markEdits appends the edits that add u's marker with the 1h TTL when long, else 5m.
+func (u *unit) markEdits(edits []edit, long bool) []edit {
+	ttl := 0
+	if long {
+		ttl = 1
+	}
+	switch u.mark {
+	case markInsert:
+		m := markMember[ttl]
+		if u.empty {
+			m = m[1:]
+		}
+		edits = append(edits, edit{u.at, u.at, m})
+	case markWrap:
+		// Two insertions rather than one replacement: the string is not copied twice.
+		edits = append(edits, edit{u.at, u.at, markWrapOpen}, edit{u.end, u.end, markWrapClose[ttl]})
+	}
+	return edits
+}
+
+func (u *unit) where() string {
+	if u.tool {
+		return indexed("tools", u.idx)
+	}
+	return indexed("messages", u.idx)
+}
+
+// indexed renders prefix[i] with a single allocation.
+func indexed(prefix string, i int) string {
+	var b [32]byte
+	s := append(append(b[:0], prefix...), '[')
+	s = strconv.AppendInt(s, int64(i), 10)
+	return string(append(s, ']'))
 }
 
 // Plan rewrites body for t. On malformed input it returns body unchanged with the error.
@@ -183,18 +236,15 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 				break
 			}
 			_, _ = h.Write(tool)
-			where := "tools[" + strconv.Itoa(i) + "]"
-			u := unit{where: where, msgIdx: -1, blocks: 1, tokens: tokens.Estimate(len(tool))}
+			u := unit{tool: true, idx: i, blocks: 1, tokens: tokens.Estimate(len(tool))}
 			if len(tool) > 0 && tool[0] == '{' {
 				if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
 					if d := find(fn, "description"); len(d) > 1 && d[0] == '"' {
-						rep.Breakers = scan(d[1:len(d)-1], where, rep.Breakers)
+						rep.Breakers = scan(d[1:len(d)-1], "tools", i, rep.Breakers)
 					}
 				}
-				end := offset(b1, tool) + len(tool) - 1
-				empty := len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
-				u.markable = true
-				u.mark = func(cc []byte) edit { return insertMember(end, empty, cc) }
+				u.mark, u.at = markInsert, offset(b1, tool)+len(tool)-1
+				u.empty = len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
 			}
 			toolUnits = append(toolUnits, u)
 		}
@@ -239,8 +289,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 		if len(role) > 1 && role[0] == '"' {
 			r = unquote(role)
 		}
-		where := "messages[" + strconv.Itoa(i) + "]"
-		u := unit{where: where, msgIdx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
+		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
 		system := r == "system" || r == "developer"
 		if len(content) > 0 {
 			switch content[0] {
@@ -248,21 +297,11 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 				if len(content) > 2 {
 					u.blocks++
 					if system {
-						rep.Breakers = scan(content[1:len(content)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
+						rep.Breakers = scan(content[1:len(content)-1], "system", i, rep.Breakers)
 					}
 					if nCalls == 0 {
-						o := offset(b1, content)
-						raw := content
-						u.markable = true
-						u.mark = func(cc []byte) edit {
-							repl := make([]byte, 0, len(raw)+len(cc)+48)
-							repl = append(repl, `[{"type":"text","text":`...)
-							repl = append(repl, raw...)
-							repl = append(repl, `,"cache_control":`...)
-							repl = append(repl, cc...)
-							repl = append(repl, "}]"...)
-							return edit{o, o + len(raw), repl}
-						}
+						u.mark, u.at = markWrap, offset(b1, content)
+						u.end = u.at + len(content)
 					}
 				}
 			case '[':
@@ -276,15 +315,13 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 					for pt, ok := pi.next(); ok; pt, ok = pi.next() {
 						if len(pt) > 0 && pt[0] == '{' {
 							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
-								rep.Breakers = scan(tx[1:len(tx)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
+								rep.Breakers = scan(tx[1:len(tx)-1], "system", i, rep.Breakers)
 							}
 						}
 					}
 				}
 				if n > 0 && nCalls == 0 && partMarkable(last) {
-					end := offset(b1, last) + len(last) - 1
-					u.markable = true
-					u.mark = func(cc []byte) edit { return insertMember(end, false, cc) }
+					u.mark, u.at = markInsert, offset(b1, last)+len(last)-1
 				}
 			}
 		}
@@ -371,29 +408,31 @@ func partMarkable(pt []byte) bool {
 	return false
 }
 
-// insertMember inserts ,"cache_control":cc before the closing brace at end.
-func insertMember(end int, empty bool, cc []byte) edit {
-	repl := make([]byte, 0, len(cc)+18)
-	if !empty {
-		repl = append(repl, ',')
-	}
-	repl = append(repl, `"cache_control":`...)
-	repl = append(repl, cc...)
-	return edit{end, end, repl}
+// choice is a unit picked for a breakpoint (an index into all) and its TTL.
+type choice struct {
+	unit int
+	ttl  string
 }
-
-var (
-	cc5m = []byte(`{"type":"ephemeral"}`)
-	cc1h = []byte(`{"type":"ephemeral","ttl":"1h"}`)
-)
 
 // placeBreakpoints picks at most MaxBreakpoints markers: the rolling last message, the end of
 // system (or tools), intermediates so consecutive markers are at most Lookback blocks apart,
 // then the end of tools. Markers whose prefix is below minTok are skipped. The prefix markers
 // take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones.
 func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report) []edit {
-	chosen := map[int]string{}
-	ok := func(i int) bool { return i >= 0 && all[i].markable && all[i].tokens >= minTok }
+	var chosen [MaxBreakpoints]choice // in the order picked
+	n := 0
+	// choose adds unit i; one picked twice keeps one slot and the latest TTL.
+	choose := func(i int, ttl string) {
+		for k := range n {
+			if chosen[k].unit == i {
+				chosen[k].ttl = ttl
+				return
+			}
+		}
+		chosen[n].unit, chosen[n].ttl = i, ttl
+		n++
+	}
+	ok := func(i int) bool { return i >= 0 && all[i].mark != noMark && all[i].tokens >= minTok }
 	prefixTTL := "5m"
 	if long {
 		prefixTTL = "1h"
@@ -406,7 +445,7 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 		}
 	}
 	if last >= 0 {
-		chosen[last] = "5m"
+		choose(last, "5m")
 	}
 	anchor := -1
 	for i := nTools + nSys - 1; i >= 0; i-- {
@@ -415,8 +454,8 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			break
 		}
 	}
-	if anchor >= 0 && len(chosen) < MaxBreakpoints {
-		chosen[anchor] = prefixTTL
+	if anchor >= 0 && n < MaxBreakpoints {
+		choose(anchor, prefixTTL)
 	}
 	if last >= 0 {
 		floor := 0
@@ -424,7 +463,7 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			floor = all[anchor].blocks
 		}
 		cur := last
-		for len(chosen) < MaxBreakpoints && all[cur].blocks-floor > Lookback {
+		for n < MaxBreakpoints && all[cur].blocks-floor > Lookback {
 			pick := -1
 			for i := nTools + nSys; i < cur; i++ { // earliest marker within reach of cur
 				if ok(i) && all[i].blocks >= all[cur].blocks-Lookback {
@@ -443,25 +482,25 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			if pick < 0 || (anchor >= 0 && pick <= anchor) {
 				break
 			}
-			chosen[pick] = "5m"
+			choose(pick, "5m")
 			cur = pick
 		}
 	}
-	if nTools > 0 && anchor >= nTools && len(chosen) < MaxBreakpoints && ok(nTools-1) {
-		chosen[nTools-1] = prefixTTL
+	if nTools > 0 && anchor >= nTools && n < MaxBreakpoints && ok(nTools-1) {
+		choose(nTools-1, prefixTTL)
 	}
+	if n == 0 {
+		return nil
+	}
+	// Markers and the Report list them in render order.
+	picked := chosen[:n]
+	slices.SortFunc(picked, func(a, b choice) int { return a.unit - b.unit })
 	var edits []edit
-	for i := range all {
-		ttl, ok := chosen[i]
-		if !ok {
-			continue
-		}
-		cc := cc5m
-		if ttl == "1h" {
-			cc = cc1h
-		}
-		edits = append(edits, all[i].mark(cc))
-		rep.Breakpoints = append(rep.Breakpoints, Breakpoint{Where: all[i].where, Block: all[i].blocks, TTL: ttl, PrefixTokens: all[i].tokens})
+	rep.Breakpoints = make([]Breakpoint, 0, n)
+	for _, c := range picked {
+		u := &all[c.unit]
+		edits = u.markEdits(edits, c.ttl == "1h")
+		rep.Breakpoints = append(rep.Breakpoints, Breakpoint{Where: u.where(), Block: u.blocks, TTL: c.ttl, PrefixTokens: u.tokens})
 	}
 	return edits
 }
