@@ -176,76 +176,73 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return body, rep, errBadJSON
 	}
-	// 1. Canonical key order in tool schemas.
-	b1 := body
 	toolsV, msgsV, keyV, err := topLevel(body)
 	if err != nil {
 		return body, rep, err
 	}
-	if len(toolsV) > 0 && toolsV[0] == '[' {
-		if _, _, err := countElements(toolsV); err != nil {
-			return body, rep, err
-		}
-		var edits []edit
-		var canon []byte
-		var stack []member
-		it := arrayIter(toolsV)
-		for tool, ok := it.next(); ok; tool, ok = it.next() {
-			if len(tool) == 0 || tool[0] != '{' {
-				continue
-			}
-			fn := find(tool, "function")
-			if len(fn) == 0 || fn[0] != '{' {
-				continue
-			}
-			params := find(fn, "parameters")
-			if len(params) == 0 || params[0] != '{' {
-				continue
-			}
-			start := len(canon)
-			var changed bool
-			if canon, changed, err = canonical(canon, params, &stack); err != nil {
-				return body, rep, err
-			}
-			if changed {
-				o := offset(body, params)
-				edits = append(edits, edit{o, o + len(params), canon[start:]})
-				rep.SchemasSorted++
-			} else {
-				canon = canon[:start]
-			}
-		}
-		if len(edits) > 0 {
-			b1 = apply(body, edits)
-			if toolsV, msgsV, keyV, err = topLevel(b1); err != nil {
-				return body, rep, err
-			}
-		}
-	}
+	// Every change is an edit of body (tool schemas, markers, prompt_cache_key), applied in
+	// one copy at the end. The walk reads body but hashes and estimates each tool as it will
+	// be sent, with its schema in canonical order.
+	var edits []edit
+	var canon []byte   // the canonical schemas that edits insert
+	var stack []member // canonical's scratch
 
-	// 2. Walk tools and messages in Anthropic render order: tools, system, conversation.
+	// 1. Walk tools and messages in Anthropic render order: tools, system, conversation.
 	h := xxhash.New()
 	_, _ = h.WriteString(t.Model)
 	_, _ = h.Write([]byte{0})
 	var toolUnits, sysUnits, convUnits []unit
-	if tv := toolsV; len(tv) > 0 && tv[0] == '[' {
-		it := arrayIter(tv)
+	if len(toolsV) > 0 && toolsV[0] == '[' {
+		if _, _, err := countElements(toolsV); err != nil {
+			return body, rep, err
+		}
+		it := arrayIter(toolsV)
 		for i := 0; ; i++ {
 			tool, ok := it.next()
 			if !ok {
 				break
 			}
-			_, _ = h.Write(tool)
-			u := unit{tool: true, idx: i, blocks: 1, tokens: tokens.Estimate(len(tool))}
+			u := unit{tool: true, idx: i, blocks: 1}
+			sent := len(tool) // its length once its schema is canonical
+			hashed := false
 			if len(tool) > 0 && tool[0] == '{' {
+				var params, desc []byte
 				if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
-					if d := find(fn, "description"); len(d) > 1 && d[0] == '"' {
-						rep.Breakers = scan(d[1:len(d)-1], "tools", i, rep.Breakers)
+					params, desc = find2(fn, "parameters", "description")
+				}
+				if len(params) > 0 && params[0] == '{' {
+					start := len(canon)
+					var changed bool
+					if canon, changed, err = canonical(canon, params, &stack); err != nil {
+						// A bad schema fails Plan before any description counts.
+						rep.Breakers = nil
+						return body, rep, err
+					}
+					if changed {
+						c := canon[start:]
+						o := offset(body, params)
+						edits = append(edits, edit{o, o + len(params), c})
+						rep.SchemasSorted++
+						po := o - offset(body, tool)
+						_, _ = h.Write(tool[:po])
+						_, _ = h.Write(c)
+						_, _ = h.Write(tool[po+len(params):])
+						hashed = true
+						sent += len(c) - len(params)
+					} else {
+						canon = canon[:start]
 					}
 				}
-				u.mark, u.at = markInsert, offset(b1, tool)+len(tool)-1
+				if len(desc) > 1 && desc[0] == '"' {
+					rep.Breakers = scan(desc[1:len(desc)-1], "tools", i, rep.Breakers)
+				}
+				u.mark, u.at = markInsert, offset(body, tool)+len(tool)-1
 				u.empty = len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
 			}
+			if !hashed {
+				_, _ = h.Write(tool)
+			}
+			u.tokens = tokens.Estimate(sent)
 			toolUnits = append(toolUnits, u)
 		}
 	}
@@ -300,7 +297,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 						rep.Breakers = scan(content[1:len(content)-1], "system", i, rep.Breakers)
 					}
 					if nCalls == 0 {
-						u.mark, u.at = markWrap, offset(b1, content)
+						u.mark, u.at = markWrap, offset(body, content)
 						u.end = u.at + len(content)
 					}
 				}
@@ -321,7 +318,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 					}
 				}
 				if n > 0 && nCalls == 0 && partMarkable(last) {
-					u.mark, u.at = markInsert, offset(b1, last)+len(last)-1
+					u.mark, u.at = markInsert, offset(body, last)+len(last)-1
 				}
 			}
 		}
@@ -348,9 +345,8 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	if np := len(toolUnits) + len(sysUnits); np > 0 {
 		rep.PrefixTokens = all[np-1].tokens
 	}
-	out := b1
 
-	// 3. Breakpoints for Anthropic-format targets.
+	// 2. Breakpoints for Anthropic-format targets.
 	if anthropicFormat(t) {
 		if hasCallerMarkers(body) {
 			rep.CallerMarkers = true
@@ -363,13 +359,12 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 				rep.BelowMinimum = true
 			} else {
 				long := p.reuse.longGap(t.Workspace+"\x00"+strconv.FormatUint(rep.PrefixHash, 16), now()) && allow1h(t)
-				edits := placeBreakpoints(all, len(toolUnits), len(sysUnits), minTok, long, &rep)
-				out = apply(b1, edits)
+				edits = append(edits, placeBreakpoints(all, len(toolUnits), len(sysUnits), minTok, long, &rep)...)
 			}
 		}
 	}
 
-	// 4. prompt_cache_key for OpenAI models that accept it.
+	// 3. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
 		if v := keyV; v == nil || string(v) == "null" {
 			kh := xxhash.New()
@@ -383,15 +378,19 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 				key += "-s" + strconv.FormatUint(xxhash.Sum64(firstConv)%shards, 10)
 			}
 			if v := keyV; v != nil { // an explicit null
-				o := offset(b1, v)
-				out = apply(out, []edit{{o, o + len(v), []byte(strconv.Quote(key))}})
-			} else {
-				out = insertFirst(out, "prompt_cache_key", strconv.Quote(key))
+				o := offset(body, v)
+				edits = append(edits, edit{o, o + len(v), strconv.AppendQuote(nil, key)})
+			} else { // the first member
+				m := append([]byte(`"prompt_cache_key":`), strconv.Quote(key)...)
+				if body[skipSpace(body, 1)] != '}' {
+					m = append(m, ',')
+				}
+				edits = append(edits, edit{1, 1, m})
 			}
 			rep.PromptCacheKey = key
 		}
 	}
-	return out, rep, nil
+	return apply(body, edits), rep, nil
 }
 
 func partMarkable(pt []byte) bool {
@@ -672,20 +671,4 @@ func topLevel(body []byte) (tools, msgs, key []byte, err error) {
 		return nil, nil, nil, it.err
 	}
 	return tools, msgs, key, nil
-}
-
-// insertFirst inserts "key":value as the first member of the object doc.
-func insertFirst(doc []byte, key, value string) []byte {
-	open := skipSpace(doc, 0)
-	rest := skipSpace(doc, open+1)
-	out := make([]byte, 0, len(doc)+len(key)+len(value)+4)
-	out = append(out, doc[:open+1]...)
-	out = append(out, '"')
-	out = append(out, key...)
-	out = append(out, '"', ':')
-	out = append(out, value...)
-	if doc[rest] != '}' {
-		out = append(out, ',')
-	}
-	return append(out, doc[open+1:]...)
 }
