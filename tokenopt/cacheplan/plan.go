@@ -166,8 +166,41 @@ func indexed(prefix string, i int) string {
 	return string(append(s, ']'))
 }
 
+// scratch is the working memory of one Plan call. It is pooled, so that a call allocates
+// little more than its output.
+type scratch struct {
+	units     []unit // tools; after the walk all units in render order
+	sys, conv []unit
+	edits     []edit
+	ins       []byte   // bytes the edits insert: canonical schemas, the prompt_cache_key
+	stack     []member // canonical's
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// Limits of what a pooled scratch keeps, so that one huge request does not pin memory.
+const (
+	maxPooledItems = 1 << 14
+	maxPooledBytes = 1 << 20
+)
+
+func (s *scratch) release() {
+	if cap(s.units)+cap(s.sys)+cap(s.conv)+cap(s.edits)+cap(s.stack) > maxPooledItems || cap(s.ins) > maxPooledBytes {
+		return
+	}
+	clear(s.stack[:cap(s.stack)]) // it points into the body, which must not stay reachable
+	s.units, s.sys, s.conv, s.edits, s.ins, s.stack = s.units[:0], s.sys[:0], s.conv[:0], s.edits[:0], s.ins[:0], s.stack[:0]
+	scratchPool.Put(s)
+}
+
 // Plan rewrites body for t. On malformed input it returns body unchanged with the error.
 func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
+	s := scratchPool.Get().(*scratch)
+	defer s.release()
+	return p.plan(s, body, t)
+}
+
+func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error) {
 	var rep Report
 	now := time.Now
 	if p.Now != nil {
@@ -183,15 +216,12 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	// Every change is an edit of body (tool schemas, markers, prompt_cache_key), applied in
 	// one copy at the end. The walk reads body but hashes and estimates each tool as it will
 	// be sent, with its schema in canonical order.
-	var edits []edit
-	var canon []byte   // the canonical schemas that edits insert
-	var stack []member // canonical's scratch
 
 	// 1. Walk tools and messages in Anthropic render order: tools, system, conversation.
-	h := xxhash.New()
+	var h xxhash.Digest
+	h.Reset()
 	_, _ = h.WriteString(t.Model)
 	_, _ = h.Write([]byte{0})
-	var toolUnits, sysUnits, convUnits []unit
 	if len(toolsV) > 0 && toolsV[0] == '[' {
 		if _, _, err := countElements(toolsV); err != nil {
 			return body, rep, err
@@ -211,17 +241,17 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 					params, desc = find2(fn, "parameters", "description")
 				}
 				if len(params) > 0 && params[0] == '{' {
-					start := len(canon)
+					start := len(s.ins)
 					var changed bool
-					if canon, changed, err = canonical(canon, params, &stack); err != nil {
+					if s.ins, changed, err = canonical(s.ins, params, &s.stack); err != nil {
 						// A bad schema fails Plan before any description counts.
 						rep.Breakers = nil
 						return body, rep, err
 					}
 					if changed {
-						c := canon[start:]
+						c := s.ins[start:]
 						o := offset(body, params)
-						edits = append(edits, edit{o, o + len(params), c})
+						s.edits = append(s.edits, edit{o, o + len(params), c})
 						rep.SchemasSorted++
 						po := o - offset(body, tool)
 						_, _ = h.Write(tool[:po])
@@ -230,7 +260,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 						hashed = true
 						sent += len(c) - len(params)
 					} else {
-						canon = canon[:start]
+						s.ins = s.ins[:start]
 					}
 				}
 				if len(desc) > 1 && desc[0] == '"' {
@@ -243,9 +273,10 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 				_, _ = h.Write(tool)
 			}
 			u.tokens = tokens.Estimate(sent)
-			toolUnits = append(toolUnits, u)
+			s.units = append(s.units, u)
 		}
 	}
+	nTools := len(s.units)
 	if len(msgsV) == 0 || msgsV[0] != '[' {
 		return body, rep, errBadJSON
 	}
@@ -282,12 +313,12 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 		if it.err != nil {
 			return body, rep, it.err
 		}
-		r := ""
+		system := false
 		if len(role) > 1 && role[0] == '"' {
-			r = unquote(role)
+			r := name(role)
+			system = string(r) == "system" || string(r) == "developer"
 		}
 		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
-		system := r == "system" || r == "developer"
 		if len(content) > 0 {
 			switch content[0] {
 			case '"':
@@ -324,17 +355,18 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 		}
 		if system {
 			_, _ = h.Write(m)
-			sysUnits = append(sysUnits, u)
+			s.sys = append(s.sys, u)
 		} else {
 			if firstConv == nil {
 				firstConv = m
 			}
-			convUnits = append(convUnits, u)
+			s.conv = append(s.conv, u)
 		}
 	}
 	rep.PrefixHash = h.Sum64()
-	all := make([]unit, 0, len(toolUnits)+len(sysUnits)+len(convUnits))
-	all = append(append(append(all, toolUnits...), sysUnits...), convUnits...)
+	nSys := len(s.sys)
+	s.units = append(append(s.units, s.sys...), s.conv...)
+	all := s.units
 	cumB, cumT := 0, 0
 	for i := range all {
 		cumB += all[i].blocks
@@ -342,9 +374,11 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 		all[i].blocks, all[i].tokens = cumB, cumT
 	}
 	rep.TotalTokens = cumT
-	if np := len(toolUnits) + len(sysUnits); np > 0 {
+	if np := nTools + nSys; np > 0 {
 		rep.PrefixTokens = all[np-1].tokens
 	}
+	var hexHash [16]byte // rep.PrefixHash in hex, part of the tracker keys
+	prefixHex := strconv.AppendUint(hexHash[:0], rep.PrefixHash, 16)
 
 	// 2. Breakpoints for Anthropic-format targets.
 	if anthropicFormat(t) {
@@ -358,8 +392,10 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 			if rep.TotalTokens < minTok {
 				rep.BelowMinimum = true
 			} else {
-				long := p.reuse.longGap(t.Workspace+"\x00"+strconv.FormatUint(rep.PrefixHash, 16), now()) && allow1h(t)
-				edits = append(edits, placeBreakpoints(all, len(toolUnits), len(sysUnits), minTok, long, &rep)...)
+				var kb [64]byte
+				reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
+				long := p.reuse.longGap(reuseKey, now()) && allow1h(t)
+				s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, &rep, s.edits)
 			}
 		}
 	}
@@ -367,30 +403,34 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	// 3. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
 		if v := keyV; v == nil || string(v) == "null" {
-			kh := xxhash.New()
+			var kh xxhash.Digest
+			kh.Reset()
 			_, _ = kh.WriteString(t.Workspace)
 			_, _ = kh.Write([]byte{0})
-			_, _ = kh.WriteString(strconv.FormatUint(rep.PrefixHash, 16))
+			_, _ = kh.Write(prefixHex)
 			var sum [8]byte
-			key := "btl-" + hex.EncodeToString(kh.Sum(sum[:0]))
+			var kb [64]byte
+			key := hex.AppendEncode(append(kb[:0], "btl-"...), kh.Sum(sum[:0]))
 			if rate := p.rate.rate(key, now()); rate > ShardRate {
 				shards := uint64(rate+ShardRate-1) / ShardRate
-				key += "-s" + strconv.FormatUint(xxhash.Sum64(firstConv)%shards, 10)
+				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(firstConv)%shards, 10)
 			}
-			if v := keyV; v != nil { // an explicit null
+			rep.PromptCacheKey = string(key)
+			start := len(s.ins)
+			if v != nil { // an explicit null
+				s.ins = strconv.AppendQuote(s.ins, rep.PromptCacheKey)
 				o := offset(body, v)
-				edits = append(edits, edit{o, o + len(v), strconv.AppendQuote(nil, key)})
+				s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
 			} else { // the first member
-				m := append([]byte(`"prompt_cache_key":`), strconv.Quote(key)...)
+				s.ins = strconv.AppendQuote(append(s.ins, `"prompt_cache_key":`...), rep.PromptCacheKey)
 				if body[skipSpace(body, 1)] != '}' {
-					m = append(m, ',')
+					s.ins = append(s.ins, ',')
 				}
-				edits = append(edits, edit{1, 1, m})
+				s.edits = append(s.edits, edit{1, 1, s.ins[start:]})
 			}
-			rep.PromptCacheKey = key
 		}
 	}
-	return apply(body, edits), rep, nil
+	return apply(body, s.edits), rep, nil
 }
 
 func partMarkable(pt []byte) bool {
@@ -417,7 +457,7 @@ type choice struct {
 // system (or tools), intermediates so consecutive markers are at most Lookback blocks apart,
 // then the end of tools. Markers whose prefix is below minTok are skipped. The prefix markers
 // take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones.
-func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report) []edit {
+func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report, edits []edit) []edit {
 	var chosen [MaxBreakpoints]choice // in the order picked
 	n := 0
 	// choose adds unit i; one picked twice keeps one slot and the latest TTL.
@@ -489,12 +529,11 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 		choose(nTools-1, prefixTTL)
 	}
 	if n == 0 {
-		return nil
+		return edits
 	}
 	// Markers and the Report list them in render order.
 	picked := chosen[:n]
 	slices.SortFunc(picked, func(a, b choice) int { return a.unit - b.unit })
-	var edits []edit
 	rep.Breakpoints = make([]Breakpoint, 0, n)
 	for _, c := range picked {
 		u := &all[c.unit]
@@ -592,11 +631,11 @@ type trackEntry struct {
 
 const trackerMax = 1 << 16
 
-func (t *tracker) entry(key string, now time.Time) (*trackEntry, bool) {
+func (t *tracker) entry(key []byte, now time.Time) (*trackEntry, bool) {
 	if t.m == nil {
 		t.m = map[string]*trackEntry{}
 	}
-	e, ok := t.m[key]
+	e, ok := t.m[string(key)] // no allocation: only a new entry copies the key
 	if !ok {
 		if len(t.m) >= trackerMax {
 			for k, v := range t.m {
@@ -609,14 +648,14 @@ func (t *tracker) entry(key string, now time.Time) (*trackEntry, bool) {
 			}
 		}
 		e = &trackEntry{win: now}
-		t.m[key] = e
+		t.m[string(key)] = e
 	}
 	return e, ok
 }
 
 // longGap records a use of key and reports whether it has been reused after gaps longer than
 // 5 minutes (but within an hour), where a 1h TTL keeps the entry alive and 5m would not.
-func (t *tracker) longGap(key string, now time.Time) bool {
+func (t *tracker) longGap(key []byte, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, seen := t.entry(key, now)
@@ -634,7 +673,7 @@ func (t *tracker) longGap(key string, now time.Time) bool {
 
 // rate records a request for key and returns the estimated requests in the last minute
 // (this one included), blending the previous minute's count.
-func (t *tracker) rate(key string, now time.Time) int {
+func (t *tracker) rate(key []byte, now time.Time) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, _ := t.entry(key, now)

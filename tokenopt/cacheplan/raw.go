@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
-	"sort"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 )
@@ -241,7 +240,7 @@ func apply(body []byte, edits []edit) []byte {
 	if len(edits) == 0 {
 		return body
 	}
-	sort.Slice(edits, func(i, j int) bool { return edits[i].start < edits[j].start })
+	slices.SortFunc(edits, func(a, b edit) int { return a.start - b.start })
 	n := len(body)
 	for _, e := range edits {
 		n += len(e.repl) - (e.end - e.start)
