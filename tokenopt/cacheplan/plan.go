@@ -549,16 +549,36 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 func hasCallerMarkers(body []byte) bool {
 	const k = `"cache_control"`
 	for off := 0; ; {
-		i := bytes.Index(body[off:], []byte(k))
+		i := indexCacheControl(body, off)
 		if i < 0 {
 			return false
 		}
-		j := skipSpace(body, off+i+len(k))
+		j := skipSpace(body, i+len(k))
 		if j < len(body) && body[j] == ':' {
 			return true
 		}
-		off += i + len(k)
+		off = i + len(k)
 	}
+}
+
+// indexCacheControl returns the index of the first "cache_control" (quotes included) at or
+// after off in body, or -1. It looks for the tail _control" and checks the head before it:
+// bytes.Index scans for the first byte of its pattern and falls back to a much slower search
+// after many false starts, which a '"' soon has in JSON; '_' is far rarer.
+func indexCacheControl(body []byte, off int) int {
+	const head, tail = `"cache`, `_control"`
+	for from := off + len(head); from <= len(body); {
+		j := bytes.Index(body[from:], []byte(tail))
+		if j < 0 {
+			return -1
+		}
+		j += from
+		if string(body[j-len(head):j]) == head {
+			return j - len(head)
+		}
+		from = j + 1
+	}
+	return -1
 }
 
 func lowerModel(m string) string {

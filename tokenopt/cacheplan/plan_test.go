@@ -143,6 +143,28 @@ func TestCallerMarkersNeverOverridden(t *testing.T) {
 	}
 }
 
+func TestHasCallerMarkers(t *testing.T) {
+	for body, want := range map[string]bool{
+		`"cache_control":`:                        true,
+		`{"cache_control" :1}`:                    true,
+		`{"a":"cache_control","b":1}`:             false,
+		`{"a":"x\"cache_control\":1"}`:            false,
+		`{"x\"cache_control":1}`:                  true,  // a raw match, though the key is not cache_control
+		`"cache_control"cache_control":`:          false, // the second match overlaps the first
+		`"cache_control" "cache_control"` + "\n:": true,
+		`_control":`:                              false,
+		`cache_control":`:                         false,
+		`"cache_control"`:                         false,
+		`"cache_contro":"cache__control":`:        false,
+		`{"_control":1,"a_b":"cache_control"}`:    false,
+		``:                                        false,
+	} {
+		if got := hasCallerMarkers([]byte(body)); got != want {
+			t.Errorf("hasCallerMarkers(%s) = %v", body, got)
+		}
+	}
+}
+
 func TestBelowMinimum(t *testing.T) {
 	body := `{"messages":[{"role":"system","content":"short"},{"role":"user","content":"q"}]}`
 	out, rep, _ := NewPlanner().Plan([]byte(body), claude())
