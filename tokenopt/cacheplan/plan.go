@@ -214,8 +214,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		return body, rep, err
 	}
 	// Every change is an edit of body (tool schemas, markers, prompt_cache_key), applied in
-	// one copy at the end. The walk reads body but hashes and estimates each tool as it will
-	// be sent, with its schema in canonical order.
+	// one copy at the end.
 
 	// 1. Walk tools and messages in Anthropic render order: tools, system, conversation.
 	var h xxhash.Digest
@@ -223,145 +222,23 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 	_, _ = h.WriteString(t.Model)
 	_, _ = h.Write([]byte{0})
 	if len(toolsV) > 0 && toolsV[0] == '[' {
-		if _, _, err := countElements(toolsV); err != nil {
+		if err := s.walkTools(body, toolsV, &h, &rep); err != nil {
 			return body, rep, err
-		}
-		it := arrayIter(toolsV)
-		for i := 0; ; i++ {
-			tool, ok := it.next()
-			if !ok {
-				break
-			}
-			u := unit{tool: true, idx: i, blocks: 1}
-			sent := len(tool) // its length once its schema is canonical
-			hashed := false
-			if len(tool) > 0 && tool[0] == '{' {
-				var params, desc []byte
-				if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
-					params, desc = find2(fn, "parameters", "description")
-				}
-				if len(params) > 0 && params[0] == '{' {
-					start := len(s.ins)
-					var changed bool
-					if s.ins, changed, err = canonical(s.ins, params, &s.stack); err != nil {
-						// A bad schema fails Plan before any description counts.
-						rep.Breakers = nil
-						return body, rep, err
-					}
-					if changed {
-						c := s.ins[start:]
-						o := offset(body, params)
-						s.edits = append(s.edits, edit{o, o + len(params), c})
-						rep.SchemasSorted++
-						po := o - offset(body, tool)
-						_, _ = h.Write(tool[:po])
-						_, _ = h.Write(c)
-						_, _ = h.Write(tool[po+len(params):])
-						hashed = true
-						sent += len(c) - len(params)
-					} else {
-						s.ins = s.ins[:start]
-					}
-				}
-				if len(desc) > 1 && desc[0] == '"' {
-					rep.Breakers = scan(desc[1:len(desc)-1], "tools", i, rep.Breakers)
-				}
-				u.mark, u.at = markInsert, offset(body, tool)+len(tool)-1
-				u.empty = len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
-			}
-			if !hashed {
-				_, _ = h.Write(tool)
-			}
-			u.tokens = tokens.Estimate(sent)
-			s.units = append(s.units, u)
 		}
 	}
 	nTools := len(s.units)
 	if len(msgsV) == 0 || msgsV[0] != '[' {
 		return body, rep, errBadJSON
 	}
-	if _, _, err := countElements(msgsV); err != nil {
+	toolFindings := rep.Breakers
+	firstConv, err := s.walkMessages(body, msgsV, &h, &rep)
+	if err != nil {
+		// A messages array that does not split into elements fails before any message is
+		// looked at; a bad message, after the findings of the ones before it.
+		if _, _, bad := countElements(msgsV); bad != nil {
+			rep.Breakers = toolFindings
+		}
 		return body, rep, err
-	}
-	firstConv := []byte(nil)
-	mi := arrayIter(msgsV)
-	for i := 0; ; i++ {
-		m, ok := mi.next()
-		if !ok {
-			break
-		}
-		if len(m) == 0 || m[0] != '{' {
-			return body, rep, errBadJSON
-		}
-		var role, content []byte
-		nCalls := 0
-		it := objectIter(m)
-		for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-			switch string(name(k)) {
-			case "role":
-				role = v
-			case "content":
-				content = v
-			case "tool_calls":
-				if len(v) > 0 && v[0] == '[' {
-					if n, _, err := countElements(v); err == nil {
-						nCalls = n
-					}
-				}
-			}
-		}
-		if it.err != nil {
-			return body, rep, it.err
-		}
-		system := false
-		if len(role) > 1 && role[0] == '"' {
-			r := name(role)
-			system = string(r) == "system" || string(r) == "developer"
-		}
-		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
-		if len(content) > 0 {
-			switch content[0] {
-			case '"':
-				if len(content) > 2 {
-					u.blocks++
-					if system {
-						rep.Breakers = scan(content[1:len(content)-1], "system", i, rep.Breakers)
-					}
-					if nCalls == 0 {
-						u.mark, u.at = markWrap, offset(body, content)
-						u.end = u.at + len(content)
-					}
-				}
-			case '[':
-				n, last, err := countElements(content)
-				if err != nil {
-					return body, rep, err
-				}
-				u.blocks += n
-				if system {
-					pi := arrayIter(content)
-					for pt, ok := pi.next(); ok; pt, ok = pi.next() {
-						if len(pt) > 0 && pt[0] == '{' {
-							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
-								rep.Breakers = scan(tx[1:len(tx)-1], "system", i, rep.Breakers)
-							}
-						}
-					}
-				}
-				if n > 0 && nCalls == 0 && partMarkable(last) {
-					u.mark, u.at = markInsert, offset(body, last)+len(last)-1
-				}
-			}
-		}
-		if system {
-			_, _ = h.Write(m)
-			s.sys = append(s.sys, u)
-		} else {
-			if firstConv == nil {
-				firstConv = m
-			}
-			s.conv = append(s.conv, u)
-		}
 	}
 	rep.PrefixHash = h.Sum64()
 	nSys := len(s.sys)
@@ -431,6 +308,156 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		}
 	}
 	return apply(body, s.edits), rep, nil
+}
+
+// walkTools appends a unit per tool to s.units, hashes the tools, sorts their parameter
+// schemas into canonical key order (as edits) and scans their descriptions for breakers.
+// Each tool is hashed and estimated as it will be sent, with its schema canonical.
+func (s *scratch) walkTools(body, tools []byte, h *xxhash.Digest, rep *Report) error {
+	// A malformed array fails before any tool is looked at.
+	if _, _, err := countElements(tools); err != nil {
+		return err
+	}
+	it := arrayIter(tools)
+	for i := 0; ; i++ {
+		tool, ok := it.next()
+		if !ok {
+			return nil
+		}
+		u := unit{tool: true, idx: i, blocks: 1}
+		sent := len(tool) // its length once its schema is canonical
+		hashed := false
+		if len(tool) > 0 && tool[0] == '{' {
+			var params, desc []byte
+			if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
+				params, desc = find2(fn, "parameters", "description")
+			}
+			if len(params) > 0 && params[0] == '{' {
+				start := len(s.ins)
+				var changed bool
+				var err error
+				if s.ins, changed, err = canonical(s.ins, params, &s.stack); err != nil {
+					// A bad schema fails Plan before any description counts.
+					rep.Breakers = nil
+					return err
+				}
+				if changed {
+					c := s.ins[start:]
+					o := offset(body, params)
+					s.edits = append(s.edits, edit{o, o + len(params), c})
+					rep.SchemasSorted++
+					po := o - offset(body, tool)
+					_, _ = h.Write(tool[:po])
+					_, _ = h.Write(c)
+					_, _ = h.Write(tool[po+len(params):])
+					hashed = true
+					sent += len(c) - len(params)
+				} else {
+					s.ins = s.ins[:start]
+				}
+			}
+			if len(desc) > 1 && desc[0] == '"' {
+				rep.Breakers = scan(desc[1:len(desc)-1], "tools", i, rep.Breakers)
+			}
+			u.mark, u.at = markInsert, offset(body, tool)+len(tool)-1
+			u.empty = len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
+		}
+		if !hashed {
+			_, _ = h.Write(tool)
+		}
+		u.tokens = tokens.Estimate(sent)
+		s.units = append(s.units, u)
+	}
+}
+
+// walkMessages appends a unit per message to s.sys or s.conv, hashes the system messages
+// and scans them for breakers. It returns the first conversation message.
+func (s *scratch) walkMessages(body, msgs []byte, h *xxhash.Digest, rep *Report) (firstConv []byte, err error) {
+	mi := arrayIter(msgs)
+	for i := 0; ; i++ {
+		start, ok := mi.start()
+		if !ok {
+			return firstConv, mi.err
+		}
+		if msgs[start] != '{' {
+			return nil, errBadJSON
+		}
+		// Walking the members delimits the message too, so it is scanned once; where the
+		// walk succeeds it ends where skipping the value would.
+		var role, content []byte
+		nCalls := 0
+		it := objectIter(msgs[start:])
+		for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+			switch string(name(k)) {
+			case "role":
+				role = v
+			case "content":
+				content = v
+			case "tool_calls":
+				if len(v) > 0 && v[0] == '[' {
+					if n, _, err := countElements(v); err == nil {
+						nCalls = n
+					}
+				}
+			}
+		}
+		if it.err != nil {
+			return nil, it.err
+		}
+		m := msgs[start : start+it.i]
+		if !mi.finish(start + it.i) {
+			return nil, mi.err
+		}
+		system := false
+		if len(role) > 1 && role[0] == '"' {
+			r := name(role)
+			system = string(r) == "system" || string(r) == "developer"
+		}
+		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
+		if len(content) > 0 {
+			switch content[0] {
+			case '"':
+				if len(content) > 2 {
+					u.blocks++
+					if system {
+						rep.Breakers = scan(content[1:len(content)-1], "system", i, rep.Breakers)
+					}
+					if nCalls == 0 {
+						u.mark, u.at = markWrap, offset(body, content)
+						u.end = u.at + len(content)
+					}
+				}
+			case '[':
+				n, last, err := countElements(content)
+				if err != nil {
+					return nil, err
+				}
+				u.blocks += n
+				if system {
+					pi := arrayIter(content)
+					for pt, ok := pi.next(); ok; pt, ok = pi.next() {
+						if len(pt) > 0 && pt[0] == '{' {
+							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
+								rep.Breakers = scan(tx[1:len(tx)-1], "system", i, rep.Breakers)
+							}
+						}
+					}
+				}
+				if n > 0 && nCalls == 0 && partMarkable(last) {
+					u.mark, u.at = markInsert, offset(body, last)+len(last)-1
+				}
+			}
+		}
+		if system {
+			_, _ = h.Write(m)
+			s.sys = append(s.sys, u)
+		} else {
+			if firstConv == nil {
+				firstConv = m
+			}
+			s.conv = append(s.conv, u)
+		}
+	}
 }
 
 func partMarkable(pt []byte) bool {

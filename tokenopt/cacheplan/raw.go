@@ -17,7 +17,7 @@ var errBadJSON = errors.New("cacheplan: malformed JSON")
 // it yields are subslices of the object.
 type objIter struct {
 	b    []byte
-	i    int
+	i    int // where the next member starts; once done, just past the closing brace
 	done bool
 	err  error
 }
@@ -25,7 +25,10 @@ type objIter struct {
 // objectIter starts a walk of obj (obj[0] is '{').
 func objectIter(obj []byte) objIter {
 	i := skipSpace(obj, 1)
-	return objIter{b: obj, i: i, done: i < len(obj) && obj[i] == '}'}
+	if i < len(obj) && obj[i] == '}' {
+		return objIter{b: obj, i: i + 1, done: true}
+	}
+	return objIter{b: obj, i: i}
 }
 
 // next returns the next member's quoted key (as written) and value.
@@ -74,7 +77,7 @@ func (it *objIter) fail() ([]byte, []byte, bool) {
 // arrIter walks the elements of an array the way objIter walks an object.
 type arrIter struct {
 	b    []byte
-	i    int
+	i    int // where the next element starts; once done, just past the closing bracket
 	done bool
 	err  error
 }
@@ -82,37 +85,56 @@ type arrIter struct {
 // arrayIter starts a walk of arr (arr[0] is '[').
 func arrayIter(arr []byte) arrIter {
 	i := skipSpace(arr, 1)
-	return arrIter{b: arr, i: i, done: i < len(arr) && arr[i] == ']'}
+	if i < len(arr) && arr[i] == ']' {
+		return arrIter{b: arr, i: i + 1, done: true}
+	}
+	return arrIter{b: arr, i: i}
 }
 
 func (it *arrIter) next() ([]byte, bool) {
-	if it.done || it.err != nil {
+	i, ok := it.start()
+	if !ok {
 		return nil, false
 	}
-	b, i := it.b, it.i
-	if i >= len(b) {
-		it.err = errBadJSON
-		return nil, false
-	}
-	e, err := skipValue(b, i)
+	e, err := skipValue(it.b, i)
 	if err != nil {
 		it.err = err
 		return nil, false
 	}
+	if !it.finish(e) {
+		return nil, false
+	}
+	return it.b[i:e], true
+}
+
+// start returns the index of the next element in the array, for a caller that delimits
+// the element itself and then calls finish; ok is false after the last one or on error.
+func (it *arrIter) start() (i int, ok bool) {
+	if it.done || it.err != nil {
+		return 0, false
+	}
+	if it.i >= len(it.b) {
+		it.err = errBadJSON
+		return 0, false
+	}
+	return it.i, true
+}
+
+// finish reads the separator after the element that ends just before index e.
+func (it *arrIter) finish(e int) bool {
+	b := it.b
 	j := skipSpace(b, e)
 	switch {
 	case j >= len(b):
 		it.err = errBadJSON
-		return nil, false
 	case b[j] == ']':
 		it.done, it.i = true, j+1
 	case b[j] == ',':
 		it.i = skipSpace(b, j+1)
 	default:
 		it.err = errBadJSON
-		return nil, false
 	}
-	return b[i:e], true
+	return it.err == nil
 }
 
 // countElements returns the number of elements of arr and the last one, or an error when
