@@ -114,6 +114,7 @@ type unit struct {
 	mark           markKind
 	at, end        int  // markInsert: at is the closing brace; markWrap: the string is [at,end)
 	empty          bool // markInsert: the object has no members, so no comma
+	from, to       int  // a message's bytes: system messages are hashed after the walk
 }
 
 type markKind uint8
@@ -171,6 +172,7 @@ func indexed(prefix string, i int) string {
 type scratch struct {
 	units     []unit // tools; after the walk all units in render order
 	sys, conv []unit
+	findings  []Finding // in system messages, reported after those in tools
 	edits     []edit
 	ins       []byte   // bytes the edits insert: canonical schemas, the prompt_cache_key
 	stack     []member // canonical's
@@ -185,11 +187,13 @@ const (
 )
 
 func (s *scratch) release() {
-	if cap(s.units)+cap(s.sys)+cap(s.conv)+cap(s.edits)+cap(s.stack) > maxPooledItems || cap(s.ins) > maxPooledBytes {
+	if cap(s.units)+cap(s.sys)+cap(s.conv)+cap(s.findings)+cap(s.edits)+cap(s.stack) > maxPooledItems || cap(s.ins) > maxPooledBytes {
 		return
 	}
 	clear(s.stack[:cap(s.stack)]) // it points into the body, which must not stay reachable
-	s.units, s.sys, s.conv, s.edits, s.ins, s.stack = s.units[:0], s.sys[:0], s.conv[:0], s.edits[:0], s.ins[:0], s.stack[:0]
+	clear(s.findings[:cap(s.findings)])
+	s.units, s.sys, s.conv, s.findings = s.units[:0], s.sys[:0], s.conv[:0], s.findings[:0]
+	s.edits, s.ins, s.stack = s.edits[:0], s.ins[:0], s.stack[:0]
 	scratchPool.Put(s)
 }
 
@@ -200,6 +204,8 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	return p.plan(s, body, t)
 }
 
+// plan does Plan's work. Every change is an edit of body (canonical tool schemas, markers,
+// prompt_cache_key), applied in one copy at the end.
 func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error) {
 	var rep Report
 	now := time.Now
@@ -209,36 +215,37 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return body, rep, errBadJSON
 	}
-	toolsV, msgsV, keyV, err := topLevel(body)
+	// 1. The top level, the messages walked on the way.
+	top, err := s.walkTop(body)
 	if err != nil {
 		return body, rep, err
 	}
-	// Every change is an edit of body (tool schemas, markers, prompt_cache_key), applied in
-	// one copy at the end.
 
-	// 1. Walk tools and messages in Anthropic render order: tools, system, conversation.
+	// 2. Tools, then the system messages, in the hash and the findings.
 	var h xxhash.Digest
 	h.Reset()
 	_, _ = h.WriteString(t.Model)
 	_, _ = h.Write([]byte{0})
-	if len(toolsV) > 0 && toolsV[0] == '[' {
-		if err := s.walkTools(body, toolsV, &h, &rep); err != nil {
+	if len(top.tools) > 0 && top.tools[0] == '[' {
+		if err := s.walkTools(body, top.tools, &h, &rep); err != nil {
 			return body, rep, err
 		}
 	}
 	nTools := len(s.units)
-	if len(msgsV) == 0 || msgsV[0] != '[' {
+	if len(top.msgs) == 0 || top.msgs[0] != '[' {
 		return body, rep, errBadJSON
 	}
-	toolFindings := rep.Breakers
-	firstConv, err := s.walkMessages(body, msgsV, &h, &rep)
-	if err != nil {
-		// A messages array that does not split into elements fails before any message is
-		// looked at; a bad message, after the findings of the ones before it.
-		if _, _, bad := countElements(msgsV); bad != nil {
-			rep.Breakers = toolFindings
+	if top.msgErr != nil {
+		// A bad message fails Plan with the findings of the messages before it, unless the
+		// array does not split into elements: that fails before any message is looked at.
+		if _, _, bad := countElements(top.msgs); bad == nil {
+			rep.Breakers = append(rep.Breakers, s.findings...)
 		}
-		return body, rep, err
+		return body, rep, top.msgErr
+	}
+	rep.Breakers = append(rep.Breakers, s.findings...)
+	for _, u := range s.sys {
+		_, _ = h.Write(body[u.from:u.to])
 	}
 	rep.PrefixHash = h.Sum64()
 	nSys := len(s.sys)
@@ -257,7 +264,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 	var hexHash [16]byte // rep.PrefixHash in hex, part of the tracker keys
 	prefixHex := strconv.AppendUint(hexHash[:0], rep.PrefixHash, 16)
 
-	// 2. Breakpoints for Anthropic-format targets.
+	// 3. Breakpoints for Anthropic-format targets.
 	if anthropicFormat(t) {
 		if hasCallerMarkers(body) {
 			rep.CallerMarkers = true
@@ -277,9 +284,9 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		}
 	}
 
-	// 3. prompt_cache_key for OpenAI models that accept it.
+	// 4. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
-		if v := keyV; v == nil || string(v) == "null" {
+		if v := top.key; v == nil || string(v) == "null" {
 			var kh xxhash.Digest
 			kh.Reset()
 			_, _ = kh.WriteString(t.Workspace)
@@ -290,7 +297,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			key := hex.AppendEncode(append(kb[:0], "btl-"...), kh.Sum(sum[:0]))
 			if rate := p.rate.rate(key, now()); rate > ShardRate {
 				shards := uint64(rate+ShardRate-1) / ShardRate
-				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(firstConv)%shards, 10)
+				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(top.firstConv)%shards, 10)
 			}
 			rep.PromptCacheKey = string(key)
 			start := len(s.ins)
@@ -308,6 +315,51 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		}
 	}
 	return apply(body, s.edits), rep, nil
+}
+
+// topLevel is what Plan reads at the top level of a body.
+type topLevel struct {
+	tools, msgs, key []byte // the values (nil when absent; the last of a duplicated key counts)
+	firstConv        []byte // the first conversation message
+	msgErr           error  // set when the walk of the messages failed
+}
+
+// walkTop walks the top-level object of body (body[0] is '{'). It walks the messages where
+// they are, so that their bytes are read once, and keeps what it finds in s until the tools,
+// which come first in render order (and so in the hash and the findings), have been walked.
+// A bad message is reported in msgErr: Plan fails, but only after the checks that come
+// first (a malformed body, the tools).
+func (s *scratch) walkTop(body []byte) (topLevel, error) {
+	var top topLevel
+	it := objectIter(body)
+	for {
+		k, at, ok := it.key()
+		if !ok {
+			break
+		}
+		switch string(name(k)) {
+		case "messages":
+			s.sys, s.conv, s.findings = s.sys[:0], s.conv[:0], s.findings[:0]
+			top.firstConv, top.msgErr = nil, nil
+			if at < len(body) && body[at] == '[' {
+				end, firstConv, err := s.walkMessages(body, at)
+				if err == nil {
+					top.msgs, top.firstConv = body[at:end], firstConv
+					it.endValue(end)
+					continue
+				}
+				top.msgErr = err
+			}
+			top.msgs, _ = it.value()
+		case "tools":
+			top.tools, _ = it.value()
+		case "prompt_cache_key":
+			top.key, _ = it.value()
+		default:
+			it.value()
+		}
+	}
+	return top, it.err
 }
 
 // walkTools appends a unit per tool to s.units, hashes the tools, sorts their parameter
@@ -370,57 +422,79 @@ func (s *scratch) walkTools(body, tools []byte, h *xxhash.Digest, rep *Report) e
 	}
 }
 
-// walkMessages appends a unit per message to s.sys or s.conv, hashes the system messages
-// and scans them for breakers. It returns the first conversation message.
-func (s *scratch) walkMessages(body, msgs []byte, h *xxhash.Digest, rep *Report) (firstConv []byte, err error) {
-	mi := arrayIter(msgs)
+// walkMessages walks the messages array at body[at] (a '['): it appends a unit per message
+// to s.sys or s.conv and the breakers found in system messages to s.findings. It returns
+// the index just past the array (it delimits the array as it walks, see arrayAt) and the
+// first conversation message.
+func (s *scratch) walkMessages(body []byte, at int) (end int, firstConv []byte, err error) {
+	mi := arrayAt(body, at)
 	for i := 0; ; i++ {
 		start, ok := mi.start()
 		if !ok {
-			return firstConv, mi.err
+			return mi.i, firstConv, mi.err
 		}
-		if msgs[start] != '{' {
-			return nil, errBadJSON
+		if body[start] != '{' {
+			return 0, nil, errBadJSON
 		}
-		// Walking the members delimits the message too, so it is scanned once; where the
-		// walk succeeds it ends where skipping the value would.
-		var role, content []byte
-		nCalls := 0
-		it := objectIter(msgs[start:])
-		for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		var role, content, lastPart []byte
+		var contentErr error
+		nCalls, nParts := 0, 0
+		it := objectAt(body, start)
+		for {
+			k, at, ok := it.key()
+			if !ok {
+				break
+			}
+			// Arrays are counted as they are delimited; a malformed one is delimited by
+			// skipping it, and fails the message only if it is the content that counts.
 			switch string(name(k)) {
 			case "role":
-				role = v
+				role, _ = it.value()
 			case "content":
-				content = v
+				contentErr = nil
+				if at < len(body) && body[at] == '[' {
+					n, last, end, err := walkArray(body, at)
+					if err == nil {
+						content, nParts, lastPart = body[at:end], n, last
+						it.endValue(end)
+						continue
+					}
+					contentErr = err
+				}
+				content, _ = it.value()
 			case "tool_calls":
-				if len(v) > 0 && v[0] == '[' {
-					if n, _, err := countElements(v); err == nil {
+				if at < len(body) && body[at] == '[' {
+					if n, _, end, err := walkArray(body, at); err == nil {
 						nCalls = n
+						it.endValue(end)
+						continue
 					}
 				}
+				it.value()
+			default:
+				it.value()
 			}
 		}
 		if it.err != nil {
-			return nil, it.err
+			return 0, nil, it.err
 		}
-		m := msgs[start : start+it.i]
-		if !mi.finish(start + it.i) {
-			return nil, mi.err
+		m := body[start:it.i]
+		if !mi.finish(it.i) {
+			return 0, nil, mi.err
 		}
 		system := false
 		if len(role) > 1 && role[0] == '"' {
 			r := name(role)
 			system = string(r) == "system" || string(r) == "developer"
 		}
-		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
+		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls, from: start, to: it.i}
 		if len(content) > 0 {
 			switch content[0] {
 			case '"':
 				if len(content) > 2 {
 					u.blocks++
 					if system {
-						rep.Breakers = scan(content[1:len(content)-1], "system", i, rep.Breakers)
+						s.findings = scan(content[1:len(content)-1], "system", i, s.findings)
 					}
 					if nCalls == 0 {
 						u.mark, u.at = markWrap, offset(body, content)
@@ -428,28 +502,26 @@ func (s *scratch) walkMessages(body, msgs []byte, h *xxhash.Digest, rep *Report)
 					}
 				}
 			case '[':
-				n, last, err := countElements(content)
-				if err != nil {
-					return nil, err
+				if contentErr != nil {
+					return 0, nil, contentErr
 				}
-				u.blocks += n
+				u.blocks += nParts
 				if system {
 					pi := arrayIter(content)
 					for pt, ok := pi.next(); ok; pt, ok = pi.next() {
 						if len(pt) > 0 && pt[0] == '{' {
 							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
-								rep.Breakers = scan(tx[1:len(tx)-1], "system", i, rep.Breakers)
+								s.findings = scan(tx[1:len(tx)-1], "system", i, s.findings)
 							}
 						}
 					}
 				}
-				if n > 0 && nCalls == 0 && partMarkable(last) {
-					u.mark, u.at = markInsert, offset(body, last)+len(last)-1
+				if nParts > 0 && nCalls == 0 && partMarkable(lastPart) {
+					u.mark, u.at = markInsert, offset(body, lastPart)+len(lastPart)-1
 				}
 			}
 		}
 		if system {
-			_, _ = h.Write(m)
 			s.sys = append(s.sys, u)
 		} else {
 			if firstConv == nil {
@@ -737,24 +809,4 @@ func (t *tracker) rate(key []byte, now time.Time) int {
 	e.cur++
 	frac := 1 - float64(now.Sub(e.win))/float64(time.Minute)
 	return e.cur + int(float64(e.prev)*frac)
-}
-
-// topLevel returns the values of tools, messages and prompt_cache_key in the object body
-// (the last of a duplicated key wins, as in encoding/json; nil when absent).
-func topLevel(body []byte) (tools, msgs, key []byte, err error) {
-	it := objectIter(body)
-	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(name(k)) {
-		case "tools":
-			tools = v
-		case "messages":
-			msgs = v
-		case "prompt_cache_key":
-			key = v
-		}
-	}
-	if it.err != nil {
-		return nil, nil, nil, it.err
-	}
-	return tools, msgs, key, nil
 }

@@ -23,55 +23,85 @@ type objIter struct {
 }
 
 // objectIter starts a walk of obj (obj[0] is '{').
-func objectIter(obj []byte) objIter {
-	i := skipSpace(obj, 1)
-	if i < len(obj) && obj[i] == '}' {
-		return objIter{b: obj, i: i + 1, done: true}
+func objectIter(obj []byte) objIter { return objectAt(obj, 0) }
+
+// objectAt starts a walk of the object at b[at] (a '{'). The bytes after the object do not
+// matter: where the walk succeeds it ends where skipping the value would.
+func objectAt(b []byte, at int) objIter {
+	i := skipSpace(b, at+1)
+	if i < len(b) && b[i] == '}' {
+		return objIter{b: b, i: i + 1, done: true}
 	}
-	return objIter{b: obj, i: i}
+	return objIter{b: b, i: i}
 }
 
 // next returns the next member's quoted key (as written) and value.
 func (it *objIter) next() (key, val []byte, ok bool) {
-	if it.done || it.err != nil {
+	if key, _, ok = it.key(); !ok {
 		return nil, nil, false
 	}
-	b, i := it.b, it.i
-	if i >= len(b) || b[i] != '"' {
-		return it.fail()
+	if val, ok = it.value(); !ok {
+		return nil, nil, false
 	}
-	ke, err := skipString(b, i)
+	return key, val, true
+}
+
+// key reads the next member's key and the colon after it, and returns the key and the index
+// of the value. The caller then reads the value with value, or delimits it itself and calls
+// endValue.
+func (it *objIter) key() (key []byte, at int, ok bool) {
+	if it.done || it.err != nil {
+		return nil, 0, false
+	}
+	b, ks := it.b, it.i
+	if ks >= len(b) || b[ks] != '"' {
+		it.err = errBadJSON
+		return nil, 0, false
+	}
+	ke, err := skipString(b, ks)
 	if err != nil {
-		return it.fail()
+		it.err = err
+		return nil, 0, false
 	}
-	key = b[i:ke]
-	i = skipSpace(b, ke)
+	i := skipSpace(b, ke)
 	if i >= len(b) || b[i] != ':' {
-		return it.fail()
+		it.err = errBadJSON
+		return nil, 0, false
 	}
-	i = skipSpace(b, i+1)
-	ve, err := skipValue(b, i)
+	it.i = skipSpace(b, i+1)
+	return b[ks:ke], it.i, true
+}
+
+// value reads the value of the member whose key was just read.
+func (it *objIter) value() ([]byte, bool) {
+	i := it.i
+	e, err := skipValue(it.b, i)
 	if err != nil {
-		return it.fail()
+		it.err = err
+		return nil, false
 	}
-	val = b[i:ve]
-	i = skipSpace(b, ve)
+	if !it.endValue(e) {
+		return nil, false
+	}
+	return it.b[i:e], true
+}
+
+// endValue reads what follows a value that ends just before index e: a comma or the closing
+// brace.
+func (it *objIter) endValue(e int) bool {
+	b := it.b
+	i := skipSpace(b, e)
 	switch {
 	case i >= len(b):
-		return it.fail()
+		it.err = errBadJSON
 	case b[i] == '}':
 		it.done, it.i = true, i+1
 	case b[i] == ',':
 		it.i = skipSpace(b, i+1)
 	default:
-		return it.fail()
+		it.err = errBadJSON
 	}
-	return key, val, true
-}
-
-func (it *objIter) fail() ([]byte, []byte, bool) {
-	it.err = errBadJSON
-	return nil, nil, false
+	return it.err == nil
 }
 
 // arrIter walks the elements of an array the way objIter walks an object.
@@ -83,12 +113,15 @@ type arrIter struct {
 }
 
 // arrayIter starts a walk of arr (arr[0] is '[').
-func arrayIter(arr []byte) arrIter {
-	i := skipSpace(arr, 1)
-	if i < len(arr) && arr[i] == ']' {
-		return arrIter{b: arr, i: i + 1, done: true}
+func arrayIter(arr []byte) arrIter { return arrayAt(arr, 0) }
+
+// arrayAt starts a walk of the array at b[at] (a '['), as objectAt.
+func arrayAt(b []byte, at int) arrIter {
+	i := skipSpace(b, at+1)
+	if i < len(b) && b[i] == ']' {
+		return arrIter{b: b, i: i + 1, done: true}
 	}
-	return arrIter{b: arr, i: i}
+	return arrIter{b: b, i: i}
 }
 
 func (it *arrIter) next() ([]byte, bool) {
@@ -140,14 +173,21 @@ func (it *arrIter) finish(e int) bool {
 // countElements returns the number of elements of arr and the last one, or an error when
 // arr is malformed.
 func countElements(arr []byte) (n int, last []byte, err error) {
-	it := arrayIter(arr)
+	n, last, _, err = walkArray(arr, 0)
+	return n, last, err
+}
+
+// walkArray walks the array at b[at] (a '[') and returns its number of elements, the last
+// one, and the index just past it: it delimits the array as it counts (see arrayAt).
+func walkArray(b []byte, at int) (n int, last []byte, end int, err error) {
+	it := arrayAt(b, at)
 	for e, ok := it.next(); ok; e, ok = it.next() {
 		n, last = n+1, e
 	}
 	if it.err != nil {
-		return 0, nil, it.err
+		return 0, nil, 0, it.err
 	}
-	return n, last, nil
+	return n, last, it.i, nil
 }
 
 // name is the decoded form of the JSON string q (quoted, as written). Only strings with
@@ -257,12 +297,13 @@ type edit struct {
 	repl       []byte
 }
 
-// apply performs non-overlapping edits (sorted by start) on body into a new slice.
+// apply performs non-overlapping edits (in any order; sorted by start, stably) on body into
+// a new slice.
 func apply(body []byte, edits []edit) []byte {
 	if len(edits) == 0 {
 		return body
 	}
-	slices.SortFunc(edits, func(a, b edit) int { return a.start - b.start })
+	slices.SortStableFunc(edits, func(a, b edit) int { return a.start - b.start })
 	n := len(body)
 	for _, e := range edits {
 		n += len(e.repl) - (e.end - e.start)
