@@ -65,12 +65,18 @@ func isUUID(s []byte, i int) bool {
 }
 
 // scan appends the volatile tokens found in s (a JSON string's raw bytes, quotes excluded,
-// truncated to ScanLimit) to out.
-func scan(s []byte, where string, out []Finding) []Finding {
+// truncated to ScanLimit) to out; they are at prefix[idx].
+func scan(s []byte, prefix string, idx int, out []Finding) []Finding {
 	if len(s) > ScanLimit {
 		s = s[:ScanLimit]
 	}
-	add := func(kind string, at int) { out = append(out, Finding{Kind: kind, Where: where, Offset: at + 1}) }
+	where := "" // rendered at the first finding: most strings have none
+	add := func(kind string, at int) {
+		if where == "" {
+			where = indexed(prefix, idx)
+		}
+		out = append(out, Finding{Kind: kind, Where: where, Offset: at + 1})
+	}
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c == '\\' { // an escape: skip it so "\n2024" is not read as one word

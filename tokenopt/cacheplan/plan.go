@@ -8,6 +8,7 @@ package cacheplan
 import (
 	"bytes"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,17 +105,108 @@ var defaultPlanner = NewPlanner()
 // Plan runs the default Planner.
 func Plan(body []byte, t Target) ([]byte, Report, error) { return defaultPlanner.Plan(body, t) }
 
+// unit is one tool or message in Anthropic render order. How to mark it is plain data
+// (offsets into the walked body), turned into edits only for the units that get a marker.
 type unit struct {
-	where    string
-	msgIdx   int // -1 for tools
-	blocks   int // cumulative blocks at its end
-	tokens   int // cumulative tokens at its end
-	markable bool
-	mark     func(cc []byte) edit
+	tool           bool // tools[idx], else messages[idx]
+	idx            int
+	blocks, tokens int // its own during the walk, then cumulative at its end
+	mark           markKind
+	at, end        int  // markInsert: at is the closing brace; markWrap: the string is [at,end)
+	empty          bool // markInsert: the object has no members, so no comma
+	from, to       int  // a message's bytes: system messages are hashed after the walk
+}
+
+type markKind uint8
+
+const (
+	noMark     markKind = iota
+	markInsert          // insert ,"cache_control":cc before the object's closing brace
+	markWrap            // replace string content s with [{"type":"text","text":s,"cache_control":cc}]
+)
+
+// The bytes a marker inserts; index 0 is the 5m TTL, 1 the 1h TTL.
+var (
+	markMember    = [2][]byte{[]byte(`,"cache_control":{"type":"ephemeral"}`), []byte(`,"cache_control":{"type":"ephemeral","ttl":"1h"}`)}
+	markWrapOpen  = []byte(`[{"type":"text","text":`)
+	markWrapClose = [2][]byte{[]byte(`,"cache_control":{"type":"ephemeral"}}]`), []byte(`,"cache_control":{"type":"ephemeral","ttl":"1h"}}]`)}
+)
+
+// markEdits appends the edits that add u's marker with the 1h TTL when long, else 5m.
+func (u *unit) markEdits(edits []edit, long bool) []edit {
+	ttl := 0
+	if long {
+		ttl = 1
+	}
+	switch u.mark {
+	case markInsert:
+		m := markMember[ttl]
+		if u.empty {
+			m = m[1:]
+		}
+		edits = append(edits, edit{u.at, u.at, m})
+	case markWrap:
+		// Two insertions rather than one replacement: the string is not copied twice.
+		edits = append(edits, edit{u.at, u.at, markWrapOpen}, edit{u.end, u.end, markWrapClose[ttl]})
+	}
+	return edits
+}
+
+func (u *unit) where() string {
+	if u.tool {
+		return indexed("tools", u.idx)
+	}
+	return indexed("messages", u.idx)
+}
+
+// indexed renders prefix[i] with a single allocation.
+func indexed(prefix string, i int) string {
+	var b [32]byte
+	s := append(append(b[:0], prefix...), '[')
+	s = strconv.AppendInt(s, int64(i), 10)
+	return string(append(s, ']'))
+}
+
+// scratch is the working memory of one Plan call. It is pooled, so that a call allocates
+// little more than its output.
+type scratch struct {
+	units     []unit // tools; after the walk all units in render order
+	sys, conv []unit
+	findings  []Finding // in system messages, reported after those in tools
+	edits     []edit
+	ins       []byte   // bytes the edits insert: canonical schemas, the prompt_cache_key
+	stack     []member // canonical's
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// Limits of what a pooled scratch keeps, so that one huge request does not pin memory.
+const (
+	maxPooledItems = 1 << 14
+	maxPooledBytes = 1 << 20
+)
+
+func (s *scratch) release() {
+	if cap(s.units)+cap(s.sys)+cap(s.conv)+cap(s.findings)+cap(s.edits)+cap(s.stack) > maxPooledItems || cap(s.ins) > maxPooledBytes {
+		return
+	}
+	clear(s.stack[:cap(s.stack)]) // it points into the body, which must not stay reachable
+	clear(s.findings[:cap(s.findings)])
+	s.units, s.sys, s.conv, s.findings = s.units[:0], s.sys[:0], s.conv[:0], s.findings[:0]
+	s.edits, s.ins, s.stack = s.edits[:0], s.ins[:0], s.stack[:0]
+	scratchPool.Put(s)
 }
 
 // Plan rewrites body for t. On malformed input it returns body unchanged with the error.
 func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
+	s := scratchPool.Get().(*scratch)
+	defer s.release()
+	return p.plan(s, body, t)
+}
+
+// plan does Plan's work. Every change is an edit of body (canonical tool schemas, markers,
+// prompt_cache_key), applied in one copy at the end.
+func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error) {
 	var rep Report
 	now := time.Now
 	if p.Now != nil {
@@ -123,176 +215,42 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return body, rep, errBadJSON
 	}
-	// 1. Canonical key order in tool schemas.
-	b1 := body
-	top, err := members(body)
+	// 1. The top level, the messages walked on the way.
+	top, err := s.walkTop(body)
 	if err != nil {
 		return body, rep, err
-	}
-	toolsV := topValue(top, "tools")
-	if len(toolsV) > 0 && toolsV[0] == '[' {
-		tl, err := elements(toolsV)
-		if err != nil {
-			return body, rep, err
-		}
-		var edits []edit
-		for _, tool := range tl {
-			if len(tool) == 0 || tool[0] != '{' {
-				continue
-			}
-			fn := find(tool, "function")
-			if len(fn) == 0 || fn[0] != '{' {
-				continue
-			}
-			params := find(fn, "parameters")
-			if len(params) == 0 || params[0] != '{' {
-				continue
-			}
-			c, changed, err := canonical(params)
-			if err != nil {
-				return body, rep, err
-			}
-			if changed {
-				o := offset(body, params)
-				edits = append(edits, edit{o, o + len(params), c})
-				rep.SchemasSorted++
-			}
-		}
-		if len(edits) > 0 {
-			b1 = apply(body, edits)
-			if top, err = members(b1); err != nil {
-				return body, rep, err
-			}
-		}
 	}
 
-	// 2. Walk tools and messages in Anthropic render order: tools, system, conversation.
-	h := xxhash.New()
+	// 2. Tools, then the system messages, in the hash and the findings.
+	var h xxhash.Digest
+	h.Reset()
 	_, _ = h.WriteString(t.Model)
 	_, _ = h.Write([]byte{0})
-	var toolUnits, sysUnits, convUnits []unit
-	if tv := topValue(top, "tools"); len(tv) > 0 && tv[0] == '[' {
-		tl, err := elements(tv)
-		if err != nil {
+	if len(top.tools) > 0 && top.tools[0] == '[' {
+		if err := s.walkTools(body, top.tools, &h, &rep); err != nil {
 			return body, rep, err
 		}
-		for i, tool := range tl {
-			_, _ = h.Write(tool)
-			where := "tools[" + strconv.Itoa(i) + "]"
-			u := unit{where: where, msgIdx: -1, blocks: 1, tokens: tokens.Estimate(len(tool))}
-			if len(tool) > 0 && tool[0] == '{' {
-				if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
-					if d := find(fn, "description"); len(d) > 1 && d[0] == '"' {
-						rep.Breakers = scan(d[1:len(d)-1], where, rep.Breakers)
-					}
-				}
-				end := offset(b1, tool) + len(tool) - 1
-				empty := len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
-				u.markable = true
-				u.mark = func(cc []byte) edit { return insertMember(end, empty, cc) }
-			}
-			toolUnits = append(toolUnits, u)
-		}
 	}
-	msgsV := topValue(top, "messages")
-	if len(msgsV) == 0 || msgsV[0] != '[' {
+	nTools := len(s.units)
+	if len(top.msgs) == 0 || top.msgs[0] != '[' {
 		return body, rep, errBadJSON
 	}
-	msgs, err := elements(msgsV)
-	if err != nil {
-		return body, rep, err
+	if top.msgErr != nil {
+		// A bad message fails Plan with the findings of the messages before it, unless the
+		// array does not split into elements: that fails before any message is looked at.
+		if _, _, bad := countElements(top.msgs); bad == nil {
+			rep.Breakers = append(rep.Breakers, s.findings...)
+		}
+		return body, rep, top.msgErr
 	}
-	firstConv := []byte(nil)
-	for i, m := range msgs {
-		if len(m) == 0 || m[0] != '{' {
-			return body, rep, errBadJSON
-		}
-		mm, err := members(m)
-		if err != nil {
-			return body, rep, err
-		}
-		var role, content []byte
-		nCalls := 0
-		for _, x := range mm {
-			switch x.name {
-			case "role":
-				role = x.val
-			case "content":
-				content = x.val
-			case "tool_calls":
-				if len(x.val) > 0 && x.val[0] == '[' {
-					if cs, err := elements(x.val); err == nil {
-						nCalls = len(cs)
-					}
-				}
-			}
-		}
-		r := ""
-		if len(role) > 1 && role[0] == '"' {
-			r = unquote(role)
-		}
-		where := "messages[" + strconv.Itoa(i) + "]"
-		u := unit{where: where, msgIdx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls}
-		system := r == "system" || r == "developer"
-		if len(content) > 0 {
-			switch content[0] {
-			case '"':
-				if len(content) > 2 {
-					u.blocks++
-					if system {
-						rep.Breakers = scan(content[1:len(content)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
-					}
-					if nCalls == 0 {
-						o := offset(b1, content)
-						raw := content
-						u.markable = true
-						u.mark = func(cc []byte) edit {
-							repl := make([]byte, 0, len(raw)+len(cc)+48)
-							repl = append(repl, `[{"type":"text","text":`...)
-							repl = append(repl, raw...)
-							repl = append(repl, `,"cache_control":`...)
-							repl = append(repl, cc...)
-							repl = append(repl, "}]"...)
-							return edit{o, o + len(raw), repl}
-						}
-					}
-				}
-			case '[':
-				parts, err := elements(content)
-				if err != nil {
-					return body, rep, err
-				}
-				u.blocks += len(parts)
-				if system {
-					for _, pt := range parts {
-						if len(pt) > 0 && pt[0] == '{' {
-							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
-								rep.Breakers = scan(tx[1:len(tx)-1], "system["+strconv.Itoa(i)+"]", rep.Breakers)
-							}
-						}
-					}
-				}
-				if n := len(parts); n > 0 && nCalls == 0 && partMarkable(parts[n-1]) {
-					last := parts[n-1]
-					end := offset(b1, last) + len(last) - 1
-					u.markable = true
-					u.mark = func(cc []byte) edit { return insertMember(end, false, cc) }
-				}
-			}
-		}
-		if system {
-			_, _ = h.Write(m)
-			sysUnits = append(sysUnits, u)
-		} else {
-			if firstConv == nil {
-				firstConv = m
-			}
-			convUnits = append(convUnits, u)
-		}
+	rep.Breakers = append(rep.Breakers, s.findings...)
+	for _, u := range s.sys {
+		_, _ = h.Write(body[u.from:u.to])
 	}
 	rep.PrefixHash = h.Sum64()
-	all := make([]unit, 0, len(toolUnits)+len(sysUnits)+len(convUnits))
-	all = append(append(append(all, toolUnits...), sysUnits...), convUnits...)
+	nSys := len(s.sys)
+	s.units = append(append(s.units, s.sys...), s.conv...)
+	all := s.units
 	cumB, cumT := 0, 0
 	for i := range all {
 		cumB += all[i].blocks
@@ -300,10 +258,11 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 		all[i].blocks, all[i].tokens = cumB, cumT
 	}
 	rep.TotalTokens = cumT
-	if np := len(toolUnits) + len(sysUnits); np > 0 {
+	if np := nTools + nSys; np > 0 {
 		rep.PrefixTokens = all[np-1].tokens
 	}
-	out := b1
+	var hexHash [16]byte // rep.PrefixHash in hex, part of the tracker keys
+	prefixHex := strconv.AppendUint(hexHash[:0], rep.PrefixHash, 16)
 
 	// 3. Breakpoints for Anthropic-format targets.
 	if anthropicFormat(t) {
@@ -317,46 +276,269 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 			if rep.TotalTokens < minTok {
 				rep.BelowMinimum = true
 			} else {
-				long := p.reuse.longGap(t.Workspace+"\x00"+strconv.FormatUint(rep.PrefixHash, 16), now()) && allow1h(t)
-				edits := placeBreakpoints(all, len(toolUnits), len(sysUnits), minTok, long, &rep)
-				out = apply(b1, edits)
+				var kb [64]byte
+				reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
+				long := p.reuse.longGap(reuseKey, now()) && allow1h(t)
+				s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, &rep, s.edits)
 			}
 		}
 	}
 
 	// 4. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
-		if v := topValue(top, "prompt_cache_key"); v == nil || string(v) == "null" {
-			kh := xxhash.New()
+		if v := top.key; v == nil || string(v) == "null" {
+			var kh xxhash.Digest
+			kh.Reset()
 			_, _ = kh.WriteString(t.Workspace)
 			_, _ = kh.Write([]byte{0})
-			_, _ = kh.WriteString(strconv.FormatUint(rep.PrefixHash, 16))
+			_, _ = kh.Write(prefixHex)
 			var sum [8]byte
-			key := "btl-" + hex.EncodeToString(kh.Sum(sum[:0]))
+			var kb [64]byte
+			key := hex.AppendEncode(append(kb[:0], "btl-"...), kh.Sum(sum[:0]))
 			if rate := p.rate.rate(key, now()); rate > ShardRate {
 				shards := uint64(rate+ShardRate-1) / ShardRate
-				key += "-s" + strconv.FormatUint(xxhash.Sum64(firstConv)%shards, 10)
+				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(top.firstConv)%shards, 10)
 			}
-			if v := topValue(top, "prompt_cache_key"); v != nil { // an explicit null
-				o := offset(b1, v)
-				out = apply(out, []edit{{o, o + len(v), []byte(strconv.Quote(key))}})
-			} else {
-				out = insertFirst(out, "prompt_cache_key", strconv.Quote(key))
+			rep.PromptCacheKey = string(key)
+			start := len(s.ins)
+			if v != nil { // an explicit null
+				s.ins = strconv.AppendQuote(s.ins, rep.PromptCacheKey)
+				o := offset(body, v)
+				s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
+			} else { // the first member
+				s.ins = strconv.AppendQuote(append(s.ins, `"prompt_cache_key":`...), rep.PromptCacheKey)
+				if body[skipSpace(body, 1)] != '}' {
+					s.ins = append(s.ins, ',')
+				}
+				s.edits = append(s.edits, edit{1, 1, s.ins[start:]})
 			}
-			rep.PromptCacheKey = key
 		}
 	}
-	return out, rep, nil
+	return apply(body, s.edits), rep, nil
+}
+
+// topLevel is what Plan reads at the top level of a body.
+type topLevel struct {
+	tools, msgs, key []byte // the values (nil when absent; the last of a duplicated key counts)
+	firstConv        []byte // the first conversation message
+	msgErr           error  // set when the walk of the messages failed
+}
+
+// walkTop walks the top-level object of body (body[0] is '{'). It walks the messages where
+// they are, so that their bytes are read once, and keeps what it finds in s until the tools,
+// which come first in render order (and so in the hash and the findings), have been walked.
+// A bad message is reported in msgErr: Plan fails, but only after the checks that come
+// first (a malformed body, the tools).
+func (s *scratch) walkTop(body []byte) (topLevel, error) {
+	var top topLevel
+	it := objectIter(body)
+	for {
+		k, at, ok := it.key()
+		if !ok {
+			break
+		}
+		switch string(name(k)) {
+		case "messages":
+			s.sys, s.conv, s.findings = s.sys[:0], s.conv[:0], s.findings[:0]
+			top.firstConv, top.msgErr = nil, nil
+			if at < len(body) && body[at] == '[' {
+				end, firstConv, err := s.walkMessages(body, at)
+				if err == nil {
+					top.msgs, top.firstConv = body[at:end], firstConv
+					it.endValue(end)
+					continue
+				}
+				top.msgErr = err
+			}
+			top.msgs, _ = it.value()
+		case "tools":
+			top.tools, _ = it.value()
+		case "prompt_cache_key":
+			top.key, _ = it.value()
+		default:
+			it.value()
+		}
+	}
+	return top, it.err
+}
+
+// walkTools appends a unit per tool to s.units, hashes the tools, sorts their parameter
+// schemas into canonical key order (as edits) and scans their descriptions for breakers.
+// Each tool is hashed and estimated as it will be sent, with its schema canonical.
+func (s *scratch) walkTools(body, tools []byte, h *xxhash.Digest, rep *Report) error {
+	// A malformed array fails before any tool is looked at.
+	if _, _, err := countElements(tools); err != nil {
+		return err
+	}
+	it := arrayIter(tools)
+	for i := 0; ; i++ {
+		tool, ok := it.next()
+		if !ok {
+			return nil
+		}
+		u := unit{tool: true, idx: i, blocks: 1}
+		sent := len(tool) // its length once its schema is canonical
+		hashed := false
+		if len(tool) > 0 && tool[0] == '{' {
+			var params, desc []byte
+			if fn := find(tool, "function"); len(fn) > 0 && fn[0] == '{' {
+				params, desc = find2(fn, "parameters", "description")
+			}
+			if len(params) > 0 && params[0] == '{' {
+				start := len(s.ins)
+				var changed bool
+				var err error
+				if s.ins, changed, err = canonical(s.ins, params, &s.stack); err != nil {
+					// A bad schema fails Plan before any description counts.
+					rep.Breakers = nil
+					return err
+				}
+				if changed {
+					c := s.ins[start:]
+					o := offset(body, params)
+					s.edits = append(s.edits, edit{o, o + len(params), c})
+					rep.SchemasSorted++
+					po := o - offset(body, tool)
+					_, _ = h.Write(tool[:po])
+					_, _ = h.Write(c)
+					_, _ = h.Write(tool[po+len(params):])
+					hashed = true
+					sent += len(c) - len(params)
+				} else {
+					s.ins = s.ins[:start]
+				}
+			}
+			if len(desc) > 1 && desc[0] == '"' {
+				rep.Breakers = scan(desc[1:len(desc)-1], "tools", i, rep.Breakers)
+			}
+			u.mark, u.at = markInsert, offset(body, tool)+len(tool)-1
+			u.empty = len(bytes.TrimSpace(tool[1:len(tool)-1])) == 0
+		}
+		if !hashed {
+			_, _ = h.Write(tool)
+		}
+		u.tokens = tokens.Estimate(sent)
+		s.units = append(s.units, u)
+	}
+}
+
+// walkMessages walks the messages array at body[at] (a '['): it appends a unit per message
+// to s.sys or s.conv and the breakers found in system messages to s.findings. It returns
+// the index just past the array (it delimits the array as it walks, see arrayAt) and the
+// first conversation message.
+func (s *scratch) walkMessages(body []byte, at int) (end int, firstConv []byte, err error) {
+	mi := arrayAt(body, at)
+	for i := 0; ; i++ {
+		start, ok := mi.start()
+		if !ok {
+			return mi.i, firstConv, mi.err
+		}
+		if body[start] != '{' {
+			return 0, nil, errBadJSON
+		}
+		var role, content, lastPart []byte
+		var contentErr error
+		nCalls, nParts := 0, 0
+		it := objectAt(body, start)
+		for {
+			k, at, ok := it.key()
+			if !ok {
+				break
+			}
+			// Arrays are counted as they are delimited; a malformed one is delimited by
+			// skipping it, and fails the message only if it is the content that counts.
+			switch string(name(k)) {
+			case "role":
+				role, _ = it.value()
+			case "content":
+				contentErr = nil
+				if at < len(body) && body[at] == '[' {
+					n, last, end, err := walkArray(body, at)
+					if err == nil {
+						content, nParts, lastPart = body[at:end], n, last
+						it.endValue(end)
+						continue
+					}
+					contentErr = err
+				}
+				content, _ = it.value()
+			case "tool_calls":
+				if at < len(body) && body[at] == '[' {
+					if n, _, end, err := walkArray(body, at); err == nil {
+						nCalls = n
+						it.endValue(end)
+						continue
+					}
+				}
+				it.value()
+			default:
+				it.value()
+			}
+		}
+		if it.err != nil {
+			return 0, nil, it.err
+		}
+		m := body[start:it.i]
+		if !mi.finish(it.i) {
+			return 0, nil, mi.err
+		}
+		system := false
+		if len(role) > 1 && role[0] == '"' {
+			r := name(role)
+			system = string(r) == "system" || string(r) == "developer"
+		}
+		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls, from: start, to: it.i}
+		if len(content) > 0 {
+			switch content[0] {
+			case '"':
+				if len(content) > 2 {
+					u.blocks++
+					if system {
+						s.findings = scan(content[1:len(content)-1], "system", i, s.findings)
+					}
+					if nCalls == 0 {
+						u.mark, u.at = markWrap, offset(body, content)
+						u.end = u.at + len(content)
+					}
+				}
+			case '[':
+				if contentErr != nil {
+					return 0, nil, contentErr
+				}
+				u.blocks += nParts
+				if system {
+					pi := arrayIter(content)
+					for pt, ok := pi.next(); ok; pt, ok = pi.next() {
+						if len(pt) > 0 && pt[0] == '{' {
+							if tx := find(pt, "text"); len(tx) > 1 && tx[0] == '"' {
+								s.findings = scan(tx[1:len(tx)-1], "system", i, s.findings)
+							}
+						}
+					}
+				}
+				if nParts > 0 && nCalls == 0 && partMarkable(lastPart) {
+					u.mark, u.at = markInsert, offset(body, lastPart)+len(lastPart)-1
+				}
+			}
+		}
+		if system {
+			s.sys = append(s.sys, u)
+		} else {
+			if firstConv == nil {
+				firstConv = m
+			}
+			s.conv = append(s.conv, u)
+		}
+	}
 }
 
 func partMarkable(pt []byte) bool {
 	if len(pt) == 0 || pt[0] != '{' {
 		return false
 	}
-	ty := find(pt, "type")
+	ty, tx := find2(pt, "type", "text")
 	switch string(ty) {
 	case `"text"`:
-		tx := find(pt, "text")
 		return len(tx) > 2 && tx[0] == '"'
 	case `"image_url"`:
 		return true
@@ -364,29 +546,31 @@ func partMarkable(pt []byte) bool {
 	return false
 }
 
-// insertMember inserts ,"cache_control":cc before the closing brace at end.
-func insertMember(end int, empty bool, cc []byte) edit {
-	repl := make([]byte, 0, len(cc)+18)
-	if !empty {
-		repl = append(repl, ',')
-	}
-	repl = append(repl, `"cache_control":`...)
-	repl = append(repl, cc...)
-	return edit{end, end, repl}
+// choice is a unit picked for a breakpoint (an index into all) and its TTL.
+type choice struct {
+	unit int
+	ttl  string
 }
-
-var (
-	cc5m = []byte(`{"type":"ephemeral"}`)
-	cc1h = []byte(`{"type":"ephemeral","ttl":"1h"}`)
-)
 
 // placeBreakpoints picks at most MaxBreakpoints markers: the rolling last message, the end of
 // system (or tools), intermediates so consecutive markers are at most Lookback blocks apart,
 // then the end of tools. Markers whose prefix is below minTok are skipped. The prefix markers
 // take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones.
-func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report) []edit {
-	chosen := map[int]string{}
-	ok := func(i int) bool { return i >= 0 && all[i].markable && all[i].tokens >= minTok }
+func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report, edits []edit) []edit {
+	var chosen [MaxBreakpoints]choice // in the order picked
+	n := 0
+	// choose adds unit i; one picked twice keeps one slot and the latest TTL.
+	choose := func(i int, ttl string) {
+		for k := range n {
+			if chosen[k].unit == i {
+				chosen[k].ttl = ttl
+				return
+			}
+		}
+		chosen[n].unit, chosen[n].ttl = i, ttl
+		n++
+	}
+	ok := func(i int) bool { return i >= 0 && all[i].mark != noMark && all[i].tokens >= minTok }
 	prefixTTL := "5m"
 	if long {
 		prefixTTL = "1h"
@@ -399,7 +583,7 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 		}
 	}
 	if last >= 0 {
-		chosen[last] = "5m"
+		choose(last, "5m")
 	}
 	anchor := -1
 	for i := nTools + nSys - 1; i >= 0; i-- {
@@ -408,8 +592,8 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			break
 		}
 	}
-	if anchor >= 0 && len(chosen) < MaxBreakpoints {
-		chosen[anchor] = prefixTTL
+	if anchor >= 0 && n < MaxBreakpoints {
+		choose(anchor, prefixTTL)
 	}
 	if last >= 0 {
 		floor := 0
@@ -417,7 +601,7 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			floor = all[anchor].blocks
 		}
 		cur := last
-		for len(chosen) < MaxBreakpoints && all[cur].blocks-floor > Lookback {
+		for n < MaxBreakpoints && all[cur].blocks-floor > Lookback {
 			pick := -1
 			for i := nTools + nSys; i < cur; i++ { // earliest marker within reach of cur
 				if ok(i) && all[i].blocks >= all[cur].blocks-Lookback {
@@ -436,25 +620,24 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			if pick < 0 || (anchor >= 0 && pick <= anchor) {
 				break
 			}
-			chosen[pick] = "5m"
+			choose(pick, "5m")
 			cur = pick
 		}
 	}
-	if nTools > 0 && anchor >= nTools && len(chosen) < MaxBreakpoints && ok(nTools-1) {
-		chosen[nTools-1] = prefixTTL
+	if nTools > 0 && anchor >= nTools && n < MaxBreakpoints && ok(nTools-1) {
+		choose(nTools-1, prefixTTL)
 	}
-	var edits []edit
-	for i := range all {
-		ttl, ok := chosen[i]
-		if !ok {
-			continue
-		}
-		cc := cc5m
-		if ttl == "1h" {
-			cc = cc1h
-		}
-		edits = append(edits, all[i].mark(cc))
-		rep.Breakpoints = append(rep.Breakpoints, Breakpoint{Where: all[i].where, Block: all[i].blocks, TTL: ttl, PrefixTokens: all[i].tokens})
+	if n == 0 {
+		return edits
+	}
+	// Markers and the Report list them in render order.
+	picked := chosen[:n]
+	slices.SortFunc(picked, func(a, b choice) int { return a.unit - b.unit })
+	rep.Breakpoints = make([]Breakpoint, 0, n)
+	for _, c := range picked {
+		u := &all[c.unit]
+		edits = u.markEdits(edits, c.ttl == "1h")
+		rep.Breakpoints = append(rep.Breakpoints, Breakpoint{Where: u.where(), Block: u.blocks, TTL: c.ttl, PrefixTokens: u.tokens})
 	}
 	return edits
 }
@@ -465,16 +648,36 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 func hasCallerMarkers(body []byte) bool {
 	const k = `"cache_control"`
 	for off := 0; ; {
-		i := bytes.Index(body[off:], []byte(k))
+		i := indexCacheControl(body, off)
 		if i < 0 {
 			return false
 		}
-		j := skipSpace(body, off+i+len(k))
+		j := skipSpace(body, i+len(k))
 		if j < len(body) && body[j] == ':' {
 			return true
 		}
-		off += i + len(k)
+		off = i + len(k)
 	}
+}
+
+// indexCacheControl returns the index of the first "cache_control" (quotes included) at or
+// after off in body, or -1. It looks for the tail _control" and checks the head before it:
+// bytes.Index scans for the first byte of its pattern and falls back to a much slower search
+// after many false starts, which a '"' soon has in JSON; '_' is far rarer.
+func indexCacheControl(body []byte, off int) int {
+	const head, tail = `"cache`, `_control"`
+	for from := off + len(head); from <= len(body); {
+		j := bytes.Index(body[from:], []byte(tail))
+		if j < 0 {
+			return -1
+		}
+		j += from
+		if string(body[j-len(head):j]) == head {
+			return j - len(head)
+		}
+		from = j + 1
+	}
+	return -1
 }
 
 func lowerModel(m string) string {
@@ -547,11 +750,11 @@ type trackEntry struct {
 
 const trackerMax = 1 << 16
 
-func (t *tracker) entry(key string, now time.Time) (*trackEntry, bool) {
+func (t *tracker) entry(key []byte, now time.Time) (*trackEntry, bool) {
 	if t.m == nil {
 		t.m = map[string]*trackEntry{}
 	}
-	e, ok := t.m[key]
+	e, ok := t.m[string(key)] // no allocation: only a new entry copies the key
 	if !ok {
 		if len(t.m) >= trackerMax {
 			for k, v := range t.m {
@@ -564,14 +767,14 @@ func (t *tracker) entry(key string, now time.Time) (*trackEntry, bool) {
 			}
 		}
 		e = &trackEntry{win: now}
-		t.m[key] = e
+		t.m[string(key)] = e
 	}
 	return e, ok
 }
 
 // longGap records a use of key and reports whether it has been reused after gaps longer than
 // 5 minutes (but within an hour), where a 1h TTL keeps the entry alive and 5m would not.
-func (t *tracker) longGap(key string, now time.Time) bool {
+func (t *tracker) longGap(key []byte, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, seen := t.entry(key, now)
@@ -589,7 +792,7 @@ func (t *tracker) longGap(key string, now time.Time) bool {
 
 // rate records a request for key and returns the estimated requests in the last minute
 // (this one included), blending the previous minute's count.
-func (t *tracker) rate(key string, now time.Time) int {
+func (t *tracker) rate(key []byte, now time.Time) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, _ := t.entry(key, now)
@@ -606,31 +809,4 @@ func (t *tracker) rate(key string, now time.Time) int {
 	e.cur++
 	frac := 1 - float64(now.Sub(e.win))/float64(time.Minute)
 	return e.cur + int(float64(e.prev)*frac)
-}
-
-// topValue is the value of key among the top-level members (last wins), nil when absent.
-func topValue(top []member, key string) []byte {
-	var v []byte
-	for _, m := range top {
-		if m.name == key {
-			v = m.val
-		}
-	}
-	return v
-}
-
-// insertFirst inserts "key":value as the first member of the object doc.
-func insertFirst(doc []byte, key, value string) []byte {
-	open := skipSpace(doc, 0)
-	rest := skipSpace(doc, open+1)
-	out := make([]byte, 0, len(doc)+len(key)+len(value)+4)
-	out = append(out, doc[:open+1]...)
-	out = append(out, '"')
-	out = append(out, key...)
-	out = append(out, '"', ':')
-	out = append(out, value...)
-	if doc[rest] != '}' {
-		out = append(out, ',')
-	}
-	return append(out, doc[open+1:]...)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,6 +139,28 @@ func TestCallerMarkersNeverOverridden(t *testing.T) {
 		out, rep, err := NewPlanner().Plan([]byte(body), claude())
 		if err != nil || string(out) != body || !rep.CallerMarkers || len(rep.Breakpoints) != 0 {
 			t.Errorf("caller markers touched: %v %+v\n%s", err, rep, out)
+		}
+	}
+}
+
+func TestHasCallerMarkers(t *testing.T) {
+	for body, want := range map[string]bool{
+		`"cache_control":`:                        true,
+		`{"cache_control" :1}`:                    true,
+		`{"a":"cache_control","b":1}`:             false,
+		`{"a":"x\"cache_control\":1"}`:            false,
+		`{"x\"cache_control":1}`:                  true,  // a raw match, though the key is not cache_control
+		`"cache_control"cache_control":`:          false, // the second match overlaps the first
+		`"cache_control" "cache_control"` + "\n:": true,
+		`_control":`:                              false,
+		`cache_control":`:                         false,
+		`"cache_control"`:                         false,
+		`"cache_contro":"cache__control":`:        false,
+		`{"_control":1,"a_b":"cache_control"}`:    false,
+		``:                                        false,
+	} {
+		if got := hasCallerMarkers([]byte(body)); got != want {
+			t.Errorf("hasCallerMarkers(%s) = %v", body, got)
 		}
 	}
 }
@@ -340,4 +363,42 @@ func BenchmarkPlan1kOpenAI(b *testing.B) {
 }
 func BenchmarkPlan100kOpenAI(b *testing.B) {
 	benchPlan(b, 100000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"})
+}
+
+// Concurrent calls share the Planner and the pooled scratch space; each must get the result
+// it gets alone (run with -race).
+func TestConcurrentPlan(t *testing.T) {
+	golden := goldenBodies()
+	bodies := [][]byte{benchBody(3000), []byte(agentBody(30)), []byte(golden["schema-deep"]), []byte(golden["tools-after"]), []byte(golden["malformed-10"])}
+	// A clock that never moves keeps the 1h TTL decision stable; the key's shard suffix
+	// depends on the call rate, so the key is compared as a placeholder.
+	p := &Planner{Now: func() time.Time { return goldenNow }}
+	targets := []Target{claude(), {Provider: "openai", Model: "gpt-4o", Workspace: "w"}}
+	result := func(b []byte, tg Target) string {
+		out, rep, err := p.Plan(b, tg)
+		s := fmt.Sprintf("%s %+v %v", out, rep, err)
+		if rep.PromptCacheKey != "" {
+			s = strings.ReplaceAll(s, rep.PromptCacheKey, "KEY")
+		}
+		return s
+	}
+	want := map[int]string{}
+	for i, b := range bodies {
+		for j, tg := range targets {
+			want[i*len(targets)+j] = result(b, tg)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for k := range 50 {
+				i, j := (g+k)%len(bodies), k%len(targets)
+				if result(bodies[i], targets[j]) != want[i*len(targets)+j] {
+					t.Errorf("body %d target %d: result differs under concurrency", i, j)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
