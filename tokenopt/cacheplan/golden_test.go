@@ -36,7 +36,7 @@ func goldenTargets() []Target {
 		{Provider: "anthropic", Model: "claude-haiku-4-5", Workspace: "w", Price: catalog.Price{CacheMinTokens: 1}},
 		{Provider: "bedrock", Model: "anthropic.claude-3-haiku", Workspace: "w", Price: catalog.Price{CacheMinTokens: 4}},
 		{Provider: "vertex", Model: "publishers/anthropic/claude-opus-4-1", Workspace: "v"},
-		{Provider: "openai", Model: "gpt-4o", Workspace: "w"},
+		{Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed},
 		{Provider: "openai_compatible", Model: "x"},
 		{Provider: "openai", Model: "gpt-3.5-turbo", Workspace: "w"},
 	}
@@ -358,7 +358,7 @@ func goldenCalls() []goldenCall {
 		if i >= 36 {
 			at = at.Add(130 * time.Second) // over two minutes: the previous count is dropped
 		}
-		calls = append(calls, goldenCall{fmt.Sprintf("seq-busy/%d", i), []byte(bodies["agent-3"]), Target{Provider: "openai", Model: "gpt-5", Workspace: "busy"}, p, clock, at, false})
+		calls = append(calls, goldenCall{fmt.Sprintf("seq-busy/%d", i), []byte(bodies["agent-3"]), Target{Provider: "openai", Model: "gpt-5", Workspace: "busy", Price: keyed}, p, clock, at, false})
 	}
 	return calls
 }

@@ -716,22 +716,11 @@ func allow1h(t Target) bool {
 	return false
 }
 
-// keyModels are the OpenAI model families that accept prompt_cache_key. It is sent to
-// first-party OpenAI only, never to OpenAI-compatible third parties.
-var keyModels = []string{"gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"}
-
-// KeyAllowed reports whether Plan would set prompt_cache_key for t.
+// keyAllowed reports whether Plan sets prompt_cache_key for t: first-party OpenAI only (never
+// OpenAI-compatible third parties), and only models whose catalog entry lists the field,
+// since a model that does not know it rejects the request.
 func keyAllowed(t Target) bool {
-	if t.Provider != "openai" {
-		return false
-	}
-	m := lowerModel(t.Model)
-	for _, p := range keyModels {
-		if strings.HasPrefix(m, p) {
-			return true
-		}
-	}
-	return false
+	return t.Provider == "openai" && t.Price.Accepts("prompt_cache_key")
 }
 
 // tracker remembers, per key, when it was last seen and a decaying request rate. Bounded.

@@ -237,7 +237,7 @@ func TestPromptCacheKey(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	p := &Planner{Now: func() time.Time { return now }}
 	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"S"},{"role":"user","content":"q"}]}`)
-	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws1"}
+	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws1", Price: keyed}
 	out, rep, _ := p.Plan(body, tgt)
 	if rep.PromptCacheKey == "" || !strings.HasPrefix(string(out), `{"prompt_cache_key":"`+rep.PromptCacheKey+`",`) {
 		t.Fatalf("%s", out)
@@ -250,13 +250,13 @@ func TestPromptCacheKey(t *testing.T) {
 	if _, r, _ := p.Plan(body, tgt); r.PromptCacheKey == rep.PromptCacheKey {
 		t.Fatal("key must depend on workspace")
 	}
-	for _, tt := range []Target{{Provider: "openai_compatible", Model: "gpt-4o"}, {Provider: "openai", Model: "gpt-3.5-turbo"}, {Provider: "openrouter", Model: "openai/gpt-4o"}} {
+	for _, tt := range []Target{{Provider: "openai_compatible", Model: "gpt-4o", Price: keyed}, {Provider: "openai", Model: "gpt-3.5-turbo"}, {Provider: "openrouter", Model: "openai/gpt-4o", Price: keyed}} {
 		if out, r, _ := p.Plan(body, tt); r.PromptCacheKey != "" || string(out) != string(body) {
 			t.Errorf("%+v got a key", tt)
 		}
 	}
 	own := []byte(`{"prompt_cache_key":"mine","model":"gpt-5","messages":[{"role":"user","content":"q"}]}`)
-	if out, r, _ := p.Plan(own, Target{Provider: "openai", Model: "gpt-5"}); string(out) != string(own) || r.PromptCacheKey != "" {
+	if out, r, _ := p.Plan(own, Target{Provider: "openai", Model: "gpt-5", Price: keyed}); string(out) != string(own) || r.PromptCacheKey != "" {
 		t.Fatal("caller key overridden")
 	}
 	// Above ~15/min the key is sharded.
@@ -310,7 +310,7 @@ func FuzzPlan(f *testing.F) {
 	f.Add([]byte(`{"tools":[{"type":"function","function":{"name":"x","description":"2026-01-01","parameters":{"b":1,"a":[{"d":1,"c":2}]}}}],"messages":[{"role":"system","content":"`+long[:2000]+`"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"u"}}]}]}`), uint8(1))
 	f.Add([]byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"q"}]}`), uint8(2))
 	f.Fuzz(func(t *testing.T, body []byte, sel uint8) {
-		targets := []Target{claude(), {Provider: "bedrock", Model: "claude-sonnet-4-5", Price: catalog.Price{CacheMinTokens: 1}}, {Provider: "openai", Model: "gpt-4o", Workspace: "w"}}
+		targets := []Target{claude(), {Provider: "bedrock", Model: "claude-sonnet-4-5", Price: catalog.Price{CacheMinTokens: 1}}, {Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed}}
 		tgt := targets[int(sel)%len(targets)]
 		out, _, err := NewPlanner().Plan(body, tgt)
 		if err != nil {
@@ -359,10 +359,10 @@ func benchPlan(b *testing.B, n int, tgt Target) {
 func BenchmarkPlan1kAnthropic(b *testing.B)   { benchPlan(b, 1000, claude()) }
 func BenchmarkPlan100kAnthropic(b *testing.B) { benchPlan(b, 100000, claude()) }
 func BenchmarkPlan1kOpenAI(b *testing.B) {
-	benchPlan(b, 1000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"})
+	benchPlan(b, 1000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed})
 }
 func BenchmarkPlan100kOpenAI(b *testing.B) {
-	benchPlan(b, 100000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"})
+	benchPlan(b, 100000, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed})
 }
 
 // Concurrent calls share the Planner and the pooled scratch space; each must get the result
@@ -373,7 +373,7 @@ func TestConcurrentPlan(t *testing.T) {
 	// A clock that never moves keeps the 1h TTL decision stable; the key's shard suffix
 	// depends on the call rate, so the key is compared as a placeholder.
 	p := &Planner{Now: func() time.Time { return goldenNow }}
-	targets := []Target{claude(), {Provider: "openai", Model: "gpt-4o", Workspace: "w"}}
+	targets := []Target{claude(), {Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed}}
 	result := func(b []byte, tg Target) string {
 		out, rep, err := p.Plan(b, tg)
 		s := fmt.Sprintf("%s %+v %v", out, rep, err)
@@ -401,4 +401,23 @@ func TestConcurrentPlan(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// keyed is a catalog entry whose model accepts prompt_cache_key.
+var keyed = catalog.Price{CacheMinTokens: 1024, CacheFields: []string{"prompt_cache_key"}}
+
+// TestKeyOnlyWhereTheCatalogAllowsIt: the allow-list is catalog data. The shipped catalog
+// lists the field for gpt-4o and not for gpt-3.5-turbo; an entry without it gets no key.
+func TestKeyOnlyWhereTheCatalogAllowsIt(t *testing.T) {
+	body := []byte(`{"model":"m","messages":[{"role":"system","content":"S"},{"role":"user","content":"q"}]}`)
+	cat := catalog.Default()
+	for model, want := range map[string]bool{"gpt-4o": true, "gpt-5.6-terra": true, "gpt-3.5-turbo": false} {
+		p, _ := cat.Lookup(model)
+		if _, r, _ := NewPlanner().Plan(body, Target{Provider: "openai", Model: model, Workspace: "w", Price: p}); (r.PromptCacheKey != "") != want {
+			t.Errorf("%s: key %q, want one: %v", model, r.PromptCacheKey, want)
+		}
+	}
+	if _, r, _ := NewPlanner().Plan(body, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"}); r.PromptCacheKey != "" {
+		t.Error("a model without the field in its catalog entry got a key")
+	}
 }
