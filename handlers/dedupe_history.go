@@ -29,11 +29,10 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 	var h maphash.Hash
 	h.SetSeed(memoSeed)
 	changed := false
-	// prefix is {"messages":[ plus the rewritten messages before i, each followed by a comma,
-	// grown as i advances (built at the first miss), so a conversation seen for the first time
-	// costs one copy of its bytes rather than one per user message.
-	var prefix []byte
-	built := 0
+	// The conversation's index starts at the first memo miss and grows one message at a time,
+	// so a conversation seen for the first time is indexed once, not once per user message.
+	var conv *dedupe.Conversation
+	added := 0
 	for i, m := range msgs {
 		h.Write(m)
 		if i == 0 || !isUserMessage(m) {
@@ -42,19 +41,16 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 		key := h.Sum64()
 		r, hit := dedupeMemo.get(key)
 		if !hit {
-			if prefix == nil {
-				prefix = append(make([]byte, 0, len(messages)+32), `{"messages":[`...)
+			if conv == nil {
+				conv = dedupe.NewConversation(dedupe.Options{Cache: dedupeIndex})
 			}
-			for ; built < i; built++ {
-				prefix = append(append(prefix, rewritten[built]...), ',')
+			for ; added < i; added++ {
+				conv.Add(rewritten[added])
 			}
-			mark := len(prefix)
-			doc := append(append(prefix, m...), "]}"...)
-			nb, rep, err := dedupe.Dedupe(doc, dedupe.Options{Cache: dedupeIndex})
-			prefix = doc[:mark]
+			out, rep, did := conv.Rewrite(m)
 			r = nil // unchanged: the memo keeps no reference to the request
-			if err == nil && rep.TokensSaved > 0 {
-				r = lastElement(nb)
+			if did && rep.TokensSaved > 0 {
+				r = bytes.Clone(out)
 			}
 			dedupeMemo.put(key, r)
 		}
@@ -111,20 +107,6 @@ var dedupeIndex = dedupe.NewIndexCache(64 << 20)
 
 // memoSeed keys the memo; the memo lives in this process only, so a random seed is fine.
 var memoSeed = maphash.MakeSeed()
-
-// lastElement returns the last element of the "messages" array of doc.
-func lastElement(doc []byte) []byte {
-	span, ok, _ := providers.FindTopLevel(doc, "messages")
-	if !ok {
-		return nil
-	}
-	var last []byte
-	_ = providers.EachElement(doc[span.Start:span.End], func(_ int, m []byte) bool {
-		last = m
-		return true
-	})
-	return append([]byte(nil), last...)
-}
 
 // memo is a small bounded map: when full it starts over (entries are cheap to recompute).
 type memo struct {

@@ -98,22 +98,60 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 		return body, rep, nil
 	}
 	last := &msgs[len(msgs)-1]
-	if (last.Role != "user" && last.Role != "tool") || last.Content.Start < 0 {
+	if (last.Role != "user" && last.Role != "tool") || last.Content.Start < 0 || len(segments(last)) == 0 {
 		return body, rep, nil
 	}
-	segs := segments(last)
-	if len(segs) == 0 {
+	c := &Conversation{o: o, hist: history{idx: make([]*msgIndex, 0, len(msgs)-1)}}
+	for i := range msgs[:len(msgs)-1] {
+		c.hist.idx = append(c.hist.idx, o.Cache.index(&msgs[i]))
+	}
+	newRaw, changed := c.rewrite(last, &rep)
+	if !changed {
 		return body, rep, nil
 	}
+	return msgjson.Splice(body, arr, msgs, map[int][]byte{len(msgs) - 1: newRaw}), rep, nil
+}
 
-	// Index the earlier messages: whole contents and chunks.
-	hist := &history{idx: make([]*msgIndex, len(msgs)-1), newestLen: last.Content.End - last.Content.Start}
-	for i := range hist.idx {
-		hist.idx[i] = o.Cache.index(&msgs[i])
+// Conversation dedupes a conversation's messages in order, each against the messages before
+// it: what Dedupe does for the newest message of a body, for every message of a
+// conversation in one pass, indexing each message once.
+type Conversation struct {
+	o    Options
+	hist history
+}
+
+// NewConversation starts an empty conversation.
+func NewConversation(opts Options) *Conversation {
+	return &Conversation{o: opts.withDefaults()}
+}
+
+// Rewrite returns the message object raw as Dedupe would rewrite it if it were the newest
+// message after the ones added so far, and whether anything changed. raw is not added.
+func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
+	var rep Report
+	m, err := msgjson.ParseMessage(raw)
+	if err != nil || len(c.hist.idx) == 0 || (m.Role != "user" && m.Role != "tool") || m.Content.Start < 0 {
+		return raw, rep, false
 	}
+	out, changed := c.rewrite(&m, &rep)
+	return out, rep, changed
+}
 
-	// Rewrite the newest message's text segments, last to first so spans stay valid.
-	newRaw := last.Raw
+// Add appends the message object raw to the history later messages are compared with.
+func (c *Conversation) Add(raw []byte) {
+	var mi *msgIndex
+	if m, err := msgjson.ParseMessage(raw); err == nil {
+		mi = c.o.Cache.index(&m)
+	}
+	c.hist.idx = append(c.hist.idx, mi)
+}
+
+// rewrite dedupes the text segments of m against the history, last to first so the spans
+// stay valid.
+func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
+	segs := segments(m)
+	c.hist.newestLen = m.Content.End - m.Content.Start
+	newRaw := m.Raw
 	changed := false
 	for si := len(segs) - 1; si >= 0; si-- {
 		seg := segs[si]
@@ -121,7 +159,7 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 		if !ok {
 			continue
 		}
-		out, did := dedupeText(text, hist, o, &rep)
+		out, did := dedupeText(text, &c.hist, c.o, rep)
 		if !did {
 			continue
 		}
@@ -129,10 +167,7 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 		newRaw = providers.Replace(newRaw, seg, v)
 		changed = true
 	}
-	if !changed {
-		return body, rep, nil
-	}
-	return msgjson.Splice(body, arr, msgs, map[int][]byte{len(msgs) - 1: newRaw}), rep, nil
+	return newRaw, changed
 }
 
 // history is the index of the messages before the newest one.

@@ -173,6 +173,20 @@ func parseArray(body []byte, i int, msgs []Message) (end int, _ []Message, err e
 	return 0, msgs, ErrBadJSON
 }
 
+// ParseMessage reads one message object; raw is exactly the object's bytes.
+func ParseMessage(raw []byte) (Message, error) {
+	if len(raw) == 0 {
+		return Message{}, ErrBadJSON
+	}
+	m, end, err := parseMessage(raw, 0)
+	if err != nil {
+		return m, err
+	}
+	m.Raw = raw[:end]
+	m.Pos = providers.Span{Start: 0, End: end}
+	return m, nil
+}
+
 // parseMessage reads the fields of the message object at b[i]; end is just past it. Keys with
 // escapes are compared raw, as EachKey passes them.
 func parseMessage(b []byte, i int) (m Message, end int, err error) {
