@@ -18,16 +18,17 @@ import (
 //   - countCalibration relates it to a tiktoken count of the same body. Claude's and Gemini's
 //     tokenizers are not public; tiktoken times the learned ratio is the gateway's best count
 //     for them (and for OpenAI models the ratio stays near 1). tiktoken costs far too much to
-//     run on every request, so it is sampled off the request path: at most one count per
-//     model per countSampleEvery, of bodies up to countSampleMaxBytes.
+//     run on every request (a 256 KiB body costs tens of milliseconds), so it is sampled off
+//     the request path: at most one count per model per countSampleEvery, of bodies up to
+//     countSampleMaxBytes, a few milliseconds of one core per model every ten seconds.
 var (
 	promptCalibration = tokens.NewCalibrator(0, 0, 0)
 	countCalibration  = tokens.NewCalibrator(0, 0, 0)
 )
 
 const (
-	countSampleEvery    = time.Second
-	countSampleMaxBytes = 256 << 10
+	countSampleEvery    = 10 * time.Second
+	countSampleMaxBytes = 32 << 10
 )
 
 // estimatedPrompt is the body's prompt estimate before calibration.

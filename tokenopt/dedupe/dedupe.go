@@ -237,8 +237,8 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 	mi.whole = known{exact: h, words: n, whole: true}
 	for _, c := range chunk(text) {
 		b := text[c.bodyStart:c.bodyEnd]
-		h, n := normHash(b)
-		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label})
+		h, n, sim := chunkHashes(b)
+		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, simDone: true})
 	}
 	return mi
 }
@@ -260,8 +260,8 @@ func NewIndexCache(maxBytes int) *IndexCache {
 var cacheSeed = maphash.MakeSeed()
 
 // index returns the message's index entry, from the cache when there is one. Cached entries
-// own their bytes (they outlive the request) and carry their SimHash precomputed, so they are
-// never written after they are shared.
+// own their bytes (they outlive the request); like every entry they carry their SimHash
+// precomputed, so they are never written after they are shared.
 func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
 	if c == nil {
 		return buildIndex(m)
@@ -279,9 +279,6 @@ func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
 		for i := range mi.chunks {
 			k := &mi.chunks[i]
 			k.body = bytes.Clone(k.body)
-			if k.words >= 3 {
-				k.sim, k.simDone = simHash(k.body), true
-			}
 			size += len(k.body) + len(k.label) + 96
 		}
 	}
@@ -855,6 +852,55 @@ func simHash(b []byte) uint64 {
 		}
 	}
 	return out
+}
+
+// chunkHashes is normHash and simHash in one pass over the words: indexing a long history
+// hashes every chunk both ways, and the word scan is most of the cost.
+func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
+	norm = 0x9e3779b97f4a7c15
+	var counts [64]int
+	var lanes [8]uint64
+	pending := 0
+	total := 0
+	var w0, w1 uint64
+	flush := func() {
+		for j := 0; j < 8; j++ {
+			v := lanes[j]
+			for k := 0; k < 8; k++ {
+				counts[k*8+j] += int(v >> (8 * k) & 0xFF)
+			}
+			lanes[j] = 0
+		}
+		pending = 0
+	}
+	feature := func(f uint64) {
+		for j := 0; j < 8; j++ {
+			lanes[j] += f >> j & 0x0101010101010101
+		}
+		pending++
+		total++
+		if pending == 255 {
+			flush()
+		}
+	}
+	eachWord(b, func(h uint64) {
+		norm = mix(norm ^ h + uint64(words))
+		words++
+		if words >= 3 {
+			feature(mix(w0*31 ^ w1*17 ^ h))
+		}
+		w0, w1 = w1, h
+	})
+	if words < 3 && words > 0 {
+		feature(mix(w0 ^ w1))
+	}
+	flush()
+	for i := 0; i < 64; i++ {
+		if 2*counts[i] > total {
+			sim |= 1 << i
+		}
+	}
+	return norm, words, sim
 }
 
 func hamming(a, b uint64) int {
