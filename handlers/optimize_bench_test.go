@@ -48,9 +48,12 @@ func optimizeBody(tokens int) []byte {
 }
 
 // nextTurn returns body with a newest message never seen before, as each turn of a real
-// conversation has: a benchmark that repeated one body would measure only memo hits.
+// conversation has (a benchmark that repeated one body would measure only memo hits): a
+// question with a retrieved document, which dedupe must compare with the whole history.
 func nextTurn(body []byte, turn int) string {
-	return strings.Replace(string(body), `"content":"summarise"}]}`, `"content":"summarise, turn `+strconv.Itoa(turn)+`"}]}`, 1)
+	doc := strings.Repeat("Refunds are issued within 14 days. ", 20)
+	return strings.Replace(string(body), `"content":"summarise"}]}`,
+		`"content":"turn `+strconv.Itoa(turn)+`: summarise <document source=\"kb/3\">`+doc+`</document>"}]}`, 1)
 }
 
 // BenchmarkParse is the request parse every chat request pays, with or without the optimizer;

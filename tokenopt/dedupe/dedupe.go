@@ -44,6 +44,8 @@ type Options struct {
 	// whole history. The result is the same with or without it. It must not be shared
 	// between calls with different Count functions.
 	Cache *IndexCache
+
+	bytesCount bool // Count is the default, monotonic in bytes
 }
 
 // Report says what Dedupe did.
@@ -63,6 +65,7 @@ const refPrefix = "[duplicate of "
 func (o Options) withDefaults() Options {
 	if o.Count == nil {
 		o.Count = func(s string) int { return (len(s) + 3) / 4 }
+		o.bytesCount = true
 	}
 	if o.MinChunkTokens <= 0 {
 		o.MinChunkTokens = 40
@@ -118,6 +121,9 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 type Conversation struct {
 	o    Options
 	hist history
+	// pending are added messages not indexed yet: indexing waits for a message that could
+	// change, so a conversation whose new message is short never indexes its history.
+	pending [][]byte
 }
 
 // NewConversation starts an empty conversation.
@@ -130,20 +136,26 @@ func NewConversation(opts Options) *Conversation {
 func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
 	var rep Report
 	m, err := msgjson.ParseMessage(raw)
-	if err != nil || len(c.hist.idx) == 0 || (m.Role != "user" && m.Role != "tool") || m.Content.Start < 0 {
+	if err != nil || len(c.hist.idx)+len(c.pending) == 0 || (m.Role != "user" && m.Role != "tool") || m.Content.Start < 0 {
 		return raw, rep, false
 	}
+	// The raw content is never shorter than its text: below the smallest chunk nothing can
+	// be replaced (dedupeText skips texts and chunks under MinChunkTokens).
+	if n := m.Content.End - m.Content.Start; c.o.bytesCount && (n+3)/4 < c.o.MinChunkTokens {
+		return raw, rep, false
+	}
+	for _, p := range c.pending {
+		c.hist.idx = append(c.hist.idx, c.o.Cache.indexRaw(p))
+	}
+	c.pending = c.pending[:0]
 	out, changed := c.rewrite(&m, &rep)
 	return out, rep, changed
 }
 
 // Add appends the message object raw to the history later messages are compared with.
+// raw must stay unchanged while the Conversation is in use.
 func (c *Conversation) Add(raw []byte) {
-	var mi *msgIndex
-	if m, err := msgjson.ParseMessage(raw); err == nil {
-		mi = c.o.Cache.index(&m)
-	}
-	c.hist.idx = append(c.hist.idx, mi)
+	c.pending = append(c.pending, raw)
 }
 
 // rewrite dedupes the text segments of m against the history, last to first so the spans
@@ -266,14 +278,33 @@ func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
 	if c == nil {
 		return buildIndex(m)
 	}
-	key := maphash.Bytes(cacheSeed, m.Raw) ^ uint64(len(m.Raw))
+	return c.lookupOrBuild(m.Raw, func() *msgIndex { return buildIndex(m) })
+}
+
+// indexRaw is index for a message object not parsed yet: a cached message is not parsed.
+func (c *IndexCache) indexRaw(raw []byte) *msgIndex {
+	build := func() *msgIndex {
+		m, err := msgjson.ParseMessage(raw)
+		if err != nil {
+			return nil
+		}
+		return buildIndex(&m)
+	}
+	if c == nil {
+		return build()
+	}
+	return c.lookupOrBuild(raw, build)
+}
+
+func (c *IndexCache) lookupOrBuild(raw []byte, build func() *msgIndex) *msgIndex {
+	key := maphash.Bytes(cacheSeed, raw) ^ uint64(len(raw))
 	c.mu.Lock()
 	mi, ok := c.m[key]
 	c.mu.Unlock()
 	if ok {
 		return mi
 	}
-	mi = buildIndex(m)
+	mi = build()
 	size := 64
 	if mi != nil {
 		for i := range mi.chunks {

@@ -281,6 +281,17 @@ func FuzzDedupe(f *testing.F) {
 		if !bytes.Equal(again, out) {
 			t.Fatalf("not idempotent:\n%s\n%s", out, again)
 		}
+		// A Conversation fed the earlier messages rewrites the last one as Dedupe does.
+		if len(a.Messages) >= 2 {
+			conv := NewConversation(o)
+			for _, m := range a.Messages[:len(a.Messages)-1] {
+				conv.Add(m)
+			}
+			got, _, did := conv.Rewrite(a.Messages[len(a.Messages)-1])
+			if want := b.Messages[len(b.Messages)-1]; !bytes.Equal(got, want) || did != !bytes.Equal(out, body) {
+				t.Fatalf("Conversation rewrote %s (changed %v), Dedupe %s", got, did, want)
+			}
+		}
 		// The index cache changes nothing, cold or warm.
 		o.Cache = fuzzCache
 		for range 2 {
