@@ -31,14 +31,7 @@ func TestCutStreamBilledAtCalibratedRate(t *testing.T) {
 		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","created":1,"model":"calib-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":1,"total_tokens":%d}}`, prompt, prompt+1)
 	}))
 	defer up.Close()
-	tl := newTestLedger(t, 10*ledger.Credit)
-	testKey = tl.ownerKey
-	base := startGateway(t, tl.withStorage(`btl {
-		provider up openai_compatible {
-			base_url `+up.URL+`/v1
-			models calib-model
-		}
-	}`), fullChain)
+	base, tl := gatewayBefore(t, up.URL, "calib-model")
 	question := strings.Repeat("How are refunds issued for annual plans? ", 40)
 	body := `{"model":"up/calib-model","max_tokens":50,"messages":[{"role":"user","content":"` + question + `"}]}`
 	for range 5 {
@@ -84,14 +77,7 @@ func TestCountTokensLearnsTheModelsTokenizer(t *testing.T) {
 		fmt.Fprintf(w, `{"id":"c","object":"chat.completion","created":1,"model":"%s","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":1,"total_tokens":%d}}`, model, prompt, prompt+1)
 	}))
 	defer up.Close()
-	tl := newTestLedger(t, 10*ledger.Credit)
-	testKey = tl.ownerKey
-	base := startGateway(t, tl.withStorage(`btl {
-		provider up openai_compatible {
-			base_url `+up.URL+`/v1
-			models `+model+`
-		}
-	}`), fullChain)
+	base, _ := gatewayBefore(t, up.URL, model)
 	text := strings.Repeat("Refunds for annual plans are prorated by the remaining months. ", 30)
 	count := func() int64 {
 		st, _, _, raw := postRaw(t, base+"/v1/messages/count_tokens", "application/json",

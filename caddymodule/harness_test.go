@@ -104,3 +104,18 @@ func newTestLedger(t testing.TB, credits ledger.Micros) *testLedger {
 func (tl *testLedger) withStorage(btlBlock string) string {
 	return strings.Replace(btlBlock, "btl {", "btl {\n\t\t"+tl.storage, 1)
 }
+
+// gatewayBefore starts the full chain in front of one OpenAI-compatible upstream serving
+// models (space separated), with a fresh ledger whose owner key becomes testKey. It returns
+// the gateway's base URL and the ledger.
+func gatewayBefore(t *testing.T, upstreamURL, models string) (string, *testLedger) {
+	t.Helper()
+	tl := newTestLedger(t, 10*ledger.Credit)
+	testKey = tl.ownerKey
+	return startGateway(t, tl.withStorage(`btl {
+		provider up openai_compatible {
+			base_url `+upstreamURL+`/v1
+			models `+models+`
+		}
+	}`), fullChain), tl
+}

@@ -182,14 +182,7 @@ func TestDedupeAndBudgetReachUpstream(t *testing.T) {
 		io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":900,"completion_tokens":2,"total_tokens":902}}`)
 	}))
 	defer up.Close()
-	tl := newTestLedger(t, 10*ledger.Credit)
-	testKey = tl.ownerKey
-	base := startGateway(t, tl.withStorage(`btl {
-		provider up openai_compatible {
-			base_url `+up.URL+`/v1
-			models gpt-4o-mini
-		}
-	}`), fullChain)
+	base, _ := gatewayBefore(t, up.URL, "gpt-4o-mini")
 	doc := "<document source=\"wiki/refunds\">Refunds are issued within 14 days of a written request. The finance team reviews every refund above 500 dollars and records the decision in the ledger. Customers on annual plans receive a prorated refund for unused months, calculated from the renewal date.</document>"
 	msgs := fmt.Sprintf(`[{"role":"system","content":"Answer from the documents."},{"role":"user","content":%q},{"role":"assistant","content":"Noted."},{"role":"user","content":%q}]`,
 		"Context:\n"+doc+"\nWhat is the refund window?", "Context again:\n"+doc+"\nAnd for annual plans?")
@@ -244,14 +237,7 @@ func TestEmptyLengthFlagged(t *testing.T) {
 		io.WriteString(w, `{"id":"c","object":"chat.completion","created":1,"model":"o4-mini","choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"length"}],"usage":{"prompt_tokens":10,"completion_tokens":32768,"total_tokens":32778,"completion_tokens_details":{"reasoning_tokens":32768}}}`)
 	}))
 	defer up.Close()
-	tl := newTestLedger(t, 10*ledger.Credit)
-	testKey = tl.ownerKey
-	base := startGateway(t, tl.withStorage(`btl {
-		provider up openai_compatible {
-			base_url `+up.URL+`/v1
-			models o4-mini
-		}
-	}`), fullChain)
+	base, _ := gatewayBefore(t, up.URL, "o4-mini")
 	st, hdr, _, raw := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(`{"model":"up/o4-mini","messages":[{"role":"user","content":"think hard"}]}`))
 	if st != 200 || hdr.Get("X-Btl-Empty-Length") != "true" {
 		t.Fatalf("%d %v %s", st, hdr, raw)
@@ -284,14 +270,7 @@ func TestEmptyLengthFlaggedInStream(t *testing.T) {
 		io.WriteString(w, "data: [DONE]\n\n")
 	}))
 	defer up.Close()
-	tl := newTestLedger(t, 10*ledger.Credit)
-	testKey = tl.ownerKey
-	base := startGateway(t, tl.withStorage(`btl {
-		provider up openai_compatible {
-			base_url `+up.URL+`/v1
-			models o4-mini
-		}
-	}`), fullChain)
+	base, _ := gatewayBefore(t, up.URL, "o4-mini")
 	trailer := func(prompt string) (http.Header, string) {
 		req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(`{"model":"up/o4-mini","stream":true,"messages":[{"role":"user","content":"`+prompt+`"}]}`))
 		req.Header.Set("Authorization", "Bearer "+testKey)

@@ -836,57 +836,15 @@ func normHash(b []byte) (uint64, int) {
 	return acc, n
 }
 
-// simHash is Charikar's 64-bit SimHash over word 3-shingles. Bit counts are kept in byte
-// lanes (8 features' bits per uint64 add) and flushed every 255 features.
+// simHash is Charikar's 64-bit SimHash over word 3-shingles (see chunkHashes).
 func simHash(b []byte) uint64 {
-	var counts [64]int
-	var lanes [8]uint64
-	pending := 0
-	total := 0
-	var w0, w1 uint64
-	n := 0
-	flush := func() {
-		for j := 0; j < 8; j++ {
-			v := lanes[j]
-			for k := 0; k < 8; k++ {
-				counts[k*8+j] += int(v >> (8 * k) & 0xFF)
-			}
-			lanes[j] = 0
-		}
-		pending = 0
-	}
-	feature := func(f uint64) {
-		for j := 0; j < 8; j++ {
-			lanes[j] += f >> j & 0x0101010101010101
-		}
-		pending++
-		total++
-		if pending == 255 {
-			flush()
-		}
-	}
-	eachWord(b, func(h uint64) {
-		n++
-		if n >= 3 {
-			feature(mix(w0*31 ^ w1*17 ^ h))
-		}
-		w0, w1 = w1, h
-	})
-	if n < 3 && n > 0 {
-		feature(mix(w0 ^ w1))
-	}
-	flush()
-	var out uint64
-	for i := 0; i < 64; i++ {
-		if 2*counts[i] > total {
-			out |= 1 << i
-		}
-	}
-	return out
+	_, _, sim := chunkHashes(b)
+	return sim
 }
 
 // chunkHashes is normHash and simHash in one pass over the words: indexing a long history
-// hashes every chunk both ways, and the word scan is most of the cost.
+// hashes every chunk both ways, and the word scan is most of the cost. SimHash bit counts
+// are kept in byte lanes (8 features' bits per uint64 add) and flushed every 255 features.
 func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
 	norm = 0x9e3779b97f4a7c15
 	var counts [64]int
