@@ -38,7 +38,7 @@ func FindTopLevel(doc []byte, key string) (Span, bool, error) {
 		if err != nil {
 			return Span{}, false, err
 		}
-		match := keyEquals(doc[ks:ke], key)
+		match := KeyEquals(doc[ks:ke], key)
 		i = skipSpace(doc, ke)
 		if i >= len(doc) || doc[i] != ':' {
 			return Span{}, false, errBadJSON
@@ -67,8 +67,8 @@ func FindTopLevel(doc []byte, key string) (Span, bool, error) {
 	return Span{}, false, errBadJSON
 }
 
-// keyEquals compares a quoted JSON key with key, decoding escapes only when there are any.
-func keyEquals(quoted []byte, key string) bool {
+// KeyEquals compares a quoted JSON key with key, decoding escapes only when there are any.
+func KeyEquals(quoted []byte, key string) bool {
 	inner := quoted[1 : len(quoted)-1]
 	if bytes.IndexByte(inner, '\\') < 0 {
 		return string(inner) == key

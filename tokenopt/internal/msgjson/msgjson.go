@@ -6,7 +6,6 @@ package msgjson
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"slices"
 	"unicode/utf8"
@@ -90,7 +89,7 @@ func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Sp
 		}
 		i = skipSpace(body, i+1)
 		var ve int
-		if keyEquals(key, "messages") {
+		if providers.KeyEquals(key, "messages") {
 			// A value that does not parse must still be skippable (a later "messages" would
 			// win), or the whole body is malformed.
 			ve, dst, perr = parseArray(body, i, dst[:0])
@@ -105,7 +104,7 @@ func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Sp
 				return providers.Span{}, nil, err
 			}
 			for k, name := range keys {
-				if keyEquals(key, name) {
+				if providers.KeyEquals(key, name) {
 					spans[k] = providers.Span{Start: i, End: ve}
 				}
 			}
@@ -126,17 +125,6 @@ func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Sp
 		i = skipSpace(body, i+1)
 	}
 	return providers.Span{}, nil, ErrBadJSON
-}
-
-// keyEquals compares a quoted JSON key with key, decoding escapes only when there are any,
-// exactly as providers.FindTopLevel does.
-func keyEquals(quoted []byte, key string) bool {
-	inner := quoted[1 : len(quoted)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == key
-	}
-	var s string
-	return json.Unmarshal(quoted, &s) == nil && s == key
 }
 
 // parseArray parses the array of message objects at body[i], appending to msgs. end is just
