@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
@@ -20,10 +21,13 @@ import (
 //     for them (and for OpenAI models the ratio stays near 1). tiktoken costs far too much to
 //     run on every request (a 256 KiB body costs tens of milliseconds), so it is sampled off
 //     the request path: at most one count per model per countSampleEvery, of bodies up to
-//     countSampleMaxBytes, a few milliseconds of one core per model every ten seconds.
+//     countSampleMaxBytes, a few milliseconds of one core per model every ten seconds. And
+//     only once something has asked for a count: loading tiktoken's encodings costs half a
+//     second of CPU and tens of MB, which a gateway that never counts should not pay.
 var (
 	promptCalibration = tokens.NewCalibrator(0, 0, 0)
 	countCalibration  = tokens.NewCalibrator(0, 0, 0)
+	countsWanted      atomic.Bool // set by the first token count asked for
 )
 
 const (
@@ -48,7 +52,7 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 	body, actual := ex.OutboundBody(), int(ex.Usage.PromptTokens())
 	promptCalibration.Observe(ex.UpstreamModel, int(estimatedPrompt(body)), actual)
 	model := canonicalModel(prices, ex.UpstreamModel)
-	if len(body) > countSampleMaxBytes || !countSampler.take(model, time.Now()) {
+	if !countsWanted.Load() || len(body) > countSampleMaxBytes || !countSampler.take(model, time.Now()) {
 		return
 	}
 	body = append([]byte(nil), body...) // the exchange's buffers are not ours after return
@@ -58,6 +62,7 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 // countedTokens is tiktoken's count of text in model's encoding, corrected by the ratio
 // learned for model.
 func countedTokens(prices *catalog.Catalog, model, text string) int {
+	countsWanted.Store(true)
 	return countCalibration.Adjust(canonicalModel(prices, model), tokens.Count(model, text))
 }
 
