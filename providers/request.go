@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 )
 
 // ChatRequest is the gateway's view of an OpenAI chat-completions body: the fields it needs to
@@ -123,7 +124,9 @@ func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
 	var dst any
 	switch key {
 	case "model":
-		if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		// The common case, a plain string, needs no decoding; escapes and invalid UTF-8
+		// (which encoding/json replaces with U+FFFD) take the decoder.
+		if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 			r.Model = string(raw[1 : len(raw)-1])
 			return nil
 		}

@@ -116,6 +116,7 @@ func FuzzParseChatRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{}],"x":[1,{"y":"\"}"}]}`))
 	f.Add([]byte(`{"mod\u0065l":"m","messages":[{}]}`))
+	f.Add([]byte("{\"model\":\"\xb2\",\"messages\":[{}]}")) // invalid UTF-8 is decoded as U+FFFD
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := ParseChatRequest(body)
 		if err != nil {
