@@ -94,6 +94,11 @@ func SetTopLevel(doc []byte, key string, value []byte) ([]byte, error) {
 	if ok {
 		return Replace(doc, s, value), nil
 	}
+	return InsertTopLevel(doc, key, value), nil
+}
+
+// InsertTopLevel inserts "key":value first in the object doc, which must not have key.
+func InsertTopLevel(doc []byte, key string, value []byte) []byte {
 	open := skipSpace(doc, 0)
 	rest := skipSpace(doc, open+1)
 	out := make([]byte, 0, len(doc)+len(key)+len(value)+4)
@@ -105,7 +110,7 @@ func SetTopLevel(doc []byte, key string, value []byte) ([]byte, error) {
 	if doc[rest] != '}' {
 		out = append(out, ',')
 	}
-	return append(out, doc[open+1:]...), nil
+	return append(out, doc[open+1:]...)
 }
 
 // AppendToObject inserts ,"key":value before the closing brace of the object at s.

@@ -85,43 +85,34 @@ func FieldFor(t Target) string {
 // null counts as absent). The new field goes first in the object; all other bytes are kept.
 // body must be valid JSON (the gateway validated it); one pass over its top level decides.
 func Apply(body []byte, t Target) ([]byte, Result, error) {
-	r := Result{Field: FieldFor(t), Cap: CapFor(t)}
-	quotedField := `"` + r.Field + `"`
 	// As encoding/json and the providers read it, the last occurrence of a key wins.
-	last := map[string]providers.Span{}
+	maxTokens, maxCompletion := providers.Span{Start: -1}, providers.Span{Start: -1}
 	err := providers.EachTopLevel(body, func(quoted []byte, v providers.Span) bool {
-		if k := string(quoted); k == `"max_tokens"` || k == `"max_completion_tokens"` {
-			last[k] = v
+		switch string(quoted) {
+		case `"max_tokens"`:
+			maxTokens = v
+		case `"max_completion_tokens"`:
+			maxCompletion = v
 		}
 		return true
 	})
 	if err != nil {
 		return body, Result{}, err
 	}
-	null := providers.Span{Start: -1}
-	for k, v := range last {
-		if string(body[v.Start:v.End]) != "null" {
-			return body, Result{CallerCap: true}, nil
-		}
-		if k == quotedField {
-			null = v // a null cap field is replaced in place
-		}
+	isNull := func(v providers.Span) bool { return string(body[v.Start:v.End]) == "null" }
+	if (maxTokens.Start >= 0 && !isNull(maxTokens)) || (maxCompletion.Start >= 0 && !isNull(maxCompletion)) {
+		return body, Result{CallerCap: true}, nil
 	}
+	r := Result{Field: FieldFor(t), Cap: CapFor(t)}
 	value := strconv.AppendInt(nil, r.Cap, 10)
-	if null.Start >= 0 {
-		return providers.Replace(body, null, value), r, nil
+	present := maxTokens // a null cap field is replaced in place
+	if r.Field == "max_completion_tokens" {
+		present = maxCompletion
 	}
-	open := providers.SkipSpace(body, 0)
-	rest := providers.SkipSpace(body, open+1)
-	out := make([]byte, 0, len(body)+len(quotedField)+len(value)+2)
-	out = append(out, body[:open+1]...)
-	out = append(out, quotedField...)
-	out = append(out, ':')
-	out = append(out, value...)
-	if rest < len(body) && body[rest] != '}' {
-		out = append(out, ',')
+	if present.Start >= 0 {
+		return providers.Replace(body, present, value), r, nil
 	}
-	return append(out, body[open+1:]...), r, nil
+	return providers.InsertTopLevel(body, r.Field, value), r, nil
 }
 
 // EmptyLength flags a completion cut by the output cap before it produced any content (a
