@@ -51,8 +51,11 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 	}
 	body, actual := ex.OutboundBody(), int(ex.Usage.PromptTokens())
 	promptCalibration.Observe(ex.UpstreamModel, int(estimatedPrompt(body)), actual)
+	if !countsWanted.Load() || len(body) > countSampleMaxBytes {
+		return
+	}
 	model := canonicalModel(prices, ex.UpstreamModel)
-	if !countsWanted.Load() || len(body) > countSampleMaxBytes || !countSampler.take(model, time.Now()) {
+	if !countSampler.take(model, time.Now()) {
 		return
 	}
 	body = append([]byte(nil), body...) // the exchange's buffers are not ours after return

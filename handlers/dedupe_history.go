@@ -48,9 +48,9 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 				conv.Add(rewritten[added])
 			}
 			out, rep, did := conv.Rewrite(m)
-			r = nil // unchanged: the memo keeps no reference to the request
+			r = nil // unchanged; a rewrite is a new slice, so the memo holds no request bytes
 			if did && rep.TokensSaved > 0 {
-				r = bytes.Clone(out)
+				r = out
 			}
 			dedupeMemo.put(key, r)
 		}

@@ -78,14 +78,13 @@ func (o Options) withDefaults() Options {
 
 // known is a chunk of content already in the request.
 type known struct {
-	exact   uint64
-	sim     uint64
-	simDone bool
-	words   int
-	body    []byte
-	msg     int // 1-based message number; 0 for the newest message itself
-	label   string
-	whole   bool // a whole message, used for exact matches only
+	exact uint64
+	sim   uint64 // SimHash of body (chunks only)
+	words int
+	body  []byte
+	msg   int // 1-based message number; 0 for the newest message itself
+	label string
+	whole bool // a whole message, used for exact matches only
 }
 
 // Dedupe rewrites the newest message of a chat-completions body. It returns body itself when
@@ -132,7 +131,8 @@ func NewConversation(opts Options) *Conversation {
 }
 
 // Rewrite returns the message object raw as Dedupe would rewrite it if it were the newest
-// message after the ones added so far, and whether anything changed. raw is not added.
+// message after the ones added so far, and whether anything changed (a changed message is
+// a new slice, sharing nothing with raw). raw is not added.
 func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
 	var rep Report
 	m, err := msgjson.ParseMessage(raw)
@@ -250,7 +250,7 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 	for _, c := range chunk(text) {
 		b := text[c.bodyStart:c.bodyEnd]
 		h, n, sim := chunkHashes(b)
-		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, simDone: true})
+		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim})
 	}
 	return mi
 }
@@ -399,7 +399,7 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 		if tok < o.MinChunkTokens {
 			continue
 		}
-		h, n := normHash(b)
+		h, n, sim := chunkHashes(b)
 		var match *known
 		if k, ok := hist.findExact(h); ok {
 			match = &k
@@ -413,16 +413,12 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 			edits = append(edits, edit{c.bodyStart, c.bodyEnd, ref})
 			continue
 		}
-		me := known{exact: h, words: n, body: b, label: c.label}
+		me := known{exact: h, sim: sim, words: n, body: b, label: c.label}
 		if o.MaxHamming >= 0 && n >= 3 {
-			me.sim, me.simDone = simHash(b), true
 			best, bestMsg, bestD := (*known)(nil), 0, o.MaxHamming+1
 			consider := func(k *known, msg int) {
 				if k.whole || k.words*10 < n*7 || n*10 < k.words*7 || k.words < 3 {
 					return
-				}
-				if !k.simDone { // only entries built for this call; cached ones come computed
-					k.sim, k.simDone = simHash(k.body), true
 				}
 				if d := hamming(me.sim, k.sim); d < bestD {
 					best, bestMsg, bestD = k, msg, d
@@ -836,15 +832,10 @@ func normHash(b []byte) (uint64, int) {
 	return acc, n
 }
 
-// simHash is Charikar's 64-bit SimHash over word 3-shingles (see chunkHashes).
-func simHash(b []byte) uint64 {
-	_, _, sim := chunkHashes(b)
-	return sim
-}
-
-// chunkHashes is normHash and simHash in one pass over the words: indexing a long history
-// hashes every chunk both ways, and the word scan is most of the cost. SimHash bit counts
-// are kept in byte lanes (8 features' bits per uint64 add) and flushed every 255 features.
+// chunkHashes is normHash and a SimHash (Charikar's, 64 bits, over word 3-shingles) in one
+// pass over the words: every chunk is hashed both ways, and the word scan is most of the
+// cost. SimHash bit counts are kept in byte lanes (8 features' bits per uint64 add) and
+// flushed every 255 features.
 func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
 	norm = 0x9e3779b97f4a7c15
 	var counts [64]int

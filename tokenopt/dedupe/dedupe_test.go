@@ -375,3 +375,9 @@ func FuzzChunkHashes(f *testing.F) {
 		}
 	})
 }
+
+// simHash is chunkHashes' SimHash alone.
+func simHash(b []byte) uint64 {
+	_, _, sim := chunkHashes(b)
+	return sim
+}
