@@ -567,7 +567,7 @@ func testWriterTornRecord(t *testing.T, s Store) {
 	// A crash in the middle of write(2): half a record at the end of the last segment.
 	segs, _ := listSegments(dir)
 	last := segmentPath(dir, segs[len(segs)-1])
-	rec := appendRecord(nil, &Row{RequestID: "torn", WorkspaceID: ws.ID, CostMicros: 1})
+	rec := appendRecord(nil, segmentMarker(t, last), &Row{RequestID: "torn", WorkspaceID: ws.ID, CostMicros: 1})
 	f, err := os.OpenFile(last, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

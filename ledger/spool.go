@@ -6,21 +6,46 @@ import (
 	"hash/crc32"
 	"math"
 	"time"
+	"unicode/utf8"
 )
 
-// Spool record framing:
+// Spool framing. Segments written by this version start with a header and frame every
+// record behind the segment's sync marker:
 //
-//	[4 bytes little-endian payload length][4 bytes CRC-32C of payload][payload]
+//	segment header: "BTLSPL02" + 8-byte random sync marker
+//	record:         [marker 8][payload length 4, LE][CRC-32C of length and payload 4][payload]
 //
 // The payload is a compact binary encoding of a Row (format version byte, then each field
 // as a uvarint-prefixed string or a zig-zag varint). Binary instead of JSON keeps Append at
 // a few hundred nanoseconds; the CRC and the length bound let recovery tell a torn last
-// record (crash mid-write) from good data.
+// record (crash mid-write) from good data. The marker is random per segment and never leaves
+// the spool, so nothing a client sends can forge a record boundary: after corruption the
+// reader skips to the next marker whose record checks out, and one bad record costs only
+// itself (Avro container files resynchronise the same way).
+//
+// Segments written before the marker existed (version 1: no header, records
+// [length][CRC of payload][payload]) are still read, so a spool left by an older version
+// replays after an upgrade.
 const (
-	recordHeaderSize = 8
-	maxRecordSize    = 1 << 20 // a row is ~200 bytes; anything bigger is corruption
+	segMagic         = "BTLSPL02"
+	segHeaderSize    = 16
+	markerSize       = 8
+	recordHeaderV1   = 8
+	recordHeaderSize = markerSize + 8
+	maxRecordSize    = 1 << 20 // what a reader accepts; the writer stays far below (MaxRecordBytes)
 	rowFormatV1      = 1
 )
+
+// MaxFieldBytes bounds every string a row carries (ids, model and provider names, error
+// codes). Longer values are cut at a rune boundary before they are spooled, so a record can
+// never outgrow what readers accept, whatever a client sends; the HTTP edge refuses
+// oversized identifiers with a 400 long before this applies.
+const MaxFieldBytes = 512
+
+// MaxRecordBytes is the largest framed record encodeRow can produce: nine strings at
+// MaxFieldBytes with their length prefixes, nineteen varints, the flags, and the header.
+// Spool space is reserved in units of it.
+const MaxRecordBytes = recordHeaderSize + 1 + 9*(MaxFieldBytes+binary.MaxVarintLen16) + 20*binary.MaxVarintLen64 + 1
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -31,23 +56,35 @@ var (
 	errCorruptRecord = errors.New("ledger: spool: corrupt record")
 )
 
+type syncMarker [markerSize]byte
+
 // appendRecord appends r's framed record to dst.
-func appendRecord(dst []byte, r *Row) []byte {
+func appendRecord(dst []byte, m syncMarker, r *Row) []byte {
 	start := len(dst)
+	dst = append(dst, m[:]...)
 	dst = append(dst, 0, 0, 0, 0, 0, 0, 0, 0)
 	dst = encodeRow(dst, r)
 	payload := dst[start+recordHeaderSize:]
-	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(payload, castagnoli))
+	lenBytes := dst[start+markerSize : start+markerSize+4]
+	binary.LittleEndian.PutUint32(lenBytes, uint32(len(payload)))
+	binary.LittleEndian.PutUint32(dst[start+markerSize+4:], recordCRC(lenBytes, payload))
 	return dst
 }
 
+func recordCRC(lenBytes, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(lenBytes, castagnoli), castagnoli, payload)
+}
+
 // decodeRecord decodes the record at the start of b and returns it with its total size.
-func decodeRecord(b []byte) (Row, int, error) {
+func decodeRecord(b []byte, m syncMarker) (Row, int, error) {
 	if len(b) < recordHeaderSize {
 		return Row{}, 0, errShortRecord
 	}
-	n := binary.LittleEndian.Uint32(b)
+	if syncMarker(b[:markerSize]) != m {
+		return Row{}, 0, errCorruptRecord
+	}
+	lenBytes := b[markerSize : markerSize+4]
+	n := binary.LittleEndian.Uint32(lenBytes)
 	if n == 0 || n > maxRecordSize {
 		return Row{}, 0, errCorruptRecord
 	}
@@ -55,17 +92,32 @@ func decodeRecord(b []byte) (Row, int, error) {
 		return Row{}, 0, errShortRecord
 	}
 	payload := b[recordHeaderSize : recordHeaderSize+int(n)]
-	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
+	if recordCRC(lenBytes, payload) != binary.LittleEndian.Uint32(b[markerSize+4:]) {
 		return Row{}, 0, errCorruptRecord
 	}
-	r, err := decodeRow(payload)
+	r, err := decodeRow(payload, true, nil)
 	if err != nil {
 		return Row{}, 0, err
 	}
 	return r, recordHeaderSize + int(n), nil
 }
 
+// boundText makes s valid UTF-8 without NUL bytes (as the stores keep it) and at most
+// MaxFieldBytes long, cut at a rune boundary.
+func boundText(s string) string {
+	s = cleanText(s)
+	if len(s) <= MaxFieldBytes {
+		return s
+	}
+	cut := MaxFieldBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
 func appendString(b []byte, s string) []byte {
+	s = boundText(s)
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
@@ -100,8 +152,10 @@ func encodeRow(b []byte, r *Row) []byte {
 }
 
 type rowDecoder struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	bounded bool              // strings longer than MaxFieldBytes are corruption (current format)
+	intern  map[string]string // repeated values (workspace, key, model …) share one string
 }
 
 func (d *rowDecoder) varint() int64 {
@@ -122,12 +176,20 @@ func (d *rowDecoder) str() string {
 		return ""
 	}
 	l, n := binary.Uvarint(d.b)
-	if n <= 0 || l > uint64(len(d.b)-n) {
+	if n <= 0 || l > uint64(len(d.b)-n) || (d.bounded && l > MaxFieldBytes) {
 		d.err = errCorruptRecord
 		return ""
 	}
-	s := string(d.b[n : n+int(l)])
+	raw := d.b[n : n+int(l)]
 	d.b = d.b[n+int(l):]
+	if d.intern == nil {
+		return string(raw)
+	}
+	if s, ok := d.intern[string(raw)]; ok { // no allocation for the lookup
+		return s
+	}
+	s := string(raw)
+	d.intern[s] = s
 	return s
 }
 
@@ -141,13 +203,16 @@ func (d *rowDecoder) byte() byte {
 	return c
 }
 
-func decodeRow(p []byte) (Row, error) {
-	d := rowDecoder{b: p}
+// decodeRow decodes a payload; bounded rejects strings the current encoder cannot write.
+// With intern, repeated field values share memory (the request id, unique, is not interned).
+func decodeRow(p []byte, bounded bool, intern map[string]string) (Row, error) {
+	d := rowDecoder{b: p, bounded: bounded}
 	if d.byte() != rowFormatV1 {
 		return Row{}, errCorruptRecord
 	}
 	var r Row
 	r.RequestID = d.str()
+	d.intern = intern
 	if ts := d.varint(); ts != math.MinInt64 {
 		r.Time = time.UnixMicro(ts).UTC()
 	}

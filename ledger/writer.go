@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -31,6 +32,8 @@ type WriterOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// InsertTimeout bounds one InsertRows call [30s].
 	InsertTimeout time.Duration
+	// SpaceChunk is how much spool space is preallocated at a time [1 MiB].
+	SpaceChunk int64
 	// OnCommit, if set, receives per-workspace cost sums of committed rows that were
 	// appended by this Writer (rows replayed from an earlier process are not reported).
 	// Wire it to (*Credits).Committed. It runs on the writer goroutine: keep it short.
@@ -61,6 +64,9 @@ func (o *WriterOptions) defaults() {
 	if o.InsertTimeout <= 0 {
 		o.InsertTimeout = 30 * time.Second
 	}
+	if o.SpaceChunk < MaxRecordBytes {
+		o.SpaceChunk = 1 << 20
+	}
 }
 
 // WriterStats is a snapshot for metrics.
@@ -72,7 +78,10 @@ type WriterStats struct {
 	ReplayedRows  int64 // found in the spool at start
 	CommittedRows int64 // since start
 	Batches       int64
-	WriteErrors   int64 // failed Appends
+	WriteErrors   int64 // failed Appends (rows)
+	SpaceErrors   int64 // reservations refused for lack of disk space
+	OpenSlots     int64 // reservations not yet spent or cancelled (requests in flight)
+	Writes        int64 // write(2) calls: group commit makes these fewer than rows under load
 	InsertErrors  int64 // failed InsertRows calls (each is retried)
 	CorruptBytes  int64 // bytes cut by recovery or skipped as unreadable
 	LastError     string
@@ -90,18 +99,33 @@ type timedErr struct {
 // is away. A row that Append accepted is never lost to a process crash: on start the spool
 // is replayed from the last checkpoint, and idempotent inserts make replays harmless.
 // Memory stays bounded: the writer holds at most one batch.
+//
+// Appends commit in groups: concurrent callers queue their records and one of them writes
+// the whole queue with a single write(2) while the others wait; no lock is held across the
+// system call. Disk space is promised before it is needed: Reserve preallocates room for
+// one row (fallocate) and fails with ErrSpoolFull when there is none, so callers can refuse
+// work whose row could not be recorded, and Close waits for every reservation to be spent.
 type Writer struct {
 	store Store
 	opts  WriterOptions
 	lock  *os.File
 
-	mu         sync.Mutex // append state
+	mu         sync.Mutex
+	cond       sync.Cond // on mu: a batch was written, leadership or allocation freed, a slot ended
 	f          *os.File
-	end        spoolPos // where the next record goes
-	buf        []byte
-	closed     bool
+	marker     syncMarker
+	end        spoolPos    // published end: every byte before it is a complete record
+	cur        *spoolBatch // records queued for the next write(2)
+	writing    bool        // a leader is in write(2)
+	allocating bool        // someone is preallocating
+	allocEnd   int64       // preallocated end of the current segment
+	claimed    int64       // end + queued bytes + open slots × MaxRecordBytes
+	slots      int64       // open reservations
+	closing    bool        // no new reservations
+	closed     bool        // no more writes
 	dirty      bool
-	totalRows  int64  // replayed + appended: Flush's target
+	totalRows  int64 // replayed + written: Flush's target
+	freeBatch  []*spoolBatch // written batches whose appenders have all left, for reuse
 	boundary   uint64 // segments >= boundary were written by this process
 	firstSeg   uint64 // reader state: lowest segment file still on disk
 	startPos   spoolPos
@@ -114,6 +138,7 @@ type Writer struct {
 	syncerDone chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
+	encPool    sync.Pool
 
 	commitMu sync.Mutex
 	commitCh chan struct{} // closed and replaced after every commit
@@ -121,7 +146,17 @@ type Writer struct {
 	pendingRows, pendingBytes, spoolBytes        atomic.Int64
 	appendedRows, replayedRows, committedRows    atomic.Int64
 	batches, writeErrors, insertErrors, corruptB atomic.Int64
+	spaceErrors, writes                          atomic.Int64
 	lastErr                                      atomic.Pointer[timedErr]
+}
+
+// spoolBatch is one group commit: the records of every Append that joined it.
+type spoolBatch struct {
+	buf  []byte
+	rows int
+	refs int // appenders that have not yet read the outcome
+	done bool
+	err  error
 }
 
 // NewWriter opens (or creates) the spool in opts.Dir, recovers it (truncating a torn last
@@ -142,9 +177,10 @@ func NewWriter(store Store, opts WriterOptions) (*Writer, error) {
 		lock.Close()
 		return nil, fmt.Errorf("ledger: spool %s is in use by another writer: %w", opts.Dir, err)
 	}
-	w := &Writer{store: store, opts: opts, lock: lock,
+	w := &Writer{store: store, opts: opts, lock: lock, cur: &spoolBatch{},
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), abort: make(chan struct{}),
 		readerDone: make(chan struct{}), syncerDone: make(chan struct{}), commitCh: make(chan struct{})}
+	w.cond.L = &w.mu
 	if err := w.recover(); err != nil {
 		lock.Close()
 		return nil, err
@@ -180,69 +216,230 @@ func (w *Writer) recover() error {
 		if s == start.Seg {
 			from = start.Off
 		}
-		rows, good, cut, err := recoverSegment(dir, s, from)
+		rows, end, damaged, err := recoverSegment(dir, s, from)
 		if err != nil {
 			return fmt.Errorf("ledger: spool recovery of segment %d: %w", s, err)
 		}
-		if cut > 0 {
-			w.corruptB.Add(cut)
-			w.noteErr(fmt.Errorf("ledger: spool segment %d: cut %d bytes of torn or corrupt data", s, cut))
+		if damaged > 0 {
+			w.corruptB.Add(damaged)
+			w.noteErr(fmt.Errorf("ledger: spool segment %d: %d bytes of torn or corrupt data cut or skipped", s, damaged))
 		}
 		w.pendingRows.Add(rows)
-		w.pendingBytes.Add(good)
-		w.spoolBytes.Add(from + good)
+		w.pendingBytes.Add(max(0, end-from))
+		w.spoolBytes.Add(end)
 		w.replayedRows.Add(rows)
 		w.totalRows += rows
 		next = max(next, s+1)
 	}
 	// This process writes to fresh segments, so "ours" is simply "segment >= boundary".
-	f, err := os.OpenFile(segmentPath(dir, next), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, m, err := createSegment(dir, next)
 	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			err = fmt.Errorf("%w: %v", ErrSpoolFull, err)
+		}
 		return err
 	}
 	_ = syncDir(dir)
-	w.f, w.end, w.boundary, w.startPos, w.firstSeg = f, spoolPos{Seg: next}, next, start, start.Seg
+	w.f, w.marker, w.end, w.boundary, w.startPos, w.firstSeg = f, m, spoolPos{Seg: next, Off: segHeaderSize}, next, start, start.Seg
+	w.allocEnd, w.claimed = segHeaderSize, segHeaderSize
+	w.spoolBytes.Add(segHeaderSize)
 	if len(live) == 0 {
 		w.startPos, w.firstSeg = w.end, next
 	}
 	return nil
 }
 
-// Append spools one row. It returns once the row is in the kernel (write(2)), which
-// survives the process being killed; it never waits for the database or for fsync.
-// Call it after Reservation.Settle for the same request.
-func (w *Writer) Append(row Row) error {
+// Slot is spool space reserved for one row. Callers that must not serve what they cannot
+// record (the meter) take one before the request may cost anything and spend it on the
+// request's row, so a full disk refuses requests up front instead of losing their rows.
+// Exactly one of Append or Cancel must follow Reserve; the zero Slot is spent.
+type Slot struct{ w *Writer }
+
+// Reserve promises room for one row in the spool. It fails with ErrSpoolFull when the disk
+// cannot hold it and with ErrClosed once Close has begun.
+func (w *Writer) Reserve() (Slot, error) {
 	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return ErrClosed
-	}
-	w.buf = appendRecord(w.buf[:0], &row)
-	n, err := w.f.Write(w.buf)
-	if err != nil {
-		if n > 0 { // keep the framing intact for the next record
-			_ = w.f.Truncate(w.end.Off)
-		}
-		w.mu.Unlock()
-		w.writeErrors.Add(1)
-		err = fmt.Errorf("ledger: spool write: %w", err)
-		w.noteErr(err)
-		return err
-	}
-	w.end.Off += int64(n)
-	w.dirty = true
-	w.totalRows++
-	if w.end.Off >= w.opts.SegmentSize {
-		w.rotateLocked()
+	err := w.claimLocked(MaxRecordBytes)
+	if err == nil {
+		w.slots++
 	}
 	w.mu.Unlock()
-	w.appendedRows.Add(1)
-	w.pendingBytes.Add(int64(n))
-	w.spoolBytes.Add(int64(n))
-	if w.pendingRows.Add(1) >= int64(w.opts.BatchSize) {
-		w.wake()
+	if err != nil {
+		if errors.Is(err, ErrSpoolFull) {
+			w.spaceErrors.Add(1)
+		}
+		return Slot{}, err
 	}
-	return nil
+	return Slot{w: w}, nil
+}
+
+// claimLocked promises n more bytes of spool space in the current segment, preallocating
+// (with w.mu released) when the promises would pass what is allocated.
+func (w *Writer) claimLocked(n int64) error {
+	for {
+		if w.closing {
+			return ErrClosed
+		}
+		need := w.claimed + n
+		if need <= w.allocEnd {
+			w.claimed = need
+			return nil
+		}
+		if w.allocating {
+			w.cond.Wait()
+			continue
+		}
+		w.allocating = true
+		f, from := w.f, w.allocEnd
+		size := max(w.opts.SpaceChunk, need-from)
+		w.mu.Unlock()
+		err := preallocate(f, from, size)
+		w.mu.Lock()
+		w.allocating = false
+		w.cond.Broadcast()
+		if f != w.f {
+			continue // the segment rotated meanwhile: promise against the new one
+		}
+		if err != nil {
+			if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+				err = fmt.Errorf("%w (%s): %v", ErrSpoolFull, w.opts.Dir, err)
+			} else {
+				err = fmt.Errorf("ledger: spool preallocation in %s: %w", w.opts.Dir, err)
+			}
+			w.noteErr(err)
+			return err
+		}
+		w.allocEnd = max(w.allocEnd, from+size)
+	}
+}
+
+// Cancel gives the reserved space back (the request ends without a row).
+func (s *Slot) Cancel() {
+	w := s.w
+	if w == nil {
+		return
+	}
+	s.w = nil
+	w.mu.Lock()
+	w.claimed -= MaxRecordBytes
+	w.slotEndedLocked()
+	w.mu.Unlock()
+}
+
+func (w *Writer) slotEndedLocked() {
+	w.slots--
+	if w.slots == 0 && w.closing {
+		w.cond.Broadcast()
+	}
+}
+
+// Append spools one row without a reservation: it reserves and spends one at once.
+func (w *Writer) Append(row Row) error {
+	s, err := w.Reserve()
+	if err != nil {
+		w.writeErrors.Add(1)
+		return err
+	}
+	return s.Append(row)
+}
+
+// Append spools the row into the reserved space. It returns once the row is in the kernel
+// (write(2)), which survives the process being killed; it never waits for the database or
+// for fsync. Call it after Reservation.Settle for the same request.
+func (s *Slot) Append(row Row) error {
+	w := s.w
+	if w == nil {
+		return fmt.Errorf("%w: spool slot already spent", ErrInvalid)
+	}
+	s.w = nil
+	encp, _ := w.encPool.Get().(*[]byte)
+	if encp == nil {
+		encp = new([]byte)
+	}
+	// The marker is stamped under the lock, since the segment is only known there.
+	rec := appendRecord((*encp)[:0], syncMarker{}, &row)
+	*encp = rec
+
+	w.mu.Lock()
+	if w.closed {
+		w.claimed -= MaxRecordBytes
+		w.slotEndedLocked()
+		w.mu.Unlock()
+		w.encPool.Put(encp)
+		w.writeErrors.Add(1)
+		return ErrClosed
+	}
+	b := w.cur
+	at := len(b.buf)
+	b.buf = append(b.buf, rec...)
+	copy(b.buf[at:], w.marker[:])
+	b.rows++
+	b.refs++
+	w.claimed += int64(len(rec)) - MaxRecordBytes
+	w.slotEndedLocked()
+	for !b.done {
+		switch {
+		case w.closed: // Close gave up waiting (its context ended): the queue is not written
+			w.cur = &spoolBatch{}
+			b.done, b.err = true, ErrClosed
+			w.writeErrors.Add(int64(b.rows))
+			w.cond.Broadcast()
+		case !w.writing:
+			w.writeBatchLocked()
+		default:
+			w.cond.Wait()
+		}
+	}
+	err := b.err
+	if b.refs--; b.refs == 0 && len(w.freeBatch) < 4 {
+		*b = spoolBatch{buf: b.buf[:0]}
+		w.freeBatch = append(w.freeBatch, b)
+	}
+	w.mu.Unlock()
+	w.encPool.Put(encp)
+	return err
+}
+
+// writeBatchLocked makes the caller the leader: it writes the queued records with one
+// write(2), without the lock, then publishes the new end. Called and returns with w.mu held.
+func (w *Writer) writeBatchLocked() {
+	w.writing = true
+	b := w.cur
+	if n := len(w.freeBatch); n > 0 {
+		w.cur, w.freeBatch = w.freeBatch[n-1], w.freeBatch[:n-1]
+	} else {
+		w.cur = &spoolBatch{}
+	}
+	f, start := w.f, w.end.Off
+	w.mu.Unlock()
+	n, err := f.Write(b.buf)
+	w.writes.Add(1)
+	if err != nil && n > 0 { // keep the framing intact for the next record
+		_ = f.Truncate(start)
+	}
+	w.mu.Lock()
+	if err != nil {
+		w.claimed -= int64(len(b.buf))
+		b.err = fmt.Errorf("ledger: spool write: %w", err)
+		w.writeErrors.Add(int64(b.rows))
+		w.noteErr(b.err)
+	} else {
+		w.end.Off += int64(n)
+		w.totalRows += int64(b.rows)
+		w.dirty = true
+		w.appendedRows.Add(int64(b.rows))
+		w.pendingBytes.Add(int64(n))
+		w.spoolBytes.Add(int64(n))
+		if w.pendingRows.Add(int64(b.rows)) >= int64(w.opts.BatchSize) {
+			w.wake()
+		}
+		if w.end.Off >= w.opts.SegmentSize {
+			w.rotateLocked()
+		}
+	}
+	b.done = true
+	w.writing = false
+	w.cond.Broadcast()
 }
 
 func (w *Writer) wake() {
@@ -252,17 +449,39 @@ func (w *Writer) wake() {
 	}
 }
 
-// rotateLocked starts the next segment; the finished one is fsynced before it is closed.
+// rotateLocked starts the next segment, moving the space promised for queued records and
+// open slots to it; the finished segment is fsynced and closed in the background. If the
+// new segment cannot get that space, writing goes on in the old one, whose preallocation
+// still covers every promise.
 func (w *Writer) rotateLocked() {
-	f, err := os.OpenFile(segmentPath(w.opts.Dir, w.end.Seg+1), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	seg := w.end.Seg + 1
+	f, m, err := createSegment(w.opts.Dir, seg)
 	if err != nil {
-		w.noteErr(fmt.Errorf("ledger: spool rotate: %w", err)) // keep writing the old one
+		w.noteErr(fmt.Errorf("ledger: spool rotate: %w", err))
 		return
 	}
-	_ = w.f.Sync()
-	_ = w.f.Close()
-	_ = syncDir(w.opts.Dir)
-	w.f, w.end, w.dirty = f, spoolPos{Seg: w.end.Seg + 1}, false
+	promised := int64(len(w.cur.buf)) + w.slots*MaxRecordBytes
+	if err := preallocate(f, segHeaderSize, promised+w.opts.SpaceChunk); err != nil {
+		f.Close()
+		_ = os.Remove(segmentPath(w.opts.Dir, seg))
+		w.noteErr(fmt.Errorf("ledger: spool rotate: %w", err))
+		return
+	}
+	// Queued records were framed for the old segment: stamp the new marker on them.
+	for off := 0; off+recordHeaderSize <= len(w.cur.buf); {
+		copy(w.cur.buf[off:], m[:])
+		off += recordHeaderSize + int(binary.LittleEndian.Uint32(w.cur.buf[off+markerSize:]))
+	}
+	old := w.f
+	w.f, w.marker, w.end, w.dirty = f, m, spoolPos{Seg: seg, Off: segHeaderSize}, false
+	w.claimed = segHeaderSize + promised
+	w.allocEnd = segHeaderSize + promised + w.opts.SpaceChunk
+	w.spoolBytes.Add(segHeaderSize)
+	go func() {
+		_ = old.Sync()
+		_ = old.Close()
+		_ = syncDir(w.opts.Dir)
+	}()
 }
 
 // runSyncer fsyncs the current segment every FsyncInterval when it has new data, outside
@@ -342,10 +561,24 @@ func (w *Writer) readBatch(st *readState, batch []Row, costs map[string]Micros) 
 		}
 		row, size, ok, err := st.sr.next(lim)
 		if err != nil {
-			// Unreadable data after recovery (disk corruption): skip to the segment's
-			// known end rather than wedging the spool.
-			w.corruptB.Add(lim - st.sr.off)
-			w.noteErr(fmt.Errorf("ledger: spool segment %d offset %d: %w", st.pos.Seg, st.sr.off, err))
+			// Unreadable data after recovery (disk corruption): skip to the next intact
+			// record, or to the segment's known end, rather than wedging the spool.
+			bad := st.sr.off
+			found, serr := st.sr.resync(lim)
+			if serr != nil {
+				w.noteErr(serr)
+			}
+			if w.pendingRows.Add(-1) < 0 { // at least the damaged record is gone
+				w.pendingRows.Add(1)
+			}
+			if found {
+				w.corruptB.Add(st.sr.off - bad)
+				w.noteErr(fmt.Errorf("ledger: spool segment %d: skipped %d damaged bytes at offset %d: %w", st.pos.Seg, st.sr.off-bad, bad, err))
+				st.pos.Off = st.sr.off
+				continue
+			}
+			w.corruptB.Add(lim - bad)
+			w.noteErr(fmt.Errorf("ledger: spool segment %d offset %d: %w", st.pos.Seg, bad, err))
 			if final {
 				st.advance()
 			} else {
@@ -398,6 +631,9 @@ func (w *Writer) runReader() {
 		}
 		if draining {
 			if len(batch) == 0 {
+				// Read to the end: whatever the counters still hold was damaged data.
+				w.pendingRows.Store(0)
+				w.pendingBytes.Store(0)
 				return
 			}
 			continue
@@ -442,13 +678,15 @@ func (w *Writer) insert(batch []Row) bool {
 func (w *Writer) committed(pos spoolPos, rows int, bytes int64, costs map[string]Micros) {
 	if err := writeCheckpoint(w.opts.Dir, pos); err != nil {
 		w.noteErr(fmt.Errorf("ledger: spool checkpoint: %w", err))
-	} else {
-		for ; w.firstSeg < pos.Seg; w.firstSeg++ {
-			p := segmentPath(w.opts.Dir, w.firstSeg)
-			if fi, err := os.Stat(p); err == nil {
-				if os.Remove(p) == nil {
-					w.spoolBytes.Add(-fi.Size())
-				}
+	}
+	// Committed segments go even without a fresh checkpoint (a full disk cannot write one,
+	// and deleting is what frees it): recovery starts at the first segment left, and
+	// idempotent inserts absorb the replay of its committed part.
+	for ; w.firstSeg < pos.Seg; w.firstSeg++ {
+		p := segmentPath(w.opts.Dir, w.firstSeg)
+		if fi, err := os.Stat(p); err == nil {
+			if os.Remove(p) == nil {
+				w.spoolBytes.Add(-fi.Size())
 			}
 		}
 	}
@@ -491,16 +729,34 @@ func (w *Writer) Flush(ctx context.Context) error {
 	}
 }
 
-// Close stops accepting rows, fsyncs, and drains the spool into the store until ctx ends.
-// Rows that could not be committed stay in the spool for the next start; Close then
-// reports how many.
+// Close stops taking reservations, waits until every open reservation is spent (requests
+// still in flight append their rows), fsyncs, and drains the spool into the store until ctx
+// ends. Rows that could not be committed stay in the spool for the next start; Close then
+// reports how many, and how many reservations were abandoned when ctx ended first.
 func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
+		w.closing = true
+		stop := context.AfterFunc(ctx, func() {
+			w.mu.Lock()
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		})
+		for (w.slots > 0 || w.writing || w.allocating || w.cur.rows > 0) && ctx.Err() == nil {
+			w.cond.Wait()
+		}
+		stop()
+		for w.writing || w.allocating { // never close the file under a leader
+			w.cond.Wait()
+		}
+		abandoned := w.slots
 		w.closed = true
 		f := w.f
 		w.mu.Unlock()
-		if err := f.Sync(); err != nil {
+		if abandoned > 0 {
+			w.closeErr = fmt.Errorf("ledger: writer closed with %d requests still in flight; their rows are lost: %w", abandoned, context.Cause(ctx))
+		}
+		if err := f.Sync(); err != nil && w.closeErr == nil {
 			w.closeErr = fmt.Errorf("ledger: spool fsync: %w", err)
 		}
 		close(w.quit)
@@ -546,7 +802,10 @@ func (w *Writer) removeCommitted() {
 func (w *Writer) crash() {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
-		w.closed = true
+		w.closing, w.closed = true, true
+		for w.writing {
+			w.cond.Wait()
+		}
 		f := w.f
 		w.mu.Unlock()
 		close(w.abort)
@@ -572,8 +831,11 @@ func (w *Writer) Stats() WriterStats {
 		PendingRows: w.pendingRows.Load(), PendingBytes: w.pendingBytes.Load(), SpoolBytes: w.spoolBytes.Load(),
 		AppendedRows: w.appendedRows.Load(), ReplayedRows: w.replayedRows.Load(), CommittedRows: w.committedRows.Load(),
 		Batches: w.batches.Load(), WriteErrors: w.writeErrors.Load(), InsertErrors: w.insertErrors.Load(),
-		CorruptBytes: w.corruptB.Load(),
+		CorruptBytes: w.corruptB.Load(), SpaceErrors: w.spaceErrors.Load(), Writes: w.writes.Load(),
 	}
+	w.mu.Lock()
+	s.OpenSlots = w.slots
+	w.mu.Unlock()
 	if e := w.lastErr.Load(); e != nil {
 		s.LastError, s.LastErrorTime = e.err.Error(), e.at
 	}
