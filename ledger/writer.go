@@ -124,10 +124,10 @@ type Writer struct {
 	closing    bool        // no new reservations
 	closed     bool        // no more writes
 	dirty      bool
-	totalRows  int64 // replayed + written: Flush's target
+	totalRows  int64         // replayed + written: Flush's target
 	freeBatch  []*spoolBatch // written batches whose appenders have all left, for reuse
-	boundary   uint64 // segments >= boundary were written by this process
-	firstSeg   uint64 // reader state: lowest segment file still on disk
+	boundary   uint64        // segments >= boundary were written by this process
+	firstSeg   uint64        // reader state: lowest segment file still on disk
 	startPos   spoolPos
 	kick       chan struct{}
 	quit       chan struct{} // Close: drain, then stop
