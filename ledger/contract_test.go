@@ -205,24 +205,40 @@ func testLeaseInvariant(t *testing.T, s Store) {
 	ws := mustWorkspace(t, s, 10*Credit)
 	ttl := time.Minute
 	a, err := s.AcquireLease(ctx, ws.ID, "a", 6*Credit, Credit, ttl)
-	if err != nil || a.Granted != 6*Credit || a.Amount != 6*Credit {
+	if err != nil || a.Granted != 6*Credit || a.Amount != 6*Credit || a.Available != 4*Credit {
 		t.Fatalf("a: %+v %v", a, err)
 	}
-	if _, err := s.AcquireLease(ctx, ws.ID, "b", 6*Credit, 5*Credit, ttl); !errors.Is(err, ErrInsufficientCredits) {
+	// Short: b learns what is free and what a holds, and a is asked to give back.
+	_, err = s.AcquireLease(ctx, ws.ID, "b", 6*Credit, 5*Credit, ttl)
+	var short *ShortError
+	if !errors.As(err, &short) || !errors.Is(err, ErrInsufficientCredits) || short.Available != 4*Credit || short.HeldByOthers != 6*Credit {
 		t.Fatalf("b over min: %v", err)
 	}
+	if wss, err := s.ReturnRequests(ctx, "a"); err != nil || len(wss) != 1 || wss[0] != ws.ID {
+		t.Fatalf("return requests of a: %v %v", wss, err)
+	}
+	if wss, _ := s.ReturnRequests(ctx, "b"); len(wss) != 0 {
+		t.Fatalf("b holds nothing to give back: %v", wss)
+	}
+	// Wanting more than is free: half of what is free, at least the minimum.
 	b, err := s.AcquireLease(ctx, ws.ID, "b", 6*Credit, Credit, ttl)
-	if err != nil || b.Granted != 4*Credit {
+	if err != nil || b.Granted != 2*Credit || b.Available != 2*Credit {
 		t.Fatalf("b: %+v %v", b, err)
 	}
-	if _, err := s.AcquireLease(ctx, ws.ID, "c", Credit, 1, ttl); !errors.Is(err, ErrInsufficientCredits) {
+	if b, err = s.AcquireLease(ctx, ws.ID, "b", 2*Credit, Credit, ttl); err != nil || b.Granted != 2*Credit || b.Amount != 4*Credit || b.Available != 0 {
+		t.Fatalf("b again: %+v %v", b, err)
+	}
+	if _, err := s.AcquireLease(ctx, ws.ID, "c", Credit, 1, ttl); !errors.As(err, &short) || short.HeldByOthers != 10*Credit {
 		t.Fatalf("c: %v", err)
 	}
 	r, err := s.ReleaseLease(ctx, ws.ID, "a", 2*Credit)
 	if err != nil || r.Amount != 4*Credit || r.Granted != 2*Credit {
 		t.Fatalf("release: %+v %v", r, err)
 	}
-	if c, err := s.AcquireLease(ctx, ws.ID, "c", 5*Credit, 1, ttl); err != nil || c.Granted != 2*Credit {
+	if wss, _ := s.ReturnRequests(ctx, "a"); len(wss) != 0 {
+		t.Fatalf("a gave back, yet is still asked: %v", wss)
+	}
+	if c, err := s.AcquireLease(ctx, ws.ID, "c", 2*Credit, 1, ttl); err != nil || c.Granted != 2*Credit {
 		t.Fatalf("c after release: %+v %v", c, err)
 	}
 	// Committing rows moves cost from the node's lease to spent: the invariant holds.
@@ -237,6 +253,12 @@ func testLeaseInvariant(t *testing.T, s Store) {
 	if _, err := s.AcquireLease(ctx, ws.ID, "d", 1, 1, ttl); !errors.Is(err, ErrInsufficientCredits) {
 		t.Fatalf("d: %v", err)
 	}
+	if ls, err := s.ListLeases(ctx, ""); err != nil || len(ls) < 3 {
+		t.Fatalf("list leases: %v %v", ls, err)
+	}
+	if ls, err := s.ListLeases(ctx, "b"); err != nil || len(ls) != 1 || ls[0].Amount != 4*Credit || ls[0].WorkspaceID != ws.ID || ls[0].ExpiresAt.Before(time.Now()) {
+		t.Fatalf("leases of b: %+v %v", ls, err)
+	}
 	if r, err := s.ReleaseLease(ctx, ws.ID, "a", ReleaseAll); err != nil || r.Granted != Credit || r.Amount != 0 {
 		t.Fatalf("release all: %+v %v", r, err)
 	}
@@ -247,31 +269,30 @@ func testLeaseInvariant(t *testing.T, s Store) {
 		t.Fatalf("renew: %+v %v", l, err)
 	}
 
-	// Expiry: an expired lease stops counting and cannot be renewed.
+	// Expiry ends the right to reserve, not the hold: an expired lease still counts (its
+	// node may have spooled rows against it) until its node renews or gives it back.
 	ws2 := mustWorkspace(t, s, 2*Credit)
 	if _, err := s.AcquireLease(ctx, ws2.ID, "a", 2*Credit, 1, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AcquireLease(ctx, ws2.ID, "b", Credit, 1, ttl); !errors.Is(err, ErrInsufficientCredits) {
-		t.Fatalf("before expiry: %v", err)
-	}
 	time.Sleep(120 * time.Millisecond)
-	if l, err := s.AcquireLease(ctx, ws2.ID, "b", Credit, 1, ttl); err != nil || l.Granted != Credit {
-		t.Fatalf("after expiry: %+v %v", l, err)
+	if _, err := s.AcquireLease(ctx, ws2.ID, "b", Credit, 1, ttl); !errors.Is(err, ErrInsufficientCredits) {
+		t.Fatalf("after expiry the money must stay held: %v", err)
 	}
-	if _, err := s.RenewLease(ctx, ws2.ID, "a", ttl); !errors.Is(err, ErrExpired) {
-		t.Fatalf("renew expired: %v", err)
+	if l, err := s.RenewLease(ctx, ws2.ID, "a", ttl); err != nil || l.Amount != 2*Credit {
+		t.Fatalf("renew expired: %+v %v", l, err)
 	}
-	if _, err := s.RenewLease(ctx, ws2.ID, "a", ttl); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("renew after drop: %v", err)
+	if l, err := s.AcquireLease(ctx, ws2.ID, "a", Credit, 1, ttl); !errors.Is(err, ErrInsufficientCredits) {
+		t.Fatalf("nothing free: %+v %v", l, err)
 	}
-	// A reset lease says so.
-	if _, err := s.AcquireLease(ctx, ws2.ID, "c", Credit/2, 1, 30*time.Millisecond); err != nil {
+	if _, err := s.ReleaseLease(ctx, ws2.ID, "a", ReleaseAll); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(80 * time.Millisecond)
-	if l, err := s.AcquireLease(ctx, ws2.ID, "c", Credit/4, 1, ttl); err != nil || !l.Reset || l.Amount != Credit/4 {
-		t.Fatalf("reset: %+v %v", l, err)
+	if l, err := s.AcquireLease(ctx, ws2.ID, "b", Credit, 1, ttl); err != nil || l.Granted != Credit {
+		t.Fatalf("after release: %+v %v", l, err)
+	}
+	if _, err := s.RenewLease(ctx, ws2.ID, "a", ttl); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("renew after release: %v", err)
 	}
 	if _, err := s.AcquireLease(ctx, "ws_nope", "a", 1, 1, ttl); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown ws: %v", err)

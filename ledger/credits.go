@@ -22,10 +22,19 @@ type CreditsOptions struct {
 	MaxLease Micros
 	// Growth sizes leases at Growth × the recent average reservation [20].
 	Growth int64
-	// TickInterval is the renew/release scan period [min(LeaseTTL/4, 5s)].
+	// TickInterval is the renew/release scan period, which also answers other nodes'
+	// requests to give back unused lease [min(LeaseTTL/4, 1s)].
 	TickInterval time.Duration
+	// ShortWait is how long a reservation refused for lack of unleased credit waits, in
+	// total, for other nodes to give back what they do not use, before a 402 [1.5s]. It
+	// only applies while other nodes hold leases on the workspace.
+	ShortWait time.Duration
 	// OnError, if set, is told about background lease errors.
 	OnError func(error)
+	// AwaitAdopt is set when a Writer may still replay rows of a previous process charged
+	// to this node's leases: until Adopt is called, only what this process leased is given
+	// back.
+	AwaitAdopt bool
 }
 
 func (o *CreditsOptions) defaults() {
@@ -45,7 +54,10 @@ func (o *CreditsOptions) defaults() {
 		o.Growth = 20
 	}
 	if o.TickInterval <= 0 {
-		o.TickInterval = min(o.LeaseTTL/4, 5*time.Second)
+		o.TickInterval = min(o.LeaseTTL/4, time.Second)
+	}
+	if o.ShortWait <= 0 {
+		o.ShortWait = 1500 * time.Millisecond
 	}
 }
 
@@ -58,9 +70,18 @@ func (o *CreditsOptions) defaults() {
 // open reservations R and settled-but-uncommitted cost S, and keeps R + S ≤ L (except when
 // a request's actual cost overruns its estimate, which is counted as overdraft). When the
 // Writer commits rows, InsertRows moves their cost from the database lease to spent, and
-// Committed (wired as WriterOptions.OnCommit) lowers L and S by the same amount.
+// Committed (wired as WriterOptions.OnCommit) lowers L and S by the same amount. The
+// database holds a lease until the node gives it back, so money settled here but not yet
+// committed can never be leased to another node, however long the database is away.
 //
-// The node id must be unique per gateway node and equal the Writer's NodeID.
+// On a small balance (the database reports less unleased credit than a full lease) the
+// workspace's lease is scarce: this node then borrows exactly what each reservation needs
+// and gives back what it does not use as soon as the reservation ends, so every node can
+// serve while the workspace has money. A node refused while others hold leases asks them to
+// give back, and waits briefly (ShortWait) for them to do so.
+//
+// The node id must be unique per gateway node and equal the Writer's NodeID; a restart on
+// the same spool must reuse it, so that the new process adopts the old one's leases.
 type Credits struct {
 	store Store
 	node  string
@@ -70,6 +91,7 @@ type Credits struct {
 	ws map[string]*wsLease
 
 	closed    atomic.Bool
+	adopted   atomic.Bool // the spool's replay is committed: database leases are all ours to give back
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -88,7 +110,8 @@ type wsLease struct {
 	lastUsed                 time.Time
 	avg                      Micros // moving average reservation size
 	dead                     bool   // removed from the map; callers must re-get
-	topping                  atomic.Bool
+	scarce                   bool   // small balance: borrow per reservation, give back at once
+	topping, returning       atomic.Bool
 }
 
 // NewCredits starts the background renew/release loop; call Close to stop it and give
@@ -97,6 +120,7 @@ func NewCredits(store Store, nodeID string, opts CreditsOptions) *Credits {
 	opts.defaults()
 	c := &Credits{store: store, node: nodeID, opts: opts, ws: map[string]*wsLease{},
 		stop: make(chan struct{}), done: make(chan struct{})}
+	c.adopted.Store(!opts.AwaitAdopt)
 	go c.loop()
 	return c
 }
@@ -123,7 +147,7 @@ func (c *Credits) get(ws string) *wsLease {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if l = c.ws[ws]; l == nil {
-		l = &wsLease{id: ws}
+		l = &wsLease{id: ws, lastUsed: time.Now()} // not idle before its first reservation
 		c.ws[ws] = l
 	}
 	return l
@@ -147,7 +171,7 @@ func (r *Reservation) init(c *Credits, l *wsLease, amount Micros, now time.Time)
 	l.reserved += amount
 	l.lastUsed = now
 	l.avg += (amount - l.avg) / 8
-	return l.lease-l.reserved-l.settled < c.target(l, amount)/4
+	return !l.scarce && l.lease-l.reserved-l.settled < c.target(l, amount)/4
 }
 
 // Reserve sets aside amount for a request in workspace ws. It answers from the local lease
@@ -192,8 +216,14 @@ var errDeadLease = errors.New("ledger: lease state recycled")
 
 func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*Reservation, error) {
 	l.acq.Lock()
-	defer l.acq.Unlock()
-	for range 3 {
+	locked := true
+	defer func() {
+		if locked {
+			l.acq.Unlock()
+		}
+	}()
+	waited := time.Duration(0)
+	for attempt := 0; attempt < 3; {
 		now := time.Now()
 		l.mu.Lock()
 		if l.dead {
@@ -207,29 +237,87 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 			l.mu.Unlock()
 			return r, nil
 		}
+		if !now.Before(l.usableUntil) {
+			headroom = 0 // an expired lease is kept, not used, until it is renewed
+		}
 		need := max(amount-headroom, 1)
 		want := max(need, c.target(l, amount)-headroom)
+		if l.scarce {
+			want = need
+		}
 		l.mu.Unlock()
 
 		c.acquires.Add(1)
 		lease, err := c.store.AcquireLease(ctx, l.id, c.node, want, need, c.opts.LeaseTTL)
+		var short *ShortError
+		if errors.As(err, &short) && c.adopted.Load() {
+			l.mu.Lock()
+			healed := short.Own > l.lease
+			if healed { // the database holds more for us than we knew (see sync)
+				l.lease = short.Own
+			}
+			l.mu.Unlock()
+			if healed {
+				continue
+			}
+		}
+		if short != nil && short.HeldByOthers > 0 && waited < c.opts.ShortWait {
+			// Other nodes hold leases and were just asked to give back what they do not
+			// use: wait for them rather than refuse while the workspace has money.
+			l.mu.Lock()
+			l.scarce = true
+			l.mu.Unlock()
+			pause := min(100*time.Millisecond<<min(waited/(100*time.Millisecond), 3), c.opts.ShortWait-waited)
+			l.acq.Unlock() // other reservations of this workspace may proceed meanwhile
+			locked = false
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			waited += pause
+			l.acq.Lock()
+			locked = true
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, ErrInsufficientCredits) || errors.Is(err, ErrNotFound) {
 				c.insufficient.Add(1)
+				l.mu.Lock()
+				l.scarce = true
+				l.mu.Unlock()
 			}
 			return nil, err
 		}
+		attempt++
 		l.mu.Lock()
-		if lease.Reset { // the database forgot our old lease; outstanding R+S now draw on this one
-			l.lease = lease.Granted
-		} else {
-			l.lease += lease.Granted
-		}
+		c.sync(l, l.lease+lease.Granted, lease.Amount)
 		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
+		l.scarce = lease.Available < c.target(l, amount)
 		l.mu.Unlock()
 	}
 	c.insufficient.Add(1)
 	return nil, ErrInsufficientCredits
+}
+
+// sync sets the local lease after a database call that reported the node's whole lease
+// (db); expected is what the local copy would be without it. l.mu must be held.
+//
+// The local copy never believes in more than the database holds. It may believe in less:
+// InsertRows moves a batch's cost out of the database lease before Committed lowers the
+// local copy, so a lease call in between sees the lower amount and Committed then subtracts
+// the cost again. Once adopted, every row charged to this node's leases is in the local
+// settled amount, so the database figure is safe to take whole, which heals that drift;
+// before, the database may also hold a previous process's unreplayed rows, so only the
+// smaller figure is safe.
+func (c *Credits) sync(l *wsLease, expected, db Micros) {
+	if c.adopted.Load() {
+		l.lease = db
+	} else {
+		l.lease = min(expected, db)
+	}
 }
 
 // topUpAsync grows a lease in the background when it runs low, so the hot path rarely
@@ -248,7 +336,7 @@ func (c *Credits) topUpAsync(l *wsLease) {
 		l.mu.Lock()
 		headroom := l.lease - l.reserved - l.settled
 		t := c.target(l, l.avg)
-		if l.dead || !now.Before(l.usableUntil) || headroom >= t/2 {
+		if l.dead || l.scarce || !now.Before(l.usableUntil) || headroom >= t/2 {
 			l.mu.Unlock()
 			return
 		}
@@ -264,13 +352,22 @@ func (c *Credits) topUpAsync(l *wsLease) {
 			return
 		}
 		l.mu.Lock()
-		if lease.Reset {
-			l.lease = lease.Granted
-		} else {
-			l.lease += lease.Granted
-		}
+		c.sync(l, l.lease+lease.Granted, lease.Amount)
 		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
+		l.scarce = lease.Available < t
 		l.mu.Unlock()
+	}()
+}
+
+// giveBackAsync returns a scarce lease's unused part as soon as a reservation ends, so that
+// other nodes can borrow it.
+func (c *Credits) giveBackAsync(l *wsLease) {
+	if !l.returning.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer l.returning.Store(false)
+		c.release(l, false)
 	}()
 }
 
@@ -290,6 +387,7 @@ func (r *Reservation) Settle(actual Micros) {
 	l.reserved -= r.amount
 	l.settled += actual
 	after := max(0, l.reserved+l.settled-l.lease)
+	scarce := l.scarce
 	l.mu.Unlock()
 	if actual > r.amount {
 		r.c.overruns.Add(1)
@@ -297,6 +395,9 @@ func (r *Reservation) Settle(actual Micros) {
 	if after > before {
 		r.c.overdraft.Add(int64(after - before))
 		r.c.topUpAsync(l)
+	}
+	if scarce {
+		r.c.giveBackAsync(l)
 	}
 }
 
@@ -308,7 +409,11 @@ func (r *Reservation) Release() {
 		r.done = true
 		l.reserved -= r.amount
 	}
+	scarce := l.scarce
 	l.mu.Unlock()
+	if scarce {
+		r.c.giveBackAsync(l)
+	}
 }
 
 // Committed tells Credits that rows with these per-workspace costs are now in the store
@@ -340,6 +445,28 @@ func (c *Credits) loop() {
 		case <-t.C:
 		}
 		c.maintain(time.Now(), false)
+		c.answerReturnRequests()
+	}
+}
+
+// answerReturnRequests gives back the unused part of leases another node asked for, and
+// treats those workspaces as scarce from now on (borrow per reservation).
+// The database may hold more for us than the local copy knows (see release), so this asks
+// even when no local lease is left: one indexed query per tick.
+func (c *Credits) answerReturnRequests() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	wss, err := c.store.ReturnRequests(ctx, c.node)
+	if err != nil {
+		c.noteErr(err)
+		return
+	}
+	for _, ws := range wss {
+		l := c.get(ws)
+		l.mu.Lock()
+		l.scarce = true
+		l.mu.Unlock()
+		c.release(l, false)
 	}
 }
 
@@ -360,10 +487,13 @@ func (c *Credits) maintain(now time.Time, final bool) {
 		l.mu.Unlock()
 		switch {
 		case idle && has:
-			c.release(l)
+			c.release(l, !final)
 		case renew:
 			c.renew(l)
 		case idle && empty && !final:
+			if c.adopted.Load() {
+				c.release(l, true) // trims what the database may still hold for us to nothing
+			}
 			c.forget(l)
 		}
 	}
@@ -381,26 +511,44 @@ func (c *Credits) forget(l *wsLease) {
 }
 
 // release gives unused lease back. The amount leaves the local lease before the database
-// call, so no reservation can use money that is being returned.
-func (c *Credits) release(l *wsLease) {
+// call, so no reservation can use money that is being returned. Once adopted, the database
+// lease is trimmed to what open reservations and uncommitted rows still need, which also
+// returns anything the local copy had conservatively stopped counting (a commit racing a
+// lease call) and whatever a previous process on this spool left.
+//
+// With ifIdle, nothing happens unless the workspace is still idle once the lease is ours to
+// change (a reservation may have come in since the idle scan).
+func (c *Credits) release(l *wsLease, ifIdle bool) {
 	l.acq.Lock()
 	defer l.acq.Unlock()
 	l.mu.Lock()
-	amount := l.lease - l.reserved - l.settled
-	if l.reserved == 0 && l.settled == 0 {
-		amount = ReleaseAll // also frees anything a previous incarnation of this node left
-		l.lease, l.usableUntil = 0, time.Time{}
+	if ifIdle && (time.Since(l.lastUsed) < c.opts.IdleRelease || l.reserved > 0) {
+		l.mu.Unlock()
+		return
+	}
+	keep := l.reserved + l.settled
+	amount := l.lease - keep
+	adopted := c.adopted.Load()
+	if adopted {
+		l.lease = min(l.lease, keep)
+		if keep == 0 {
+			l.usableUntil = time.Time{}
+		}
 	} else if amount > 0 {
 		l.lease -= amount
 	}
 	l.mu.Unlock()
-	if amount <= 0 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.store.ReleaseLease(ctx, l.id, c.node, amount); err != nil && !errors.Is(err, ErrNotFound) {
-		c.noteErr(err) // the database lease simply expires after LeaseTTL
+	var err error
+	switch {
+	case adopted:
+		_, err = c.store.TrimLease(ctx, l.id, c.node, keep)
+	case amount > 0:
+		_, err = c.store.ReleaseLease(ctx, l.id, c.node, amount)
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		c.noteErr(err) // the money stays held in the database until the next release
 	}
 }
 
@@ -416,12 +564,35 @@ func (c *Credits) renew(l *wsLease) {
 	switch {
 	case err == nil:
 		l.usableUntil = start.Add(c.opts.LeaseTTL - c.margin())
-		l.lease = min(l.lease, lease.Amount) // never believe in more than the database holds
-	case errors.Is(err, ErrExpired), errors.Is(err, ErrNotFound):
+		c.sync(l, l.lease, lease.Amount)
+	case errors.Is(err, ErrNotFound): // an operator released it: nothing left to spend
 		l.lease, l.usableUntil = 0, time.Time{}
 	default:
 		c.noteErr(err)
 	}
+}
+
+// Adopt takes over the leases a previous process on this node's spool left in the
+// database. Call it once the Writer has committed the replayed rows (Writer.Flush after
+// start): their cost then left those leases, so the rest is unused and goes back, and from
+// now on an idle workspace's whole database lease may be given back. Until Adopt, only
+// what this process itself leased is ever released.
+func (c *Credits) Adopt(ctx context.Context) error {
+	leases, err := c.store.ListLeases(ctx, c.node)
+	if err != nil {
+		return err
+	}
+	c.adopted.Store(true)
+	for _, rec := range leases {
+		l := c.get(rec.WorkspaceID)
+		l.mu.Lock()
+		idle := l.lease == 0 && l.reserved == 0 && l.settled == 0
+		l.mu.Unlock()
+		if idle { // untouched by this process: all of it was the previous one's
+			c.release(l, false)
+		}
+	}
+	return nil
 }
 
 func (c *Credits) noteErr(err error) {

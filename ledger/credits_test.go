@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,14 +66,14 @@ func TestCreditsIdleReleaseAndClose(t *testing.T) {
 	ctx := context.Background()
 	s := newSQLiteStore(t)
 	ws := mustWorkspace(t, s, 3*Credit)
-	a := NewCredits(s, "a", CreditsOptions{MinLease: 3 * Credit, IdleRelease: 50 * time.Millisecond, TickInterval: 10 * time.Millisecond})
-	b := NewCredits(s, "b", CreditsOptions{MinLease: 3 * Credit})
+	a := NewCredits(s, "a", CreditsOptions{MinLease: 3 * Credit, MaxLease: 3 * Credit, IdleRelease: 50 * time.Millisecond, TickInterval: 10 * time.Millisecond})
+	b := NewCredits(s, "b", CreditsOptions{MinLease: 3 * Credit, MaxLease: 3 * Credit, ShortWait: time.Millisecond})
 	defer b.Close(ctx)
-	res, err := a.Reserve(ctx, ws.ID, Credit)
+	res, err := a.Reserve(ctx, ws.ID, 3*Credit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// a holds the whole balance: b is refused.
+	// a's reservation takes the whole balance: b is refused.
 	if _, err := b.Reserve(ctx, ws.ID, Credit); !errors.Is(err, ErrInsufficientCredits) {
 		t.Fatalf("b while a holds the lease: %v", err)
 	}
@@ -98,19 +99,206 @@ func TestCreditsIdleReleaseAndClose(t *testing.T) {
 func TestCreditsRenewal(t *testing.T) {
 	ctx := context.Background()
 	s := newSQLiteStore(t)
-	ws := mustWorkspace(t, s, 2*Credit)
-	a := NewCredits(s, "a", CreditsOptions{MinLease: 2 * Credit, LeaseTTL: 200 * time.Millisecond, TickInterval: 20 * time.Millisecond, IdleRelease: time.Hour})
+	ws := mustWorkspace(t, s, 10*Credit)
+	a := NewCredits(s, "a", CreditsOptions{MinLease: 2 * Credit, MaxLease: 2 * Credit, LeaseTTL: 3 * time.Second, TickInterval: 20 * time.Millisecond, IdleRelease: time.Hour})
 	defer a.Close(ctx)
 	res, err := a.Reserve(ctx, ws.ID, Credit)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Release()
-	time.Sleep(600 * time.Millisecond) // three TTLs: only renewal keeps the lease alive
-	if _, err := s.AcquireLease(ctx, ws.ID, "b", 1, 1, time.Minute); !errors.Is(err, ErrInsufficientCredits) {
-		t.Fatalf("lease was not renewed: %v", err)
+	time.Sleep(600 * time.Millisecond) // three TTLs: only renewal keeps the lease usable
+	ls, err := s.ListLeases(ctx, "a")
+	if err != nil || len(ls) != 1 || !ls[0].ExpiresAt.After(time.Now()) || ls[0].Amount != 2*Credit {
+		t.Fatalf("lease was not renewed: %+v %v", ls, err)
 	}
 	if _, err := a.Reserve(ctx, ws.ID, Credit/2); err != nil {
 		t.Fatalf("local reserve after renewals: %v", err)
+	}
+	if st := a.Stats(); st.Acquires != 1 {
+		t.Fatalf("renewed lease should serve locally: %+v", st)
+	}
+}
+
+// partitionable is a store that node A can lose: every call fails while cut is set.
+type partitionable struct {
+	Store
+	cut atomic.Bool
+}
+
+var errPartition = errors.New("partitioned")
+
+func (p *partitionable) AcquireLease(ctx context.Context, ws, node string, want, min Micros, ttl time.Duration) (Lease, error) {
+	if p.cut.Load() {
+		return Lease{}, errPartition
+	}
+	return p.Store.AcquireLease(ctx, ws, node, want, min, ttl)
+}
+
+func (p *partitionable) RenewLease(ctx context.Context, ws, node string, ttl time.Duration) (Lease, error) {
+	if p.cut.Load() {
+		return Lease{}, errPartition
+	}
+	return p.Store.RenewLease(ctx, ws, node, ttl)
+}
+
+func (p *partitionable) ReleaseLease(ctx context.Context, ws, node string, amount Micros) (Lease, error) {
+	if p.cut.Load() {
+		return Lease{}, errPartition
+	}
+	return p.Store.ReleaseLease(ctx, ws, node, amount)
+}
+
+func (p *partitionable) ReturnRequests(ctx context.Context, node string) ([]string, error) {
+	if p.cut.Load() {
+		return nil, errPartition
+	}
+	return p.Store.ReturnRequests(ctx, node)
+}
+
+func (p *partitionable) InsertRows(ctx context.Context, node string, rows []Row) error {
+	if p.cut.Load() {
+		return errPartition
+	}
+	return p.Store.InsertRows(ctx, node, rows)
+}
+
+// TestMoneyLeaseOutlivesPartition (issue 13 item 1): node A loses the database and serves
+// from its lease, its rows waiting in the spool, for three times the lease's TTL; node B must
+// not be able to lease the money A spent, and once A's rows commit the workspace has spent
+// at most what it was granted. (Before, the expired lease returned to the pool: B spent it
+// again and the workspace ended overspent by A's whole lease.)
+func TestMoneyLeaseOutlivesPartition(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := newSQLiteStore(t)
+	const unit = Credit / 100
+	grant := 2 * Credit
+	ws := mustWorkspace(t, s, grant)
+	pa := &partitionable{Store: s}
+	opts := CreditsOptions{MinLease: Credit, MaxLease: Credit, LeaseTTL: 3 * time.Second, TickInterval: 10 * time.Millisecond, ShortWait: time.Millisecond}
+	a := NewCredits(pa, "a", opts)
+	defer a.Close(ctx)
+	wa, err := NewWriter(pa, WriterOptions{Dir: t.TempDir(), NodeID: "a", OnCommit: a.Committed, FlushInterval: time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewCredits(s, "b", opts)
+	defer b.Close(ctx)
+	wb, err := NewWriter(s, WriterOptions{Dir: t.TempDir(), NodeID: "b", OnCommit: b.Committed, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spend := func(c *Credits, w *Writer, node string, i int) bool {
+		res, err := c.Reserve(ctx, ws.ID, unit)
+		if err != nil {
+			return false
+		}
+		res.Settle(unit)
+		row := testRow(ws.ID, i, unit)
+		row.NodeID = node
+		if err := w.Append(row); err != nil {
+			t.Fatal(err)
+		}
+		return true
+	}
+	// A leases while the database is there, then loses it and serves from its lease.
+	if !spend(a, wa, "a", 0) {
+		t.Fatal("first reservation")
+	}
+	if err := wa.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pa.cut.Store(true)
+	servedA := 1
+	for i := 1; i < 300 && spend(a, wa, "a", i); i++ {
+		servedA++
+	}
+	time.Sleep(3 * opts.LeaseTTL) // A's lease has long expired in the database
+	servedB := 0
+	for i := 300; i < 600; i++ {
+		if spend(b, wb, "b", i) {
+			servedB++
+		}
+	}
+	pa.cut.Store(false)
+	if err := wa.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := wb.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wsNow, err := s.Workspace(ctx, ws.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wsNow.Spent > wsNow.Granted {
+		t.Fatalf("overspend: spent %s of %s (A served %d, B %d during A's partition)", wsNow.Spent, wsNow.Granted, servedA, servedB)
+	}
+	if n, cost := countRows(t, s, ws.ID); cost != Micros(servedA+servedB)*unit || cost != wsNow.Spent || n != int64(servedA+servedB) {
+		t.Fatalf("rows %d cost %s, served %d+%d, spent %s", n, cost, servedA, servedB, wsNow.Spent)
+	}
+	if servedA < 90 || servedB < 90 {
+		t.Fatalf("A served %d and B %d: each should have served its own lease", servedA, servedB)
+	}
+	t.Logf("A served %d from its lease while cut off; B served %d meanwhile; spent %s of %s", servedA, servedB, wsNow.Spent, grant)
+	_ = wa.Close(ctx)
+	_ = wb.Close(ctx)
+}
+
+// TestMoneySmallBalanceServesEveryNode (issue 13 item 2): a balance far below the minimum
+// lease, requests alternating between two nodes: every request is served while the
+// workspace has money (the first node must not take it all), and none beyond.
+func TestMoneySmallBalanceServesEveryNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s := newSQLiteStore(t)
+	const unit = 8_000 // µ$ per request
+	grant := Micros(41 * unit)
+	ws := mustWorkspace(t, s, grant)
+	var nodes []*Credits
+	var writers []*Writer
+	for _, n := range []string{"a", "b"} {
+		c := NewCredits(s, n, CreditsOptions{TickInterval: 20 * time.Millisecond}) // default MinLease: $1 ≫ the balance
+		w, err := NewWriter(s, WriterOptions{Dir: t.TempDir(), NodeID: n, OnCommit: c.Committed, FlushInterval: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		defer w.Close(ctx)
+		nodes, writers = append(nodes, c), append(writers, w)
+	}
+	var refusedWithMoney, served int
+	for i := range 60 {
+		n := i % 2
+		res, err := nodes[n].Reserve(ctx, ws.ID, unit)
+		if errors.Is(err, ErrInsufficientCredits) {
+			if Micros(served)*unit+unit <= grant {
+				refusedWithMoney++
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Settle(unit)
+		row := testRow(ws.ID, i, unit)
+		row.NodeID = []string{"a", "b"}[n]
+		if err := writers[n].Append(row); err != nil {
+			t.Fatal(err)
+		}
+		served++
+	}
+	if refusedWithMoney > 0 || served != 41 {
+		t.Fatalf("served %d of 41 affordable requests; %d refused while the workspace had money", served, refusedWithMoney)
+	}
+	for _, w := range writers {
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bal, _ := s.Balance(ctx, ws.ID); bal != 0 {
+		t.Fatalf("balance %s, want 0", bal)
 	}
 }

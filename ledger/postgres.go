@@ -368,9 +368,9 @@ func (p *Postgres) AcquireLease(ctx context.Context, ws, node string, want, mini
 		return Lease{}, fmt.Errorf("%w: lease want %d min %d", ErrInvalid, want, minimum)
 	}
 	var l Lease
+	var short *ShortError
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var free, leased, own int64
-		var ownExpired bool
+		var free, leased, own Micros
 		// Lock first, then read the leases in a separate statement: under READ COMMITTED a
 		// subquery in the locking statement would use the snapshot taken before the lock
 		// wait and miss a lease another node committed meanwhile.
@@ -381,62 +381,77 @@ func (p *Postgres) AcquireLease(ctx context.Context, ws, node string, want, mini
 		if err != nil {
 			return err
 		}
-		err = tx.QueryRow(ctx, `SELECT COALESCE(sum(amount_micros), 0)::bigint FROM credit_leases
-			WHERE workspace_id = $1 AND expires_at > clock_timestamp()`, ws).Scan(&leased)
+		err = tx.QueryRow(ctx, `SELECT COALESCE(sum(amount_micros), 0)::bigint,
+				COALESCE(sum(amount_micros) FILTER (WHERE node_id = $2), 0)::bigint
+			FROM credit_leases WHERE workspace_id = $1`, ws, node).Scan(&leased, &own)
 		if err != nil {
 			return err
 		}
 		free -= leased
-		err = tx.QueryRow(ctx, `SELECT amount_micros, expires_at <= clock_timestamp() FROM credit_leases WHERE workspace_id = $1 AND node_id = $2`, ws, node).
-			Scan(&own, &ownExpired)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err
+		grant := leaseGrant(want, minimum, free)
+		if grant == 0 {
+			short = &ShortError{Available: max(free, 0), HeldByOthers: leased - own, Own: own}
+			if short.HeldByOthers > 0 { // ask them to give back what they do not use
+				_, err = tx.Exec(ctx, `UPDATE credit_leases SET return_requested_at = clock_timestamp()
+					WHERE workspace_id = $1 AND node_id <> $2 AND amount_micros > 0`, ws, node)
+			}
+			return err // commit the request; the caller gets short
 		}
-		if ownExpired {
-			l.Reset, own = true, 0
-		}
-		grant := min(int64(want), free)
-		if grant < int64(minimum) || grant <= 0 {
-			return ErrInsufficientCredits
-		}
-		l.Granted = Micros(grant)
+		l.Granted, l.Available = grant, free-grant
 		return tx.QueryRow(ctx, `INSERT INTO credit_leases (workspace_id, node_id, amount_micros, expires_at)
 			VALUES ($1, $2, $3, clock_timestamp() + $4 * interval '1 microsecond')
-			ON CONFLICT (workspace_id, node_id) DO UPDATE SET amount_micros = EXCLUDED.amount_micros, expires_at = EXCLUDED.expires_at
-			RETURNING amount_micros, expires_at`, ws, node, own+grant, ttlOrDefault(ttl).Microseconds()).Scan(&l.Amount, &l.ExpiresAt)
+			ON CONFLICT (workspace_id, node_id) DO UPDATE SET amount_micros = credit_leases.amount_micros + EXCLUDED.amount_micros,
+				expires_at = EXCLUDED.expires_at
+			RETURNING amount_micros, expires_at`, ws, node, int64(grant), ttlOrDefault(ttl).Microseconds()).Scan(&l.Amount, &l.ExpiresAt)
 	})
+	if err == nil && short != nil {
+		return Lease{}, short
+	}
 	if err != nil {
 		return Lease{}, err
 	}
 	return l, nil
 }
 
-// RenewLease extends an unexpired lease; a lapsed one is deleted (its amount was already
-// back in the pool) and reported as ErrExpired.
+// RenewLease extends node's lease, expired or not (an expired lease still holds its money).
 func (p *Postgres) RenewLease(ctx context.Context, ws, node string, ttl time.Duration) (Lease, error) {
 	var l Lease
-	var expired bool
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `UPDATE credit_leases SET expires_at = clock_timestamp() + $3 * interval '1 microsecond'
-			WHERE workspace_id = $1 AND node_id = $2 AND expires_at > clock_timestamp() RETURNING amount_micros, expires_at`,
-			ws, node, ttlOrDefault(ttl).Microseconds()).Scan(&l.Amount, &l.ExpiresAt)
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `DELETE FROM credit_leases WHERE workspace_id = $1 AND node_id = $2`, ws, node)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return ErrNotFound
-		}
-		expired = true // returning nil so that the DELETE commits
-		return nil
-	})
-	if err == nil && expired {
-		return Lease{}, ErrExpired
+	err := p.pool.QueryRow(ctx, `UPDATE credit_leases SET expires_at = clock_timestamp() + $3 * interval '1 microsecond'
+		WHERE workspace_id = $1 AND node_id = $2 RETURNING amount_micros, expires_at`,
+		ws, node, ttlOrDefault(ttl).Microseconds()).Scan(&l.Amount, &l.ExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Lease{}, ErrNotFound
 	}
 	return l, err
+}
+
+// ReturnRequests lists the workspaces whose lease of node another node asked back.
+func (p *Postgres) ReturnRequests(ctx context.Context, node string) ([]string, error) {
+	rows, err := p.pool.Query(ctx, `SELECT workspace_id FROM credit_leases WHERE node_id = $1 AND return_requested_at IS NOT NULL`, node)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// ListLeases lists leases, of one node or all.
+func (p *Postgres) ListLeases(ctx context.Context, node string) ([]LeaseRecord, error) {
+	rows, err := p.pool.Query(ctx, `SELECT workspace_id, node_id, amount_micros, expires_at, return_requested_at IS NOT NULL
+		FROM credit_leases WHERE $1 = '' OR node_id = $1 ORDER BY workspace_id, node_id`, node)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LeaseRecord
+	for rows.Next() {
+		var r LeaseRecord
+		if err := rows.Scan(&r.WorkspaceID, &r.NodeID, &r.Amount, &r.ExpiresAt, &r.ReturnRequested); err != nil {
+			return nil, err
+		}
+		r.ExpiresAt = r.ExpiresAt.UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // ReleaseLease returns part of a lease to the pool.
@@ -444,9 +459,23 @@ func (p *Postgres) ReleaseLease(ctx context.Context, ws, node string, amount Mic
 	if amount <= 0 {
 		return Lease{}, fmt.Errorf("%w: release amount %d", ErrInvalid, amount)
 	}
+	return p.adjustLease(ctx, ws, node, func(before Micros) Micros { return before - min(before, amount) })
+}
+
+// TrimLease lowers a lease to at most keep.
+func (p *Postgres) TrimLease(ctx context.Context, ws, node string, keep Micros) (Lease, error) {
+	if keep < 0 {
+		return Lease{}, fmt.Errorf("%w: trim to %d", ErrInvalid, keep)
+	}
+	return p.adjustLease(ctx, ws, node, func(before Micros) Micros { return min(before, keep) })
+}
+
+// adjustLease lowers node's lease to after(before) under the row lock, clearing a return
+// request; the row goes at 0.
+func (p *Postgres) adjustLease(ctx context.Context, ws, node string, after func(Micros) Micros) (Lease, error) {
 	var l Lease
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var before int64
+		var before Micros
 		err := tx.QueryRow(ctx, `SELECT amount_micros FROM credit_leases WHERE workspace_id = $1 AND node_id = $2 FOR UPDATE`, ws, node).Scan(&before)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return ErrNotFound
@@ -454,12 +483,13 @@ func (p *Postgres) ReleaseLease(ctx context.Context, ws, node string, amount Mic
 		if err != nil {
 			return err
 		}
-		after := before - min(before, int64(amount))
-		l.Granted, l.Amount = Micros(before-after), Micros(after)
-		if after == 0 {
+		a := after(before)
+		l.Granted, l.Amount = before-a, a
+		if a == 0 {
 			_, err = tx.Exec(ctx, `DELETE FROM credit_leases WHERE workspace_id = $1 AND node_id = $2`, ws, node)
 		} else {
-			_, err = tx.Exec(ctx, `UPDATE credit_leases SET amount_micros = $3 WHERE workspace_id = $1 AND node_id = $2`, ws, node, after)
+			_, err = tx.Exec(ctx, `UPDATE credit_leases SET amount_micros = $3, return_requested_at = NULL
+				WHERE workspace_id = $1 AND node_id = $2`, ws, node, int64(a))
 		}
 		return err
 	})

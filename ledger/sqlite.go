@@ -401,72 +401,103 @@ func (s *SQLite) AcquireLease(ctx context.Context, ws, node string, want, minimu
 		return Lease{}, fmt.Errorf("%w: lease want %d min %d", ErrInvalid, want, minimum)
 	}
 	var l Lease
+	var short *ShortError
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		now := toUs(time.Now())
-		var free int64
-		err := tx.QueryRowContext(ctx, `SELECT w.granted_micros - w.spent_micros
-				- COALESCE((SELECT sum(amount_micros) FROM credit_leases c WHERE c.workspace_id = w.id AND c.expires_at > ?), 0)
-			FROM workspaces w WHERE w.id = ?`, now, ws).Scan(&free)
+		var free, leased, own Micros
+		err := tx.QueryRowContext(ctx, `SELECT w.granted_micros - w.spent_micros,
+				COALESCE((SELECT sum(amount_micros) FROM credit_leases c WHERE c.workspace_id = w.id), 0),
+				COALESCE((SELECT amount_micros FROM credit_leases c WHERE c.workspace_id = w.id AND c.node_id = ?), 0)
+			FROM workspaces w WHERE w.id = ?`, node, ws).Scan(&free, &leased, &own)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		var own, exp int64
-		err = tx.QueryRowContext(ctx, `SELECT amount_micros, expires_at FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node).
-			Scan(&own, &exp)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if err == nil && exp <= now {
-			l.Reset, own = true, 0
-		}
-		grant := min(int64(want), free)
-		if grant < int64(minimum) || grant <= 0 {
-			return ErrInsufficientCredits
+		free -= leased
+		grant := leaseGrant(want, minimum, free)
+		if grant == 0 {
+			short = &ShortError{Available: max(free, 0), HeldByOthers: leased - own, Own: own}
+			if short.HeldByOthers > 0 { // ask them to give back what they do not use
+				_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET return_requested_at = ?
+					WHERE workspace_id = ? AND node_id <> ? AND amount_micros > 0`, now, ws, node)
+			}
+			return err // commit the request; the caller gets short
 		}
 		expires := now + ttlOrDefault(ttl).Microseconds()
 		if _, err := tx.ExecContext(ctx, `INSERT INTO credit_leases (workspace_id, node_id, amount_micros, expires_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (workspace_id, node_id) DO UPDATE SET amount_micros = excluded.amount_micros, expires_at = excluded.expires_at`,
-			ws, node, own+grant, expires); err != nil {
+			ON CONFLICT (workspace_id, node_id) DO UPDATE SET amount_micros = amount_micros + excluded.amount_micros,
+				expires_at = excluded.expires_at`,
+			ws, node, int64(grant), expires); err != nil {
 			return err
 		}
-		l.Granted, l.Amount, l.ExpiresAt = Micros(grant), Micros(own+grant), fromUs(expires)
+		l.Granted, l.Amount, l.ExpiresAt, l.Available = grant, own+grant, fromUs(expires), free-grant
 		return nil
+	})
+	if err == nil && short != nil {
+		return Lease{}, short
+	}
+	if err != nil {
+		return Lease{}, err
+	}
+	return l, nil
+}
+
+// RenewLease extends node's lease, expired or not (an expired lease still holds its money).
+func (s *SQLite) RenewLease(ctx context.Context, ws, node string, ttl time.Duration) (Lease, error) {
+	var l Lease
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		exp := toUs(time.Now()) + ttlOrDefault(ttl).Microseconds()
+		var amount int64
+		err := tx.QueryRowContext(ctx, `UPDATE credit_leases SET expires_at = ? WHERE workspace_id = ? AND node_id = ?
+			RETURNING amount_micros`, exp, ws, node).Scan(&amount)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		l.Amount, l.ExpiresAt = Micros(amount), fromUs(exp)
+		return err
 	})
 	return l, err
 }
 
-// RenewLease extends an unexpired lease; a lapsed one is deleted and reported ErrExpired.
-func (s *SQLite) RenewLease(ctx context.Context, ws, node string, ttl time.Duration) (Lease, error) {
-	var l Lease
-	var expired bool
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		now := toUs(time.Now())
-		var amount, exp int64
-		err := tx.QueryRowContext(ctx, `SELECT amount_micros, expires_at FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node).
-			Scan(&amount, &exp)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if exp <= now {
-			expired = true
-			_, err = tx.ExecContext(ctx, `DELETE FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node)
-			return err
-		}
-		exp = now + ttlOrDefault(ttl).Microseconds()
-		_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET expires_at = ? WHERE workspace_id = ? AND node_id = ?`, exp, ws, node)
-		l.Amount, l.ExpiresAt = Micros(amount), fromUs(exp)
-		return err
-	})
-	if err == nil && expired {
-		return Lease{}, ErrExpired
+// ReturnRequests lists the workspaces whose lease of node another node asked back.
+func (s *SQLite) ReturnRequests(ctx context.Context, node string) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT workspace_id FROM credit_leases WHERE node_id = ? AND return_requested_at IS NOT NULL`, node)
+	if err != nil {
+		return nil, err
 	}
-	return l, err
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var ws string
+		if err := rows.Scan(&ws); err != nil {
+			return nil, err
+		}
+		out = append(out, ws)
+	}
+	return out, rows.Err()
+}
+
+// ListLeases lists leases, of one node or all.
+func (s *SQLite) ListLeases(ctx context.Context, node string) ([]LeaseRecord, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT workspace_id, node_id, amount_micros, expires_at, return_requested_at IS NOT NULL
+		FROM credit_leases WHERE ? = '' OR node_id = ? ORDER BY workspace_id, node_id`, node, node)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []LeaseRecord
+	for rows.Next() {
+		var r LeaseRecord
+		var exp int64
+		if err := rows.Scan(&r.WorkspaceID, &r.NodeID, &r.Amount, &exp, &r.ReturnRequested); err != nil {
+			return nil, err
+		}
+		r.ExpiresAt = fromUs(exp)
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // ReleaseLease returns part of a lease to the pool.
@@ -474,9 +505,24 @@ func (s *SQLite) ReleaseLease(ctx context.Context, ws, node string, amount Micro
 	if amount <= 0 {
 		return Lease{}, fmt.Errorf("%w: release amount %d", ErrInvalid, amount)
 	}
+	return s.adjustLease(ctx, ws, node, func(before Micros) Micros { return before - min(before, amount) })
+}
+
+// TrimLease lowers a lease to at most keep.
+func (s *SQLite) TrimLease(ctx context.Context, ws, node string, keep Micros) (Lease, error) {
+	if keep < 0 {
+		return Lease{}, fmt.Errorf("%w: trim to %d", ErrInvalid, keep)
+	}
+	return s.adjustLease(ctx, ws, node, func(before Micros) Micros { return min(before, keep) })
+}
+
+// adjustLease lowers node's lease to after(before), clearing a return request; the row goes
+// at 0.
+func (s *SQLite) adjustLease(ctx context.Context, ws, node string, after func(Micros) Micros) (Lease, error) {
 	var l Lease
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var before, exp int64
+		var before Micros
+		var exp int64
 		err := tx.QueryRowContext(ctx, `SELECT amount_micros, expires_at FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node).
 			Scan(&before, &exp)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -485,12 +531,13 @@ func (s *SQLite) ReleaseLease(ctx context.Context, ws, node string, amount Micro
 		if err != nil {
 			return err
 		}
-		after := before - min(before, int64(amount))
-		l.Granted, l.Amount, l.ExpiresAt = Micros(before-after), Micros(after), fromUs(exp)
-		if after == 0 {
+		a := after(before)
+		l.Granted, l.Amount, l.ExpiresAt = before-a, a, fromUs(exp)
+		if a == 0 {
 			_, err = tx.ExecContext(ctx, `DELETE FROM credit_leases WHERE workspace_id = ? AND node_id = ?`, ws, node)
 		} else {
-			_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET amount_micros = ? WHERE workspace_id = ? AND node_id = ?`, after, ws, node)
+			_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET amount_micros = ?, return_requested_at = NULL
+				WHERE workspace_id = ? AND node_id = ?`, int64(a), ws, node)
 		}
 		return err
 	})

@@ -46,7 +46,7 @@ var (
 	ErrInsufficientCredits = errors.New("ledger: insufficient credits")
 	// ErrRevoked is returned (with the key record) by LookupKey for a revoked key.
 	ErrRevoked = errors.New("ledger: key revoked")
-	// ErrExpired is returned by LookupKey for an expired key and by RenewLease for a lapsed lease.
+	// ErrExpired is returned by LookupKey for an expired key.
 	ErrExpired = errors.New("ledger: expired")
 	// ErrInvalid wraps argument validation failures (unknown scope, zero grant, bad group-by).
 	ErrInvalid = errors.New("ledger: invalid argument")
@@ -125,17 +125,63 @@ type Revocation struct {
 
 // Lease is the result of a lease operation: the part of a workspace's balance one node may
 // spend without asking the database.
+//
+// A lease's amount stays held until its node gives it back (ReleaseLease) or spends it
+// (InsertRows moves row costs from the lease to spent). Expiry only ends the node's right
+// to reserve more from it: a node cut off from the database may still have spooled rows
+// charged against the lease, so the money is never handed to another node on a timer,
+// however long the partition. A node that restarts on the same spool adopts its leases;
+// one whose spool is gone for good needs an operator (`caddy btl leases release`).
 type Lease struct {
 	// Granted is how much this call added (AcquireLease) or released (ReleaseLease).
 	Granted Micros
 	// Amount is the node's whole lease after the call.
 	Amount Micros
-	// ExpiresAt is the database's expiry of the lease (database clock).
+	// ExpiresAt is the end of the node's right to reserve from the lease (database clock).
 	ExpiresAt time.Time
-	// Reset is true when AcquireLease found the node's previous lease expired and started a
-	// new one (the old amount no longer counts), so callers must not add Granted to a local
-	// copy of the old amount.
-	Reset bool
+	// Available is what the workspace still had unleased after an AcquireLease: a small
+	// value tells the node that leases are scarce and should be borrowed per request.
+	Available Micros
+}
+
+// LeaseRecord is one node's lease on one workspace, for listings.
+type LeaseRecord struct {
+	WorkspaceID string
+	NodeID      string
+	Amount      Micros
+	ExpiresAt   time.Time
+	// ReturnRequested is set when another node was refused while this lease held money.
+	ReturnRequested bool
+}
+
+// ShortError is AcquireLease's ErrInsufficientCredits: what was free, and what other nodes'
+// leases hold (they were asked to give back what they do not use).
+type ShortError struct {
+	Available, HeldByOthers Micros
+	// Own is the asking node's own lease on the workspace.
+	Own Micros
+}
+
+func (e *ShortError) Error() string {
+	return fmt.Sprintf("%s: %s unleased, %s leased by other nodes", ErrInsufficientCredits, e.Available, e.HeldByOthers)
+}
+
+// Is makes errors.Is(err, ErrInsufficientCredits) true.
+func (e *ShortError) Is(target error) bool { return target == ErrInsufficientCredits }
+
+// leaseGrant is how much of free an AcquireLease for (want, minimum) takes: all it wants
+// when the workspace can afford it, else half of what is free (at least minimum), so that
+// on a small balance the first node to ask does not take everything from the others.
+// It returns 0 when even minimum cannot be had.
+func leaseGrant(want, minimum, free Micros) Micros {
+	grant := want
+	if free < want {
+		grant = max(minimum, free/2)
+	}
+	if grant > free || grant <= 0 {
+		return 0
+	}
+	return grant
 }
 
 // Usage is the provider-independent token usage normal form.
@@ -278,16 +324,27 @@ type Store interface {
 	// Balance is granted − spent for the workspace.
 	Balance(ctx context.Context, ws string) (Micros, error)
 
-	// AcquireLease adds up to want to node's lease on ws, at least min, or fails with
-	// ErrInsufficientCredits and changes nothing. The database keeps
-	// granted − spent − Σ unexpired leases ≥ 0. The whole lease's expiry becomes now+ttl.
+	// AcquireLease adds to node's lease on ws: want when the workspace can afford it, else
+	// half of what is unleased (at least min), or fails with a *ShortError
+	// (ErrInsufficientCredits) and asks the other nodes holding leases on ws to give back
+	// what they do not use. The database keeps granted − spent − Σ leases ≥ 0, counting
+	// expired leases too (see Lease). The whole lease's expiry becomes now+ttl.
 	AcquireLease(ctx context.Context, ws, node string, want, min Micros, ttl time.Duration) (Lease, error)
-	// RenewLease extends an unexpired lease to now+ttl. A lapsed lease is dropped and
-	// ErrExpired returned; a missing one is ErrNotFound.
+	// RenewLease extends node's lease on ws to now+ttl, expired or not; a missing one is
+	// ErrNotFound.
 	RenewLease(ctx context.Context, ws, node string, ttl time.Duration) (Lease, error)
-	// ReleaseLease gives back up to amount (> 0) of node's lease; the row goes when it reaches
-	// 0, so ReleaseAll releases everything. Lease.Granted is what was actually released.
+	// ReleaseLease gives back up to amount (> 0) of node's lease and clears a return
+	// request; the row goes when it reaches 0, so ReleaseAll releases everything.
+	// Lease.Granted is what was actually released.
 	ReleaseLease(ctx context.Context, ws, node string, amount Micros) (Lease, error)
+	// TrimLease lowers node's lease to at most keep (≥ 0) and clears a return request; the
+	// row goes at 0. Lease.Granted is what was released.
+	TrimLease(ctx context.Context, ws, node string, keep Micros) (Lease, error)
+	// ListLeases lists the leases of node ("" for every node), by workspace.
+	ListLeases(ctx context.Context, node string) ([]LeaseRecord, error)
+	// ReturnRequests lists the workspaces on which node holds a lease that another node,
+	// refused for lack of credit, asked it to give back.
+	ReturnRequests(ctx context.Context, node string) ([]string, error)
 
 	// InsertRows appends ledger rows, ignoring request ids already present. In the same
 	// transaction, for the rows actually inserted, it adds their cost to each workspace's

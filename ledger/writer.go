@@ -614,6 +614,16 @@ func (w *Writer) runReader() {
 	tick := time.NewTicker(w.opts.FlushInterval)
 	defer tick.Stop()
 	draining := false
+	if w.pendingRows.Load() == 0 { // nothing to replay: wait for rows like any other time
+		select {
+		case <-w.kick:
+		case <-tick.C:
+		case <-w.quit:
+			draining = true
+		case <-w.abort:
+			return
+		}
+	}
 	for {
 		batch = batch[:0]
 		clear(costs)
