@@ -56,6 +56,7 @@ type App struct {
 	workspacePrices map[string]*catalog.Catalog
 	ledger          *ledgerSet
 	ledgerKey       string
+	storage         resolvedStorage
 	led             *handlers.Ledger
 	pay             *payments.Stripe
 	prices          *catalog.Catalog
@@ -224,12 +225,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	// Built, not opened: Start opens it, so validating a config beside a running gateway
+	// takes no spool lock and writes nothing.
 	if a.ledger, err = acquireLedger(rs, a.logger); err != nil {
 		return err
 	}
-	a.ledgerKey = rs.key()
-	a.led = &handlers.Ledger{Store: a.ledger.store, Writer: a.ledger.writer, Credits: a.ledger.credits,
-		Keys: a.ledger.keys, NodeID: a.ledger.node}
+	a.ledgerKey, a.storage = rs.key(), rs
+	a.led = a.ledger.handlersLedger()
 	if pc := a.PaymentsConfig; pc != nil {
 		a.pay = &payments.Stripe{
 			SecretKey: repl.ReplaceKnown(pc.SecretKey, ""), WebhookSecret: repl.ReplaceKnown(pc.WebhookSecret, ""),
@@ -243,8 +245,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
+// Start implements caddy.App: it opens the ledger (shared with the running config when the
+// storage is the same) and applies rotated database credentials.
+func (a *App) Start() error {
+	if err := a.ledger.start(); err != nil {
+		return err
+	}
+	if a.ledger.pg != nil {
+		return a.ledger.pg.SetDSN(a.storage.target)
+	}
+	return nil
+}
 
 // Stop implements caddy.App.
 func (a *App) Stop() error { return nil }

@@ -95,6 +95,10 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		writeError(w, ex, errNoKey)
 		return nil
 	}
+	if err := h.led.Wait(r.Context()); err != nil {
+		writeError(w, ex, ledgerUnavailable())
+		return nil
+	}
 	key, err := h.led.Keys.Lookup(r.Context(), secret)
 	if err != nil {
 		writeError(w, ex, h.lookupError(ex, err))

@@ -27,8 +27,9 @@ type cachedKey struct {
 }
 
 const (
-	positiveTTL = 5 * time.Minute
-	negativeTTL = 2 * time.Second
+	positiveTTL   = 5 * time.Minute
+	negativeTTL   = 2 * time.Second
+	lookupTimeout = 2 * time.Second
 )
 
 // NewKeyCache makes a cache over store.
@@ -58,6 +59,9 @@ func (c *KeyCache) Lookup(ctx context.Context, secret string) (ledger.Key, error
 		}
 		return e.key, e.key.Check(c.now())
 	}
+	// A stalled database must not hold the request: answer 503 after a short wait.
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	key, err := c.store.LookupKey(ctx, hash)
 	switch {
 	case err == nil:

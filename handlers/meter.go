@@ -108,7 +108,25 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		}
 		ex.WorkspaceID = h.AnonymousWorkspace
 	}
-	m := &metered{h: h, ex: ex}
+	if err := h.led.Wait(r.Context()); err != nil {
+		writeError(w, ex, ledgerUnavailable())
+		return nil
+	}
+	// Fail closed: a request whose row could not be made durable is refused before it can
+	// cost anything (a full spool disk, a ledger shutting down).
+	slot, err := h.led.Writer.Reserve()
+	if err != nil {
+		h.metrics.LedgerWriteError()
+		if c := h.logger.Check(zapcore.ErrorLevel, "refusing a request: its ledger row cannot be recorded"); c != nil {
+			c.Write(zap.String("request_id", ex.ID), zap.Error(err))
+		}
+		e := providers.Errorf(http.StatusServiceUnavailable, "service_unavailable", "",
+			"the gateway cannot record usage right now (its ledger spool is full or closing), so it does not serve; retry shortly")
+		e.RetryAfter = 5 * time.Second
+		writeError(w, ex, e)
+		return nil
+	}
+	m := &metered{h: h, ex: ex, slot: slot}
 	m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
 	ex.OnComplete(m.complete)
 	defer ex.Complete()
@@ -175,11 +193,12 @@ func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []rou
 	return max(worst, 1)
 }
 
-// metered carries one request's reservation to its completion.
+// metered carries one request's reservation and spool slot to its completion.
 type metered struct {
 	h         *Meter
 	ex        *Exchange
 	res       *ledger.Reservation
+	slot      ledger.Slot
 	logFields *caddyhttp.ExtraLogFields
 }
 
@@ -222,7 +241,7 @@ func (m *metered) complete(ex *Exchange) {
 		LatencyUs: time.Since(ex.Start).Microseconds(), TTFBUs: ex.TTFB.Microseconds(),
 		Stream: ex.Streamed, ErrorCode: ex.ErrorCode,
 	}
-	if err := h.led.Writer.Append(row); err != nil {
+	if err := m.slot.Append(row); err != nil {
 		h.metrics.LedgerWriteError()
 		// The spool refused the row (disk full, closed): this is money, so say so loudly.
 		h.logger.Error("ledger row not recorded", zap.String("request_id", ex.ID),

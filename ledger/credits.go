@@ -31,6 +31,12 @@ type CreditsOptions struct {
 	ShortWait time.Duration
 	// OnError, if set, is told about background lease errors.
 	OnError func(error)
+	// AcquireTimeout bounds each database call a reservation waits for [2s]: in a database
+	// stall the caller gets an error to answer (503) instead of hanging.
+	AcquireTimeout time.Duration
+	// Deferred leaves the background loop stopped until Start (so that a config can be
+	// validated without any database traffic).
+	Deferred bool
 	// AwaitAdopt is set when a Writer may still replay rows of a previous process charged
 	// to this node's leases: until Adopt is called, only what this process leased is given
 	// back.
@@ -58,6 +64,9 @@ func (o *CreditsOptions) defaults() {
 	}
 	if o.ShortWait <= 0 {
 		o.ShortWait = 1500 * time.Millisecond
+	}
+	if o.AcquireTimeout <= 0 {
+		o.AcquireTimeout = 2 * time.Second
 	}
 }
 
@@ -91,6 +100,8 @@ type Credits struct {
 	ws map[string]*wsLease
 
 	closed    atomic.Bool
+	started   atomic.Bool
+	startOnce sync.Once
 	adopted   atomic.Bool // the spool's replay is committed: database leases are all ours to give back
 	stop      chan struct{}
 	done      chan struct{}
@@ -121,8 +132,18 @@ func NewCredits(store Store, nodeID string, opts CreditsOptions) *Credits {
 	c := &Credits{store: store, node: nodeID, opts: opts, ws: map[string]*wsLease{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	c.adopted.Store(!opts.AwaitAdopt)
-	go c.loop()
+	if !opts.Deferred {
+		c.Start()
+	}
 	return c
+}
+
+// Start starts the background renew/release loop of a Deferred Credits (once).
+func (c *Credits) Start() {
+	c.startOnce.Do(func() {
+		c.started.Store(true)
+		go c.loop()
+	})
 }
 
 // Reservation is money set aside for one request. Exactly one of Settle or Release takes
@@ -248,7 +269,9 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		l.mu.Unlock()
 
 		c.acquires.Add(1)
-		lease, err := c.store.AcquireLease(ctx, l.id, c.node, want, need, c.opts.LeaseTTL)
+		actx, cancel := context.WithTimeout(ctx, c.opts.AcquireTimeout)
+		lease, err := c.store.AcquireLease(actx, l.id, c.node, want, need, c.opts.LeaseTTL)
+		cancel()
 		var short *ShortError
 		if errors.As(err, &short) && c.adopted.Load() {
 			l.mu.Lock()
@@ -606,6 +629,9 @@ func (c *Credits) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		close(c.stop)
+		if !c.started.Load() {
+			return // never ran: it holds nothing
+		}
 		<-c.done
 		finished := make(chan struct{})
 		go func() { c.maintain(time.Now(), true); close(finished) }()

@@ -6,16 +6,33 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Postgres is the Store for multi-node deployments, on a pgxpool.Pool.
+// Postgres is the Store for multi-node deployments. It keeps three pools so that nothing
+// on the request path queues behind reporting: key lookups have their own, usage reports
+// and exports theirs, and money (rows, leases, grants) the main one.
 type Postgres struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool // money and everything else
+	keys   *pgxpool.Pool // key lookups: never behind a report
+	report *pgxpool.Pool // summaries, listings, exports
+	cfg    *pgxpool.Config
+	creds  atomic.Pointer[pgCredentials]
 }
+
+type pgCredentials struct{ user, password string }
+
+// Pool sizes of the key-lookup and reporting pools.
+const (
+	pgKeyConns    = 2
+	pgReportConns = 3
+)
 
 // revokeChannel is the NOTIFY channel announcing revoked key hashes (hex).
 const revokeChannel = "btl_key_revoked"
@@ -23,18 +40,72 @@ const revokeChannel = "btl_key_revoked"
 // migrateLockKey is the advisory lock that serializes migrations of concurrent processes.
 const migrateLockKey int64 = 0x62746c5f6d6967 // "btl_mig"
 
-// NewPostgres builds the pool without touching the network (pgxpool connects lazily), so a
-// server can start while the database is down; call Migrate (or use OpenPostgres) before use.
+// NewPostgres builds the pools without touching the network (pgxpool connects lazily), so a
+// server can start while the database is down and a config can be validated without a
+// connection; call Migrate (or use OpenPostgres) before use.
 func NewPostgres(dsn string) (*Postgres, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: postgres dsn: %w", err)
 	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	p := &Postgres{cfg: cfg}
+	p.creds.Store(&pgCredentials{cfg.ConnConfig.User, cfg.ConnConfig.Password})
+	newPool := func(maxConns int32) (*pgxpool.Pool, error) {
+		c := cfg.Copy()
+		if maxConns > 0 {
+			c.MaxConns = maxConns
+		}
+		// New connections log in with the current credentials (SetDSN rotates them).
+		c.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+			cr := p.creds.Load()
+			cc.User, cc.Password = cr.user, cr.password
+			return nil
+		}
+		return pgxpool.NewWithConfig(context.Background(), c)
+	}
+	if p.pool, err = newPool(0); err == nil {
+		if p.keys, err = newPool(pgKeyConns); err == nil {
+			p.report, err = newPool(pgReportConns)
+		}
+	}
 	if err != nil {
+		p.Close()
 		return nil, fmt.Errorf("ledger: postgres pool: %w", err)
 	}
-	return &Postgres{pool: pool}, nil
+	return p, nil
+}
+
+// PostgresIdentity names the database a DSN points at, without its credentials: two DSNs
+// with the same identity reach the same data, so a change of credentials alone (a rotation)
+// keeps the ledger, its spool and its leases.
+func PostgresIdentity(dsn string) (string, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return "", fmt.Errorf("ledger: postgres dsn: %w", err)
+	}
+	params := make([]string, 0, len(cfg.RuntimeParams))
+	for k, v := range cfg.RuntimeParams {
+		params = append(params, k+"="+v)
+	}
+	slices.Sort(params)
+	hosts := []string{fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)}
+	for _, fb := range cfg.Fallbacks {
+		hosts = append(hosts, fmt.Sprintf("%s:%d", fb.Host, fb.Port))
+	}
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	return strings.Join(hosts, ",") + "/" + cfg.Database + "?" + strings.Join(params, "&"), nil
+}
+
+// SetDSN rotates the credentials that new connections log in with. The DSN must name the
+// same database (PostgresIdentity); open connections keep their sessions.
+func (p *Postgres) SetDSN(dsn string) error {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("ledger: postgres dsn: %w", err)
+	}
+	p.creds.Store(&pgCredentials{cfg.User, cfg.Password})
+	return nil
 }
 
 // OpenPostgres is NewPostgres followed by Migrate.
@@ -50,14 +121,21 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 	return p, nil
 }
 
-// Pool exposes the pool, e.g. for pool stats metrics.
+// Pool exposes the main pool, e.g. for pool stats metrics.
 func (p *Postgres) Pool() *pgxpool.Pool { return p.pool }
 
 // Ping checks connectivity.
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
-// Close closes the pool.
-func (p *Postgres) Close() error { p.pool.Close(); return nil }
+// Close closes the pools.
+func (p *Postgres) Close() error {
+	for _, pl := range []*pgxpool.Pool{p.pool, p.keys, p.report} {
+		if pl != nil {
+			pl.Close()
+		}
+	}
+	return nil
+}
 
 // Migrate applies the embedded migrations that are not yet recorded. A transaction-scoped
 // advisory lock makes two processes starting together take turns.
@@ -187,7 +265,7 @@ func pgScanKey(row pgx.Row) (Key, error) {
 
 // LookupKey finds a key by hash; see Store.
 func (p *Postgres) LookupKey(ctx context.Context, hash [32]byte) (Key, error) {
-	k, err := pgScanKey(p.pool.QueryRow(ctx, `SELECT `+pgKeyColumns+` FROM api_keys WHERE key_hash = $1`, hash[:]))
+	k, err := pgScanKey(p.keys.QueryRow(ctx, `SELECT `+pgKeyColumns+` FROM api_keys WHERE key_hash = $1`, hash[:]))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Key{}, ErrNotFound
 	}
@@ -243,7 +321,7 @@ func (p *Postgres) RevokeKey(ctx context.Context, ws, keyID string) error {
 
 // RevokedSince lists keys revoked at or after t.
 func (p *Postgres) RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error) {
-	rows, err := p.pool.Query(ctx, `SELECT id, key_hash, revoked_at FROM api_keys WHERE revoked_at >= $1 ORDER BY revoked_at`, t)
+	rows, err := p.keys.Query(ctx, `SELECT id, key_hash, revoked_at FROM api_keys WHERE revoked_at >= $1 ORDER BY revoked_at`, t)
 	if err != nil {
 		return nil, err
 	}
@@ -261,54 +339,108 @@ func (p *Postgres) RevokedSince(ctx context.Context, t time.Time) ([]Revocation,
 	return out, rows.Err()
 }
 
-// WatchRevocations LISTENs on a dedicated connection. After any connection loss it
-// reconnects with backoff and replays RevokedSince from shortly before the last known point,
-// so a revocation is never missed (fn may see a hash twice).
+// Revocation watch timing: a quiet LISTEN connection is checked (and revocations re-read)
+// every revocationCheck, so a dead or stalled connection is noticed within about a second;
+// reconnects back off from revocationMinBackoff to revocationMaxBackoff and start over after
+// any connection that worked.
+const (
+	revocationCheck      = time.Second
+	revocationMinBackoff = 50 * time.Millisecond
+	revocationMaxBackoff = time.Second
+)
+
+// WatchRevocations LISTENs on a connection of its own. On every (re)connection, and after
+// every quiet second, it re-reads the revocations since its last successful read (database
+// clock, overlapped by a second), so a revocation is never missed and, once the database is
+// reachable again, reaches fn within about a second however long the outage was (fn may
+// see a hash twice).
 func (p *Postgres) WatchRevocations(ctx context.Context, fn func(keyHash [32]byte)) error {
-	since := time.Now().Add(-time.Second)
-	backoff := 100 * time.Millisecond
-	first := true
+	// Database clock of the last successful read. Before the first one, look back far
+	// enough to cover any key cached meanwhile, whatever the clocks' skew.
+	since := time.Now().Add(-5 * time.Minute)
+	backoff := revocationMinBackoff
 	for {
-		err := p.listenOnce(ctx, fn, &since, first)
+		worked, _ := p.listenOnce(ctx, fn, &since)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		_ = err // connection trouble: retry below
-		first = false
+		if worked {
+			backoff = revocationMinBackoff
+		}
+		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-t.C:
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, revocationMaxBackoff)
 	}
 }
 
-func (p *Postgres) listenOnce(ctx context.Context, fn func([32]byte), since *time.Time, first bool) error {
-	conn, err := p.pool.Acquire(ctx)
+// listenOnce runs one LISTEN connection until it fails; worked says whether it got as far
+// as listening and reading.
+func (p *Postgres) listenOnce(ctx context.Context, fn func([32]byte), since *time.Time) (worked bool, err error) {
+	cfg := p.cfg.ConnConfig.Copy()
+	cr := p.creds.Load()
+	cfg.User, cfg.Password = cr.user, cr.password
+	cctx, cancel := context.WithTimeout(ctx, 2*revocationCheck)
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
-	// A LISTENing connection must not go back to the pool.
-	defer func() { _ = conn.Conn().Close(context.Background()); conn.Release() }()
-	if _, err := conn.Exec(ctx, "LISTEN "+revokeChannel); err != nil {
-		return err
+	defer conn.Close(context.Background())
+	// Listen first, then read: a revocation committed in between is both read and notified.
+	lctx, cancel := context.WithTimeout(ctx, 2*revocationCheck)
+	_, err = conn.Exec(lctx, "LISTEN "+revokeChannel)
+	cancel()
+	if err != nil {
+		return false, err
 	}
-	if !first { // catch up on what happened while we were not listening
-		revs, err := p.RevokedSince(ctx, since.Add(-time.Second))
+	check := func() error {
+		cctx, cancel := context.WithTimeout(ctx, 2*revocationCheck)
+		defer cancel()
+		var now time.Time
+		if err := conn.QueryRow(cctx, "SELECT now()").Scan(&now); err != nil {
+			return err
+		}
+		rows, err := conn.Query(cctx, `SELECT key_hash FROM api_keys WHERE revoked_at >= $1`, since.Add(-time.Second))
 		if err != nil {
 			return err
 		}
-		for _, r := range revs {
-			fn(r.Hash)
+		hashes, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return err
 		}
+		for _, b := range hashes {
+			var h [32]byte
+			copy(h[:], b)
+			fn(h)
+		}
+		*since = now
+		return nil
+	}
+	if err := check(); err != nil {
+		return false, err
 	}
 	for {
-		n, err := conn.Conn().WaitForNotification(ctx)
-		if err != nil {
-			return err
+		wctx, cancel := context.WithTimeout(ctx, revocationCheck)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return true, ctx.Err()
 		}
-		*since = time.Now().Add(-5 * time.Second)
+		if err != nil {
+			if !errors.Is(err, context.DeadlineExceeded) || conn.IsClosed() {
+				return true, err
+			}
+			// A quiet second: prove the connection still answers, and catch up.
+			if err := check(); err != nil {
+				return true, err
+			}
+			continue
+		}
 		b, err := hex.DecodeString(n.Payload)
 		if err != nil || len(b) != 32 {
 			continue

@@ -89,7 +89,7 @@ func (p *Postgres) Summary(ctx context.Context, ws string, from, to time.Time, g
 	}
 	from, to = normRange(from, to)
 	s := Summary{WorkspaceID: ws, From: from, To: to, GroupBy: groupBy, Balance: bal}
-	rows, err := p.pool.Query(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
+	rows, err := p.report.Query(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
 		FROM ledger_rows WHERE workspace_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1 ORDER BY 1`, ws, from, to)
 	if err != nil {
 		return Summary{}, err
@@ -133,7 +133,7 @@ func (p *Postgres) ListRows(ctx context.Context, ws string, from, to time.Time, 
 	}
 	q += ` ORDER BY ts DESC, request_id DESC LIMIT $4`
 	args[3] = limit
-	rows, err := p.pool.Query(ctx, q, args...)
+	rows, err := p.report.Query(ctx, q, args...)
 	if err != nil {
 		return nil, Cursor{}, err
 	}
@@ -157,26 +157,32 @@ func (p *Postgres) ListRows(ctx context.Context, ws string, from, to time.Time, 
 	return out, next, nil
 }
 
-// ExportRows streams: pgx decodes rows as they arrive from the socket, so memory stays flat
-// however large the range.
+// ExportRows pages through the range (exportPageRows at a time, keyset on (ts, request_id))
+// and hands each page to fn with no connection held, so a client that stops reading an
+// export holds nothing of the database.
 func (p *Postgres) ExportRows(ctx context.Context, ws string, from, to time.Time, fn func(Row) error) error {
 	from, to = normRange(from, to)
-	rows, err := p.pool.Query(ctx, `SELECT `+rowColumnList+` FROM ledger_rows
-		WHERE workspace_id = $1 AND ts >= $2 AND ts < $3 ORDER BY ts, request_id`, ws, from, to)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		r, err := pgScanRow(rows)
+	return exportPaged(fn, func(after Cursor, out []Row) ([]Row, error) {
+		q := `SELECT ` + rowColumnList + ` FROM ledger_rows WHERE workspace_id = $1 AND ts >= $2 AND ts < $3`
+		args := []any{ws, from, to, exportPageRows}
+		if !after.IsZero() {
+			q += ` AND (ts, request_id) > ($5, $6)`
+			args = append(args, after.Time.UTC(), after.RequestID)
+		}
+		rows, err := p.report.Query(ctx, q+` ORDER BY ts, request_id LIMIT $4`, args...)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := fn(r); err != nil {
-			return err
+		defer rows.Close()
+		for rows.Next() {
+			r, err := pgScanRow(rows)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
 		}
-	}
-	return rows.Err()
+		return out, rows.Err()
+	})
 }
 
 var _ Store = (*Postgres)(nil)

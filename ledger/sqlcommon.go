@@ -103,3 +103,30 @@ func ttlOrDefault(ttl time.Duration) time.Duration {
 	}
 	return ttl
 }
+
+// exportPageRows is how many rows an export reads per query.
+const exportPageRows = 500
+
+// exportPaged drives a keyset-paged export: page appends the rows after the cursor to out;
+// fn sees each page's rows once the page's query is done.
+func exportPaged(fn func(Row) error, page func(after Cursor, out []Row) ([]Row, error)) error {
+	var after Cursor
+	buf := make([]Row, 0, exportPageRows)
+	for {
+		rows, err := page(after, buf[:0])
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		if len(rows) < exportPageRows {
+			return nil
+		}
+		last := rows[len(rows)-1]
+		after = Cursor{Time: last.Time, RequestID: last.RequestID}
+		buf = rows
+	}
+}

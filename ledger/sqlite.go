@@ -19,7 +19,8 @@ import (
 // keep a second process (e.g. the CLI) safe.
 type SQLite struct {
 	w *sql.DB // exactly one connection: every write transaction
-	r *sql.DB // readers
+	r *sql.DB // readers: reports, listings, exports
+	k *sql.DB // key lookups and revocation checks: never behind a report
 }
 
 func sqliteDSN(path string, readOnly bool) string {
@@ -38,6 +39,20 @@ func sqliteDSN(path string, readOnly bool) string {
 
 // OpenSQLite opens (creating if needed) the database file at path and applies migrations.
 func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	s, err := NewSQLite(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewSQLite prepares the store without touching the file (connections open on first use),
+// so a config can be validated while a gateway runs; call Migrate before use.
+func NewSQLite(path string) (*SQLite, error) {
 	w, err := sql.Open("sqlite", sqliteDSN(path, false))
 	if err != nil {
 		return nil, err
@@ -45,20 +60,24 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	s := &SQLite{w: w}
-	if err := s.migrate(ctx); err != nil {
-		w.Close()
-		return nil, err
-	}
 	r, err := sql.Open("sqlite", sqliteDSN(path, true))
 	if err != nil {
 		w.Close()
 		return nil, err
 	}
 	r.SetMaxOpenConns(4)
-	s.r = r
-	return s, nil
+	k, err := sql.Open("sqlite", sqliteDSN(path, true))
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	k.SetMaxOpenConns(2)
+	return &SQLite{w: w, r: r, k: k}, nil
 }
+
+// Migrate creates the file if needed and applies the embedded migrations not yet recorded.
+func (s *SQLite) Migrate(ctx context.Context) error { return s.migrate(ctx) }
 
 func (s *SQLite) migrate(ctx context.Context) error {
 	ms, err := loadMigrations("migrations/sqlite")
@@ -125,13 +144,9 @@ func fromNullUs(v sql.NullInt64) *time.Time {
 // Ping checks the database file is usable.
 func (s *SQLite) Ping(ctx context.Context) error { return s.w.PingContext(ctx) }
 
-// Close closes both pools.
+// Close closes the pools.
 func (s *SQLite) Close() error {
-	err := s.r.Close()
-	if err2 := s.w.Close(); err == nil {
-		err = err2
-	}
-	return err
+	return errors.Join(s.k.Close(), s.r.Close(), s.w.Close())
 }
 
 // Workspace returns one workspace.
@@ -242,7 +257,7 @@ func sqliteScanKey(row scanner) (Key, error) {
 
 // LookupKey finds a key by hash; see Store.
 func (s *SQLite) LookupKey(ctx context.Context, hash [32]byte) (Key, error) {
-	k, err := sqliteScanKey(s.r.QueryRowContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE key_hash = ?`, hash[:]))
+	k, err := sqliteScanKey(s.k.QueryRowContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE key_hash = ?`, hash[:]))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Key{}, ErrNotFound
 	}
@@ -291,7 +306,7 @@ func (s *SQLite) RevokeKey(ctx context.Context, ws, keyID string) error {
 
 // RevokedSince lists keys revoked at or after t.
 func (s *SQLite) RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, key_hash, revoked_at FROM api_keys WHERE revoked_at >= ? ORDER BY revoked_at`, toUs(t))
+	rows, err := s.k.QueryContext(ctx, `SELECT id, key_hash, revoked_at FROM api_keys WHERE revoked_at >= ? ORDER BY revoked_at`, toUs(t))
 	if err != nil {
 		return nil, err
 	}

@@ -133,25 +133,32 @@ func (s *SQLite) ListRows(ctx context.Context, ws string, from, to time.Time, li
 	return out, next, nil
 }
 
-// ExportRows streams rows with a cursor over the reader pool; WAL keeps writers going.
+// ExportRows pages through the range on the reader pool (keyset on (ts, request_id)) and
+// hands each page to fn with no connection held: a client that stops reading an export
+// holds no reader, and key lookups have their own connection anyway.
 func (s *SQLite) ExportRows(ctx context.Context, ws string, from, to time.Time, fn func(Row) error) error {
 	from, to = normRange(from, to)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+rowColumnList+` FROM ledger_rows
-		WHERE workspace_id = ? AND ts >= ? AND ts < ? ORDER BY ts, request_id`, ws, toUs(from), toUs(to))
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		r, err := sqliteScanRow(rows)
+	return exportPaged(fn, func(after Cursor, out []Row) ([]Row, error) {
+		q := `SELECT ` + rowColumnList + ` FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts < ?`
+		args := []any{ws, toUs(from), toUs(to)}
+		if !after.IsZero() {
+			q += ` AND (ts, request_id) > (?, ?)`
+			args = append(args, toUs(after.Time), after.RequestID)
+		}
+		rows, err := s.r.QueryContext(ctx, q+` ORDER BY ts, request_id LIMIT ?`, append(args, exportPageRows)...)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := fn(r); err != nil {
-			return err
+		defer rows.Close()
+		for rows.Next() {
+			r, err := sqliteScanRow(rows)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
 		}
-	}
-	return rows.Err()
+		return out, rows.Err()
+	})
 }
 
 var _ Store = (*SQLite)(nil)

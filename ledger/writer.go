@@ -162,33 +162,60 @@ type spoolBatch struct {
 // NewWriter opens (or creates) the spool in opts.Dir, recovers it (truncating a torn last
 // record) and starts replaying whatever the store has not yet committed.
 func NewWriter(store Store, opts WriterOptions) (*Writer, error) {
+	w, err := PrepareWriter(store, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Open(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// PrepareWriter makes a Writer without touching the disk: Open takes the spool. Until then
+// Reserve and Append fail with ErrClosed and Close does nothing, so a config can be
+// validated while another process owns the spool.
+func PrepareWriter(store Store, opts WriterOptions) (*Writer, error) {
 	opts.defaults()
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("%w: writer needs a spool dir", ErrInvalid)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
-		return nil, err
-	}
-	lock, err := os.OpenFile(opts.Dir+"/"+lockName, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("ledger: spool %s is in use by another writer: %w", opts.Dir, err)
-	}
-	w := &Writer{store: store, opts: opts, lock: lock, cur: &spoolBatch{},
+	w := &Writer{store: store, opts: opts, cur: &spoolBatch{}, closing: true,
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), abort: make(chan struct{}),
 		readerDone: make(chan struct{}), syncerDone: make(chan struct{}), commitCh: make(chan struct{})}
 	w.cond.L = &w.mu
+	return w, nil
+}
+
+// Open locks the spool directory (one Writer per directory), recovers it and starts the
+// background reader and fsync loops.
+func (w *Writer) Open() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.lock != nil || w.closed {
+		return fmt.Errorf("%w: writer already opened", ErrInvalid)
+	}
+	opts := w.opts
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(opts.Dir+"/"+lockName, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return fmt.Errorf("ledger: spool %s is in use by another writer: %w", opts.Dir, err)
+	}
 	if err := w.recover(); err != nil {
 		lock.Close()
-		return nil, err
+		return err
 	}
+	w.lock, w.closing = lock, false
 	w.abortCtx, w.cancel = context.WithCancel(context.Background())
 	go w.runReader()
 	go w.runSyncer()
-	return w, nil
+	return nil
 }
 
 func (w *Writer) recover() error {
@@ -746,6 +773,11 @@ func (w *Writer) Flush(ctx context.Context) error {
 func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
+		if w.lock == nil { // never opened: nothing on disk is ours
+			w.closed = true
+			w.mu.Unlock()
+			return
+		}
 		w.closing = true
 		stop := context.AfterFunc(ctx, func() {
 			w.mu.Lock()
