@@ -308,6 +308,45 @@ func TestTopUpAndWebhook(t *testing.T) {
 	}
 }
 
+// TestWebhookCreditsOncePerPayment (issue 13 item 15): the provider sends several events for
+// one checkout (completed, async_payment_succeeded, a re-send with a new event id); the
+// workspace is credited once. An amount_total that overflows is a 400 and credits nothing.
+func TestWebhookCreditsOncePerPayment(t *testing.T) {
+	env := startAccountEnv(t, 0)
+	base, owner, ws := env.base, env.tl.ownerKey, env.tl.workspace
+	post := func(event string) (int, []byte) {
+		req, _ := http.NewRequest("POST", base+"/v1/billing/webhook", strings.NewReader(event))
+		req.Header.Set("Stripe-Signature", payments.Sign("whsec_test_456", []byte(event), time.Now()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	session := `{"id":"cs_77","payment_status":"paid","amount_total":2000,"currency":"usd","payment_intent":"pi_77","metadata":{"workspace_id":"` + ws + `"}}`
+	for _, ev := range []string{
+		`{"id":"evt_1","type":"checkout.session.completed","data":{"object":` + session + `}}`,
+		`{"id":"evt_2","type":"checkout.session.async_payment_succeeded","data":{"object":` + session + `}}`,
+		`{"id":"evt_3","type":"checkout.session.completed","data":{"object":` + session + `}}`,
+	} {
+		if status, raw := post(ev); status != 200 {
+			t.Fatalf("webhook: %d %s", status, raw)
+		}
+	}
+	for _, amount := range []string{"922337203685477", "99999999999999999999999"} {
+		ev := `{"id":"evt_big` + amount[:3] + `","type":"checkout.session.completed","data":{"object":{"id":"cs_big","payment_status":"paid","amount_total":` + amount + `,"currency":"usd","metadata":{"workspace_id":"` + ws + `"}}}}`
+		if status, raw := post(ev); status != 400 || !bytes.Contains(raw, []byte(`"error"`)) {
+			t.Fatalf("amount_total %s: %d %s", amount, status, raw)
+		}
+	}
+	_, raw := call(t, "GET", base+"/v1/account/pricing", owner, "")
+	if !bytes.Contains(raw, []byte(`"balance_usd":20.000000`)) {
+		t.Fatalf("one payment of $20 must credit $20 once: %s", raw)
+	}
+}
+
 // TestWorkspacePrices: a workspace with negotiated prices pays them; others pay list.
 func TestWorkspacePrices(t *testing.T) {
 	tl := newTestLedger(t, 10*ledger.Credit)

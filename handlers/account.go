@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/payments"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 )
@@ -262,8 +263,9 @@ func (h *Meter) serveTopUp(w http.ResponseWriter, r *http.Request, ex *Exchange)
 		"amount_usd": usd(cents * 10_000)})
 }
 
-// serveWebhook credits a paid checkout exactly once per event id: the grant's idempotency
-// key is the event id, so the provider's retries and replays change nothing.
+// serveWebhook credits a paid checkout exactly once per payment: the grant's idempotency key
+// is the checkout session, so the provider's retries, replays and the several events it
+// sends about one payment change nothing.
 func (h *Meter) serveWebhook(w http.ResponseWriter, r *http.Request, ex *Exchange) {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, ex, http.MethodPost)
@@ -280,19 +282,33 @@ func (h *Meter) serveWebhook(w http.ResponseWriter, r *http.Request, ex *Exchang
 		return
 	}
 	ev, err := pay.VerifyWebhook(payload, r.Header.Get("Stripe-Signature"))
-	if err != nil {
-		status := http.StatusBadRequest
-		writeError(w, ex, providers.Errorf(status, "invalid_signature", "", "webhook signature verification failed"))
+	if errors.Is(err, payments.ErrMalformedEvent) {
+		writeError(w, ex, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "the webhook body is not a valid event"))
 		return
 	}
-	ws, cents, ok := ev.PaidCredit()
+	if err != nil {
+		writeError(w, ex, providers.Errorf(http.StatusBadRequest, "invalid_signature", "", "webhook signature verification failed"))
+		return
+	}
+	paid, ok, err := ev.PaidCredit()
+	var amount ledger.Micros
+	if err == nil && ok {
+		amount, err = ledger.CentsToMicros(paid.Cents)
+	}
+	if err != nil {
+		h.logger.Error("webhook amount refused", zap.String("event_id", ev.ID), zap.Error(err))
+		writeError(w, ex, providers.Errorf(http.StatusBadRequest, "invalid_value", "amount_total", "amount_total is out of range"))
+		return
+	}
 	if !ok {
 		writeJSON(w, http.StatusOK, map[string]any{"received": true, "credited": false})
 		return
 	}
+	ws := paid.WorkspaceID
 	ctx, cancel := detached(r)
 	defer cancel()
-	applied, err := h.led.Store.Grant(ctx, ws, ledger.Micros(cents*10_000), "stripe", ev.ID)
+	// Keyed by the payment, not the event: every event about one checkout credits it once.
+	applied, err := h.led.Store.Grant(ctx, ws, amount, "stripe", paid.Key)
 	if err != nil {
 		if errors.Is(err, ledger.ErrNotFound) {
 			h.logger.Error("paid checkout for an unknown workspace", zap.String("event_id", ev.ID), zap.String("workspace_id", ws))

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,15 @@ func (m Micros) String() string {
 		u = uint64(-m) // also right for MinInt64 thanks to two's complement
 	}
 	return fmt.Sprintf("%s%d.%06d", sign, u/1_000_000, u%1_000_000)
+}
+
+// CentsToMicros converts US cents to Micros with checked arithmetic.
+func CentsToMicros(cents int64) (Micros, error) {
+	const perCent = 10_000
+	if cents < 0 || cents > math.MaxInt64/perCent {
+		return 0, fmt.Errorf("%w: %d cents is out of range", ErrInvalid, cents)
+	}
+	return Micros(cents * perCent), nil
 }
 
 // Exported sentinel errors. Callers match them with errors.Is.

@@ -1,6 +1,6 @@
 // Package payments talks to a Stripe-compatible payment API: it creates Checkout Sessions for
 // credit top-ups and verifies webhook signatures. It is stdlib only and knows nothing of Caddy
-// or the ledger; the caller credits the workspace, idempotently by event id.
+// or the ledger; the caller credits the workspace, once per payment (Payment.Key).
 package payments
 
 import (
@@ -41,6 +41,9 @@ type Session struct {
 
 // ErrBadSignature means a webhook did not come from the payment provider (or is too old).
 var ErrBadSignature = errors.New("payments: invalid webhook signature")
+
+// ErrMalformedEvent is a correctly signed webhook body that is not an event.
+var ErrMalformedEvent = errors.New("payments: malformed event")
 
 func (s *Stripe) base() string {
 	if s.BaseURL != "" {
@@ -167,7 +170,8 @@ func (s *Stripe) VerifyWebhook(payload []byte, header string) (Event, error) {
 	}
 	var ev Event
 	if err := json.Unmarshal(payload, &ev); err != nil || ev.ID == "" {
-		return Event{}, fmt.Errorf("payments: malformed event")
+		// A signed body that does not decode, e.g. an amount beyond int64.
+		return Event{}, fmt.Errorf("%w: %v", ErrMalformedEvent, err)
 	}
 	return ev, nil
 }
@@ -181,19 +185,40 @@ func Sign(secret string, payload []byte, t time.Time) string {
 	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
-// PaidCredit returns the workspace and amount in US cents of a completed, paid checkout;
-// ok=false for every other event.
-func (ev Event) PaidCredit() (ws string, cents int64, ok bool) {
+// MaxPaymentCents bounds the amount a webhook may credit: 100× the largest top-up the
+// gateway starts (taxes and fees may add to a session's total, never that much). Anything
+// above is no payment this gateway asked for.
+const MaxPaymentCents = 100 * 1_000_000
+
+// ErrAmountOutOfRange is a paid checkout whose amount_total the gateway refuses to credit.
+var ErrAmountOutOfRange = errors.New("payments: amount_total out of range")
+
+// Payment is a completed, paid checkout to credit.
+type Payment struct {
+	WorkspaceID string
+	Cents       int64
+	// Key is the payment's idempotency key: the checkout session's id, so that every event
+	// about one payment (completed, async_payment_succeeded, the provider's retries) credits
+	// it once.
+	Key string
+}
+
+// PaidCredit returns the payment of a completed, paid checkout; ok=false for every other
+// event, and ErrAmountOutOfRange for an amount the gateway must not credit.
+func (ev Event) PaidCredit() (p Payment, ok bool, err error) {
 	o := ev.Data.Object
 	if ev.Type != "checkout.session.completed" && ev.Type != "checkout.session.async_payment_succeeded" {
-		return "", 0, false
+		return Payment{}, false, nil
 	}
-	if o.PaymentStatus != "paid" || !strings.EqualFold(o.Currency, "usd") || o.AmountTotal <= 0 {
-		return "", 0, false
+	if o.PaymentStatus != "paid" || !strings.EqualFold(o.Currency, "usd") || o.ID == "" {
+		return Payment{}, false, nil
 	}
-	ws = o.Metadata["workspace_id"]
+	if o.AmountTotal <= 0 || o.AmountTotal > MaxPaymentCents {
+		return Payment{}, false, fmt.Errorf("%w: %d cents", ErrAmountOutOfRange, o.AmountTotal)
+	}
+	ws := o.Metadata["workspace_id"]
 	if ws == "" {
 		ws = o.ClientReferenceID
 	}
-	return ws, o.AmountTotal, ws != ""
+	return Payment{WorkspaceID: ws, Cents: o.AmountTotal, Key: "stripe:checkout_session:" + o.ID}, ws != "", nil
 }
