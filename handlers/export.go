@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -28,6 +30,41 @@ var ExportColumns = []string{
 
 // exportFlushRows is how many rows go out between two flushes to the client.
 const exportFlushRows = 512
+
+const (
+	// exportWriteTimeout: a client that takes nothing of its export for this long loses it
+	// (and the slot below), so a stalled reader cannot hold the gateway.
+	exportWriteTimeout = 30 * time.Second
+	// maxExportsPerWorkspace bounds a workspace's concurrent exports; more get a 429.
+	maxExportsPerWorkspace = 2
+)
+
+// exportSlots counts each workspace's running exports.
+type exportSlots struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (e *exportSlots) take(ws string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n == nil {
+		e.n = map[string]int{}
+	}
+	if e.n[ws] >= maxExportsPerWorkspace {
+		return false
+	}
+	e.n[ws]++
+	return true
+}
+
+func (e *exportSlots) give(ws string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n[ws]--; e.n[ws] <= 0 {
+		delete(e.n, ws)
+	}
+}
 
 // csvRecord fills rec (len(ExportColumns)) with the row's fields.
 func csvRecord(rec []string, r *ledger.Row) {
@@ -62,6 +99,14 @@ func (h *Meter) serveExport(w http.ResponseWriter, r *http.Request, ex *Exchange
 		writeError(w, ex, perr)
 		return
 	}
+	if !h.exports.take(ex.WorkspaceID) {
+		e := providers.Errorf(http.StatusTooManyRequests, "rate_limit_exceeded", "",
+			"this workspace already has %d exports running; retry when one has finished", maxExportsPerWorkspace)
+		e.RetryAfter = 5 * time.Second
+		writeError(w, ex, e)
+		return
+	}
+	defer h.exports.give(ex.WorkspaceID)
 	format := r.URL.Query().Get("format")
 	var contentType, ext string
 	switch format {
@@ -101,7 +146,21 @@ func (h *Meter) serveExport(w http.ResponseWriter, r *http.Request, ex *Exchange
 		enc = json.NewEncoder(bw)
 		enc.SetEscapeHTML(false)
 	}
+	// Every flush extends the write deadline: the export goes on while the client reads.
+	deadline := func() error {
+		if err := rc.SetWriteDeadline(time.Now().Add(exportWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+		return nil
+	}
+	if err := deadline(); err != nil {
+		writeError(w, ex, storeError(err))
+		return
+	}
 	flush := func() error {
+		if err := deadline(); err != nil {
+			return err
+		}
 		if cw != nil {
 			cw.Flush()
 			if err := cw.Error(); err != nil {

@@ -43,6 +43,7 @@ type Meter struct {
 	logger  *zap.Logger
 	metrics *metrics.Set
 	slugs   map[string]bool
+	exports *exportSlots
 }
 
 // CaddyModule returns the Caddy module information.
@@ -61,6 +62,7 @@ func (h *Meter) Provision(ctx caddy.Context) error {
 	if h.DefaultOutputReserve <= 0 {
 		h.DefaultOutputReserve = 4096
 	}
+	h.exports = &exportSlots{}
 	h.slugs = map[string]bool{}
 	for _, s := range rt.Routes().Slugs() {
 		h.slugs[s.Name] = true

@@ -2,7 +2,13 @@ package ledger
 
 import (
 	"context"
+	"encoding/base32"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,4 +116,73 @@ func BenchmarkIngestPostgres(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// timeOrderedID mimics the gateway's request ids (handlers/exchange.go): milliseconds first,
+// so new rows land at the right edge of the primary key.
+func timeOrderedID(t time.Time, r *rand.Rand) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixMilli())<<16|r.Uint64()&0xffff)
+	binary.LittleEndian.PutUint64(b[8:], r.Uint64())
+	return "req_" + base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
+
+// ingestRows fills rows with the next batch of a steady stream: 10 workspaces, 2000 rows
+// per simulated second.
+func ingestRows(rows []Row, wss []string, clock *time.Time, seq *int, r *rand.Rand) {
+	for i := range rows {
+		*seq++
+		*clock = clock.Add(500 * time.Microsecond)
+		rows[i] = testRow(wss[*seq%len(wss)], *seq, 1000)
+		rows[i].Time = *clock
+		rows[i].RequestID = timeOrderedID(*clock, r)
+	}
+}
+
+// BenchmarkIngestSQLite measures the writer's InsertRows batches (1000 rows, time-ordered
+// ids) on an empty ledger and on one that already holds a million rows: ingest must stay
+// flat as the table grows. Set BTL_INGEST_ROWS to change the prefill.
+func BenchmarkIngestSQLite(b *testing.B) {
+	big := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("BTL_INGEST_ROWS")); err == nil && v > 0 {
+		big = v
+	}
+	for _, pre := range []int{0, big} {
+		b.Run(fmt.Sprintf("table=%d", pre), func(b *testing.B) {
+			ctx := context.Background()
+			s := newSQLiteStore(b)
+			var wss []string
+			for range 10 {
+				wss = append(wss, mustWorkspace(b, s, 1_000_000_000*Credit).ID)
+			}
+			r := rand.New(rand.NewPCG(1, 2))
+			clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			seq := 0
+			rows := make([]Row, 1000)
+			for seq < pre {
+				ingestRows(rows, wss, &clock, &seq, r)
+				if err := s.InsertRows(ctx, "n1", rows); err != nil {
+					b.Fatal(err)
+				}
+			}
+			start := seq
+			cpu0 := processCPU()
+			for b.Loop() {
+				ingestRows(rows, wss, &clock, &seq, r)
+				if err := s.InsertRows(ctx, "n1", rows); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(seq-start)/b.Elapsed().Seconds(), "rows/s")
+			// CPU per row is steadier than wall time on a shared machine.
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(seq-start), "cpu-µs/row")
+		})
+	}
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
