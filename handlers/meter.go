@@ -14,6 +14,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/ratelimit"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -124,9 +125,18 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if rerr != nil {
 		return next.ServeHTTP(w, r)
 	}
+	if perr := checkModel(ex, req.Model, targets); perr != nil {
+		writeError(w, ex, perr)
+		return nil
+	}
 	amount := h.estimate(ex, req, targets)
+	if perr := m.holdKeyLimits(r.Context(), w, req, targets, amount); perr != nil {
+		writeError(w, ex, perr)
+		return nil
+	}
 	res, err := h.led.Credits.Reserve(r.Context(), ex.WorkspaceID, ledger.Micros(amount))
 	if err != nil {
+		m.releaseKeyLimits()
 		if errors.Is(err, ledger.ErrInsufficientCredits) {
 			h.metrics.CreditRefused()
 			writeError(w, ex, providers.Errorf(http.StatusPaymentRequired, "insufficient_quota", "",
@@ -181,6 +191,9 @@ type metered struct {
 	ex        *Exchange
 	res       *ledger.Reservation
 	logFields *caddyhttp.ExtraLogFields
+	// tokens and budget hold the request against its key's limits (keylimits.go).
+	tokens *ratelimit.Grant
+	budget *ledger.BudgetReservation
 }
 
 // complete prices the exchange, settles or releases the reservation and appends the row.
@@ -195,6 +208,7 @@ func (m *metered) complete(ex *Exchange) {
 			m.res.Release()
 		}
 	}
+	m.settleKeyLimits(ex)
 	status := ex.Status
 	if status == 0 {
 		status = http.StatusOK
