@@ -197,7 +197,7 @@ func (l KeyLimits) AdmitsModel(name string, targets []string) bool {
 func (l KeyLimits) admitsTarget(target string) bool {
 	provider, model, ok := strings.Cut(target, "/")
 	for _, m := range l.Models {
-		if m == target || (ok && (m == provider+"/*" || m == model)) {
+		if m == target || (ok && (m == provider+"/*" || (m == model && !strings.Contains(m, "/")))) {
 			return true
 		}
 	}
@@ -211,7 +211,8 @@ func (l KeyLimits) covers(entry string) bool {
 		return true
 	}
 	provider, model, ok := strings.Cut(entry, "/")
-	return ok && (slices.Contains(l.Models, provider+"/*") || (model != "*" && slices.Contains(l.Models, model)))
+	bare := model != "*" && !strings.Contains(model, "/")
+	return ok && (slices.Contains(l.Models, provider+"/*") || (bare && slices.Contains(l.Models, model)))
 }
 
 // normalize validates the limits and returns them with trimmed, de-duplicated models.
