@@ -434,18 +434,6 @@ func techniques(h httpcaddyfile.Helper) ([]string, error) {
 	return out, nil
 }
 
-// noArgs parses a directive that takes no arguments and no block.
-func noArgs(h httpcaddyfile.Helper) error {
-	h.Next() // consume directive name
-	if h.NextArg() {
-		return h.ArgErr()
-	}
-	for nesting := h.Nesting(); h.NextBlock(nesting); {
-		return h.Errf("unrecognized subdirective '%s'", h.Val())
-	}
-	return nil
-}
-
 // parseAuth parses:
 //
 //	btl_auth {

@@ -96,12 +96,12 @@ func TestDashboardKeysInBrowser(t *testing.T) {
 	}
 	var created keyJSON
 	for _, k := range list.Data {
-		if k.Models != nil && len(k.Models) == 1 && k.Models[0] == "btl-fast" {
+		if len(k.Models) == 1 && k.Models[0] == "btl-fast" {
 			created = k
 		}
 	}
 	if created.ID == "" || created.RPM != 30 || created.BudgetUSD == nil || *created.BudgetUSD != 5 || *created.BudgetPeriod != "day" ||
-		created.ExpiresAt == nil || created.ExpiresAt.Sub(time.Now()) < 23*time.Hour || created.ParentID == nil || *created.ParentID != admin.ID {
+		created.ExpiresAt == nil || time.Until(*created.ExpiresAt) < 23*time.Hour || created.ParentID == nil || *created.ParentID != admin.ID {
 		t.Fatalf("the page created %+v (from %s)", created, raw)
 	}
 	if _, _, err := chatWith(keyClient(base, secret), "btl-fast", 0); err != nil {

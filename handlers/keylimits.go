@@ -45,18 +45,18 @@ func (h *Auth) admitRequest(w http.ResponseWriter, r *http.Request, ex *Exchange
 	if lim == nil {
 		return true
 	}
-	asks := make([]ratelimit.Ask, 0, 4)
-	for _, k := range ex.Key.LimitChain() {
-		asks = append(asks, ratelimit.Ask{Bucket: keyBucket(k.ID, "rpm"), Limit: k.Limits.RPM, N: 1})
-	}
+	var buf [4]ratelimit.Ask
 	wl := h.led.Keys.WorkspaceLimits(r.Context(), ex.WorkspaceID, h.logger)
-	asks = append(asks, ratelimit.Ask{Bucket: wsBucket(ex.WorkspaceID, "rpm"), Limit: wl.RPM, N: 1})
+	asks := chainAsks(buf[:0], &ex.Key, ex.WorkspaceID, "rpm", func(l ledger.KeyLimits) int64 { return l.RPM }, wl.RPM, 1)
 	if r.URL.Path == PathCountTokens && h.CountTokensRPM >= 0 {
 		n := h.CountTokensRPM
 		if n == 0 {
 			n = DefaultCountTokensRPM
 		}
 		asks = append(asks, ratelimit.Ask{Bucket: keyBucket(ex.KeyID, "count_tokens"), Limit: n, N: 1})
+	}
+	if len(asks) == 0 {
+		return true
 	}
 	_, st, ok := lim.Take(r.Context(), asks...)
 	setRateHeaders(w.Header(), "requests", st)
@@ -66,14 +66,38 @@ func (h *Auth) admitRequest(w http.ResponseWriter, r *http.Request, ex *Exchange
 	return ok
 }
 
+// chainAsks appends an ask for each limit of the key, its ancestors and its workspace that is
+// set (most keys have none, and then this allocates nothing).
+func chainAsks(asks []ratelimit.Ask, k *ledger.Key, ws, kind string, limit func(ledger.KeyLimits) int64, wsLimit, n int64) []ratelimit.Ask {
+	if l := limit(k.Limits); l > 0 {
+		asks = append(asks, ratelimit.Ask{Bucket: keyBucket(k.ID, kind), Limit: l, N: n})
+	}
+	for _, a := range k.Ancestors {
+		if l := limit(a.Limits); l > 0 {
+			asks = append(asks, ratelimit.Ask{Bucket: keyBucket(a.ID, kind), Limit: l, N: n})
+		}
+	}
+	if wsLimit > 0 {
+		asks = append(asks, ratelimit.Ask{Bucket: wsBucket(ws, kind), Limit: wsLimit, N: n})
+	}
+	return asks
+}
+
 // setRateHeaders writes OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}.
 func setRateHeaders(h http.Header, kind string, st ratelimit.Status) {
 	if st.Limit <= 0 {
 		return
 	}
-	h.Set("X-Ratelimit-Limit-"+kind, strconv.FormatInt(st.Limit, 10))
-	h.Set("X-Ratelimit-Remaining-"+kind, strconv.FormatInt(st.Remaining, 10))
-	h.Set("X-Ratelimit-Reset-"+kind, st.Reset.Round(time.Millisecond).String())
+	names := rateHeaderNames[kind]
+	h[names[0]] = []string{strconv.FormatInt(st.Limit, 10)}
+	h[names[1]] = []string{strconv.FormatInt(st.Remaining, 10)}
+	h[names[2]] = []string{st.Reset.Round(time.Millisecond).String()}
+}
+
+// rateHeaderNames are the canonical header names per kind, made once.
+var rateHeaderNames = map[string][3]string{
+	"requests": {"X-Ratelimit-Limit-Requests", "X-Ratelimit-Remaining-Requests", "X-Ratelimit-Reset-Requests"},
+	"tokens":   {"X-Ratelimit-Limit-Tokens", "X-Ratelimit-Remaining-Tokens", "X-Ratelimit-Reset-Tokens"},
 }
 
 // rateLimited is the 429 for a refused bucket, naming whose limit it is.
@@ -182,24 +206,25 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req 
 	if ex.KeyID == "" {
 		return nil // anonymous use: no key, no key limits
 	}
-	chain := ex.Key.LimitChain()
-	if lim := h.led.Limits; lim != nil {
+	if lim := h.led.Limits; lim != nil && len(targets) > 0 {
+		var buf [4]ratelimit.Ask
 		wl := h.led.Keys.WorkspaceLimits(ctx, ex.WorkspaceID, h.logger)
-		tokens := calibratedPrompt(targets[0].Model, ex.OutboundBody()) + req.OutputCap()
-		asks := make([]ratelimit.Ask, 0, len(chain)+1)
-		for _, k := range chain {
-			asks = append(asks, ratelimit.Ask{Bucket: keyBucket(k.ID, "tpm"), Limit: k.Limits.TPM, N: tokens})
+		asks := chainAsks(buf[:0], &ex.Key, ex.WorkspaceID, "tpm", func(l ledger.KeyLimits) int64 { return l.TPM }, wl.TPM, 0)
+		if len(asks) > 0 {
+			tokens := calibratedPrompt(targets[0].Model, ex.OutboundBody()) + req.OutputCap()
+			for i := range asks {
+				asks[i].N = tokens
+			}
+			g, st, ok := lim.Take(ctx, asks...)
+			setRateHeaders(w.Header(), "tokens", st)
+			if !ok {
+				return rateLimited(ex, "tokens", st)
+			}
+			m.tokens = g
 		}
-		asks = append(asks, ratelimit.Ask{Bucket: wsBucket(ex.WorkspaceID, "tpm"), Limit: wl.TPM, N: tokens})
-		g, st, ok := lim.Take(ctx, asks...)
-		setRateHeaders(w.Header(), "tokens", st)
-		if !ok {
-			return rateLimited(ex, "tokens", st)
-		}
-		m.tokens = g
 	}
-	if b := h.led.Budgets; b != nil {
-		res, err := b.Reserve(ctx, ex.WorkspaceID, chain, ledger.Micros(amount))
+	if b := h.led.Budgets; b != nil && hasBudget(&ex.Key) {
+		res, err := b.Reserve(ctx, ex.WorkspaceID, ex.Key.LimitChain(), ledger.Micros(amount))
 		if err != nil {
 			m.tokens.Settle(0)
 			m.tokens = nil
@@ -208,6 +233,18 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req 
 		m.budget = res
 	}
 	return nil
+}
+
+func hasBudget(k *ledger.Key) bool {
+	if k.Limits.BudgetMicros > 0 {
+		return true
+	}
+	for _, a := range k.Ancestors {
+		if a.Limits.BudgetMicros > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // releaseKeyLimits undoes holdKeyLimits for a request that is not sent.

@@ -108,10 +108,13 @@ type Status struct {
 
 // Grant is what one Take took, so a caller can settle an estimate to the actual amount.
 type Grant struct {
-	l       *Limiter
-	window  time.Time
-	buckets []*bucket
-	n       []int64
+	window time.Time
+	taken  []taken
+}
+
+type taken struct {
+	b *bucket
+	n int64
 }
 
 // Take takes every ask, all or nothing. It returns the grant (nil when refused or when no
@@ -135,13 +138,12 @@ func (l *Limiter) Take(ctx context.Context, asks ...Ask) (*Grant, Status, bool) 
 			return nil, st, false
 		}
 		if g == nil {
-			g = &Grant{l: l, window: window}
+			g = &Grant{window: window, taken: make([]taken, 0, len(asks))}
 			tightest = st
 		} else if st.Remaining < tightest.Remaining {
 			tightest = st
 		}
-		g.buckets = append(g.buckets, b)
-		g.n = append(g.n, a.N)
+		g.taken = append(g.taken, taken{b, a.N})
 	}
 	return g, tightest, true
 }
@@ -153,9 +155,9 @@ func (g *Grant) Settle(actual int64) {
 	if g == nil {
 		return
 	}
-	for i, b := range g.buckets {
-		delta := actual - g.n[i]
-		g.n[i] = actual
+	for i := range g.taken {
+		b, delta := g.taken[i].b, actual-g.taken[i].n
+		g.taken[i].n = actual
 		b.mu.Lock()
 		if b.window.Equal(g.window) {
 			b.avail -= delta

@@ -218,3 +218,19 @@ func TestSweepForgetsOldBuckets(t *testing.T) {
 		t.Fatalf("buckets after sweep: %v", l.buckets)
 	}
 }
+
+// BenchmarkTake is one request's take from a bucket whose node holds a slice of the minute:
+// the common case, with no store call.
+func BenchmarkTake(b *testing.B) {
+	s := newMemStore()
+	l := New(s, Options{})
+	b.Cleanup(l.Close)
+	ask := Ask{Bucket: "key:k:rpm", Limit: 1 << 40, N: 1}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, ok := l.Take(context.Background(), ask); !ok {
+			b.Fatal("refused")
+		}
+	}
+	b.ReportMetric(float64(s.calls.Load())/float64(b.N), "store-calls/op")
+}
