@@ -152,6 +152,9 @@ func (c *KeyCache) fetchWorkspaceLimits(ctx context.Context, ws string, logger *
 			e.refreshing.Store(false)
 			return e.limits
 		}
+		// Remember the failure for a refresh period, so requests do not each wait for a
+		// database that is away; the next try runs in the background.
+		c.workspaces.SetWithTTL(ws, &cachedWorkspace{fetched: c.now()}, 1, 10*time.Minute)
 		return ledger.WorkspaceLimits{}
 	}
 	c.workspaces.SetWithTTL(ws, &cachedWorkspace{limits: w.Limits, fetched: c.now()}, 1, 10*time.Minute)
@@ -224,7 +227,11 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req 
 		}
 	}
 	if b := h.led.Budgets; b != nil && hasBudget(&ex.Key) {
-		res, err := b.Reserve(ctx, ex.WorkspaceID, ex.Key.LimitChain(), ledger.Micros(amount))
+		// Reading a budget's spend (once per key and period) gets a short deadline and an
+		// honest 503, never a request hanging on a stalled database.
+		bctx, cancel := context.WithTimeout(ctx, budgetReadTimeout)
+		res, err := b.Reserve(bctx, ex.WorkspaceID, ex.Key.LimitChain(), ledger.Micros(amount))
+		cancel()
 		if err != nil {
 			m.tokens.Settle(0)
 			m.tokens = nil
@@ -234,6 +241,9 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req 
 	}
 	return nil
 }
+
+// budgetReadTimeout bounds the wait for a key's spend on the request path.
+const budgetReadTimeout = 2 * time.Second
 
 func hasBudget(k *ledger.Key) bool {
 	if k.Limits.BudgetMicros > 0 {

@@ -152,3 +152,30 @@ func TestBudgetSweepWaitsForPendingRows(t *testing.T) {
 		t.Fatal("an idle budget was kept")
 	}
 }
+
+// stallingStore never answers KeySpend until the caller gives up, like a database that
+// stopped responding without closing the connection.
+type stallingStore struct{ Store }
+
+func (stallingStore) KeySpend(ctx context.Context, _, _ string, _ time.Time, _ string) (KeySpend, error) {
+	<-ctx.Done()
+	return KeySpend{}, ctx.Err()
+}
+
+func TestBudgetReadHonoursDeadline(t *testing.T) {
+	s := newSQLiteStore(t)
+	c := &testClock{t: time.Now()}
+	b := newTestBudgets(t, stallingStore{s}, c, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := b.Reserve(ctx, "ws", budgetChain(KeyLimits{BudgetMicros: Credit, BudgetPeriod: PeriodTotal}), 1)
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrBudgetExceeded) {
+		t.Fatalf("a stalled spend read: %v", err)
+	}
+	// The next request tries again rather than finding a half-loaded budget.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if _, err := b.Reserve(ctx2, "ws", budgetChain(KeyLimits{BudgetMicros: Credit, BudgetPeriod: PeriodTotal}), 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second attempt: %v", err)
+	}
+}
