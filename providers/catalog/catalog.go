@@ -393,3 +393,14 @@ func MicrosToUSD(m Micros) string {
 	}
 	return fmt.Sprintf("%s%d.%06d", sign, m/1_000_000, m%1_000_000)
 }
+
+// Bound is the most a call can cost at p: inTokens at the highest input rate (uncached, a
+// cache write, the long-context tier) plus outTokens at the highest output rate, rounded up
+// to the micro-dollar. It saturates rather than wraps, so an absurd request reserves more
+// than any balance, never less.
+func (p Price) Bound(inTokens, outTokens int64) Micros {
+	in := max(p.Input, p.CacheWrite1h, p.CacheWrite5m, p.LongInput)
+	out := max(p.Output, p.LongOutput)
+	precise := AddSat(MulSat(inTokens, in), MulSat(outTokens, out))
+	return AddSat(precise, 999_999) / 1_000_000
+}

@@ -123,3 +123,21 @@ func TestMoneyCostSaturates(t *testing.T) {
 		}
 	}
 }
+
+func TestMoneyBound(t *testing.T) {
+	p, _ := Default().Lookup("claude-sonnet-4-5") // $3 in ($6 long, $6 1h write), $15 out ($22.50 long)
+	for _, c := range []struct {
+		in, out int64
+		want    Micros
+	}{
+		{0, 0, 0},
+		{1, 0, 6},
+		{1_000_000, 1_000_000, 6_000_000 + 22_500_000},
+		{0, math.MaxInt64, math.MaxInt64 / 1_000_000},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64 / 1_000_000},
+	} {
+		if got := p.Bound(c.in, c.out); got != c.want {
+			t.Errorf("Bound(%d, %d) = %d, want %d", c.in, c.out, got, c.want)
+		}
+	}
+}
