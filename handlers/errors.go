@@ -55,4 +55,6 @@ func notUpstream(e *providers.Error) *providers.Error {
 }
 
 // gatewayRefusal reports whether e was raised by the gateway before any upstream call.
-func gatewayRefusal(e *providers.Error) bool { return e != nil && errors.Is(e.Internal, errNotUpstream) }
+func gatewayRefusal(e *providers.Error) bool {
+	return e != nil && errors.Is(e.Internal, errNotUpstream)
+}
