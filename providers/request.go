@@ -361,6 +361,19 @@ func RejectCaseVariant(key, prefix string, fields ...string) *Error {
 	return nil
 }
 
+// JSONFields lists the top-level keys a struct type decodes (its json tags), the fields list
+// for RejectCaseVariant of a body decoded into T.
+func JSONFields[T any]() []string {
+	t := reflect.TypeFor[T]()
+	out := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // RejectCaseVariants applies the case-variant rule to the members of the JSON object obj
 // (anything else passes: type errors are the decoder's to report). prefix names obj in the
 // error's param ("stream_options.").

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"reflect"
 	"strings"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -131,16 +130,7 @@ func IngressToOpenAI(body []byte) (openaiBody []byte, stream bool, err *provider
 }
 
 // ingressFields are the top-level keys the ingress reads (Request's json tags).
-var ingressFields = func() []string {
-	t := reflect.TypeFor[Request]()
-	out := make([]string, 0, t.NumField())
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
-			out = append(out, name)
-		}
-	}
-	return out
-}()
+var ingressFields = providers.JSONFields[Request]()
 
 // checkIngressNumbers range-checks the numbers the ingress reads, as the chat path does.
 func checkIngressNumbers(r *Request) *providers.Error {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"reflect"
 	"strings"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -47,16 +46,7 @@ type Request struct {
 }
 
 // requestFields are the top-level keys Request reads (its json tags).
-var requestFields = func() []string {
-	t := reflect.TypeFor[Request]()
-	out := make([]string, 0, t.NumField())
-	for i := range t.NumField() {
-		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
-			out = append(out, name)
-		}
-	}
-	return out
-}()
+var requestFields = providers.JSONFields[Request]()
 
 // Stores reports whether the response is to be stored (OpenAI's default is true).
 func (r *Request) Stores() bool { return r.Store == nil || *r.Store }
