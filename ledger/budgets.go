@@ -138,6 +138,32 @@ func (b *Budgets) Reserve(ctx context.Context, ws string, chain []KeyAncestor, a
 	return res, nil
 }
 
+// Grow holds extra more against every budget of the reservation, all or nothing (a
+// *BudgetError when a cap cannot cover it): for a request whose bound rose after it was
+// reserved, such as an output cap raised by an adapter. A nil reservation has no budget.
+func (r *BudgetReservation) Grow(extra Micros) error {
+	if r == nil || extra <= 0 {
+		return nil
+	}
+	now := r.b.opts.Now()
+	for i, p := range r.parts {
+		if err := p.e.grow(extra, now); err != nil {
+			for _, q := range r.parts[:i] {
+				q.e.mu.Lock()
+				q.e.inflight -= extra
+				q.e.mu.Unlock()
+			}
+			if be, ok := err.(*BudgetError); ok { // say what the whole request needs
+				be.Spent -= r.amount
+				be.Amount = r.amount + extra
+			}
+			return err
+		}
+	}
+	r.amount += extra
+	return nil
+}
+
 // Settle records the request's actual cost (its row's cost) for each budget of the chain.
 func (r *BudgetReservation) Settle(actual Micros) { r.finish(actual) }
 
@@ -216,14 +242,33 @@ func (b *Budgets) load(ctx context.Context, e *budgetEntry, now time.Time) error
 func (e *budgetEntry) hold(amount Micros, now time.Time) (time.Time, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	spent := e.node + e.others + e.inflight
-	if spent+amount > e.cap {
-		return time.Time{}, &BudgetError{KeyID: e.keyID, Cap: e.cap, Period: e.period, Spent: spent, Amount: amount,
-			ResetsAt: PeriodEnd(e.period, now)}
+	if err := e.fits(amount, now); err != nil {
+		return time.Time{}, err
 	}
 	e.inflight += amount
 	e.holds++
 	return e.start, nil
+}
+
+// grow adds to an existing hold's in-flight amount if the cap covers it.
+func (e *budgetEntry) grow(extra Micros, now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.fits(extra, now); err != nil {
+		return err
+	}
+	e.inflight += extra
+	return nil
+}
+
+// fits says whether amount more fits under the cap; e.mu is held.
+func (e *budgetEntry) fits(amount Micros, now time.Time) error {
+	spent := e.node + e.others + e.inflight
+	if spent+amount > e.cap {
+		return &BudgetError{KeyID: e.keyID, Cap: e.cap, Period: e.period, Spent: spent, Amount: amount,
+			ResetsAt: PeriodEnd(e.period, now)}
+	}
+	return nil
 }
 
 // maybeRefresh re-reads the other nodes' spend in the background when it is older than

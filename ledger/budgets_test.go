@@ -179,3 +179,36 @@ func TestBudgetReadHonoursDeadline(t *testing.T) {
 		t.Fatalf("second attempt: %v", err)
 	}
 }
+
+func TestBudgetGrow(t *testing.T) {
+	s := newSQLiteStore(t)
+	ws := mustWorkspace(t, s, 0)
+	c := &testClock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+	b := newTestBudgets(t, s, c, nil)
+	ctx := context.Background()
+	chain := budgetChain(KeyLimits{}, KeyLimits{BudgetMicros: Credit, BudgetPeriod: PeriodTotal})
+	r, err := b.Reserve(ctx, ws.ID, chain, 500_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Grow(400_000); err != nil {
+		t.Fatalf("growing within the cap: %v", err)
+	}
+	var be *BudgetError
+	if err := r.Grow(200_000); !errors.As(err, &be) || be.Amount != 1_100_000 || be.Spent != 0 || be.KeyID != "key_b" {
+		t.Fatalf("growing past the cap: %v %+v", err, be)
+	}
+	if _, err := b.Reserve(ctx, ws.ID, chain, 100_001); !errors.Is(err, ErrBudgetExceeded) {
+		t.Fatalf("the refused growth was kept or the granted one lost: %v", err)
+	}
+	r.Settle(300_000)
+	r2, err := b.Reserve(ctx, ws.ID, chain, 700_000)
+	if err != nil {
+		t.Fatalf("after settling 0.3 of a 0.9 hold: %v", err)
+	}
+	r2.Release()
+	var nilRes *BudgetReservation
+	if err := nilRes.Grow(Credit); err != nil {
+		t.Fatal("a request without a budget cannot be refused by one")
+	}
+}
