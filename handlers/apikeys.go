@@ -292,16 +292,8 @@ func keySpecFrom(req *createKeyRequest, ex *Exchange, now time.Time) (ledger.Key
 		return spec, providers.Errorf(http.StatusBadRequest, "invalid_value", param,
 			"a key cannot outlive the key that creates it: the calling key expires at %s; ask for that or earlier (or leave the expiry out to inherit it)", pe.UTC().Format(time.RFC3339))
 	}
-	for name, v := range map[string]*int64{"rpm": req.RPM, "tpm": req.TPM} {
-		if v != nil && (*v < 0 || *v > ledger.MaxRate) {
-			return spec, providers.Errorf(http.StatusBadRequest, "invalid_value", name, "%s must be between 0 and %d (0: no limit)", name, ledger.MaxRate)
-		}
-	}
-	if req.RPM != nil {
-		spec.Limits.RPM = *req.RPM
-	}
-	if req.TPM != nil {
-		spec.Limits.TPM = *req.TPM
+	if perr := setRates(&spec.Limits.RPM, &spec.Limits.TPM, req.RPM, req.TPM); perr != nil {
+		return spec, perr
 	}
 	if req.BudgetUSD != nil {
 		m, err := parseDollars(string(*req.BudgetUSD))
@@ -320,6 +312,22 @@ func keySpecFrom(req *createKeyRequest, ex *Exchange, now time.Time) (ledger.Key
 		return spec, providers.Errorf(http.StatusBadRequest, "invalid_value", "budget_period", "budget_period needs budget_usd")
 	}
 	return spec, nil
+}
+
+// setRates range-checks the rpm and tpm a request gave and sets those it gave.
+func setRates(rpm, tpm *int64, reqRPM, reqTPM *int64) *providers.Error {
+	for name, v := range map[string]*int64{"rpm": reqRPM, "tpm": reqTPM} {
+		if v != nil && (*v < 0 || *v > ledger.MaxRate) {
+			return providers.Errorf(http.StatusBadRequest, "invalid_value", name, "%s must be between 0 and %d (0: no limit)", name, ledger.MaxRate)
+		}
+	}
+	if reqRPM != nil {
+		*rpm = *reqRPM
+	}
+	if reqTPM != nil {
+		*tpm = *reqTPM
+	}
+	return nil
 }
 
 // parseDollars converts a JSON decimal of dollars to micro-dollars exactly (no floats).
@@ -368,17 +376,9 @@ func (h *Auth) serveLimits(w http.ResponseWriter, r *http.Request, ex *Exchange)
 			return
 		}
 		l := cur.Limits
-		for name, v := range map[string]*int64{"rpm": req.RPM, "tpm": req.TPM} {
-			if v != nil && (*v < 0 || *v > ledger.MaxRate) {
-				writeError(w, ex, providers.Errorf(http.StatusBadRequest, "invalid_value", name, "%s must be between 0 and %d (0: no limit)", name, ledger.MaxRate))
-				return
-			}
-		}
-		if req.RPM != nil {
-			l.RPM = *req.RPM
-		}
-		if req.TPM != nil {
-			l.TPM = *req.TPM
+		if perr := setRates(&l.RPM, &l.TPM, req.RPM, req.TPM); perr != nil {
+			writeError(w, ex, perr)
+			return
 		}
 		if err := h.led.Store.SetWorkspaceLimits(ctx, ex.WorkspaceID, l); err != nil {
 			writeError(w, ex, storeError(err))

@@ -164,9 +164,13 @@ func (c *KeyCache) fetchWorkspaceLimits(ctx context.Context, ws string, logger *
 // ForgetWorkspace drops a workspace's cached limits (after the owner changed them).
 func (c *KeyCache) ForgetWorkspace(ws string) { c.workspaces.Del(ws) }
 
+// restricted reports whether a model allow-list may apply to the key (its own or, through
+// the keys that minted it, an ancestor's).
+func restricted(k *ledger.Key) bool { return len(k.Limits.Models) > 0 || len(k.Ancestors) > 0 }
+
 // keyAdmits reports whether every key of the caller's chain admits a model routed to targets.
 func keyAdmits(k *ledger.Key, name string, targets []routing.Target) bool {
-	if len(k.Limits.Models) == 0 && len(k.Ancestors) == 0 {
+	if !restricted(k) {
 		return true
 	}
 	var names []string

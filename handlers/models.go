@@ -34,8 +34,10 @@ func (h *Route) serveModels(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	for _, m := range routes.PinnedModels() {
-		if targets, err := routes.Resolve(m); err != nil || !keyAdmits(&ex.Key, m, targets) {
-			continue
+		if restricted(&ex.Key) {
+			if targets, err := routes.Resolve(m); err != nil || !keyAdmits(&ex.Key, m, targets) {
+				continue
+			}
 		}
 		owner := m[:indexSlash(m)]
 		data = append(data, modelEntry{ID: m, Object: "model", Created: startedAt, OwnedBy: owner})
