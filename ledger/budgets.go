@@ -29,7 +29,8 @@ type BudgetsOptions struct {
 // credit reservation. The spend is derived from ledger rows, never kept in a counter of its
 // own: when a budget is first used in a period, its key's (and the keys it minted) rows are
 // summed from the store — this node's and the other nodes' apart. From then on this node adds
-// what it settles itself, and re-reads the other nodes' part in the background every Refresh.
+// what it settles itself, and re-reads the other nodes' part in the background every Refresh
+// (or less often when the sum takes long: at most 1/20 of the time per budget).
 // In-flight reservations count against the cap, so concurrent requests on one node can never
 // overspend it; across nodes, a budget can be exceeded by what other nodes settled within the
 // last Refresh (plus rows still in their spools).
@@ -57,6 +58,9 @@ type budgetEntry struct {
 	others   Micros    // the other nodes' spend at the last refresh
 	othersAt time.Time
 	refresh  bool // a background refresh is running
+	// every is the refresh interval: Refresh, or longer when summing the rows takes long,
+	// so a budget over many rows never keeps the database busy.
+	every time.Duration
 	inflight Micros
 	holds    int // reservations not yet settled
 	lastUse  time.Time
@@ -271,11 +275,15 @@ func (e *budgetEntry) fits(amount Micros, now time.Time) error {
 	return nil
 }
 
+// budgetQueryShare × a refresh's duration is the least time to the next: a budget's refresh
+// keeps the database busy at most 1/20 of the time.
+const budgetQueryShare = 20
+
 // maybeRefresh re-reads the other nodes' spend in the background when it is older than
 // Refresh, so the request path never waits for it.
 func (b *Budgets) maybeRefresh(e *budgetEntry, now time.Time) {
 	e.mu.Lock()
-	if e.refresh || now.Sub(e.othersAt) < b.opts.Refresh {
+	if e.refresh || now.Sub(e.othersAt) < max(b.opts.Refresh, e.every) {
 		e.mu.Unlock()
 		return
 	}
@@ -285,9 +293,12 @@ func (b *Budgets) maybeRefresh(e *budgetEntry, now time.Time) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		began := time.Now()
 		spend, err := b.store.KeySpend(ctx, e.ws, e.keyID, start, b.opts.NodeID)
+		took := time.Since(began)
 		e.mu.Lock()
 		e.refresh = false
+		e.every = budgetQueryShare * took
 		if err == nil && e.start.Equal(start) {
 			e.others, e.othersAt = spend.Others, b.opts.Now()
 		}
