@@ -38,7 +38,7 @@ func TestExportsCannotStallAuthentication(t *testing.T) {
 	const calls = 40
 	var secrets []string
 	for range calls {
-		_, secret, err := store.CreateKey(ctx, victim.ID, "fresh", []ledger.Scope{ledger.ScopeInference}, nil)
+		_, secret, err := store.CreateKey(ctx, victim.ID, ledger.KeySpec{Name: "fresh", Scopes: []ledger.Scope{ledger.ScopeInference}})
 		if err != nil {
 			t.Fatal(err)
 		}

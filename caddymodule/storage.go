@@ -17,6 +17,7 @@ import (
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/ratelimit"
 )
 
 // ledgers holds one store, spool writer, credit leases and key cache per storage config
@@ -47,6 +48,8 @@ type ledgerSet struct {
 	writer  *ledger.Writer
 	credits *ledger.Credits
 	keys    *handlers.KeyCache
+	limits  *ratelimit.Limiter
+	budgets *ledger.Budgets
 	logger  *zap.Logger
 
 	startOnce sync.Once
@@ -193,6 +196,15 @@ func acquireLedger(rs resolvedStorage, logger *zap.Logger) (*ledgerSet, error) {
 			return nil, err
 		}
 		l.keys = handlers.NewKeyCache(l.store)
+		// Rate limits and key budgets keep per-node state (slices of the minute's allowance,
+		// spend read from rows) that must survive reloads like the credit leases. Their loops
+		// only sweep memory, so building them here touches nothing.
+		l.limits = ratelimit.New(l.store, ratelimit.Options{OnError: func(err error) { logger.Warn("rate limit", zap.Error(err)) }})
+		l.budgets = ledger.NewBudgets(l.store, ledger.BudgetsOptions{
+			NodeID:      rs.node,
+			PendingRows: func() int64 { return l.writer.Stats().PendingRows },
+			OnError:     func(err error) { logger.Warn("key budget", zap.Error(err)) },
+		})
 		spoolOwners.Lock()
 		spoolOwners.m[rs.spoolDir] = key
 		spoolOwners.Unlock()
@@ -206,8 +218,8 @@ func acquireLedger(rs resolvedStorage, logger *zap.Logger) (*ledgerSet, error) {
 
 // handlersLedger is the view the handlers get.
 func (l *ledgerSet) handlersLedger() *handlers.Ledger {
-	return &handlers.Ledger{Store: l.store, Writer: l.writer, Credits: l.credits, Keys: l.keys, NodeID: l.rs.node,
-		Ready: l.ready, Err: func() error { return l.startErr }}
+	return &handlers.Ledger{Store: l.store, Writer: l.writer, Credits: l.credits, Keys: l.keys, Limits: l.limits,
+		Budgets: l.budgets, NodeID: l.rs.node, Ready: l.ready, Err: func() error { return l.startErr }}
 }
 
 // start opens the ledger once: migrations, the spool (lock, recovery, replay), leases and
@@ -305,6 +317,8 @@ func (l *ledgerSet) Destruct() error {
 		_ = l.writer.Close(context.Background())
 		_ = l.credits.Close(context.Background())
 		l.keys.Close()
+		l.limits.Close()
+		l.budgets.Close()
 		err := l.store.Close()
 		release()
 		return err
@@ -319,6 +333,8 @@ func (l *ledgerSet) Destruct() error {
 			l.logger.Warn("releasing credit leases", zap.Error(err))
 		}
 		l.keys.Close()
+		l.limits.Close()
+		l.budgets.Close()
 		_ = l.store.Close()
 		release()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/payments"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/ratelimit"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -34,6 +35,9 @@ type Ledger struct {
 	Writer  *ledger.Writer
 	Credits *ledger.Credits
 	Keys    *KeyCache
+	// Limits enforces per-minute rate limits of keys and workspaces; Budgets keys' spend caps.
+	Limits  *ratelimit.Limiter
+	Budgets *ledger.Budgets
 	NodeID  string
 	// Ready, when set, is closed once the storage is open (the btl app opens it in Start, so
 	// that validating a config touches nothing); Err then says whether opening failed.
