@@ -77,8 +77,13 @@ type StorageConfig struct {
 	// SpoolDir holds the ledger's write-ahead spool. Default: under Caddy's data directory.
 	SpoolDir string `json:"spool_dir,omitempty"`
 	// NodeID names this gateway node for credit leases; it must differ between nodes that
-	// share a database. Default: hostname and process id.
+	// share a database, and stay the same across restarts on one spool (the restart adopts
+	// the leases). Default: hostname and a hash of the spool directory.
 	NodeID string `json:"node_id,omitempty"`
+	// LeaseTTL is how long a node may reserve from a credit lease without reaching the
+	// database. Default: 1m. It bounds how long a node cut off from the database serves;
+	// the lease's money stays held until the node is back either way.
+	LeaseTTL caddy.Duration `json:"lease_ttl,omitempty"`
 }
 
 // PaymentsConfig is a Stripe-compatible payment provider.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -77,6 +78,7 @@ func parseDashboard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		storage sqlite [<path>] | postgres <dsn>
 //		spool_dir <dir>
 //		node_id <id>
+//		lease_ttl <duration>
 //		prices <file>
 //		workspace_prices <workspace-id> <file>
 //		responses_retention <duration>
@@ -139,9 +141,8 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 			if app.Storage != nil && app.Storage.Type != "" {
 				return d.Err("duplicate option 'storage'")
 			}
-			spool, node := "", ""
-			if app.Storage != nil {
-				spool, node = app.Storage.SpoolDir, app.Storage.NodeID
+			if app.Storage == nil { // spool_dir, node_id and lease_ttl may come first
+				app.Storage = &StorageConfig{}
 			}
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -152,7 +153,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				if len(args) > 2 {
 					return d.ArgErr()
 				}
-				app.Storage = &StorageConfig{Type: "sqlite", SpoolDir: spool, NodeID: node}
+				app.Storage.Type = "sqlite"
 				if len(args) == 2 {
 					app.Storage.Path = args[1]
 				}
@@ -160,7 +161,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				if len(args) != 2 {
 					return d.Err("storage postgres needs a connection string")
 				}
-				app.Storage = &StorageConfig{Type: "postgres", DSN: args[1], SpoolDir: spool, NodeID: node}
+				app.Storage.Type, app.Storage.DSN = "postgres", args[1]
 			default:
 				return d.Errf("unknown storage type '%s' (want sqlite or postgres)", args[0])
 			}
@@ -178,6 +179,22 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 			if !d.AllArgs(dst) {
 				return d.ArgErr()
 			}
+		case "lease_ttl":
+			if app.Storage == nil {
+				app.Storage = &StorageConfig{}
+			}
+			if app.Storage.LeaseTTL != 0 {
+				return d.Err("duplicate option 'lease_ttl'")
+			}
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			ttl, err := caddy.ParseDuration(v)
+			if err != nil || ttl < time.Second || ttl > time.Hour {
+				return d.Errf("lease_ttl must be a duration between 1s and 1h, not %q", v)
+			}
+			app.Storage.LeaseTTL = caddy.Duration(ttl)
 		case "payments":
 			if app.PaymentsConfig != nil {
 				return d.Err("duplicate option 'payments'")

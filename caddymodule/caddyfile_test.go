@@ -33,6 +33,9 @@ func TestGlobalOptionErrors(t *testing.T) {
 		"bad storage":            "btl {\n\tstorage mysql x\n}",
 		"payments without keys":  "btl {\n\tpayments stripe {\n\t\tbase_url http://x\n\t}\n}",
 		"slash in provider name": "btl {\n\tprovider a/b openai {\n\t}\n}",
+		"lease_ttl too short":    "btl {\n\tlease_ttl 10ms\n}",
+		"lease_ttl not duration": "btl {\n\tlease_ttl soon\n}",
+		"duplicate lease_ttl":    "btl {\n\tlease_ttl 5s\n\tlease_ttl 6s\n}",
 	}
 	for name, block := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -68,6 +68,7 @@ type resolvedStorage struct {
 	spoolDir string
 	node     string
 	legacy   string // the spool directory earlier versions defaulted to, if different
+	leaseTTL time.Duration
 }
 
 // key identifies a ledger: a DSN that differs only in credentials (a rotation) is the same
@@ -136,6 +137,9 @@ func resolveStorage(cfg *StorageConfig, repl *caddy.Replacer) (resolvedStorage, 
 	if cfg != nil && cfg.NodeID != "" {
 		rs.node = repl.ReplaceKnown(cfg.NodeID, "")
 	}
+	if cfg != nil {
+		rs.leaseTTL = time.Duration(cfg.LeaseTTL)
+	}
 	if rs.node == "" {
 		// Stable across restarts on the same spool, so a restart adopts its leases, and
 		// distinct for every spool on a host (one writer per spool).
@@ -182,7 +186,7 @@ func acquireLedger(rs resolvedStorage, logger *zap.Logger) (*ledgerSet, error) {
 			return nil, fmt.Errorf("storage %s: %v", rs.kind, err)
 		}
 		l.credits = ledger.NewCredits(l.store, rs.node, ledger.CreditsOptions{
-			Deferred: true, AwaitAdopt: true,
+			Deferred: true, AwaitAdopt: true, LeaseTTL: rs.leaseTTL,
 			OnError: func(err error) { logger.Warn("credit lease", zap.Error(err)) },
 		})
 		l.writer, err = ledger.PrepareWriter(l.store, ledger.WriterOptions{

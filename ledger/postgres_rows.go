@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -186,3 +187,12 @@ func (p *Postgres) ExportRows(ctx context.Context, ws string, from, to time.Time
 }
 
 var _ Store = (*Postgres)(nil)
+
+// Audit computes a workspace's money figures independently of each other.
+func (p *Postgres) Audit(ctx context.Context, ws string) (Audit, error) {
+	a, err := scanAudit(ws, p.report.QueryRow(ctx, auditSQL+`$1`, ws).Scan)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Audit{}, ErrNotFound
+	}
+	return a, err
+}

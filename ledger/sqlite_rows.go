@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 	"time"
 )
@@ -205,3 +206,12 @@ func (s *SQLite) ExportRows(ctx context.Context, ws string, from, to time.Time, 
 }
 
 var _ Store = (*SQLite)(nil)
+
+// Audit computes a workspace's money figures independently of each other.
+func (s *SQLite) Audit(ctx context.Context, ws string) (Audit, error) {
+	a, err := scanAudit(ws, s.r.QueryRowContext(ctx, auditSQL+`?`, ws).Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Audit{}, ErrNotFound
+	}
+	return a, err
+}
