@@ -477,11 +477,13 @@ func TestKill9LosesNoAcknowledgedRow(t *testing.T) {
 
 // pgProxy forwards TCP to PostgreSQL and can cut every connection to simulate an outage.
 type pgProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]bool
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	down    bool
+	stalled bool
+	resume  chan struct{} // closed when a stall ends
+	conns   map[net.Conn]bool
 }
 
 func newPGProxy(t *testing.T, target string) *pgProxy {
@@ -519,9 +521,26 @@ func (p *pgProxy) pipe(c net.Conn) {
 	p.mu.Lock()
 	p.conns[c], p.conns[u] = true, true
 	p.mu.Unlock()
-	go func() { _, _ = io.Copy(u, c); u.Close() }()
-	_, _ = io.Copy(c, u)
+	go func() { p.copy(u, c); u.Close() }()
+	p.copy(c, u)
 	c.Close()
+}
+
+// copy forwards src to dst, holding the bytes while the proxy is stalled.
+func (p *pgProxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.waitIfStalled()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *pgProxy) setDown(down bool) {

@@ -284,9 +284,9 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 				continue
 			}
 		}
-		if short != nil && short.HeldByOthers > 0 && waited < c.opts.ShortWait {
-			// Other nodes hold leases and were just asked to give back what they do not
-			// use: wait for them rather than refuse while the workspace has money.
+		if short != nil && short.Returnable > 0 && waited < c.opts.ShortWait {
+			// Other live nodes hold leases and were just asked to give back what they do
+			// not use: wait for them rather than refuse while the workspace has money.
 			l.mu.Lock()
 			l.scarce = true
 			l.mu.Unlock()

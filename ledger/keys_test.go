@@ -63,3 +63,33 @@ func TestPeriods(t *testing.T) {
 		}
 	}
 }
+
+func TestPostgresIdentity(t *testing.T) {
+	id := func(dsn string) string {
+		t.Helper()
+		s, err := PostgresIdentity(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	base := id("postgres://postgres@db:5432/app?sslmode=disable&search_path=gw")
+	for _, same := range []string{
+		"postgres://other:secret@db:5432/app?sslmode=disable&search_path=gw", // rotated credentials
+		"postgres://postgres:new@db:5432/app?search_path=gw&application_name=x",
+	} {
+		if id(same) != base {
+			t.Errorf("%s: %s != %s", same, id(same), base)
+		}
+	}
+	for _, other := range []string{
+		"postgres://postgres@db:5433/app?search_path=gw",
+		"postgres://postgres@db:5432/app2?search_path=gw",
+		"postgres://postgres@db:5432/app?search_path=other",
+		"postgres://postgres@db2:5432/app?search_path=gw",
+	} {
+		if id(other) == base {
+			t.Errorf("%s names another database but has the same identity", other)
+		}
+	}
+}

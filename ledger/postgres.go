@@ -83,11 +83,12 @@ func PostgresIdentity(dsn string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("ledger: postgres dsn: %w", err)
 	}
-	params := make([]string, 0, len(cfg.RuntimeParams))
-	for k, v := range cfg.RuntimeParams {
-		params = append(params, k+"="+v)
+	var params []string // only those that change which tables are reached
+	for _, k := range []string{"search_path", "options"} {
+		if v, ok := cfg.RuntimeParams[k]; ok {
+			params = append(params, k+"="+v)
+		}
 	}
-	slices.Sort(params)
 	hosts := []string{fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)}
 	for _, fb := range cfg.Fallbacks {
 		hosts = append(hosts, fmt.Sprintf("%s:%d", fb.Host, fb.Port))
@@ -563,7 +564,7 @@ func (p *Postgres) AcquireLease(ctx context.Context, ws, node string, want, mini
 	var l Lease
 	var short *ShortError
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var free, leased, own Micros
+		var free, leased, own, live Micros
 		// Lock first, then read the leases in a separate statement: under READ COMMITTED a
 		// subquery in the locking statement would use the snapshot taken before the lock
 		// wait and miss a lease another node committed meanwhile.
@@ -575,15 +576,16 @@ func (p *Postgres) AcquireLease(ctx context.Context, ws, node string, want, mini
 			return err
 		}
 		err = tx.QueryRow(ctx, `SELECT COALESCE(sum(amount_micros), 0)::bigint,
-				COALESCE(sum(amount_micros) FILTER (WHERE node_id = $2), 0)::bigint
-			FROM credit_leases WHERE workspace_id = $1`, ws, node).Scan(&leased, &own)
+				COALESCE(sum(amount_micros) FILTER (WHERE node_id = $2), 0)::bigint,
+				COALESCE(sum(amount_micros) FILTER (WHERE node_id <> $2 AND expires_at > clock_timestamp()), 0)::bigint
+			FROM credit_leases WHERE workspace_id = $1`, ws, node).Scan(&leased, &own, &live)
 		if err != nil {
 			return err
 		}
 		free -= leased
 		grant := leaseGrant(want, minimum, free)
 		if grant == 0 {
-			short = &ShortError{Available: max(free, 0), HeldByOthers: leased - own, Own: own}
+			short = &ShortError{Available: max(free, 0), HeldByOthers: leased - own, Returnable: live, Own: own}
 			if short.HeldByOthers > 0 { // ask them to give back what they do not use
 				_, err = tx.Exec(ctx, `UPDATE credit_leases SET return_requested_at = clock_timestamp()
 					WHERE workspace_id = $1 AND node_id <> $2 AND amount_micros > 0`, ws, node)

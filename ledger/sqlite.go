@@ -454,11 +454,12 @@ func (s *SQLite) AcquireLease(ctx context.Context, ws, node string, want, minimu
 	var short *ShortError
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		now := toUs(time.Now())
-		var free, leased, own Micros
+		var free, leased, own, live Micros
 		err := tx.QueryRowContext(ctx, `SELECT w.granted_micros - w.spent_micros,
 				COALESCE((SELECT sum(amount_micros) FROM credit_leases c WHERE c.workspace_id = w.id), 0),
-				COALESCE((SELECT amount_micros FROM credit_leases c WHERE c.workspace_id = w.id AND c.node_id = ?), 0)
-			FROM workspaces w WHERE w.id = ?`, node, ws).Scan(&free, &leased, &own)
+				COALESCE((SELECT amount_micros FROM credit_leases c WHERE c.workspace_id = w.id AND c.node_id = ?), 0),
+				COALESCE((SELECT sum(amount_micros) FROM credit_leases c WHERE c.workspace_id = w.id AND c.node_id <> ? AND c.expires_at > ?), 0)
+			FROM workspaces w WHERE w.id = ?`, node, node, now, ws).Scan(&free, &leased, &own, &live)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -468,7 +469,7 @@ func (s *SQLite) AcquireLease(ctx context.Context, ws, node string, want, minimu
 		free -= leased
 		grant := leaseGrant(want, minimum, free)
 		if grant == 0 {
-			short = &ShortError{Available: max(free, 0), HeldByOthers: leased - own, Own: own}
+			short = &ShortError{Available: max(free, 0), HeldByOthers: leased - own, Returnable: live, Own: own}
 			if short.HeldByOthers > 0 { // ask them to give back what they do not use
 				_, err = tx.ExecContext(ctx, `UPDATE credit_leases SET return_requested_at = ?
 					WHERE workspace_id = ? AND node_id <> ? AND amount_micros > 0`, now, ws, node)

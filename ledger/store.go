@@ -229,6 +229,9 @@ type LeaseRecord struct {
 // leases hold (they were asked to give back what they do not use).
 type ShortError struct {
 	Available, HeldByOthers Micros
+	// Returnable is the part of HeldByOthers in leases still renewed by their nodes: what
+	// may come back soon. An expired lease's node is away (partitioned or stopped).
+	Returnable Micros
 	// Own is the asking node's own lease on the workspace.
 	Own Micros
 }

@@ -32,7 +32,9 @@ type WriterOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// InsertTimeout bounds one InsertRows call [30s].
 	InsertTimeout time.Duration
-	// SpaceChunk is how much spool space is preallocated at a time [1 MiB].
+	// SpaceChunk is how much spool space is preallocated at a time [256 KiB]: about a
+	// thousand rows between two fallocate calls, and at most that much is held back when the
+	// disk fills up.
 	SpaceChunk int64
 	// OnCommit, if set, receives per-workspace cost sums of committed rows that were
 	// appended by this Writer (rows replayed from an earlier process are not reported).
@@ -65,7 +67,7 @@ func (o *WriterOptions) defaults() {
 		o.InsertTimeout = 30 * time.Second
 	}
 	if o.SpaceChunk < MaxRecordBytes {
-		o.SpaceChunk = 1 << 20
+		o.SpaceChunk = 256 << 10
 	}
 }
 
