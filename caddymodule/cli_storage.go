@@ -204,7 +204,7 @@ func storageCommands() []*cobra.Command {
 	grant.Flags().StringVar(&grantRef, "reference", "", "idempotency reference: the same reference grants once")
 	credits.AddCommand(grant)
 
-	return []*cobra.Command{workspace, keys, credits}
+	return []*cobra.Command{workspace, keys, credits, leaseCommands(addConfigFlags, withStore)}
 }
 
 // cliKey is a key as the CLI prints it (never its secret).
@@ -264,4 +264,65 @@ func storageFromConfig(configFile, adapter string) (resolvedStorage, error) {
 		}
 	}
 	return resolveStorage(app.Storage, caddy.NewReplacer())
+}
+
+// leaseCommands list credit leases and give back those of a node that will never return.
+// A lease holds its money until its node spends or releases it, however long the node is
+// away; only an operator can know that a node's spool is gone for good.
+func leaseCommands(addConfigFlags func(*cobra.Command), withStore func(func(context.Context, ledger.Store) (any, error)) func(*cobra.Command, []string) error) *cobra.Command {
+	leases := &cobra.Command{Use: "leases", Short: "Inspect and release credit leases"}
+	var node, ws string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List credit leases (expired ones still hold their money)",
+		RunE: withStore(func(ctx context.Context, store ledger.Store) (any, error) {
+			ls, err := store.ListLeases(ctx, node)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]map[string]any, 0, len(ls))
+			for _, l := range ls {
+				out = append(out, map[string]any{"workspace_id": l.WorkspaceID, "node_id": l.NodeID,
+					"amount_usd": json.Number(l.Amount.String()), "expires_at": l.ExpiresAt, "expired": l.ExpiresAt.Before(time.Now()),
+					"return_requested": l.ReturnRequested})
+			}
+			return map[string]any{"leases": out}, nil
+		}),
+	}
+	addConfigFlags(list)
+	list.Flags().StringVar(&node, "node", "", "only this node's leases")
+	leases.AddCommand(list)
+	release := &cobra.Command{
+		Use:   "release",
+		Short: "Give back a gone node's leases (only when its spool is lost: its unspooled rows would overspend)",
+		RunE: withStore(func(ctx context.Context, store ledger.Store) (any, error) {
+			if node == "" {
+				return nil, fmt.Errorf("--node is required")
+			}
+			ls, err := store.ListLeases(ctx, node)
+			if err != nil {
+				return nil, err
+			}
+			var released []map[string]any
+			for _, l := range ls {
+				if ws != "" && l.WorkspaceID != ws {
+					continue
+				}
+				if l.ExpiresAt.After(time.Now()) {
+					return nil, fmt.Errorf("node %s still renews its lease on %s: stop it first (a running node gives its leases back itself)", node, l.WorkspaceID)
+				}
+				got, err := store.ReleaseLease(ctx, l.WorkspaceID, node, ledger.ReleaseAll)
+				if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+					return nil, err
+				}
+				released = append(released, map[string]any{"workspace_id": l.WorkspaceID, "released_usd": json.Number(got.Granted.String())})
+			}
+			return map[string]any{"node_id": node, "released": released}, nil
+		}),
+	}
+	addConfigFlags(release)
+	release.Flags().StringVar(&node, "node", "", "the node whose leases to give back")
+	release.Flags().StringVar(&ws, "workspace", "", "only this workspace")
+	leases.AddCommand(release)
+	return leases
 }

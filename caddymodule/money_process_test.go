@@ -643,3 +643,62 @@ func TestMoneyDatabaseStallAnswers503(t *testing.T) {
 		}
 	}
 }
+
+// TestCLILeases: an operator lists leases and gives back those of a node that is gone for
+// good (its lease had expired); a node that still renews its lease is refused.
+func TestCLILeases(t *testing.T) {
+	bin := gatewayBinary(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "btl.db")
+	cfg := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfg, []byte("{\n\tbtl {\n\t\tstorage sqlite "+db+"\n\t}\n}\n:0 {\n\trespond ok\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	store, err := ledger.OpenSQLite(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ws := mustCreateWorkspace(t, store, 3*ledger.Credit)
+	if _, err := store.AcquireLease(ctx, ws, "gone", ledger.Credit, 1, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.AcquireLease(ctx, ws, "alive", ledger.Credit, 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	run := func(args ...string) (map[string]any, error) {
+		cmd := exec.Command(bin, append(append([]string{"btl"}, args...), "--config", cfg, "--adapter", "caddyfile")...)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir)
+		out, err := cmd.Output()
+		var m map[string]any
+		if err == nil {
+			err = json.Unmarshal(out, &m)
+		}
+		return m, err
+	}
+	list, err := run("leases", "list")
+	if err != nil || len(list["leases"].([]any)) != 2 {
+		t.Fatalf("leases list: %v %v", list, err)
+	}
+	if _, err := run("leases", "release", "--node", "alive"); err == nil {
+		t.Fatal("released the lease of a node that still renews it")
+	}
+	rel, err := run("leases", "release", "--node", "gone")
+	if err != nil || len(rel["released"].([]any)) != 1 {
+		t.Fatalf("leases release: %v %v", rel, err)
+	}
+	if l, err := store.AcquireLease(ctx, ws, "new", 2*ledger.Credit, 1, time.Minute); err != nil || l.Granted != 2*ledger.Credit {
+		t.Fatalf("the gone node's money is not back: %+v %v", l, err)
+	}
+}
+
+func mustCreateWorkspace(t *testing.T, store ledger.Store, credits ledger.Micros) string {
+	t.Helper()
+	ws, _, err := store.CreateWorkspace(context.Background(), "w", credits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws.ID
+}
