@@ -7,7 +7,7 @@ FUZZTIME  ?= 30000x
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
-.PHONY: build run test vet lint fuzz bench bench-go bench-savings xcaddy clean
+.PHONY: build run test vet lint fuzz bench bench-go bench-savings chaos xcaddy clean
 
 build:
 	$(GO) build -o caddy ./cmd/caddy
@@ -52,6 +52,14 @@ bench-go:
 bench: build
 	$(GO) build -o /tmp/btl-bench-load ./bench/load
 	$(PIN_LOADGEN) /tmp/btl-bench-load -caddy ./caddy -out bench/results.md
+
+# Chaos run (a few minutes, loopback only): two nodes on one PostgreSQL under load with
+# database cuts and stalls, a kill -9, a storage-changing reload, a full spool tmpfs (when
+# root) and client aborts, then the money-invariant checker; prints the figures. Needs
+# PostgreSQL on 127.0.0.1:5432 (.ci/run starts one). BTL_CHAOS_SECONDS=100 sets the load.
+chaos:
+	CI=1 BTL_CHAOS=1 BTL_TEST_DATABASE_URL=$${BTL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable} \
+		$(GO) test -run='^TestChaos$$' -count=1 -v -timeout 20m ./caddymodule/
 
 # xcaddy runs `go get` on the plugin path even when it is replaced by this directory. With
 # GOPRIVATE alone Go then tries to fetch the (unpublished) repository and fails; with the proxy

@@ -323,11 +323,17 @@ func mountTmpfs(t *testing.T, dir string, size string) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+	if out, err := execMount(dir, size); err != nil {
 		t.Skipf("mounting a tmpfs needs root: %v %s", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	t.Cleanup(func() { _ = execUmount(dir) })
 }
+
+func execMount(dir, size string) ([]byte, error) {
+	return exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
+}
+
+func execUmount(dir string) error { return exec.Command("umount", "-l", dir).Run() }
 
 // fillDisk writes a file in dir until the filesystem is full, leaving about keep bytes.
 func fillDisk(t *testing.T, dir string, keep int64) string {
