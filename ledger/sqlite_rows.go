@@ -9,12 +9,11 @@ import (
 )
 
 // sqliteInsertChunk is how many rows one INSERT carries: 30 columns × 100 rows stays far
-// below SQLite's 32766 bound parameters, and one statement per hundred rows cuts the
-// per-statement overhead that dominated single-row inserts.
+// below SQLite's 32766 bound parameters.
 const sqliteInsertChunk = 100
 
-// sqliteInsertSQL is a multi-row INSERT OR IGNORE of n rows; RETURNING lists only the rows
-// actually inserted (a replayed request id is ignored), which is what gets charged.
+// sqliteInsertSQL is a multi-row INSERT OR IGNORE of n rows (a replayed request id is
+// ignored).
 func sqliteInsertSQL(n int) string {
 	one := "(?" + strings.Repeat(", ?", len(rowColumns)-1) + ")"
 	var b strings.Builder
@@ -25,14 +24,14 @@ func sqliteInsertSQL(n int) string {
 		}
 		b.WriteString(one)
 	}
-	b.WriteString(" RETURNING workspace_id, cost_micros")
 	return b.String()
 }
 
-var sqliteInsertFull = sqliteInsertSQL(sqliteInsertChunk)
+var sqliteInsertFull, sqliteInsertOne = sqliteInsertSQL(sqliteInsertChunk), sqliteInsertSQL(1)
 
-// InsertRows inserts in one transaction with multi-row INSERTs; only the rows RETURNING
-// reports as new are charged to spent and the node's lease.
+// InsertRows inserts in one transaction, a hundred rows per statement. Only new rows are
+// charged: when a statement inserts fewer rows than it carries (a replay), that chunk is
+// redone row by row under a savepoint to learn which.
 func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error {
 	if len(rows) == 0 {
 		return nil
@@ -40,45 +39,66 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		costs := map[string]Micros{}
 		args := make([]any, 0, sqliteInsertChunk*len(rowColumns))
-		var full *sql.Stmt
+		var full, one *sql.Stmt
+		prepare := func(st **sql.Stmt, q string) (*sql.Stmt, error) {
+			if *st == nil {
+				var err error
+				if *st, err = tx.PrepareContext(ctx, q); err != nil {
+					return nil, err
+				}
+			}
+			return *st, nil
+		}
+		defer func() {
+			for _, st := range []*sql.Stmt{full, one} {
+				if st != nil {
+					st.Close()
+				}
+			}
+		}()
 		for start := 0; start < len(rows); start += sqliteInsertChunk {
 			chunk := rows[start:min(start+sqliteInsertChunk, len(rows))]
-			args = args[:0]
-			for i := range chunk {
-				r := &chunk[i]
-				stream := 0
-				if r.Stream {
-					stream = 1
-				}
-				args = append(args, rowValues(r, toUs(r.Time), stream)...)
-			}
-			var res *sql.Rows
-			var err error
 			if len(chunk) == sqliteInsertChunk {
-				if full == nil {
-					if full, err = tx.PrepareContext(ctx, sqliteInsertFull); err != nil {
+				args = args[:0]
+				for i := range chunk {
+					args = appendRowArgs(args, &chunk[i])
+				}
+				if _, err := tx.ExecContext(ctx, "SAVEPOINT chunk"); err != nil {
+					return err
+				}
+				st, err := prepare(&full, sqliteInsertFull)
+				if err != nil {
+					return err
+				}
+				res, err := st.ExecContext(ctx, args...)
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == int64(len(chunk)) {
+					for i := range chunk {
+						costs[cleanText(chunk[i].WorkspaceID)] += chunk[i].CostMicros
+					}
+					if _, err := tx.ExecContext(ctx, "RELEASE chunk"); err != nil {
 						return err
 					}
-					defer full.Close()
+					continue
 				}
-				res, err = full.QueryContext(ctx, args...)
-			} else {
-				res, err = tx.QueryContext(ctx, sqliteInsertSQL(len(chunk)), args...)
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO chunk; RELEASE chunk"); err != nil {
+					return err
+				}
 			}
+			st, err := prepare(&one, sqliteInsertOne)
 			if err != nil {
 				return err
 			}
-			for res.Next() {
-				var ws string
-				var c Micros
-				if err := res.Scan(&ws, &c); err != nil {
-					res.Close()
+			for i := range chunk {
+				res, err := st.ExecContext(ctx, appendRowArgs(args[:0], &chunk[i])...)
+				if err != nil {
 					return err
 				}
-				costs[ws] += c
-			}
-			if err := res.Close(); err != nil {
-				return err
+				if n, _ := res.RowsAffected(); n == 1 {
+					costs[cleanText(chunk[i].WorkspaceID)] += chunk[i].CostMicros
+				}
 			}
 		}
 		for _, ws := range sortedKeys(costs) {
@@ -96,6 +116,14 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 		}
 		return nil
 	})
+}
+
+func appendRowArgs(args []any, r *Row) []any {
+	stream := 0
+	if r.Stream {
+		stream = 1
+	}
+	return append(args, rowValues(r, toUs(r.Time), stream)...)
 }
 
 // Summary aggregates rows in SQL.
