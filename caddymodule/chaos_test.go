@@ -80,14 +80,9 @@ func TestChaos(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("BTL_CHAOS_SECONDS")); err == nil && v >= 30 {
 		seconds = v
 	}
-	dsn := pgSchema(t)
+	dsn, store := openPG(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	store, err := ledger.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 
 	// Workspaces: two rich, one medium, one far below a lease (borrowed per request).
 	grants := []ledger.Micros{50 * ledger.Credit, 50 * ledger.Credit, 3 * ledger.Credit, 400_000}

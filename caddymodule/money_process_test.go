@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -118,31 +117,24 @@ func (p *pgProxy) waitIfStalled() {
 }
 
 // startProcAdmin runs the gateway with its admin endpoint on, for reloads; it returns the
-// process and the admin URL.
+// process, the admin URL and the site's port.
 func startProcAdmin(t *testing.T, dir, btlBlock string) (*gatewayProc, string, int) {
 	t.Helper()
 	adminPort, port := freePort(t), freePort(t)
-	cfgPath := filepath.Join(dir, fmt.Sprintf("Caddyfile-%d", port))
-	if err := os.WriteFile(cfgPath, []byte(procCaddyfile(adminPort, port, btlBlock)), 0o600); err != nil {
+	p := launchProc(t, dir, procCaddyfile(adminPort, port, btlBlock), port)
+	return p, fmt.Sprintf("http://127.0.0.1:%d", adminPort), port
+}
+
+// openPG makes a fresh schema and opens the store on it.
+func openPG(t *testing.T) (string, *ledger.Postgres) {
+	t.Helper()
+	dsn := pgSchema(t)
+	store, err := ledger.OpenPostgres(context.Background(), dsn)
+	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(gatewayBinary(t), "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &gatewayProc{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: &log}
-	t.Cleanup(func() { p.stop() })
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(25 * time.Millisecond) {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return p, fmt.Sprintf("http://127.0.0.1:%d", adminPort), port
-		}
-	}
-	t.Fatalf("gateway did not start:\n%s", log.String())
-	return nil, "", 0
+	t.Cleanup(func() { store.Close() })
+	return dsn, store
 }
 
 func procCaddyfile(adminPort, port int, btlBlock string) string {
@@ -177,14 +169,9 @@ func btlBlockTTL(storage, spool, node, upstream, ttl string) string {
 // from its lease, its rows spooled, for three times the lease's TTL; node B then spends
 // what it can. Once A is back and its rows are in, nothing was spent twice.
 func TestMoneyPartitionLongerThanLease(t *testing.T) {
-	dsn := pgSchema(t)
+	dsn, store := openPG(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	store, err := ledger.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	proxy := newPGProxy(t, "127.0.0.1:5432")
 	proxied := strings.Replace(dsn, "127.0.0.1:5432", proxy.ln.Addr().String(), 1)
 	up := simUpstream(t)
@@ -249,14 +236,9 @@ var reservedRE = regexp.MustCompile(`up to \$([0-9]+\.[0-9]{6})`)
 // lease, requests alternating between two nodes: no 402 while the workspace can still pay
 // the request's reservation.
 func TestMoneySmallBalanceServesTwoNodes(t *testing.T) {
-	dsn := pgSchema(t)
+	dsn, store := openPG(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	store, err := ledger.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	up := simUpstream(t)
 	nodes := []*gatewayProc{
 		startProc(t, dir, btlBlockFor("postgres "+dsn, filepath.Join(dir, "spool-a"), "node-a", up)),
@@ -440,14 +422,9 @@ func TestMoneyFullSpoolRefusesBeforeUpstream(t *testing.T) {
 // moves the spool; each finishes and is billed. A reload that only rotates the database
 // credentials is an ordinary reload.
 func TestMoneyStorageReloadDrainsStreams(t *testing.T) {
-	dsn := pgSchema(t)
+	dsn, store := openPG(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	store, err := ledger.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	ws, key, err := store.CreateWorkspace(ctx, "reload", 100*ledger.Credit)
 	if err != nil {
 		t.Fatal(err)
@@ -558,14 +535,9 @@ func newWorkspaceKey(t *testing.T, db string) string {
 // the database comes back stops working on B within about a second each time (the LISTEN
 // reconnect backoff starts over and re-reads revocations on reconnect).
 func TestMoneyRevocationAfterOutage(t *testing.T) {
-	dsn := pgSchema(t)
+	dsn, store := openPG(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	store, err := ledger.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	_, owner, err := store.CreateWorkspace(ctx, "rev-outage", 10*ledger.Credit)
 	if err != nil {
 		t.Fatal(err)
@@ -610,14 +582,9 @@ func TestMoneyRevocationAfterOutage(t *testing.T) {
 // whose key is not cached, and one whose workspace has no lease yet, get an honest 503 with
 // Retry-After within seconds instead of hanging.
 func TestMoneyDatabaseStallAnswers503(t *testing.T) {
-	dsn := pgSchema(t)
+	dsn, store := openPG(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	store, err := ledger.OpenPostgres(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	proxy := newPGProxy(t, "127.0.0.1:5432")
 	proxied := strings.Replace(dsn, "127.0.0.1:5432", proxy.ln.Addr().String(), 1)
 	gw := startProc(t, dir, btlBlockFor("postgres "+proxied, filepath.Join(dir, "spool"), "node-s", simUpstream(t)))

@@ -117,11 +117,17 @@ func startProc(t *testing.T, dir, btlBlock string) *gatewayProc {
 // startProcSite is startProc with the site block's handlers given.
 func startProcSite(t *testing.T, dir, btlBlock, site string) *gatewayProc {
 	t.Helper()
-	bin := gatewayBinary(t)
 	port := freePort(t)
 	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tlog {\n\t\tlevel WARN\n\t}\n\t%s\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", btlBlock, port, site)
+	return launchProc(t, dir, cf, port)
+}
+
+// launchProc runs the gateway binary on a Caddyfile and waits until port accepts.
+func launchProc(t *testing.T, dir, caddyfile string, port int) *gatewayProc {
+	t.Helper()
+	bin := gatewayBinary(t)
 	cfgPath := filepath.Join(dir, fmt.Sprintf("Caddyfile-%d", port))
-	if err := os.WriteFile(cfgPath, []byte(cf), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")

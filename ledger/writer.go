@@ -643,15 +643,20 @@ func (w *Writer) runReader() {
 	tick := time.NewTicker(w.opts.FlushInterval)
 	defer tick.Stop()
 	draining := false
-	if w.pendingRows.Load() == 0 { // nothing to replay: wait for rows like any other time
+	// wait sleeps until rows may be waiting; false means abort.
+	wait := func() bool {
 		select {
 		case <-w.kick:
 		case <-tick.C:
 		case <-w.quit:
 			draining = true
 		case <-w.abort:
-			return
+			return false
 		}
+		return true
+	}
+	if w.pendingRows.Load() == 0 && !wait() { // nothing to replay: wait for rows first
+		return
 	}
 	for {
 		batch = batch[:0]
@@ -677,12 +682,7 @@ func (w *Writer) runReader() {
 			}
 			continue
 		}
-		select {
-		case <-w.kick:
-		case <-tick.C:
-		case <-w.quit:
-			draining = true
-		case <-w.abort:
+		if !wait() {
 			return
 		}
 	}
