@@ -1,8 +1,12 @@
 // Package cacheplan makes OpenAI chat-completions bodies cache-friendly without changing what
 // the model sees: tool schemas in canonical key order (a byte-stable prefix), cache breakers
 // reported, automatic cache_control breakpoints for Anthropic-format targets (anthropic,
-// bedrock, Claude on Vertex) and a derived prompt_cache_key for OpenAI models that accept it.
-// It edits raw bytes: everything it does not mean to change is kept byte for byte.
+// bedrock, Claude on Vertex) and a derived prompt_cache_key for OpenAI models that accept it,
+// plus an optional per-workspace salt that keeps one tenant's cached prefixes out of another's
+// reach on a shared upstream key. Markers and key shards act on evidence (tokenopt/evidence):
+// markers stand down where their writes were not read back, and a key is sharded only after
+// its reported cache hits fell. It edits raw bytes: everything it does not mean to change is
+// kept byte for byte.
 package cacheplan
 
 import (
@@ -12,11 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
 )
 
@@ -26,9 +30,6 @@ const (
 	// Lookback is how many blocks before a breakpoint the provider searches for an earlier
 	// cache entry; consecutive breakpoints are kept at most this far apart.
 	Lookback = 20
-	// ShardRate is the per-minute rate of one prompt_cache_key above which OpenAI spills
-	// requests to other machines; above it the key gets a shard suffix.
-	ShardRate = 15
 	// defaultMinTokens applies when the catalog price carries no minimum.
 	defaultMinTokens = 1024
 )
@@ -44,6 +45,9 @@ type Target struct {
 	Workspace string
 	// Price is the catalog entry of Model (CacheMinTokens is used; 0 means 1024).
 	Price catalog.Price
+	// Salt, when set, isolates the workspace's cached prefixes: a system message carrying it
+	// goes first in every request that the upstream will cache (see Isolate).
+	Salt string
 }
 
 // Breakpoint is one cache_control marker added.
@@ -75,8 +79,17 @@ type Report struct {
 	CallerMarkers bool
 	// BelowMinimum: the prompt is shorter than the model's minimum cacheable prefix.
 	BelowMinimum bool
-	// PromptCacheKey is the key set for OpenAI ("" when none was set).
+	// PromptCacheKey is the key set for OpenAI ("" when none was set); CacheKeyBase the key
+	// before any shard suffix, and KeyWarm whether it was in use recently enough for its
+	// prefix to be cached (both for the evidence record).
 	PromptCacheKey string
+	CacheKeyBase   string
+	KeyWarm        bool
+	// MarkersStoodDown: markers would have been placed, but the evidence says they did not
+	// pay for this workspace and model.
+	MarkersStoodDown bool
+	// Salted: the workspace salt was added.
+	Salted bool
 }
 
 // BreakerHeader renders the findings for a response header ("" when none).
@@ -88,17 +101,25 @@ func (r *Report) BreakerHeader() string {
 	return strings.Join(s, ", ")
 }
 
-// Planner holds the state Plan learns from traffic (prefix reuse gaps, key rates). It is safe
-// for concurrent use.
+// Planner plans with what was learned from traffic (prefix reuse gaps, key rates and hit
+// shares, marker economics), kept in an evidence store. It is safe for concurrent use.
 type Planner struct {
-	// Now is the clock (time.Now when nil).
-	Now   func() time.Time
-	reuse tracker
-	rate  tracker
+	// Evidence is the record the plan consults and feeds; nil uses one of the Planner's own.
+	Evidence *evidence.Store
+	once     sync.Once
+	own      *evidence.Store
 }
 
-// NewPlanner returns a Planner with empty trackers.
+// NewPlanner returns a Planner with an empty evidence store of its own.
 func NewPlanner() *Planner { return &Planner{} }
+
+func (p *Planner) evidence() *evidence.Store {
+	if p.Evidence != nil {
+		return p.Evidence
+	}
+	p.once.Do(func() { p.own = evidence.New() })
+	return p.own
+}
 
 var defaultPlanner = NewPlanner()
 
@@ -208,10 +229,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 // prompt_cache_key), applied in one copy at the end.
 func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error) {
 	var rep Report
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
+	ev := p.evidence()
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return body, rep, errBadJSON
 	}
@@ -264,24 +282,35 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 	var hexHash [16]byte // rep.PrefixHash in hex, part of the tracker keys
 	prefixHex := strconv.AppendUint(hexHash[:0], rep.PrefixHash, 16)
 
+	minTok := int(t.Price.CacheMinTokens)
+	if minTok <= 0 {
+		minTok = defaultMinTokens
+	}
 	// 3. Breakpoints for Anthropic-format targets.
+	cached := false // the upstream will cache some prefix of this request
 	if anthropicFormat(t) {
-		if hasCallerMarkers(body) {
-			rep.CallerMarkers = true
-		} else {
-			minTok := int(t.Price.CacheMinTokens)
-			if minTok <= 0 {
-				minTok = defaultMinTokens
-			}
-			if rep.TotalTokens < minTok {
-				rep.BelowMinimum = true
-			} else {
-				var kb [64]byte
-				reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
-				long := p.reuse.longGap(reuseKey, now()) && allow1h(t)
-				s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, &rep, s.edits)
-			}
+		switch {
+		case hasCallerMarkers(body):
+			rep.CallerMarkers, cached = true, true
+		case rep.TotalTokens < minTok:
+			rep.BelowMinimum = true
+		case !ev.MarkersPay(t.Workspace, t.Model):
+			rep.MarkersStoodDown = true
+		default:
+			var kb [64]byte
+			reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
+			long := ev.LongGap(reuseKey) && allow1h(t)
+			s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, t.Salt != "", &rep, s.edits)
+			cached = len(rep.Breakpoints) > 0
 		}
+	} else {
+		// Automatic prefix caching (OpenAI, Gemini and OpenAI-compatible upstreams) caches
+		// any prompt from the minimum on.
+		cached = rep.TotalTokens >= minTok
+	}
+	if t.Salt != "" && cached {
+		s.edits = append(s.edits, saltEdit(body, top.msgs, t.Salt))
+		rep.Salted = true
 	}
 
 	// 4. prompt_cache_key for OpenAI models that accept it.
@@ -295,9 +324,13 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			var sum [8]byte
 			var kb [64]byte
 			key := hex.AppendEncode(append(kb[:0], "btl-"...), kh.Sum(sum[:0]))
-			if rate := p.rate.rate(key, now()); rate > ShardRate {
-				shards := uint64(rate+ShardRate-1) / ShardRate
-				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(top.firstConv)%shards, 10)
+			// One key per workspace and prefix; shards only while the evidence says the key
+			// overflows and sharding helps. A conversation keeps its shard (its first message
+			// picks it), so its own history stays on one machine.
+			tk := ev.Shards(key)
+			rep.CacheKeyBase, rep.KeyWarm = string(key), tk.Warm
+			if tk.Shards > 1 {
+				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(top.firstConv)%uint64(tk.Shards), 10)
 			}
 			rep.PromptCacheKey = string(key)
 			start := len(s.ins)
@@ -555,8 +588,10 @@ type choice struct {
 // placeBreakpoints picks at most MaxBreakpoints markers: the rolling last message, the end of
 // system (or tools), intermediates so consecutive markers are at most Lookback blocks apart,
 // then the end of tools. Markers whose prefix is below minTok are skipped. The prefix markers
-// take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones.
-func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report, edits []edit) []edit {
+// take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones. With
+// isolate no tool is marked: tools render before the workspace salt, so a prefix ending in
+// them would be shared across workspaces.
+func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate bool, rep *Report, edits []edit) []edit {
 	var chosen [MaxBreakpoints]choice // in the order picked
 	n := 0
 	// choose adds unit i; one picked twice keeps one slot and the latest TTL.
@@ -570,7 +605,9 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 		chosen[n].unit, chosen[n].ttl = i, ttl
 		n++
 	}
-	ok := func(i int) bool { return i >= 0 && all[i].mark != noMark && all[i].tokens >= minTok }
+	ok := func(i int) bool {
+		return i >= 0 && all[i].mark != noMark && all[i].tokens >= minTok && !(isolate && all[i].tool)
+	}
 	prefixTTL := "5m"
 	if long {
 		prefixTTL = "1h"
@@ -723,79 +760,25 @@ func keyAllowed(t Target) bool {
 	return t.Provider == "openai" && t.Price.Accepts("prompt_cache_key")
 }
 
-// tracker remembers, per key, when it was last seen and a decaying request rate. Bounded.
-type tracker struct {
-	mu sync.Mutex
-	m  map[string]*trackEntry
+// Isolate returns the salt that scopes a workspace's cached prefixes: a stable tag derived
+// from the workspace id. Providers cache per account, so on an upstream key that several
+// workspaces share, a tenant could otherwise learn from its own cache_read tokens whether
+// another tenant sent a given prompt. With the salt first, every cached prefix starts with
+// its workspace's tag, which no other workspace's request can begin with (each gets its own
+// first). The tag need not be secret; it must be stable, so caches stay warm across nodes.
+func Isolate(workspace string) string {
+	sum := xxhash.Sum64String("btl-cache-scope\x00" + workspace)
+	var b [16]byte
+	return "btl-cache-scope " + string(strconv.AppendUint(b[:0], sum, 36))
 }
 
-type trackEntry struct {
-	last    time.Time
-	longGap bool
-	// rate window: count in the current minute and in the previous one.
-	win       time.Time
-	cur, prev int
-}
-
-const trackerMax = 1 << 16
-
-func (t *tracker) entry(key []byte, now time.Time) (*trackEntry, bool) {
-	if t.m == nil {
-		t.m = map[string]*trackEntry{}
+// saltEdit inserts the salt as the first message of the messages array msgs.
+func saltEdit(body, msgs []byte, salt string) edit {
+	at := offset(body, msgs) + 1
+	ins := strconv.AppendQuote([]byte(`{"role":"system","content":`), salt)
+	ins = append(ins, '}')
+	if body[skipSpace(body, at)] != ']' {
+		ins = append(ins, ',')
 	}
-	e, ok := t.m[string(key)] // no allocation: only a new entry copies the key
-	if !ok {
-		if len(t.m) >= trackerMax {
-			for k, v := range t.m {
-				if now.Sub(v.last) > time.Hour {
-					delete(t.m, k)
-				}
-			}
-			if len(t.m) >= trackerMax {
-				clear(t.m)
-			}
-		}
-		e = &trackEntry{win: now}
-		t.m[string(key)] = e
-	}
-	return e, ok
-}
-
-// longGap records a use of key and reports whether it has been reused after gaps longer than
-// 5 minutes (but within an hour), where a 1h TTL keeps the entry alive and 5m would not.
-func (t *tracker) longGap(key []byte, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, seen := t.entry(key, now)
-	if seen {
-		switch gap := now.Sub(e.last); {
-		case gap > time.Hour:
-			e.longGap = false
-		case gap > 5*time.Minute:
-			e.longGap = true
-		}
-	}
-	e.last = now
-	return e.longGap
-}
-
-// rate records a request for key and returns the estimated requests in the last minute
-// (this one included), blending the previous minute's count.
-func (t *tracker) rate(key []byte, now time.Time) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, _ := t.entry(key, now)
-	e.last = now
-	if el := now.Sub(e.win); el >= time.Minute {
-		if el >= 2*time.Minute {
-			e.prev = 0
-		} else {
-			e.prev = e.cur
-		}
-		e.cur = 0
-		e.win = now
-	}
-	e.cur++
-	frac := 1 - float64(now.Sub(e.win))/float64(time.Minute)
-	return e.cur + int(float64(e.prev)*frac)
+	return edit{at, at, ins}
 }

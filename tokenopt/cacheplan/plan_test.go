@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"reflect"
 	"strings"
 	"sync"
@@ -192,7 +193,7 @@ func agentBody(n int) string {
 
 func TestSpacingAndTTLOrder(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	p := &Planner{Now: func() time.Time { return now }}
+	p := clockedPlanner(func() time.Time { return now })
 	body := []byte(agentBody(40)) // 1 + 1 + 80 blocks
 	_, rep, err := p.Plan(body, claude())
 	if err != nil {
@@ -235,7 +236,7 @@ func TestSpacingAndTTLOrder(t *testing.T) {
 
 func TestPromptCacheKey(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	p := &Planner{Now: func() time.Time { return now }}
+	p := clockedPlanner(func() time.Time { return now })
 	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"S"},{"role":"user","content":"q"}]}`)
 	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws1", Price: keyed}
 	out, rep, _ := p.Plan(body, tgt)
@@ -259,15 +260,49 @@ func TestPromptCacheKey(t *testing.T) {
 	if out, r, _ := p.Plan(own, Target{Provider: "openai", Model: "gpt-5", Price: keyed}); string(out) != string(own) || r.PromptCacheKey != "" {
 		t.Fatal("caller key overridden")
 	}
-	// Above ~15/min the key is sharded.
+	// A busy key is not sharded on its rate alone: that takes evidence of lost cache hits
+	// (TestShardOnlyOnEvidence).
 	tgt.Workspace = "busy"
-	sharded := false
 	for range 40 {
-		_, r, _ := p.Plan(body, tgt)
-		sharded = sharded || strings.Contains(r.PromptCacheKey, "-s")
+		if _, r, _ := p.Plan(body, tgt); r.PromptCacheKey != r.CacheKeyBase {
+			t.Fatalf("sharded without evidence: %+v", r)
+		}
 	}
-	if !sharded {
-		t.Fatal("no shard suffix at 40 req/min")
+}
+
+// TestShardOnlyOnEvidence: the Planner shards a busy key once the upstream's reported cache
+// hits fall, and each conversation keeps its shard.
+func TestShardOnlyOnEvidence(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := clockedPlanner(func() time.Time { return now })
+	sys := strings.Repeat("policy text ", 1000)
+	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws", Price: keyed}
+	shardOf := map[string]string{}
+	for i := range 80 {
+		now = now.Add(2 * time.Second) // 30 requests a minute
+		user := fmt.Sprintf("user %d asks", i%7)
+		body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"` + sys + `"},{"role":"user","content":"` + user + `"}]}`)
+		_, r, err := p.Plan(body, tgt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, ok := shardOf[user]; ok && prev != r.PromptCacheKey && r.PromptCacheKey != r.CacheKeyBase && prev != r.CacheKeyBase {
+			t.Fatalf("conversation %q moved from %s to %s", user, prev, r.PromptCacheKey)
+		}
+		shardOf[user] = r.PromptCacheKey
+		// The upstream overflows: nothing cached while unsharded, everything once sharded.
+		cached := int64(0)
+		if r.PromptCacheKey != r.CacheKeyBase {
+			cached = 2944
+		}
+		p.evidence().Observe(evidence.Observation{Workspace: "ws", Model: "gpt-4o", CacheKey: r.CacheKeyBase, KeyWarm: r.KeyWarm,
+			PrefixShare: float64(r.PrefixTokens) / float64(r.TotalTokens), Prompt: int64(r.TotalTokens), CacheRead: cached})
+		if i < 16 && r.PromptCacheKey != r.CacheKeyBase {
+			t.Fatalf("request %d sharded before a window of evidence", i)
+		}
+	}
+	if ks := p.evidence().KeyStats(shardOf["user 0 asks"][:len("btl-")+16]); ks.Shards < 2 || ks.Trial {
+		t.Fatalf("want a kept shard split: %+v", ks)
 	}
 }
 
@@ -372,7 +407,7 @@ func TestConcurrentPlan(t *testing.T) {
 	bodies := [][]byte{benchBody(3000), []byte(agentBody(30)), []byte(golden["schema-deep"]), []byte(golden["tools-after"]), []byte(golden["malformed-10"])}
 	// A clock that never moves keeps the 1h TTL decision stable; the key's shard suffix
 	// depends on the call rate, so the key is compared as a placeholder.
-	p := &Planner{Now: func() time.Time { return goldenNow }}
+	p := clockedPlanner(func() time.Time { return goldenNow })
 	targets := []Target{claude(), {Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed}}
 	result := func(b []byte, tg Target) string {
 		out, rep, err := p.Plan(b, tg)
@@ -380,6 +415,7 @@ func TestConcurrentPlan(t *testing.T) {
 		if rep.PromptCacheKey != "" {
 			s = strings.ReplaceAll(s, rep.PromptCacheKey, "KEY")
 		}
+		s = strings.ReplaceAll(s, "KeyWarm:true", "KeyWarm:false") // the first call finds the key cold
 		return s
 	}
 	want := map[int]string{}
@@ -420,4 +456,11 @@ func TestKeyOnlyWhereTheCatalogAllowsIt(t *testing.T) {
 	if _, r, _ := NewPlanner().Plan(body, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"}); r.PromptCacheKey != "" {
 		t.Error("a model without the field in its catalog entry got a key")
 	}
+}
+
+// clockedPlanner is a Planner whose evidence runs on the given clock.
+func clockedPlanner(now func() time.Time) *Planner {
+	ev := evidence.New()
+	ev.SetClock(now)
+	return &Planner{Evidence: ev}
 }
