@@ -542,6 +542,7 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //			ttl <duration>
 //			sampled
 //		}
+//		cache_isolation workspace|off
 //	}
 func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	o := new(handlers.Optimize)
@@ -567,6 +568,15 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 				return nil, h.ArgErr()
 			}
 			o.MaskToolOutputs = true
+		case "cache_isolation":
+			var mode string
+			if !h.Args(&mode) || h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			if mode != handlers.CacheIsolationWorkspace && mode != handlers.CacheIsolationOff {
+				return nil, h.Errf("btl_optimize: cache_isolation must be '%s' or '%s', not '%s'", handlers.CacheIsolationWorkspace, handlers.CacheIsolationOff, mode)
+			}
+			o.CacheIsolation = mode
 		case "disable":
 			t, err := techniques(h)
 			if err != nil {

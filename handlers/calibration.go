@@ -15,7 +15,9 @@ import (
 //   - promptCalibration relates the reported count to the hot path's estimate (four bytes of
 //     the chat body as sent, a rate that costs nothing to compute). It corrects the gateway's
 //     estimates where they touch money: the input billed for a stream cut before its usage
-//     arrived, and the input bound of a credit reservation.
+//     arrived, and the input bound of a credit reservation. Because it touches money it is
+//     learned per workspace: one tenant's traffic (a prompt written to tokenize densely or
+//     loosely) must not move another tenant's reservations or bills.
 //   - countCalibration relates it to a tiktoken count of the same body. Claude's and Gemini's
 //     tokenizers are not public; tiktoken times the learned ratio is the gateway's best count
 //     for them (and for OpenAI models the ratio stays near 1). tiktoken costs far too much to
@@ -38,10 +40,13 @@ const (
 // estimatedPrompt is the body's prompt estimate before calibration.
 func estimatedPrompt(body []byte) int64 { return int64(tokens.Estimate(len(body))) }
 
-// calibratedPrompt is the prompt estimate for body on model, corrected by what was learned.
-func calibratedPrompt(model string, body []byte) int64 {
-	return int64(promptCalibration.Adjust(model, int(estimatedPrompt(body))))
+// calibratedPrompt is the prompt estimate for body on model, corrected by what was learned
+// from workspace's own traffic.
+func calibratedPrompt(workspace, model string, body []byte) int64 {
+	return int64(promptCalibration.Adjust(promptKey(workspace, model), int(estimatedPrompt(body))))
 }
+
+func promptKey(workspace, model string) string { return workspace + "\x00" + model }
 
 // observePrompt feeds one answered request into both calibrations: only usage the upstream
 // reported for this very body (not a cached replay or the gateway's own estimate).
@@ -50,7 +55,7 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 		return
 	}
 	body, actual := ex.OutboundBody(), int(ex.Usage.PromptTokens())
-	promptCalibration.Observe(ex.UpstreamModel, int(estimatedPrompt(body)), actual)
+	promptCalibration.Observe(promptKey(ex.WorkspaceID, ex.UpstreamModel), int(estimatedPrompt(body)), actual)
 	if !countsWanted.Load() || len(body) > countSampleMaxBytes {
 		return
 	}

@@ -160,7 +160,7 @@ func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []rou
 		if !ok {
 			continue
 		}
-		inTokens := max(bound, calibratedPrompt(tg.Model, body)*11/10+16)
+		inTokens := max(bound, calibratedPrompt(ex.WorkspaceID, tg.Model, body)*11/10+16)
 		out := req.OutputCap()
 		if out == 0 {
 			out = p.MaxOutput

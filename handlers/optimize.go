@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -11,11 +12,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
 )
 
@@ -42,11 +46,19 @@ type Optimize struct {
 	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
 	// Workspaces tunes the policy per workspace id, on top of the settings above.
 	Workspaces map[string]*WorkspacePolicy `json:"workspaces,omitempty"`
+	// CacheIsolation scopes provider prompt caches per workspace: "workspace" (the default)
+	// puts a workspace-keyed salt first in every request the upstream will cache, so that no
+	// tenant can learn from its own cache reads what another sent through the same upstream
+	// key; "off" for a single-tenant deployment, where the salt only costs a few tokens and
+	// prefixes shared across workspaces could be cached once.
+	CacheIsolation string `json:"cache_isolation,omitempty"`
 
-	rt     Runtime
-	logger *zap.Logger
-	cache  *respcache.Cache
-	plans  *cacheplan.Planner
+	rt      Runtime
+	logger  *zap.Logger
+	cache   *respcache.Cache
+	plans   *cacheplan.Planner
+	ev      *evidence.Store
+	metrics *metrics.Set
 }
 
 // WorkspacePolicy adjusts the optimizer for one workspace.
@@ -65,6 +77,12 @@ type ResponseCacheConfig struct {
 	// Sampled also caches answers to requests with a non-zero temperature or n > 1.
 	Sampled bool `json:"sampled,omitempty"`
 }
+
+// Cache isolation modes.
+const (
+	CacheIsolationWorkspace = "workspace"
+	CacheIsolationOff       = "off"
+)
 
 // Techniques.
 const (
@@ -89,7 +107,15 @@ func (h *Optimize) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rt = rt
-	h.plans = cacheplan.NewPlanner()
+	switch h.CacheIsolation {
+	case "", CacheIsolationWorkspace, CacheIsolationOff:
+	default:
+		return fmt.Errorf("btl_optimize: cache_isolation must be %q or %q, not %q", CacheIsolationWorkspace, CacheIsolationOff, h.CacheIsolation)
+	}
+	// The evidence outlives this config: what the levers learned survives reloads.
+	h.ev = evidence.Default
+	h.plans = &cacheplan.Planner{Evidence: h.ev}
+	h.metrics = metrics.Default()
 	if rc := h.ResponseCache; rc != nil {
 		if rc.MaxBytes <= 0 {
 			rc.MaxBytes = 256 << 20
@@ -193,6 +219,9 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		// KeepToolOutputs also protects the newest tool outputs of an agent loop that runs
 		// under a single user message (the default protects only whole user turns).
 		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(req))}
+		if p.mask {
+			opts.Economics = h.maskEconomics(ex.WorkspaceID, req)
+		}
 		if nb, rep, err := compress.Compress(body, opts); err == nil && rep.TokensAfter < rep.TokensBefore {
 			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
 			if !p.shadow {
@@ -206,6 +235,9 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	// Prompt caching and the output budget depend on the upstream target, so they run per
 	// attempt, in the route handler.
 	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
+	if !p.shadow {
+		ex.OnComplete(h.observe)
+	}
 
 	if p.respCache {
 		return h.serveCached(w, r, ex, req, next)
@@ -217,13 +249,25 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Target) []byte {
 	rep := ex.Optimizer
 	rep.CacheMarkers, rep.CacheKey, rep.BudgetCap = 0, false, 0
+	rep.target, rep.cacheKeyBase, rep.keyWarm, rep.prefixShare = tg.Model, "", false, 0
 	var price = tg.Price
+	if tg.Priced {
+		rep.price = *price
+	}
 	if p.promptCache && tg.Priced {
-		nb, cr, err := h.plans.Plan(body, cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price})
+		ct := cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price}
+		if h.CacheIsolation != CacheIsolationOff {
+			ct.Salt = cacheplan.Isolate(ex.WorkspaceID)
+		}
+		nb, cr, err := h.plans.Plan(body, ct)
 		if err == nil {
 			rep.Breakers = cr.BreakerHeader()
 			rep.CacheMarkers = len(cr.Breakpoints)
 			rep.CacheKey = cr.PromptCacheKey != ""
+			rep.cacheKeyBase, rep.keyWarm = cr.CacheKeyBase, cr.KeyWarm
+			if cr.TotalTokens > 0 {
+				rep.prefixShare = float64(cr.PrefixTokens) / float64(cr.TotalTokens)
+			}
 			if !p.shadow {
 				body = nb
 			}
@@ -231,7 +275,8 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 	}
 	// A caller's own cap is never touched; the parse already knows whether there is one.
 	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 {
-		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price})
+		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price,
+			Workspace: ex.WorkspaceID, Evidence: h.ev})
 		if err == nil && !br.CallerCap && br.Cap > 0 {
 			rep.BudgetCap = br.Cap
 			if !p.shadow {
@@ -240,6 +285,52 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		}
 	}
 	return body
+}
+
+// observe feeds the evidence record with what the upstream reported for this request. Only
+// the request that made the upstream call counts: a cached replay or a coalesced follower
+// reports someone else's usage.
+func (h *Optimize) observe(ex *Exchange) {
+	rep := ex.Optimizer
+	if rep == nil || !ex.UsageKnown || ex.UsageEstimated || ex.Partial || ex.Coalesced || ex.Provider == "cache" || rep.target == "" {
+		return
+	}
+	u := ex.Usage
+	out := h.ev.Observe(evidence.Observation{
+		Workspace: ex.WorkspaceID, Model: rep.target, Price: rep.price,
+		Markers: rep.CacheMarkers, CacheKey: rep.cacheKeyBase, KeyWarm: rep.keyWarm, PrefixShare: rep.prefixShare,
+		MinCacheTokens: rep.price.CacheMinTokens,
+		GatewayCap:     rep.BudgetCap, CallerCapped: ex.Request != nil && ex.Request.OutputCap() > 0,
+		Prompt: u.PromptTokens(), CacheRead: u.CacheRead, CacheWrite5m: u.CacheWrite5m, CacheWrite1h: u.CacheWrite1h,
+		Output: u.Output, Finish: rep.Finish, EmptyContent: rep.emptyContent,
+	})
+	if out.CutByGateway {
+		h.metrics.CapCut()
+	}
+}
+
+// maskEconomics prices observation masking for the request's first candidate with what the
+// evidence shows: a kept old token costs the cached rate only as far as the upstream actually
+// serves this workspace's prompts from its cache, and the full rate otherwise.
+func (h *Optimize) maskEconomics(workspace string, req *providers.ChatRequest) compress.Economics {
+	targets, err := h.rt.Routes().Resolve(req.Model)
+	if err != nil || len(targets) == 0 || !targets[0].Priced {
+		return compress.Economics{}
+	}
+	p := targets[0].Price
+	e := compress.Economics{InputPrice: float64(p.Input)}
+	if p.Input > 0 && p.CachedInput > 0 {
+		e.CacheReadMultiplier = float64(p.CachedInput) / float64(p.Input)
+	}
+	if p.Input > 0 && p.CacheWrite5m > 0 {
+		e.CacheWriteMultiplier = float64(p.CacheWrite5m) / float64(p.Input)
+	} else {
+		e.CacheWriteMultiplier = 1
+	}
+	if share, ok := h.ev.ReadShare(workspace, targets[0].Model); ok && e.CacheReadMultiplier > 0 {
+		e.CacheReadMultiplier = share*e.CacheReadMultiplier + (1 - share)
+	}
+	return e
 }
 
 // mayCompress is a cheap pre-check: without masking, compression only truncates a tool
@@ -290,6 +381,17 @@ type OptimizerReport struct {
 	CacheKey            bool
 	BudgetCap           int64
 	Breakers            string
+	// Finish is the answer's finish reason, recorded by the route while a gateway-set cap
+	// applies (BudgetCap > 0): the evidence for the learned cap and the cut count.
+	Finish       string
+	emptyContent bool
+
+	// For the evidence record: the target that answered and what the cache plan did there.
+	target       string
+	price        catalog.Price
+	cacheKeyBase string
+	keyWarm      bool
+	prefixShare  float64
 }
 
 // serveCached answers from the response cache, or lets the request through and stores its

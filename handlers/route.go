@@ -367,6 +367,13 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	if ex.CaptureUpstream != nil {
 		ex.CaptureUpstream(body)
 	}
+	// Under a gateway-set cap the finish reason is evidence (and an answer it cut is flagged);
+	// known before completion, so the meter and the optimizer see it.
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 {
+		o.Finish = finishReason(body)
+		o.EmptyLength = o.Finish == "length" && emptyLengthAnswer(body)
+		o.emptyContent = o.EmptyLength
+	}
 	ex.Complete()
 	if ex.CostKnown && hasUsage && body[span.Start] == '{' {
 		body = providers.AppendToObject(body, span, "cost", []byte(catalog.MicrosToUSD(ex.CostMicros)))
@@ -374,9 +381,11 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	hdr := w.Header()
 	setUpstreamHeaders(hdr, ex)
 	setCostHeaders(hdr, ex)
-	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && emptyLengthAnswer(body) {
-		o.EmptyLength = true
-		hdr.Set(emptyLengthHeader, "true")
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && o.Finish == "length" {
+		hdr.Set(cappedHeader, "true")
+		if o.EmptyLength {
+			hdr.Set(emptyLengthHeader, "true")
+		}
 	}
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
@@ -419,7 +428,7 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	var lengthWatch *emptyLengthWatch
 	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 {
 		lengthWatch = &emptyLengthWatch{report: o}
-		hdr.Set("Trailer", emptyLengthHeader)
+		hdr.Set("Trailer", emptyLengthHeader+", "+cappedHeader)
 	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -474,13 +483,20 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	}
 	ex.Complete()
 	_, _ = w.Write(doneEvent)
-	if lengthWatch != nil && ex.Optimizer.EmptyLength {
-		hdr.Set(emptyLengthHeader, "true")
+	if lengthWatch != nil && ex.Optimizer.Finish == "length" {
+		hdr.Set(cappedHeader, "true")
+		if ex.Optimizer.EmptyLength {
+			hdr.Set(emptyLengthHeader, "true")
+		}
 	}
 	_ = rc.Flush()
 }
 
-const emptyLengthHeader = "X-Btl-Empty-Length"
+const (
+	emptyLengthHeader = "X-Btl-Empty-Length"
+	// cappedHeader flags an answer that stopped at the output cap the gateway set.
+	cappedHeader = "X-Btl-Capped"
+)
 
 var (
 	lengthFinish   = []byte(`"finish_reason":"length"`)
@@ -497,6 +513,9 @@ type emptyLengthWatch struct {
 }
 
 func (w *emptyLengthWatch) observe(chunk []byte) {
+	if f := finishReason(chunk); f != "" {
+		w.report.Finish = f
+	}
 	if !w.hasContent {
 		if bytes.Contains(chunk, toolCallsKey) {
 			w.hasContent = true
@@ -506,7 +525,24 @@ func (w *emptyLengthWatch) observe(chunk []byte) {
 	}
 	if !w.hasContent && bytes.Contains(chunk, lengthFinish) {
 		w.report.EmptyLength = true
+		w.report.emptyContent = true
 	}
+}
+
+var finishKey = []byte(`"finish_reason":"`)
+
+// finishReason is the first finish_reason string in an answer or chunk ("" when none): byte
+// tests, no decoding. Every OpenAI-shaped answer the adapters produce writes it this way.
+func finishReason(b []byte) string {
+	i := bytes.Index(b, finishKey)
+	if i < 0 {
+		return ""
+	}
+	v := b[i+len(finishKey):]
+	if j := bytes.IndexByte(v, '"'); j > 0 && j <= 32 {
+		return string(v[:j])
+	}
+	return ""
 }
 
 // captureUsage records the usage of a chunk that carries it and returns what the client should
@@ -575,7 +611,7 @@ func (h *Route) abandon(ex *Exchange, outputBytes int64) {
 // consumed rather than for nothing.
 func estimateUsage(ex *Exchange, outputBytes int64) {
 	ex.Usage = providers.Usage{
-		InputUncached: calibratedPrompt(ex.UpstreamModel, ex.OutboundBody()),
+		InputUncached: calibratedPrompt(ex.WorkspaceID, ex.UpstreamModel, ex.OutboundBody()),
 		Output:        outputBytes / 16, // a chunk is ~4x its text in JSON framing
 	}
 	ex.UsageKnown, ex.UsageEstimated = true, true
