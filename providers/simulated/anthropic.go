@@ -394,6 +394,7 @@ func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, verte
 	st := statePool.Get().(*reqState)
 	defer putState(st)
 	reqHash := mix64(fnvString(fnvBytes(fnvOffset^uint64(s.opts.Seed), ap.canon), ap.model))
+	ap.gen.prompt = ap.canon
 	res := s.generate(&ap.gen, &d, st, reqHash)
 	stop := anthStopReason(res.finish)
 	var stopSeq string

@@ -24,6 +24,7 @@ type wireRequest struct {
 	ToolChoice          json.RawMessage     `json:"tool_choice"`
 	ParallelToolCalls   *bool               `json:"parallel_tool_calls"`
 	ResponseFormat      *wireResponseFormat `json:"response_format"`
+	PromptCacheKey      *string             `json:"prompt_cache_key"`
 }
 
 type wireStreamOptions struct {
@@ -88,8 +89,10 @@ type parsed struct {
 	format     string // "", "text", "json_object", "json_schema"
 	schema     json.RawMessage
 
+	cacheKey   string // prompt_cache_key
 	lastRole   string
 	lastUser   []byte // text of the last user message (may alias st.canon)
+	prompt     []byte // the whole prompt's text (the canonical serialization), for recall
 	lastTool   []byte // content of the last message when it is a tool result
 	promptToks int
 }
@@ -138,6 +141,9 @@ func parse(body []byte, st *reqState, p *parsed) *providers.Error {
 			Message: "you must provide a model parameter"}
 	}
 	p.model = *w.Model
+	if w.PromptCacheKey != nil {
+		p.cacheKey = *w.PromptCacheKey
+	}
 	if w.Messages == nil {
 		return missingParam("messages")
 	}
@@ -287,6 +293,7 @@ func parse(body []byte, st *reqState, p *parsed) *providers.Error {
 		return err
 	}
 	st.canon, st.msgStarts = canon, starts
+	p.prompt = canon
 	if lastUserMsg >= 0 {
 		if lastUserTxt {
 			p.lastUser = canon[lastUserA:lastUserB]

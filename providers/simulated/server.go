@@ -37,6 +37,11 @@ type Options struct {
 	Now func() time.Time
 	// MaxBodyBytes bounds request bodies (default 32 MiB); larger ones get 413.
 	MaxBodyBytes int64
+	// OpenAICache is the OpenAI side's cache model (default CacheByKey); Machines and
+	// MachineRPM tune the overflow models (defaults 64 and 15).
+	OpenAICache OpenAICache
+	Machines    int
+	MachineRPM  int
 }
 
 func (o Options) withDefaults() Options {
@@ -54,6 +59,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 32 << 20
+	}
+	if o.OpenAICache == "" {
+		o.OpenAICache = CacheByKey
+	}
+	if o.Machines <= 0 {
+		o.Machines = DefaultMachines
+	}
+	if o.MachineRPM <= 0 {
+		o.MachineRPM = DefaultMachineRPM
 	}
 	return o
 }
@@ -74,6 +88,8 @@ type Server struct {
 	// bedrock and google are the Bedrock and Gemini/Vertex sides (bedrock.go, gemini.go).
 	bedrock bedrockState
 	google  googleState
+	// routes scopes the OpenAI side's prefix cache (openai_cache.go).
+	routes cacheRoutes
 }
 
 // New returns a simulated upstream.
@@ -81,6 +97,7 @@ func New(opts Options) *Server {
 	opts = opts.withDefaults()
 	s := &Server{opts: opts}
 	s.cache = newPrefixCache(opts.CacheMaxEntries)
+	s.routes = cacheRoutes{mode: opts.OpenAICache, machines: opts.Machines, rpm: opts.MachineRPM}
 	s.faults.init(opts.Seed)
 	s.stats.keys = map[string]*KeyStats{}
 	s.holds.m = map[string]*hold{}
@@ -159,6 +176,10 @@ func (s *Server) notAllowed(w http.ResponseWriter, r *http.Request) {
 // Reset clears the prefix cache, the statistics and the faults.
 func (s *Server) Reset() {
 	s.cache.reset()
+	s.routes.mu.Lock()
+	clear(s.routes.m)
+	clear(s.routes.keys)
+	s.routes.mu.Unlock()
 	s.stats.reset()
 	s.SetFaults(Faults{})
 	s.anth.reset()
