@@ -542,7 +542,7 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //			ttl <duration>
 //			sampled
 //		}
-//		cache_isolation workspace|off
+//		cache_isolation workspace|strict|off
 //	}
 func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	o := new(handlers.Optimize)
@@ -573,8 +573,10 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 			if !h.Args(&mode) || h.NextArg() {
 				return nil, h.ArgErr()
 			}
-			if mode != handlers.CacheIsolationWorkspace && mode != handlers.CacheIsolationOff {
-				return nil, h.Errf("btl_optimize: cache_isolation must be '%s' or '%s', not '%s'", handlers.CacheIsolationWorkspace, handlers.CacheIsolationOff, mode)
+			switch mode {
+			case handlers.CacheIsolationWorkspace, handlers.CacheIsolationStrict, handlers.CacheIsolationOff:
+			default:
+				return nil, h.Errf("btl_optimize: cache_isolation must be workspace, strict or off, not '%s'", mode)
 			}
 			o.CacheIsolation = mode
 		case "disable":

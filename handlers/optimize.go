@@ -46,11 +46,13 @@ type Optimize struct {
 	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
 	// Workspaces tunes the policy per workspace id, on top of the settings above.
 	Workspaces map[string]*WorkspacePolicy `json:"workspaces,omitempty"`
-	// CacheIsolation scopes provider prompt caches per workspace: "workspace" (the default)
-	// puts a workspace-keyed salt first in every request the upstream will cache, so that no
-	// tenant can learn from its own cache reads what another sent through the same upstream
-	// key; "off" for a single-tenant deployment, where the salt only costs a few tokens and
-	// prefixes shared across workspaces could be cached once.
+	// CacheIsolation scopes provider prompt caches per workspace, so that no tenant can learn
+	// from its own cache reads what another sent through the same upstream key.
+	// "workspace" (the default) puts a workspace-keyed salt first in every request that carries
+	// cache markers (Anthropic, Bedrock, Claude on Vertex) and scopes OpenAI's
+	// prompt_cache_key to the workspace; "strict" also salts requests to upstreams that cache
+	// on their own (Gemini, OpenAI-compatible), at a few tokens a request; "off" for a
+	// single-tenant deployment.
 	CacheIsolation string `json:"cache_isolation,omitempty"`
 
 	rt      Runtime
@@ -81,6 +83,7 @@ type ResponseCacheConfig struct {
 // Cache isolation modes.
 const (
 	CacheIsolationWorkspace = "workspace"
+	CacheIsolationStrict    = "strict"
 	CacheIsolationOff       = "off"
 )
 
@@ -108,9 +111,9 @@ func (h *Optimize) Provision(ctx caddy.Context) error {
 	}
 	h.rt = rt
 	switch h.CacheIsolation {
-	case "", CacheIsolationWorkspace, CacheIsolationOff:
+	case "", CacheIsolationWorkspace, CacheIsolationStrict, CacheIsolationOff:
 	default:
-		return fmt.Errorf("btl_optimize: cache_isolation must be %q or %q, not %q", CacheIsolationWorkspace, CacheIsolationOff, h.CacheIsolation)
+		return fmt.Errorf("btl_optimize: cache_isolation must be %q, %q or %q, not %q", CacheIsolationWorkspace, CacheIsolationStrict, CacheIsolationOff, h.CacheIsolation)
 	}
 	// The evidence outlives this config: what the levers learned survives reloads.
 	h.ev = evidence.Default
@@ -258,6 +261,7 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		ct := cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price}
 		if h.CacheIsolation != CacheIsolationOff {
 			ct.Salt = cacheplan.Isolate(ex.WorkspaceID)
+			ct.SaltAutomatic = h.CacheIsolation == CacheIsolationStrict
 		}
 		nb, cr, err := h.plans.Plan(body, ct)
 		if err == nil {

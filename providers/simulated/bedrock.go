@@ -375,7 +375,7 @@ func (s *Server) bedrockConverse(w http.ResponseWriter, r *http.Request, model s
 		}
 		addBound(e, i+1)
 	}
-	now := s.opts.Now()
+	now := s.cacheNow()
 	read := s.cache.lookupStore(bs, mix64(fnvString(fnvOffset^0xbed, key)), now.UnixNano(), int64(5*time.Minute))
 	write := 0
 	if n := len(bs); n > 0 && bs[n-1].tokens > read {

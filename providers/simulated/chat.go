@@ -75,8 +75,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	st.bounds, all = prefixBounds(st.bounds, st.canon, st.msgStarts, p.promptToks)
 	now := s.opts.Now()
 	cached := 0
-	if scope, spilled := s.routes.scope(key, p.cacheKey, st.canon, now); !spilled {
-		cached = s.cache.lookupStore(st.bounds, scope, now.UnixNano(), int64(s.opts.CacheTTL))
+	cnow := s.cacheNow()
+	if scope, spilled := s.routes.scope(key, p.cacheKey, st.canon, cnow); !spilled {
+		cached = s.cache.lookupStore(st.bounds, scope, cnow.UnixNano(), int64(s.opts.CacheTTL))
 	}
 
 	reqHash := mix64(fnvString(all^uint64(s.opts.Seed), p.model))

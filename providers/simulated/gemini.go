@@ -619,7 +619,7 @@ func (s *Server) generateContent(w http.ResponseWriter, r *http.Request, model s
 
 	var all uint64
 	st.bounds, all = prefixBounds(st.bounds, st.canon, st.msgStarts, p.promptToks)
-	cached := s.cache.lookupStore(st.bounds, mix64(fnvString(fnvOffset^0x6e, principal)), now.UnixNano(), int64(s.opts.CacheTTL))
+	cached := s.cache.lookupStore(st.bounds, mix64(fnvString(fnvOffset^0x6e, principal)), s.cacheNow().UnixNano(), int64(s.opts.CacheTTL))
 	reqHash := mix64(fnvString(all^uint64(s.opts.Seed), model))
 	respID := string(appendHex(nil, reqHash))
 	usage := map[string]any{"promptTokenCount": p.promptToks, "totalTokenCount": p.promptToks}

@@ -33,8 +33,13 @@ type Options struct {
 	RequireKey bool
 	// Seed varies answers, ids and the random fault sequence.
 	Seed int64
-	// Now is the clock (default time.Now); it drives "created" and cache expiry.
+	// Now is the clock (default time.Now); it drives "created", credential lifetimes and,
+	// unless CacheClock is set, cache expiry.
 	Now func() time.Time
+	// CacheClock, when set, drives what depends on traffic over time — prompt-cache expiry
+	// and the OpenAI overflow rates — so a benchmark can run its traffic on virtual time
+	// while signatures and tokens stay on the wall clock.
+	CacheClock func() time.Time
 	// MaxBodyBytes bounds request bodies (default 32 MiB); larger ones get 413.
 	MaxBodyBytes int64
 	// OpenAICache is the OpenAI side's cache model (default CacheByKey); Machines and
@@ -386,4 +391,12 @@ func ListenAndServe(ctx context.Context, addr string, opts Options) error {
 	}
 	<-errc
 	return nil
+}
+
+// cacheNow is the time prompt caches and traffic rates go by.
+func (s *Server) cacheNow() time.Time {
+	if s.opts.CacheClock != nil {
+		return s.opts.CacheClock()
+	}
+	return s.opts.Now()
 }

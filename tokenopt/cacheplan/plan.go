@@ -45,9 +45,14 @@ type Target struct {
 	Workspace string
 	// Price is the catalog entry of Model (CacheMinTokens is used; 0 means 1024).
 	Price catalog.Price
-	// Salt, when set, isolates the workspace's cached prefixes: a system message carrying it
-	// goes first in every request that the upstream will cache (see Isolate).
-	Salt string
+	// Salt, when set, isolates the workspace's cached prefixes (see Isolate): a system message
+	// carrying it goes first in every request that will carry cache markers, a caller's own
+	// prompt_cache_key is scoped to the workspace (the derived one already is), and with
+	// SaltAutomatic the salt also goes first where the upstream caches prefixes on its own
+	// (Gemini, OpenAI-compatible servers) — isolation there costs the salt's tokens on every
+	// request, which no gateway caching earns back.
+	Salt          string
+	SaltAutomatic bool
 }
 
 // Breakpoint is one cache_control marker added.
@@ -88,8 +93,9 @@ type Report struct {
 	// MarkersStoodDown: markers would have been placed, but the evidence says they did not
 	// pay for this workspace and model.
 	MarkersStoodDown bool
-	// Salted: the workspace salt was added.
-	Salted bool
+	// Salted: the workspace salt was added. CallerKeyScoped: the caller's prompt_cache_key
+	// was scoped to its workspace.
+	Salted, CallerKeyScoped bool
 }
 
 // BreakerHeader renders the findings for a response header ("" when none).
@@ -303,9 +309,9 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, t.Salt != "", &rep, s.edits)
 			cached = len(rep.Breakpoints) > 0
 		}
-	} else {
-		// Automatic prefix caching (OpenAI, Gemini and OpenAI-compatible upstreams) caches
-		// any prompt from the minimum on.
+	} else if t.SaltAutomatic && !keyAllowed(t) {
+		// Automatic prefix caching (Gemini and OpenAI-compatible upstreams) caches any prompt
+		// from the minimum on. (OpenAI itself is scoped by the workspace's prompt_cache_key.)
 		cached = rep.TotalTokens >= minTok
 	}
 	if t.Salt != "" && cached {
@@ -315,7 +321,21 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 
 	// 4. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
-		if v := top.key; v == nil || string(v) == "null" {
+		if v := top.key; t.Salt != "" && v != nil && len(v) > 2 && v[0] == '"' {
+			// The caller's own key, scoped to its workspace: OpenAI routes (and so caches) by
+			// key and prefix, and another tenant must not be able to name this one's key.
+			var kh xxhash.Digest
+			kh.Reset()
+			_, _ = kh.WriteString(t.Salt)
+			_, _ = kh.Write([]byte{0})
+			_, _ = kh.Write(v)
+			var sum [8]byte
+			start := len(s.ins)
+			s.ins = strconv.AppendQuote(s.ins, string(hex.AppendEncode([]byte("btlw-"), kh.Sum(sum[:0]))))
+			o := offset(body, v)
+			s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
+			rep.CallerKeyScoped = true
+		} else if v == nil || string(v) == "null" {
 			var kh xxhash.Digest
 			kh.Reset()
 			_, _ = kh.WriteString(t.Workspace)
