@@ -259,6 +259,7 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 	rep := ex.Optimizer
 	rep.CacheMarkers, rep.CacheKey, rep.BudgetCap = 0, false, 0
 	rep.target, rep.cacheKeyBase, rep.keyWarm, rep.prefixShare = tg.Model, "", false, 0
+	rep.prefixMarked, rep.convMarked, rep.markedShare = false, false, 0
 	var price = tg.Price
 	if tg.Priced {
 		rep.price = *price
@@ -275,8 +276,10 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 			rep.CacheMarkers = len(cr.Breakpoints)
 			rep.CacheKey = cr.PromptCacheKey != ""
 			rep.cacheKeyBase, rep.keyWarm = cr.CacheKeyBase, cr.KeyWarm
+			rep.prefixMarked, rep.convMarked = cr.PrefixMarked, cr.ConvMarked
 			if cr.TotalTokens > 0 {
 				rep.prefixShare = float64(cr.PrefixTokens) / float64(cr.TotalTokens)
+				rep.markedShare = float64(cr.MarkedPrefixTokens) / float64(cr.TotalTokens)
 			}
 			if !p.shadow {
 				body = nb
@@ -308,7 +311,8 @@ func (h *Optimize) observe(ex *Exchange) {
 	u := ex.Usage
 	out := h.ev.Observe(evidence.Observation{
 		Workspace: ex.WorkspaceID, Model: rep.target, Price: rep.price,
-		Markers: rep.CacheMarkers, CacheKey: rep.cacheKeyBase, KeyWarm: rep.keyWarm, PrefixShare: rep.prefixShare,
+		Markers: rep.CacheMarkers, PrefixMarked: rep.prefixMarked, ConvMarked: rep.convMarked, MarkedPrefixShare: rep.markedShare,
+		CacheKey: rep.cacheKeyBase, KeyWarm: rep.keyWarm, PrefixShare: rep.prefixShare,
 		MinCacheTokens: rep.price.CacheMinTokens,
 		GatewayCap:     rep.BudgetCap, CallerCapped: ex.Request != nil && ex.Request.OutputCap() > 0,
 		Prompt: u.PromptTokens(), CacheRead: u.CacheRead, CacheWrite5m: u.CacheWrite5m, CacheWrite1h: u.CacheWrite1h,
@@ -403,6 +407,9 @@ type OptimizerReport struct {
 	cacheKeyBase string
 	keyWarm      bool
 	prefixShare  float64
+	prefixMarked bool
+	convMarked   bool
+	markedShare  float64
 }
 
 // serveCached answers from the response cache, or lets the request through and stores its

@@ -90,9 +90,12 @@ type Report struct {
 	PromptCacheKey string
 	CacheKeyBase   string
 	KeyWarm        bool
-	// MarkersStoodDown: markers would have been placed, but the evidence says they did not
-	// pay for this workspace and model.
-	MarkersStoodDown bool
+	// MarkersStoodDown: some kind of marker would have been placed, but the evidence says it
+	// did not pay for this workspace and model. PrefixMarked and ConvMarked say which kinds
+	// were placed, and MarkedPrefixTokens estimates the prompt up to the last prefix marker.
+	MarkersStoodDown         bool
+	PrefixMarked, ConvMarked bool
+	MarkedPrefixTokens       int
 	// Salted: the workspace salt was added. CallerKeyScoped: the caller's prompt_cache_key
 	// was scoped to its workspace.
 	Salted, CallerKeyScoped bool
@@ -136,6 +139,7 @@ func Plan(body []byte, t Target) ([]byte, Report, error) { return defaultPlanner
 // (offsets into the walked body), turned into edits only for the units that get a marker.
 type unit struct {
 	tool           bool // tools[idx], else messages[idx]
+	assistant      bool
 	idx            int
 	blocks, tokens int // its own during the walk, then cumulative at its end
 	mark           markKind
@@ -300,13 +304,13 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			rep.CallerMarkers, cached = true, true
 		case rep.TotalTokens < minTok:
 			rep.BelowMinimum = true
-		case !ev.MarkersPay(t.Workspace, t.Model):
-			rep.MarkersStoodDown = true
 		default:
+			prefix, conv := ev.MarkersPay(t.Workspace, t.Model)
+			rep.MarkersStoodDown = !prefix || !conv
 			var kb [64]byte
 			reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
 			long := ev.LongGap(reuseKey) && allow1h(t)
-			s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, t.Salt != "", &rep, s.edits)
+			s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, t.Salt != "", prefix, conv, &rep, s.edits)
 			cached = len(rep.Breakpoints) > 0
 		}
 	} else if t.SaltAutomatic && !keyAllowed(t) {
@@ -540,7 +544,8 @@ func (s *scratch) walkMessages(body []byte, at int) (end int, firstConv []byte, 
 			r := name(role)
 			system = string(r) == "system" || string(r) == "developer"
 		}
-		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls, from: start, to: it.i}
+		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls, from: start, to: it.i,
+			assistant: len(role) > 1 && string(name(role)) == "assistant"}
 		if len(content) > 0 {
 			switch content[0] {
 			case '"':
@@ -611,7 +616,10 @@ type choice struct {
 // take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones. With
 // isolate no tool is marked: tools render before the workspace salt, so a prefix ending in
 // them would be shared across workspaces.
-func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate bool, rep *Report, edits []edit) []edit {
+// prefix and conv say which kinds the evidence allows: markers on the stable prefix (system,
+// tools) and on the conversation (the rolling last message, the previous turn's end,
+// intermediates).
+func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate, prefix, conv bool, rep *Report, edits []edit) []edit {
 	var chosen [MaxBreakpoints]choice // in the order picked
 	n := 0
 	// choose adds unit i; one picked twice keeps one slot and the latest TTL.
@@ -633,7 +641,7 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate bool, 
 		prefixTTL = "1h"
 	}
 	last := -1
-	for i := len(all) - 1; i >= nTools+nSys; i-- {
+	for i := len(all) - 1; i >= nTools+nSys && conv; i-- {
 		if ok(i) {
 			last = i
 			break
@@ -649,8 +657,27 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate bool, 
 			break
 		}
 	}
-	if anchor >= 0 && n < MaxBreakpoints {
+	if anchor >= 0 && n < MaxBreakpoints && prefix {
 		choose(anchor, prefixTTL)
+		rep.PrefixMarked, rep.MarkedPrefixTokens = true, all[anchor].tokens
+	}
+	// The previous request's rolling marker: the message before the last assistant turn ended
+	// the conversation last time. Marking it again reads what that request wrote on an
+	// upstream that looks up only the marked positions (Bedrock's explicit cache points), at
+	// no cost where the provider also looks back (its segment is already cached).
+	prev := -1
+	if last >= 0 && conv {
+		for i := last - 1; i > nTools+nSys; i-- {
+			if all[i].assistant {
+				if ok(i-1) && i-1 > anchor {
+					prev = i - 1
+				}
+				break
+			}
+		}
+	}
+	if prev >= 0 && n < MaxBreakpoints {
+		choose(prev, "5m")
 	}
 	if last >= 0 {
 		floor := 0
@@ -658,6 +685,9 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate bool, 
 			floor = all[anchor].blocks
 		}
 		cur := last
+		if prev >= 0 {
+			cur = prev
+		}
 		for n < MaxBreakpoints && all[cur].blocks-floor > Lookback {
 			pick := -1
 			for i := nTools + nSys; i < cur; i++ { // earliest marker within reach of cur
@@ -681,12 +711,13 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate bool, 
 			cur = pick
 		}
 	}
-	if nTools > 0 && anchor >= nTools && n < MaxBreakpoints && ok(nTools-1) {
+	if nTools > 0 && anchor >= nTools && n < MaxBreakpoints && ok(nTools-1) && prefix {
 		choose(nTools-1, prefixTTL)
 	}
 	if n == 0 {
 		return edits
 	}
+	rep.ConvMarked = last >= 0
 	// Markers and the Report list them in render order.
 	picked := chosen[:n]
 	slices.SortFunc(picked, func(a, b choice) int { return a.unit - b.unit })

@@ -70,8 +70,14 @@ type Observation struct {
 	Price catalog.Price
 
 	// Markers counts the cache_control markers the gateway added (0 when the caller set its
-	// own or none were placed).
-	Markers int
+	// own or none were placed). PrefixMarked and ConvMarked say which kinds were among them:
+	// on the stable prefix (tools, system) and on the conversation (the rolling last message,
+	// the previous turn's end, intermediates); MarkedPrefixShare is the part of the prompt up
+	// to the last prefix marker, by the gateway's estimate, which splits what the upstream
+	// reported between the two.
+	Markers                  int
+	PrefixMarked, ConvMarked bool
+	MarkedPrefixShare        float64
 	// CacheKey is the prompt_cache_key base the gateway derived ("" when it set none), and
 	// KeyWarm whether that key had been used recently enough for its prefix to be cached.
 	CacheKey string
@@ -108,9 +114,18 @@ type Stats struct {
 	Prompt, CacheRead, CacheWrite, Output    int64
 	Stops, Lengths, GatewayCuts, EmptyLength int64
 	Natural                                  int // natural answer lengths seen (up to NaturalSamples kept)
-	MarkerRequests                           int
-	MarkerNetMicros                          int64 // reads saved minus write premiums, in micro-dollars
-	MarkersStandingDown                      bool
+	// Prefix and Conv are the two kinds of cache markers' accounts.
+	Prefix, Conv MarkerAccount
+}
+
+// MarkerAccount is what one kind of cache marker earned: reads at the cached rate instead of
+// the input rate, less the premium its writes paid over the input rate.
+type MarkerAccount struct {
+	Requests   int
+	NetMicros  int64
+	StandingBy bool // stood down: not placed until Until
+	Until      time.Time
+	StandDowns int
 }
 
 // KeyStats is a snapshot of one prompt_cache_key's sharding state.
@@ -168,11 +183,10 @@ type targetKey struct{ workspace, model string }
 type target struct {
 	last time.Time
 	Stats
-	natural   [NaturalSamples]int32
-	nNatural  int
-	capAt     int // nNatural when learnedCap was computed
-	learned   int64
-	markerOff time.Time // markers stand down until then
+	natural  [NaturalSamples]int32
+	nNatural int
+	capAt    int // nNatural when learnedCap was computed
+	learned  int64
 }
 
 // target returns the record for (ws, model), creating it. Callers hold s.mu.
@@ -247,42 +261,76 @@ func (s *Store) Observe(o Observation) Outcome {
 	return out
 }
 
-// observeMarkers adds one request's marker economics: reads at the cached rate instead of
-// the input rate, less the premium its writes paid over the input rate.
+// observeMarkers splits one request's cache usage between its prefix and conversation
+// markers and adds each part's economics to its account. Reads come from the front of the
+// prompt: up to the last prefix marker they are the prefix markers' doing, past it the
+// conversation markers'. Writes run from where the read ended to the last marker.
 func (t *target) observeMarkers(o Observation, now time.Time) {
 	p := o.Price
 	if p.Input <= 0 {
 		return // unpriced: nothing to judge by
 	}
-	net := o.CacheRead*int64(p.Input-p.CachedInput) -
-		o.CacheWrite5m*int64(max(p.CacheWrite5m-p.Input, 0)) - o.CacheWrite1h*int64(max(p.CacheWrite1h-p.Input, 0))
-	t.MarkerRequests++
-	t.MarkerNetMicros += net / 1_000_000
-	if t.MarkerRequests >= markerWindow && t.MarkerNetMicros <= 0 {
-		t.markerOff = now.Add(markerStandDown)
-		t.MarkersStandingDown = true
-		t.MarkerRequests, t.MarkerNetMicros = 0, 0
+	write := o.CacheWrite5m + o.CacheWrite1h
+	a := int64(0) // tokens up to the last prefix marker
+	switch {
+	case o.PrefixMarked && o.ConvMarked:
+		a = int64(o.MarkedPrefixShare * float64(o.Prompt))
+	case o.PrefixMarked:
+		a = o.Prompt
 	}
-	if t.MarkerRequests >= 8*markerWindow { // a decaying window: old evidence weighs half
-		t.MarkerRequests /= 2
-		t.MarkerNetMicros /= 2
+	prefixRead := min(o.CacheRead, a)
+	prefixWrite := min(max(a-o.CacheRead, 0), write)
+	// The premium of a write over plain input, per token (the 1h share at its own rate).
+	premium := func(w int64) int64 {
+		if write == 0 {
+			return 0
+		}
+		w1 := w * o.CacheWrite1h / write
+		return (w-w1)*int64(max(p.CacheWrite5m-p.Input, 0)) + w1*int64(max(p.CacheWrite1h-p.Input, 0))
+	}
+	saved := int64(p.Input - p.CachedInput)
+	if o.PrefixMarked {
+		t.Prefix.add(prefixRead*saved-premium(prefixWrite), now)
+	}
+	if o.ConvMarked {
+		t.Conv.add((o.CacheRead-prefixRead)*saved-premium(write-prefixWrite), now)
 	}
 }
 
-// MarkersPay reports whether the gateway should add cache markers for (ws, model): yes until
-// they have been seen not to pay, then no for a while, then yes again to re-measure.
-func (s *Store) MarkersPay(ws, model string) bool {
+func (m *MarkerAccount) add(net int64, now time.Time) {
+	m.Requests++
+	m.NetMicros += net / 1_000_000
+	if m.Requests >= markerWindow && m.NetMicros <= 0 {
+		m.StandingBy, m.Until = true, now.Add(markerStandDown)
+		m.StandDowns++
+		m.Requests, m.NetMicros = 0, 0
+	}
+	if m.Requests >= 8*markerWindow { // a decaying window: old evidence weighs half
+		m.Requests /= 2
+		m.NetMicros /= 2
+	}
+}
+
+// on reports whether markers of this kind may be placed, ending a stand-down that is over.
+func (m *MarkerAccount) on(now time.Time) bool {
+	if m.StandingBy && !now.Before(m.Until) {
+		m.StandingBy = false
+	}
+	return !m.StandingBy
+}
+
+// MarkersPay reports which kinds of cache markers the gateway should add for (ws, model):
+// each kind until it has been seen not to pay, then not for a while, then again to
+// re-measure.
+func (s *Store) MarkersPay(ws, model string) (prefix, conv bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t, ok := s.targets[targetKey{ws, model}]
-	if !ok || !t.MarkersStandingDown {
-		return true
+	if !ok {
+		return true, true
 	}
-	if s.now().Before(t.markerOff) {
-		return false
-	}
-	t.MarkersStandingDown = false
-	return true
+	now := s.now()
+	return t.Prefix.on(now), t.Conv.on(now)
 }
 
 // OutputCap is the cap for a request to (ws, model) that gave none: def until MinNatural

@@ -82,35 +82,44 @@ var claude = catalog.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite5m:
 
 func TestMarkersStandDownWhereTheyDoNotPay(t *testing.T) {
 	s, now := clocked()
-	// Paying: each request reads what the one before wrote.
-	for range 20 {
-		s.Observe(Observation{Workspace: "ws", Model: "c", Price: claude, Markers: 2, CacheRead: 5000, CacheWrite5m: 100})
+	obs := func(ws string, read, w5 int64) {
+		s.Observe(Observation{Workspace: ws, Model: "c", Price: claude, Markers: 2, PrefixMarked: true, ConvMarked: true,
+			MarkedPrefixShare: 0.5, Prompt: 10000, CacheRead: read, CacheWrite5m: w5})
 	}
-	if !s.MarkersPay("ws", "c") {
-		t.Fatal("markers that are read back must stay")
+	// Both kinds pay: each request reads what the one before wrote.
+	for range 20 {
+		obs("ws", 9500, 500)
+	}
+	if p, c := s.MarkersPay("ws", "c"); !p || !c {
+		t.Fatalf("markers that are read back must stay: %v %v", p, c)
+	}
+	// An upstream that reads only at the marked positions the previous request also marked:
+	// the prefix is read, the conversation is written again every time.
+	for range markerWindow {
+		obs("bedrock-like", 5000, 5000)
+	}
+	if p, c := s.MarkersPay("bedrock-like", "c"); !p || c {
+		t.Fatalf("want the prefix kept and the conversation markers stood down: %v %v", p, c)
 	}
 	// One-shot traffic: every marker writes, nothing is ever read.
 	for range markerWindow {
-		if !s.MarkersPay("ws2", "c") {
-			t.Fatal("stood down before a window of evidence")
-		}
-		s.Observe(Observation{Workspace: "ws2", Model: "c", Price: claude, Markers: 1, CacheWrite5m: 3000})
+		obs("one-shot", 0, 10000)
 	}
-	if s.MarkersPay("ws2", "c") {
-		t.Fatal("markers whose writes are never read must stand down")
+	if p, c := s.MarkersPay("one-shot", "c"); p || c {
+		t.Fatalf("markers whose writes are never read must stand down: %v %v", p, c)
 	}
-	if !s.MarkersPay("ws", "c") {
+	if p, c := s.MarkersPay("ws", "c"); !p || !c {
 		t.Fatal("another workspace's evidence must not stand this one down")
 	}
 	*now = now.Add(markerStandDown + time.Second)
-	if !s.MarkersPay("ws2", "c") {
+	if p, c := s.MarkersPay("one-shot", "c"); !p || !c {
 		t.Fatal("after the stand-down the markers are measured again")
 	}
 	// Unpriced targets are not judged.
 	for range 3 * markerWindow {
-		s.Observe(Observation{Workspace: "ws3", Model: "x", Markers: 1, CacheWrite5m: 3000})
+		s.Observe(Observation{Workspace: "ws3", Model: "x", Markers: 1, PrefixMarked: true, Prompt: 3000, CacheWrite5m: 3000})
 	}
-	if !s.MarkersPay("ws3", "x") {
+	if p, _ := s.MarkersPay("ws3", "x"); !p {
 		t.Fatal("no price, no verdict")
 	}
 }
