@@ -64,6 +64,9 @@ xcaddy:
 clean:
 	rm -f caddy caddy-xcaddy
 
-# Savings benchmark: five seeded workloads, direct vs through the gateway, with quality checks.
+# Savings benchmark: eight seeded workloads × five providers, independent direct callers vs the
+# gateway with Caddyfile.example's defaults (and the opt-in levers), under two models of
+# OpenAI's prompt cache, with quality checks. Fails on a quality failure or a row that costs
+# more than calling the provider directly.
 bench-savings:
 	$(GO) run ./bench/savings -out bench/savings-results.md

@@ -95,6 +95,8 @@ func main() {
 
 	clk := &clock{}
 	clk.Set(time.Now())
+	// Answers are deterministic per request (no Options.Sampling): a sampled answer's length would
+	// differ between the direct and the gateway run and add noise to every sampled row.
 	sim := simulated.New(simulated.Options{CacheClock: clk.Now})
 	rec := &recorder{h: sim}
 	up := httptest.NewServer(rec)
@@ -351,6 +353,16 @@ func render(title string, rows []row) (string, int) {
 	for _, r := range rows {
 		q := r.gateway.quality() + r.optin.quality()
 		failures += q
+		// The gateway must never cost more than calling the provider directly.
+		for _, c := range []struct {
+			name string
+			s    side
+		}{{"defaults", r.gateway}, {"opt-in", r.optin}} {
+			if c.s.cost > r.direct.cost {
+				fmt.Fprintf(os.Stderr, "NEGATIVE ROW: %s / %s with %s costs %s more than direct\n", r.workload, r.provider, c.name, c.s.cost-r.direct.cost)
+				failures++
+			}
+		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %d / %d / %d | %s | %s | %.1f%% | %s | %.1f%% | %d, %d |\n", r.workload, r.provider, r.direct.clients,
 			r.direct.calls, r.gateway.calls, r.optin.calls, r.direct.cost, r.gateway.cost, pct(r.direct.cost, r.gateway.cost),
 			r.optin.cost, pct(r.direct.cost, r.optin.cost), r.gateway.quality(), r.optin.quality())
