@@ -66,8 +66,9 @@ type cacheRoutes struct {
 	keys     map[string]int
 }
 
+// routeRate keeps the times of a route's last MachineRPM admitted requests.
 type routeRate struct {
-	times [64]int64
+	times []int64
 	n     int
 }
 
@@ -100,7 +101,7 @@ func (c *cacheRoutes) scope(apiKey, cacheKey string, canon []byte, now time.Time
 	}
 	r := c.m[route]
 	if r == nil {
-		r = &routeRate{}
+		r = &routeRate{times: make([]int64, c.rpm)}
 		c.m[route] = r
 	}
 	t := now.UnixNano()
