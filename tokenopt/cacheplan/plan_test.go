@@ -466,3 +466,57 @@ func clockedPlanner(now func() time.Time) *Planner {
 	ev.SetClock(now)
 	return &Planner{Evidence: ev}
 }
+
+// TestIsolation: the workspace salt goes first where markers make the upstream cache (and
+// no tool is marked ahead of it); OpenAI is scoped by the key instead; automatic caching is
+// salted only in strict mode; short prompts are left alone.
+func TestIsolation(t *testing.T) {
+	salt := Isolate("ws_a")
+	if salt == Isolate("ws_b") || salt != Isolate("ws_a") {
+		t.Fatal("the salt must be stable per workspace and differ between workspaces")
+	}
+	bigTools := `[{"type":"function","function":{"name":"f","description":` + jsonStr(long) + `,"parameters":{"type":"object"}}}]`
+	longBody := `{"model":"m","tools":` + bigTools + `,"messages":[{"role":"system","content":` + jsonStr(long) + `},{"role":"user","content":"q"}]}`
+	shortBody := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	first := `"messages":[{"role":"system","content":"` + salt + `"},`
+	gpt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws_a", Price: keyed, Salt: salt}
+	gem := Target{Provider: "gemini", Model: "gemini-2.5-flash", Workspace: "ws_a", Salt: salt}
+	strict := gem
+	strict.SaltAutomatic = true
+	cl := claude()
+	cl.Workspace, cl.Salt = "ws_a", salt
+	cases := []struct {
+		name, body string
+		tgt        Target
+		salted     bool
+	}{
+		{"claude with markers", longBody, cl, true},
+		{"claude below the minimum", shortBody, cl, false},
+		{"openai: scoped by key, no salt", longBody, gpt, false},
+		{"gemini: automatic caching, no salt by default", longBody, gem, false},
+		{"gemini strict", longBody, strict, true},
+		{"gemini strict, short", shortBody, strict, false},
+	}
+	for _, c := range cases {
+		out, rep, err := NewPlanner().Plan([]byte(c.body), c.tgt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(out), first); got != c.salted || rep.Salted != c.salted {
+			t.Errorf("%s: salted %v (report %v), want %v:\n%.300s", c.name, got, rep.Salted, c.salted, out)
+		}
+		for _, b := range rep.Breakpoints {
+			if strings.HasPrefix(b.Where, "tools") {
+				t.Errorf("%s: a tool marked ahead of the salt", c.name)
+			}
+		}
+	}
+	// A caller's own prompt_cache_key is scoped to its workspace.
+	own := `{"prompt_cache_key":"shared-bot","model":"gpt-4o","messages":[{"role":"user","content":"q"}]}`
+	outA, rep, _ := NewPlanner().Plan([]byte(own), gpt)
+	gpt.Workspace, gpt.Salt = "ws_b", Isolate("ws_b")
+	outB, _, _ := NewPlanner().Plan([]byte(own), gpt)
+	if !rep.CallerKeyScoped || strings.Contains(string(outA), "shared-bot") || string(outA) == string(outB) {
+		t.Fatalf("caller key not scoped per workspace:\n%s\n%s", outA, outB)
+	}
+}
