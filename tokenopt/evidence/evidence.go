@@ -162,22 +162,6 @@ func (s *Store) SetClock(now func() time.Time) {
 	s.mu.Unlock()
 }
 
-// Now is the store's clock.
-func (s *Store) Now() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.now()
-}
-
-// Reset forgets everything.
-func (s *Store) Reset() {
-	s.mu.Lock()
-	clear(s.targets)
-	clear(s.keys)
-	clear(s.prefixes)
-	s.mu.Unlock()
-}
-
 type targetKey struct{ workspace, model string }
 
 type target struct {
