@@ -30,7 +30,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -299,16 +298,7 @@ func (e *env) send(p provider, target, key string, body map[string]any) (string,
 	req, _ := http.NewRequest(http.MethodPost, target+"/v1/chat/completions", bytes.NewReader(raw))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	out, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("gateway %s: %d %s", p.name, resp.StatusCode, truncate(out))
-	}
-	return answerText("openai", out), nil
+	return call(req, "gateway "+p.name, "openai")
 }
 
 func (s side) quality() int { return s.factsLost + s.invalid + s.wrong + s.failures }

@@ -103,6 +103,11 @@ func (e *env) direct(p provider, body map[string]any) (string, error) {
 			return "", err
 		}
 	}
+	return call(req, "direct "+p.name, p.format)
+}
+
+// call sends req and returns the answer's text, read in the given format.
+func call(req *http.Request, what, format string) (string, error) {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", err
@@ -110,9 +115,9 @@ func (e *env) direct(p provider, body map[string]any) (string, error) {
 	out, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("direct %s: %d %s", p.name, resp.StatusCode, truncate(out))
+		return "", fmt.Errorf("%s: %d %s", what, resp.StatusCode, truncate(out))
 	}
-	return answerText(p.format, out), nil
+	return answerText(format, out), nil
 }
 
 // answerText reads the answer out of a provider's native response.

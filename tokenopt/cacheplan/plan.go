@@ -328,26 +328,15 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		if v := top.key; t.Salt != "" && v != nil && len(v) > 2 && v[0] == '"' {
 			// The caller's own key, scoped to its workspace: OpenAI routes (and so caches) by
 			// key and prefix, and another tenant must not be able to name this one's key.
-			var kh xxhash.Digest
-			kh.Reset()
-			_, _ = kh.WriteString(t.Salt)
-			_, _ = kh.Write([]byte{0})
-			_, _ = kh.Write(v)
-			var sum [8]byte
+			var kb [64]byte
 			start := len(s.ins)
-			s.ins = strconv.AppendQuote(s.ins, string(hex.AppendEncode([]byte("btlw-"), kh.Sum(sum[:0]))))
+			s.ins = strconv.AppendQuote(s.ins, string(appendKey(kb[:0], "btlw-", t.Salt, v)))
 			o := offset(body, v)
 			s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
 			rep.CallerKeyScoped = true
 		} else if v == nil || string(v) == "null" {
-			var kh xxhash.Digest
-			kh.Reset()
-			_, _ = kh.WriteString(t.Workspace)
-			_, _ = kh.Write([]byte{0})
-			_, _ = kh.Write(prefixHex)
-			var sum [8]byte
 			var kb [64]byte
-			key := hex.AppendEncode(append(kb[:0], "btl-"...), kh.Sum(sum[:0]))
+			key := appendKey(kb[:0], "btl-", t.Workspace, prefixHex)
 			// One key per workspace and prefix; shards only while the evidence says the key
 			// overflows and sharding helps. A conversation keeps its shard (its first message
 			// picks it), so its own history stays on one machine.
@@ -832,4 +821,15 @@ func saltEdit(body, msgs []byte, salt string) edit {
 		ins = append(ins, ',')
 	}
 	return edit{at, at, ins}
+}
+
+// appendKey appends a prompt_cache_key: prefix and the hex of a hash of scope and value.
+func appendKey(dst []byte, prefix, scope string, value []byte) []byte {
+	var kh xxhash.Digest
+	kh.Reset()
+	_, _ = kh.WriteString(scope)
+	_, _ = kh.Write([]byte{0})
+	_, _ = kh.Write(value)
+	var sum [8]byte
+	return hex.AppendEncode(append(dst, prefix...), kh.Sum(sum[:0]))
 }
