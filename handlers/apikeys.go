@@ -112,6 +112,10 @@ func (h *Auth) createKey(w http.ResponseWriter, r *http.Request, ex *Exchange) {
 		writeError(w, ex, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object: %v", err))
 		return
 	}
+	if perr := providers.CheckIdentifier("name", req.Name); perr != nil {
+		writeError(w, ex, perr)
+		return
+	}
 	if len(req.Scopes) == 0 {
 		req.Scopes = []string{string(ledger.ScopeInference)}
 	}

@@ -87,6 +87,9 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if req.Model == "" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter")
 	}
+	if err := CheckIdentifier("model", req.Model); err != nil {
+		return nil, err
+	}
 	if len(req.Messages) == 0 || string(req.Messages) == "null" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "you must provide a 'messages' parameter")
 	}
