@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -30,6 +29,11 @@ type ChatRequest struct {
 	Tools               json.RawMessage `json:"tools"`
 	ResponseFormat      json.RawMessage `json:"response_format"`
 	PromptCacheKey      string          `json:"prompt_cache_key"`
+
+	// ProviderRefs are the image URLs and file ids in the messages that name storage on the
+	// provider's side (gs://…, s3://…, file-…): the route refuses them unless the operator
+	// allowed them for the workspace.
+	ProviderRefs []string `json:"-"`
 }
 
 // StreamOptions is OpenAI's stream_options object.
@@ -96,16 +100,6 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if req.Messages[0] != '[' {
 		return nil, Errorf(http.StatusBadRequest, "invalid_type", "messages", "invalid type for 'messages': expected an array")
 	}
-	n := 0
-	if err := EachElement(req.Messages, func(i int, v []byte) bool {
-		n++
-		return v[0] == '{'
-	}); err != nil {
-		return nil, Errorf(http.StatusBadRequest, "invalid_type", fmt.Sprintf("messages[%d]", n-1), "messages[%d] must be an object", n-1)
-	}
-	if n == 0 {
-		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "'messages' must be a non-empty array")
-	}
 	if len(req.Tools) > 0 && string(req.Tools) != "null" && req.Tools[0] != '[' {
 		return nil, Errorf(http.StatusBadRequest, "invalid_type", "tools", "invalid type for 'tools': expected an array")
 	}
@@ -115,6 +109,14 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if req.N != nil && (*req.N < 1 || *req.N > 128) {
 		return nil, Errorf(http.StatusBadRequest, "invalid_value", "n", "n must be between 1 and 128")
 	}
+	n, refs, bad := checkMessages(req.Messages)
+	if bad != nil {
+		return nil, bad
+	}
+	if n == 0 {
+		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "'messages' must be a non-empty array")
+	}
+	req.ProviderRefs = refs
 	return req, nil
 }
 
