@@ -11,12 +11,16 @@ import (
 	"encoding/csv"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/providers/simulated"
 )
 
 // hostileDo sends one request with key and returns status, headers and body.
@@ -125,5 +129,219 @@ func TestHostileCSVFormulaInjection(t *testing.T) {
 		if status != http.StatusBadRequest || !bytes.Contains(raw, []byte(`"param":"name"`)) {
 			t.Errorf("%s: %d %s, want 400 on name", name, status, raw)
 		}
+	}
+}
+
+// hostileEnv is a gateway over one simulator speaking Gemini, Vertex, Bedrock and OpenAI, with
+// two workspaces: "allowed" may pass gs://allowed-bucket/shared/ and the file id file-ok; the
+// other may pass nothing provider-side. extra goes into the btl block.
+type hostileEnv struct {
+	base             string
+	sim              *simulated.Server
+	simURL           string
+	allowed, other     string // owner keys
+	allowedWS, otherWS string
+	tl               *testLedger
+}
+
+func newHostileEnv(t *testing.T, extra string) *hostileEnv {
+	t.Helper()
+	tl := newTestLedger(t, 100*ledger.Credit)
+	e := &hostileEnv{tl: tl, allowed: tl.ownerKey, allowedWS: tl.workspace}
+	func() {
+		store, err := ledger.OpenSQLite(context.Background(), tl.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer store.Close()
+		ws, key, err := store.CreateWorkspace(context.Background(), "other", 100*ledger.Credit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.other, e.otherWS = key, ws.ID
+	}()
+	e.sim = simulated.New(simulated.Options{})
+	srv := httptest.NewServer(e.sim)
+	t.Cleanup(srv.Close)
+	e.simURL = srv.URL
+	e.sim.SetAWSCredentials("us-east-1", gbAKID, gbSecret, "")
+	e.sim.SetGeminiAPIKey(gbAPIKey)
+	block := `btl {
+		allow_file_uris ` + tl.workspace + ` gs://allowed-bucket/shared/ file-ok
+		` + extra + `
+		provider gem gemini {
+			base_url ` + srv.URL + `
+			api_key ` + gbAPIKey + `
+		}
+		provider bed bedrock {
+			base_url ` + srv.URL + `
+			region us-east-1
+			access_key_id ` + gbAKID + `
+			secret_access_key ` + gbSecret + `
+		}
+		provider oa openai_compatible {
+			base_url ` + srv.URL + `/v1
+			api_key sim-key
+			models gpt-4o-mini
+		}
+	}`
+	e.base = startGateway(t, tl.withStorage(block), fullChain)
+	return e
+}
+
+// TestHostileProviderSideFileURIs: gs:// (and s3://, file ids) name the operator's storage and
+// are read with the operator's identity. A tenant's request naming one is refused with a 400
+// before any upstream call, through chat, /v1/messages and /v1/responses, unless the operator
+// allowed that prefix for the tenant's workspace.
+func TestHostileProviderSideFileURIs(t *testing.T) {
+	e := newHostileEnv(t, "")
+	chat := func(model, part string) string {
+		return `{"model":"` + model + `","messages":[{"role":"user","content":[{"type":"text","text":"print this file"},` + part + `]}]}`
+	}
+	img := func(u string) string { return `{"type":"image_url","image_url":{"url":"` + u + `"}}` }
+	const gem, bed, oa = "gem/gemini-2.5-flash", "bed/anthropic.claude-3-5-sonnet-20240620-v1:0", "oa/gpt-4o-mini"
+	refused := []struct {
+		name, key, path, body string
+	}{
+		{"gs via chat to gemini", e.other, "/v1/chat/completions", chat(gem, img("gs://operator-secrets/sa-key.png"))},
+		{"gs upper-case scheme", e.other, "/v1/chat/completions", chat(gem, img("GS://operator-secrets/sa-key.png"))},
+		{"s3 via chat to bedrock", e.other, "/v1/chat/completions", chat(bed, img("s3://operator-secrets/x.png"))},
+		{"file id to gemini", e.other, "/v1/chat/completions", chat(gem, `{"type":"file","file":{"file_id":"file-operator"}}`)},
+		{"file id to openai", e.other, "/v1/chat/completions", chat(oa, `{"type":"file","file":{"file_id":"file-operator"}}`)},
+		{"file scheme", e.other, "/v1/chat/completions", chat(gem, img("file:///etc/passwd"))},
+		{"another workspace's allowed prefix", e.other, "/v1/chat/completions", chat(gem, img("gs://allowed-bucket/shared/cat.png"))},
+		{"outside the allowed prefix", e.allowed, "/v1/chat/completions", chat(gem, img("gs://allowed-bucket/private/x.png"))},
+		{"dot-dot out of the prefix", e.allowed, "/v1/chat/completions", chat(gem, img("gs://allowed-bucket/shared/../private/x.png"))},
+		{"bucket name extended", e.allowed, "/v1/chat/completions", chat(gem, img("gs://allowed-bucket-evil/shared/x.png"))},
+		{"gs via /v1/messages", e.other, "/v1/messages",
+			`{"model":"` + gem + `","max_tokens":50,"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"gs://operator-secrets/sa-key.png"}}]}]}`},
+		{"gs via /v1/responses", e.other, "/v1/responses",
+			`{"model":"` + gem + `","input":[{"role":"user","content":[{"type":"input_image","image_url":"gs://operator-secrets/sa-key.png"}]}]}`},
+		{"gs via /v1/responses to openai", e.other, "/v1/responses",
+			`{"model":"` + oa + `","input":[{"role":"user","content":[{"type":"input_image","image_url":"gs://operator-secrets/sa-key.png"}]}]}`},
+	}
+	for _, tc := range refused {
+		status, _, raw := hostileDo(t, http.MethodPost, e.base+tc.path, tc.key, tc.body)
+		if status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", tc.name, status, raw)
+		}
+		if last, ok := e.sim.LastGeminiRequest(); ok && (bytes.Contains(last.Body, []byte("operator")) || bytes.Contains(last.Body, []byte("private"))) {
+			t.Fatalf("%s: the reference reached Gemini: %s", tc.name, last.Body)
+		}
+		if last, ok := e.sim.LastBedrockRequest(); ok && bytes.Contains(last.Body, []byte("operator")) {
+			t.Fatalf("%s: the reference reached Bedrock: %s", tc.name, last.Body)
+		}
+	}
+	// The operator's allowance works for its workspace, and only there.
+	status, _, raw := hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", e.allowed, chat(gem, img("gs://allowed-bucket/shared/cat.png")))
+	if status != http.StatusOK {
+		t.Fatalf("allowed prefix: %d %s", status, raw)
+	}
+	if last, ok := e.sim.LastGeminiRequest(); !ok || !bytes.Contains(last.Body, []byte(`"fileUri":"gs://allowed-bucket/shared/cat.png"`)) {
+		t.Errorf("allowed reference not sent as fileData: %s", last.Body)
+	}
+}
+
+// imageServer serves PNG-looking images of ?kb= kilobytes on loopback and counts what it sends.
+type imageServer struct {
+	*httptest.Server
+	gets, bytes atomic.Int64
+}
+
+func newImageServer(t *testing.T) *imageServer {
+	s := &imageServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.gets.Add(1)
+		kb, _ := strconv.Atoi(r.URL.Query().Get("kb"))
+		w.Header().Set("Content-Type", "image/png")
+		w.Header().Set("Content-Length", strconv.Itoa(8+kb<<10))
+		n, _ := w.Write([]byte("\x89PNG\r\n\x1a\n"))
+		chunk := make([]byte, 64<<10)
+		for left := kb << 10; left > 0; left -= len(chunk) {
+			m, err := w.Write(chunk[:min(left, len(chunk))])
+			n += m
+			if err != nil {
+				break
+			}
+		}
+		s.bytes.Add(int64(n))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func imageChat(model, text string, urls ...string) string {
+	parts := []string{`{"type":"text","text":"` + text + `"}`}
+	for _, u := range urls {
+		parts = append(parts, `{"type":"image_url","image_url":{"url":"`+u+`"}}`)
+	}
+	return `{"model":"` + model + `","messages":[{"role":"user","content":[` + strings.Join(parts, ",") + `]}]}`
+}
+
+// TestHostileImageInliningBudget: a 2 KB request naming 20 large images used to make a
+// 533 MiB upstream body and download everything again on every retry. Now the request gets a
+// 413 once its images pass the per-request total (20 MiB by default), no upstream is called,
+// at most that much is downloaded, and an image is fetched once per request across retries
+// and failover.
+func TestHostileImageInliningBudget(t *testing.T) {
+	imgs := newImageServer(t)
+	e := newHostileEnv(t, `images {
+			allow_private_addresses
+		}
+		model vision {
+			candidates gem/gemini-2.5-flash bed/anthropic.claude-3-5-sonnet-20240620-v1:0
+			strategy ordered
+		}`)
+	for _, model := range []string{"gem/gemini-2.5-flash", "bed/anthropic.claude-3-5-sonnet-20240620-v1:0"} {
+		imgs.bytes.Store(0)
+		urls := make([]string, 20)
+		for i := range urls {
+			urls[i] = imgs.URL + "/big" + strconv.Itoa(i) + ".png?kb=19456" // 19 MiB each, under the per-image cap
+		}
+		body := imageChat(model, "describe", urls...)
+		status, _, raw := hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", e.allowed, body)
+		if status != http.StatusRequestEntityTooLarge && status != http.StatusBadRequest {
+			t.Errorf("%s: 20 large images: %d %s, want 413 or 400", model, status, raw)
+		}
+		if !bytes.Contains(raw, []byte(`"error"`)) {
+			t.Errorf("%s: not an error envelope: %s", model, raw)
+		}
+		// The server counts what it wrote, socket buffers included, so allow some slack: the
+		// point is 20 MiB, not the 380 MiB the images add up to.
+		if got := imgs.bytes.Load(); got > 32<<20 {
+			t.Errorf("%s: served %d MiB for one request (budget 20 MiB)", model, got>>20)
+		}
+		// Many small images: over the count.
+		small := make([]string, 21)
+		for i := range small {
+			small[i] = imgs.URL + "/s" + strconv.Itoa(i) + ".png?kb=1"
+		}
+		status, _, raw = hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", e.allowed, imageChat(model, "describe", small...))
+		if status != http.StatusBadRequest || !bytes.Contains(raw, []byte("too_many_images")) {
+			t.Errorf("%s: 21 images: %d %s, want 400 too_many_images", model, status, raw)
+		}
+	}
+	if last, ok := e.sim.LastGeminiRequest(); ok {
+		t.Errorf("an over-budget request reached Gemini (%d bytes)", len(last.Body))
+	}
+	if last, ok := e.sim.LastBedrockRequest(); ok {
+		t.Errorf("an over-budget request reached Bedrock (%d bytes)", len(last.Body))
+	}
+
+	// Every attempt fails (Gemini twice and more, then failover to Bedrock): each image is
+	// still downloaded once.
+	imgs.gets.Store(0)
+	before := e.sim.Stats().Requests
+	status, _, raw := hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", e.allowed,
+		imageChat("vision", "[sim:status=503]", imgs.URL+"/r1.png?kb=4", imgs.URL+"/r2.png?kb=4"))
+	if status/100 != 5 {
+		t.Fatalf("faulted request: %d %s", status, raw)
+	}
+	attempts := e.sim.Stats().Requests - before
+	if attempts < 3 {
+		t.Fatalf("only %d upstream attempts; the test needs retries and a failover", attempts)
+	}
+	if n := imgs.gets.Load(); n != 2 {
+		t.Errorf("%d image downloads over %d attempts, want 2 (once per image per request)", n, attempts)
 	}
 }

@@ -150,7 +150,12 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 	if plan.Default.Priced {
 		ex.DefaultPrice, ex.HasDefaultPrice = *plan.Default.Price, true
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Deadline))
+	base, perr := isolate(r.Context(), h.rt, ex, req)
+	if perr != nil {
+		writeError(w, ex, perr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(base, time.Duration(h.Deadline))
 	defer cancel()
 	var lastErr *providers.Error
 	for i, tg := range plan.Targets {
