@@ -136,12 +136,12 @@ func TestHostileCSVFormulaInjection(t *testing.T) {
 // two workspaces: "allowed" may pass gs://allowed-bucket/shared/ and the file id file-ok; the
 // other may pass nothing provider-side. extra goes into the btl block.
 type hostileEnv struct {
-	base             string
-	sim              *simulated.Server
-	simURL           string
+	base               string
+	sim                *simulated.Server
+	simURL             string
 	allowed, other     string // owner keys
 	allowedWS, otherWS string
-	tl               *testLedger
+	tl                 *testLedger
 }
 
 func newHostileEnv(t *testing.T, extra string) *hostileEnv {
