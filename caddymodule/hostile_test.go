@@ -6,10 +6,12 @@ package caddymodule
 // their code.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -343,5 +345,53 @@ func TestHostileImageInliningBudget(t *testing.T) {
 	}
 	if n := imgs.gets.Load(); n != 2 {
 		t.Errorf("%d image downloads over %d attempts, want 2 (once per image per request)", n, attempts)
+	}
+}
+
+// TestHostileSlowBody: an authenticated request whose body never finishes used to hold its
+// connection forever (400 of them held 76 MB). The handler's body deadline answers 408 and
+// closes the connection; an answer that takes longer than the deadline after the body arrived
+// is not cut.
+func TestHostileSlowBody(t *testing.T) {
+	tl := newTestLedger(t, 10*ledger.Credit)
+	base := startGateway(t, tl.withStorage(`btl {
+		body_timeout 1s
+		provider sim simulated {
+			models gpt-4o-mini
+		}
+	}`), fullChain)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	partial := `{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"hel`
+	_, err = io.WriteString(conn, "POST /v1/chat/completions HTTP/1.1\r\nHost: "+strings.TrimPrefix(base, "http://")+"\r\nAuthorization: Bearer "+tl.ownerKey+
+		"\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n"+partial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A safety net far beyond the deadline, so a regression fails instead of hanging the suite.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !bytes.Contains(raw, []byte(`"request_timeout"`)) {
+		t.Errorf("stalled body: %d %s, want 408 request_timeout", resp.StatusCode, raw)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection stayed open after the body timeout")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("the connection stayed open after the body timeout (safety net hit)")
+	}
+
+	// The deadline covers the body only: an answer slower than it still arrives.
+	status, _, raw := hostileDo(t, http.MethodPost, base+"/v1/chat/completions", tl.ownerKey,
+		`{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"slow [sim:ttfb=1500ms]"}]}`)
+	if status != http.StatusOK {
+		t.Errorf("slow answer after a prompt body: %d %s", status, raw)
 	}
 }

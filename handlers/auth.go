@@ -22,9 +22,10 @@ import (
 //
 // Placeholders set: {http.vars.btl.workspace_id}, {http.vars.btl.key_id}.
 type Auth struct {
-	rt     Runtime
-	led    *Ledger
-	logger *zap.Logger
+	rt          Runtime
+	led         *Ledger
+	logger      *zap.Logger
+	bodyTimeout time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -40,6 +41,10 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rt, h.led = rt, rt.Ledger()
+	h.bodyTimeout = DefaultBodyTimeout
+	if bt, ok := rt.(bodyTimeouter); ok {
+		h.bodyTimeout = bt.RequestBodyTimeout()
+	}
 	return nil
 }
 
@@ -109,6 +114,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			"this API key lacks the scope this route needs (one of: %s)", strings.Join(names, ", ")))
 		return nil
 	}
+	withBodyDeadline(w, r, h.bodyTimeout)
 	ex.WorkspaceID, ex.KeyID, ex.Scopes = key.WorkspaceID, key.ID, key.Scopes
 	caddyhttp.SetVar(r.Context(), "btl.workspace_id", key.WorkspaceID)
 	caddyhttp.SetVar(r.Context(), "btl.key_id", key.ID)
