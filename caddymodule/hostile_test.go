@@ -10,16 +10,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers/simulated"
@@ -393,5 +398,146 @@ func TestHostileSlowBody(t *testing.T) {
 		`{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"slow [sim:ttfb=1500ms]"}]}`)
 	if status != http.StatusOK {
 		t.Errorf("slow answer after a prompt body: %d %s", status, raw)
+	}
+}
+
+// accessLogBlock is the site's access log as the README and Caddyfile.example ship it.
+func accessLogBlock(file string) string {
+	return `	log {
+		output file ` + file + `
+		format filter {
+			wrap json
+			request>headers btl_secrets
+			request>uri btl_secrets
+		}
+	}
+`
+}
+
+// TestHostileSecretsNeverLogged: keys sent as x-api-key (every Anthropic SDK), api-key, in a
+// custom header or the query string reached Caddy's access log in clear; Caddy redacts only
+// Authorization (and not even that with log_credentials). With the shipped log filter, no
+// secret appears in the access log, whatever header carries it, while the btl fields do.
+func TestHostileSecretsNeverLogged(t *testing.T) {
+	tl := newTestLedger(t, 10*ledger.Credit)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	const providerSecret = "sk-provider-secret-never-logged"
+	base := startGateway(t, tl.withStorage(`servers {
+		log_credentials
+	}
+	btl {
+		provider sim simulated {
+			api_key `+providerSecret+`
+			models gpt-4o-mini
+		}
+	}`), accessLogBlock(logFile)+fullChain)
+	key := tl.ownerKey
+	secretPart := strings.TrimPrefix(key, "btl_")
+	chat := `{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	send := func(method, path, body string, hdr ...string) int {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := send(http.MethodPost, "/v1/chat/completions", chat, "X-Api-Key", key); s != 200 {
+		t.Fatalf("x-api-key chat: %d", s)
+	}
+	if s := send(http.MethodPost, "/v1/messages", `{"model":"sim/gpt-4o-mini","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}`,
+		"X-Api-Key", key, "Anthropic-Version", "2023-06-01"); s != 200 {
+		t.Fatalf("x-api-key messages: %d", s)
+	}
+	send(http.MethodPost, "/v1/chat/completions", chat, "Authorization", "Bearer "+key)
+	send(http.MethodPost, "/v1/chat/completions", chat, "Api-Key", key)
+	send(http.MethodPost, "/v1/chat/completions", chat, "Authorization", "Bearer "+key, "X-Forwarded-Key", key, "Cookie", "session="+key)
+	send(http.MethodGet, "/v1/models?key="+key+"&api_key="+secretPart, "", "Authorization", "Bearer "+key)
+	send(http.MethodGet, "/v1/usage/summary?note="+key, "", "Authorization", "Bearer "+key)
+	send(http.MethodGet, "/v1/api-keys/"+key, "", "Authorization", "Bearer "+key)
+	send(http.MethodGet, "/healthz?key="+key, "", "X-Api-Key", key) // outside the API: logged all the same
+
+	// The file is written as requests finish; the last request's line follows its response.
+	var logged []byte
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		logged, _ = os.ReadFile(logFile)
+		if bytes.Count(logged, []byte("\n")) >= 9 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := bytes.Count(logged, []byte("\n")); n < 9 {
+		t.Fatalf("access log has %d lines, want 9:\n%s", n, logged)
+	}
+	for _, secret := range []string{secretPart, providerSecret} {
+		if bytes.Contains(logged, []byte(secret)) {
+			t.Errorf("a secret reached the access log:\n%s", logged)
+		}
+	}
+	if !bytes.Contains(logged, []byte(`"btl_key_id"`)) || !bytes.Contains(logged, []byte(`"X-Api-Key":["REDACTED"]`)) {
+		t.Errorf("the access log lost its btl fields or headers:\n%s", logged)
+	}
+}
+
+// TestHostileShippedConfigIsSafe: the example config that `make run` serves keeps its slow
+// client timeouts and the secrets filter on both the access log and the default (error) log.
+func TestHostileShippedConfigIsSafe(t *testing.T) {
+	src, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					ReadTimeout       int64 `json:"read_timeout"`
+					ReadHeaderTimeout int64 `json:"read_header_timeout"`
+					IdleTimeout       int64 `json:"idle_timeout"`
+					WriteTimeout      int64 `json:"write_timeout"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+		Logging struct {
+			Logs map[string]struct {
+				Encoder struct {
+					Format string `json:"format"`
+					Fields map[string]struct {
+						Filter string `json:"filter"`
+					} `json:"fields"`
+				} `json:"encoder"`
+			} `json:"logs"`
+		} `json:"logging"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range cfg.Apps.HTTP.Servers {
+		if s.ReadTimeout <= 0 || s.ReadHeaderTimeout <= 0 || s.IdleTimeout <= 0 {
+			t.Errorf("server %s: read_body/read_header/idle timeouts missing: %+v", name, s)
+		}
+		if s.WriteTimeout != 0 {
+			t.Errorf("server %s: a write timeout would cut long streams", name)
+		}
+	}
+	if len(cfg.Logging.Logs) < 2 {
+		t.Fatalf("want the default log and an access log, got %d logs", len(cfg.Logging.Logs))
+	}
+	for name, l := range cfg.Logging.Logs {
+		for _, field := range []string{"request>headers", "request>uri"} {
+			if l.Encoder.Format != "filter" || l.Encoder.Fields[field].Filter != "btl_secrets" {
+				t.Errorf("log %s: %s is not filtered by btl_secrets", name, field)
+			}
+		}
 	}
 }
