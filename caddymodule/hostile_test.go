@@ -541,3 +541,212 @@ func TestHostileShippedConfigIsSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileSSRFThroughImageURLs: image URLs that Gemini and Bedrock requests make the
+// gateway download must never reach its own network: every loopback spelling is refused with
+// a 400 and the loopback server sees no request. (Private, link-local and metadata ranges are
+// checked on the address by TestHostileSSRFAddressForms, so no test sends them a packet.)
+func TestHostileSSRFThroughImageURLs(t *testing.T) {
+	imgs := newImageServer(t)
+	e := newHostileEnv(t, "")
+	port := imgs.URL[strings.LastIndexByte(imgs.URL, ':')+1:]
+	targets := []string{
+		"http://127.0.0.1:" + port + "/a.png", "http://localhost:" + port + "/a.png", "http://[::1]:" + port + "/a.png",
+		"http://127.1:" + port + "/a.png", "http://2130706433:" + port + "/a.png", "http://0x7f000001:" + port + "/a.png",
+		"http://[::ffff:127.0.0.1]:" + port + "/a.png", "http://0.0.0.0:" + port + "/a.png", "http://127.0.0.1.nip.invalid:" + port + "/a.png",
+		"http://user:pass@127.0.0.1:" + port + "/a.png", "https://127.0.0.1:" + port + "/a.png",
+	}
+	for _, model := range []string{"gem/gemini-2.5-flash", "bed/anthropic.claude-3-5-sonnet-20240620-v1:0"} {
+		for _, u := range targets {
+			status, _, raw := hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", e.allowed, imageChat(model, "look", u))
+			if status != http.StatusBadRequest {
+				t.Errorf("%s %s: %d %s, want 400", model, u, status, raw)
+			}
+		}
+	}
+	if n := imgs.gets.Load(); n != 0 {
+		t.Errorf("the loopback image server got %d requests", n)
+	}
+}
+
+// TestHostileCountTokensBounded: /v1/messages/count_tokens is free to call, and 1 MB without
+// a space used to cost minutes of CPU (quadratic BPE). It now answers promptly with a
+// plausible count; the client-side timeout is only a safety net.
+func TestHostileCountTokensBounded(t *testing.T) {
+	tl := newTestLedger(t, 10*ledger.Credit)
+	base := startGateway(t, tl.withStorage(`btl {
+		provider sim simulated {
+			models gpt-4o-mini
+		}
+	}`), fullChain)
+	client := &http.Client{Timeout: 60 * time.Second}
+	for name, run := range map[string]string{
+		"ascii": strings.Repeat("a", 1<<20),
+		"cjk":   strings.Repeat("漢字かな", 1<<20/12),
+	} {
+		body := `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"` + run + `"}]}`
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages/count_tokens", strings.NewReader(body))
+		req.Header.Set("X-Api-Key", tl.ownerKey)
+		req.Header.Set("Content-Type", "application/json")
+		started := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var out struct {
+			InputTokens int `json:"input_tokens"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		t.Logf("%s: 1 MiB without spaces counted in %v: %d tokens", name, time.Since(started).Round(time.Millisecond), out.InputTokens)
+		if resp.StatusCode != http.StatusOK || out.InputTokens < len(run)/16 || out.InputTokens > len(run) {
+			t.Errorf("%s: %d, %d tokens for %d bytes", name, resp.StatusCode, out.InputTokens, len(run))
+		}
+	}
+}
+
+// mintKey mints a key with scopes through POST /v1/api-keys.
+func mintKey(t *testing.T, base, owner string, scopes ...string) (id, secret string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"name": "hostile-" + strings.Join(scopes, "+"), "scopes": scopes})
+	status, _, raw := hostileDo(t, http.MethodPost, base+"/v1/api-keys", owner, string(body))
+	var out struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || status != http.StatusOK && status != http.StatusCreated || out.Key == "" {
+		t.Fatalf("create key %v: %d %s", scopes, status, raw)
+	}
+	return out.ID, out.Key
+}
+
+// TestHostileScopeEscalation: every route answers 403 to a key without the scope it needs
+// (never 200, never another workspace's data), and a key cannot mint a scope it lacks.
+func TestHostileScopeEscalation(t *testing.T) {
+	e := newHostileEnv(t, "")
+	_, inference := mintKey(t, e.base, e.allowed, "inference")
+	_, usage := mintKey(t, e.base, e.allowed, "usage:read")
+	_, keys := mintKey(t, e.base, e.allowed, "keys:write")
+	chat := `{"model":"oa/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+	routes := []struct {
+		method, path, body string
+		allowed            []string // scopes that may call it
+	}{
+		{"POST", "/v1/chat/completions", chat, []string{"inference"}},
+		{"POST", "/v1/responses", `{"model":"oa/gpt-4o-mini","input":"hi"}`, []string{"inference"}},
+		{"GET", "/v1/responses/resp_x", "", []string{"inference"}},
+		{"DELETE", "/v1/responses/resp_x", "", []string{"inference"}},
+		{"POST", "/v1/messages", `{"model":"oa/gpt-4o-mini","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, []string{"inference"}},
+		{"POST", "/v1/messages/count_tokens", `{"model":"oa/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`, []string{"inference"}},
+		{"GET", "/v1/models", "", []string{"inference", "usage:read"}},
+		{"GET", "/v1/providers", "", []string{"inference", "usage:read"}},
+		{"GET", "/v1/usage/summary", "", []string{"usage:read"}},
+		{"GET", "/v1/usage/requests", "", []string{"usage:read"}},
+		{"GET", "/v1/usage/export?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z", "", []string{"usage:read"}},
+		{"GET", "/v1/account/pricing", "", []string{"usage:read"}},
+		{"GET", "/v1/api-keys", "", []string{"keys:write"}},
+		{"POST", "/v1/api-keys", `{"name":"x","scopes":["keys:write"]}`, []string{"keys:write"}},
+		{"DELETE", "/v1/api-keys/key_x", "", []string{"keys:write"}},
+		{"POST", "/v1/account/top-ups", `{"amount_usd":5}`, []string{"keys:write"}},
+	}
+	for _, rt := range routes {
+		for scope, key := range map[string]string{"inference": inference, "usage:read": usage, "keys:write": keys} {
+			ok := false
+			for _, a := range rt.allowed {
+				ok = ok || a == scope
+			}
+			status, _, raw := hostileDo(t, rt.method, e.base+rt.path, key, rt.body)
+			if !ok && status != http.StatusForbidden {
+				t.Errorf("%s %s with only %s: %d %s, want 403", rt.method, rt.path, scope, status, raw)
+			}
+			if ok && (status == http.StatusForbidden || status == http.StatusUnauthorized) {
+				t.Errorf("%s %s with %s: %d %s", rt.method, rt.path, scope, status, raw)
+			}
+		}
+		// No key, a malformed key, a key of the right shape that does not exist: 401.
+		for _, bad := range []string{"", "btl_", "btl_" + strings.Repeat("A", 43), "sk-not-ours"} {
+			if status, _, raw := hostileDo(t, rt.method, e.base+rt.path, bad, rt.body); status != http.StatusUnauthorized {
+				t.Errorf("%s %s with key %q: %d %s, want 401", rt.method, rt.path, bad, status, raw)
+			}
+		}
+	}
+	// A keys:write key cannot hand out scopes it does not hold.
+	for _, scopes := range []string{`["inference"]`, `["usage:read"]`, `["keys:write","inference"]`} {
+		status, _, raw := hostileDo(t, http.MethodPost, e.base+"/v1/api-keys", keys, `{"name":"escalate","scopes":`+scopes+`}`)
+		if status != http.StatusForbidden {
+			t.Errorf("keys:write key minting %s: %d %s, want 403", scopes, status, raw)
+		}
+	}
+}
+
+// TestHostileCrossWorkspaceIDs: another workspace's ids — stored responses, key ids, request
+// ids — are 404 (never their data), and query parameters cannot select another workspace.
+func TestHostileCrossWorkspaceIDs(t *testing.T) {
+	e := newHostileEnv(t, "")
+	// Workspace A stores a response and makes a metered request.
+	status, _, raw := hostileDo(t, http.MethodPost, e.base+"/v1/responses", e.allowed,
+		`{"model":"oa/gpt-4o-mini","input":"A's confidential prompt","store":true}`)
+	var resp struct {
+		ID string `json:"id"`
+	}
+	if status != http.StatusOK || json.Unmarshal(raw, &resp) != nil || resp.ID == "" {
+		t.Fatalf("store a response: %d %s", status, raw)
+	}
+	aKeyID, aKey := mintKey(t, e.base, e.allowed, "inference")
+	status, hdr, raw := hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", aKey, `{"model":"oa/gpt-4o-mini","messages":[{"role":"user","content":"A's secret"}]}`)
+	if status != http.StatusOK {
+		t.Fatalf("A chat: %d %s", status, raw)
+	}
+	aReq := hdr.Get("X-Btl-Request-Id")
+
+	// Workspace B tries every door.
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/v1/responses/" + resp.ID, ""},
+		{"GET", "/v1/responses/" + resp.ID + "/input_items", ""},
+		{"DELETE", "/v1/responses/" + resp.ID, ""},
+		{"POST", "/v1/responses", `{"model":"oa/gpt-4o-mini","input":"continue","previous_response_id":"` + resp.ID + `"}`},
+		{"DELETE", "/v1/api-keys/" + aKeyID, ""},
+	} {
+		status, _, raw := hostileDo(t, tc.method, e.base+tc.path, e.other, tc.body)
+		if status != http.StatusNotFound || bytes.Contains(raw, []byte("confidential")) {
+			t.Errorf("B %s %s: %d %s, want 404", tc.method, tc.path, status, raw)
+		}
+	}
+	// A's key still works after B's revocation attempt.
+	if status, _, raw := hostileDo(t, http.MethodGet, e.base+"/v1/models", aKey, ""); status != http.StatusOK {
+		t.Errorf("A's key after B tried to revoke it: %d %s", status, raw)
+	}
+	// Usage, listings and exports show B nothing of A, whatever the query says. First wait
+	// until A sees its own row (rows reach the database in batches), so absence means something.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, _, raw := hostileDo(t, http.MethodGet, e.base+"/v1/usage/requests?limit=1000", e.allowed, ""); bytes.Contains(raw, []byte(aReq)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A's row %s never appeared in A's own listing", aReq)
+		}
+	}
+	from, to := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	inj := url.QueryEscape(e.allowedWS)
+	for _, path := range []string{
+		"/v1/usage/requests?limit=1000&workspace_id=" + inj,
+		"/v1/usage/requests?workspace=" + inj + "&cursor=" + url.QueryEscape(aReq),
+		"/v1/usage/summary?workspace_id=" + inj + "&group_by=model",
+		"/v1/usage/export?format=jsonl&from=" + from + "&to=" + to + "&workspace_id=" + inj,
+		"/v1/usage/export?format=csv&from=" + from + "&to=" + to + "&workspace=" + inj,
+		"/v1/api-keys?workspace_id=" + inj,
+		"/v1/usage/requests?limit=1000&from=' OR '1'='1",
+		"/v1/usage/summary?group_by=model;DROP TABLE ledger_rows",
+		"/v1/usage/export?format=csv&from=" + from + "&to=" + to + "%27%3B--",
+	} {
+		status, _, raw := hostileDo(t, http.MethodGet, e.base+path, e.other, "")
+		if status >= 500 {
+			t.Errorf("B GET %s: %d %s", path, status, raw)
+		}
+		for _, leak := range []string{e.allowedWS, aReq, aKeyID, "secret", "confidential"} {
+			if leak != "" && bytes.Contains(raw, []byte(leak)) {
+				t.Errorf("B GET %s leaked %q: %s", path, leak, raw)
+			}
+		}
+	}
+}
