@@ -87,7 +87,7 @@ func checkMember(quoted, raw []byte, i int, refs []string) ([]string, *Error) {
 			return refs, shapeError("invalid_type", msgParam(i, ".role"), "must be a string")
 		}
 		if !knownRole(raw) {
-			role, _ := plainString(raw)
+			role, _ := jsonString(raw)
 			return refs, Errorf(http.StatusBadRequest, "invalid_value", msgParam(i, ".role"),
 				"invalid value for %s: %q (expected system, developer, user, assistant or tool)", msgParam(i, ".role"), role)
 		}
@@ -105,7 +105,7 @@ func checkMember(quoted, raw []byte, i int, refs []string) ([]string, *Error) {
 // deprecated one).
 func knownRole(quoted []byte) bool {
 	if bytes.IndexByte(quoted, '\\') >= 0 {
-		role, _ := plainString(quoted)
+		role, _ := jsonString(quoted)
 		quoted = []byte(`"` + role + `"`)
 	}
 	switch string(quoted[1 : len(quoted)-1]) {
@@ -220,8 +220,8 @@ func keyFold(quoted []byte, name string) bool {
 	return len(inner) == len(name) && bytes.EqualFold(inner, []byte(name))
 }
 
-// plainString decodes a JSON string value, without the decoder when it has no escapes.
-func plainString(raw []byte) (string, bool) {
+// jsonString decodes a JSON string value, without the decoder when it has no escapes.
+func jsonString(raw []byte) (string, bool) {
 	if len(raw) < 2 || raw[0] != '"' {
 		return "", false
 	}
@@ -241,5 +241,5 @@ func stringMember(obj []byte, key string) (string, bool) {
 	if err != nil || !ok {
 		return "", false
 	}
-	return plainString(obj[s.Start:s.End])
+	return jsonString(obj[s.Start:s.End])
 }
