@@ -435,18 +435,8 @@ func TestHostileSecretsNeverLogged(t *testing.T) {
 	secretPart := strings.TrimPrefix(key, "btl_")
 	chat := `{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
 	send := func(method, path, body string, hdr ...string) int {
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		status, _, _ := hostileDo(t, method, base+path, "", body, hdr...)
+		return status
 	}
 	if s := send(http.MethodPost, "/v1/chat/completions", chat, "X-Api-Key", key); s != 200 {
 		t.Fatalf("x-api-key chat: %d", s)

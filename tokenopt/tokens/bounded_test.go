@@ -67,7 +67,7 @@ func TestCountExactBelowLimit(t *testing.T) {
 	if got, want := Count("gpt-4o", prose), len(tk.EncodeOrdinary(prose)); got != want {
 		t.Errorf("Count = %d, tiktoken = %d", got, want)
 	}
-	long := strings.Repeat("Ledger rows are append-only and idempotent by request id. ", 12000)
+	long := strings.Repeat("Ledger rows are append-only and idempotent by request id. ", 8000)
 	got, want := Count("gpt-4o", long), len(tk.EncodeOrdinary(long))
 	if d := float64(got-want) / float64(want); d < -0.01 || d > 0.01 {
 		t.Errorf("Count = %d, tiktoken = %d (%.2f%% off)", got, want, 100*d)
