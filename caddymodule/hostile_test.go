@@ -595,8 +595,8 @@ func TestHostileCountTokensBounded(t *testing.T) {
 	}
 }
 
-// mintKey mints a key with scopes through POST /v1/api-keys.
-func mintKey(t *testing.T, base, owner string, scopes ...string) (id, secret string) {
+// hostileKey mints a key with scopes through POST /v1/api-keys.
+func hostileKey(t *testing.T, base, owner string, scopes ...string) (id, secret string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]any{"name": "hostile-" + strings.Join(scopes, "+"), "scopes": scopes})
 	status, _, raw := hostileDo(t, http.MethodPost, base+"/v1/api-keys", owner, string(body))
@@ -614,9 +614,9 @@ func mintKey(t *testing.T, base, owner string, scopes ...string) (id, secret str
 // (never 200, never another workspace's data), and a key cannot mint a scope it lacks.
 func TestHostileScopeEscalation(t *testing.T) {
 	e := newHostileEnv(t, "")
-	_, inference := mintKey(t, e.base, e.allowed, "inference")
-	_, usage := mintKey(t, e.base, e.allowed, "usage:read")
-	_, keys := mintKey(t, e.base, e.allowed, "keys:write")
+	_, inference := hostileKey(t, e.base, e.allowed, "inference")
+	_, usage := hostileKey(t, e.base, e.allowed, "usage:read")
+	_, keys := hostileKey(t, e.base, e.allowed, "keys:write")
 	chat := `{"model":"oa/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
 	routes := []struct {
 		method, path, body string
@@ -682,7 +682,7 @@ func TestHostileCrossWorkspaceIDs(t *testing.T) {
 	if status != http.StatusOK || json.Unmarshal(raw, &resp) != nil || resp.ID == "" {
 		t.Fatalf("store a response: %d %s", status, raw)
 	}
-	aKeyID, aKey := mintKey(t, e.base, e.allowed, "inference")
+	aKeyID, aKey := hostileKey(t, e.base, e.allowed, "inference")
 	status, hdr, raw := hostileDo(t, http.MethodPost, e.base+"/v1/chat/completions", aKey, `{"model":"oa/gpt-4o-mini","messages":[{"role":"user","content":"A's secret"}]}`)
 	if status != http.StatusOK {
 		t.Fatalf("A chat: %d %s", status, raw)
