@@ -211,3 +211,20 @@ func TestBounded(t *testing.T) {
 		t.Fatalf("unbounded: %d %d %d", len(s.targets), len(s.keys), len(s.prefixes))
 	}
 }
+
+// BenchmarkRequest is the evidence work of one request: the lookups the plan and the budget
+// make, and the observation on completion.
+func BenchmarkRequest(b *testing.B) {
+	s := New()
+	key := []byte("btl-0123456789abcdef")
+	o := Observation{Workspace: "ws_bench", Model: "claude-sonnet-4-5", Price: claude, Markers: 2, PrefixMarked: true, ConvMarked: true,
+		MarkedPrefixShare: 0.5, Prompt: 10000, CacheRead: 9000, CacheWrite5m: 500, GatewayCap: 4096, Output: 300, Finish: "stop"}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.MarkersPay(o.Workspace, o.Model)
+		s.LongGap(key)
+		s.Shards(key)
+		s.OutputCap(o.Workspace, o.Model, 4096, 64000)
+		s.Observe(o)
+	}
+}
