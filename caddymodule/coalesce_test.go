@@ -219,8 +219,10 @@ func TestCoalescingOnlyDeterministic(t *testing.T) {
 					coalesced++
 				}
 			}
-			if want := 6 - int(tc.upstream); coalesced != want {
-				t.Fatalf("%d answers marked coalesced, want %d: %v", coalesced, want, outcomes)
+			// Whoever finishes first pays the shared call, so the caller that started it may
+			// be marked coalesced too: at least the five others are.
+			if sharing := tc.upstream == 1; sharing && coalesced < 5 || !sharing && coalesced != 0 {
+				t.Fatalf("%d answers marked coalesced: %v", coalesced, outcomes)
 			}
 		})
 	}
