@@ -12,6 +12,8 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/coalesce"
 )
 
+var _ providers.Pender = (*subStream)(nil)
+
 // Coalescing: identical deterministic requests in flight at the same time (same workspace,
 // upstream target, shape and bytes) share one upstream call; sampled ones only where the
 // workspace opted in (coalesce.Deterministic, WorkspacePolicy.CoalesceSampled). The call runs detached from any one client, so the
@@ -106,6 +108,10 @@ type subStream struct {
 
 func (s *subStream) Next() ([]byte, error) { return s.sub.Next(s.ctx) }
 func (s *subStream) Close() error          { s.sub.Close(); return nil }
+
+// Pending passes the flight's "next event already here" through, so a coalesced stream is
+// relayed in bursts like a direct one.
+func (s *subStream) Pending() bool { return s.sub.Pending() }
 
 // settleBill decides whether this caller pays the shared call (see coalescer).
 func (ex *Exchange) settleBill() (pays bool) {

@@ -142,6 +142,7 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 	rc := http.NewResponseController(w)
 	var outputBytes int64
 	var buf []byte
+	pender, _ := stream.(providers.Pender)
 	ended := false
 	for payload := first; !eof; {
 		var typ string
@@ -177,9 +178,12 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 			h.abandon(ex, outputBytes)
 			return
 		}
-		if err := rc.Flush(); err != nil {
-			h.abandon(ex, outputBytes)
-			return
+		// As in relayStream: events that arrived together leave in one write.
+		if pender == nil || !pender.Pending() {
+			if err := rc.Flush(); err != nil {
+				h.abandon(ex, outputBytes)
+				return
+			}
 		}
 		var err error
 		payload, err = stream.Next()
@@ -201,6 +205,7 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 			return
 		}
 	}
+	_ = rc.Flush()
 	if !ended {
 		ex.Partial, ex.ErrorCode = true, "upstream_stream_truncated"
 	}

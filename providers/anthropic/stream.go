@@ -92,6 +92,10 @@ func (s *Stream) Next() ([]byte, error) {
 	}
 }
 
+// Pending reports whether Next can answer without waiting for the upstream: a translated
+// chunk is queued, or the next event's bytes have arrived (providers.Pender).
+func (s *Stream) Pending() bool { return len(s.pending) > 0 || (!s.done && s.rd.Buffered() > 0) }
+
 // Close stops the idle timer and releases the upstream connection.
 func (s *Stream) Close() error {
 	if s.timer != nil {

@@ -103,6 +103,9 @@ func (s *responsesStream) Next() ([]byte, error) {
 	}
 }
 
+// Pending reports whether the next event has already arrived (providers.Pender).
+func (s *responsesStream) Pending() bool { return !s.done && s.rd.Buffered() > 0 }
+
 func (s *responsesStream) Close() error {
 	s.timer.Stop()
 	s.cancel()
