@@ -33,6 +33,7 @@ test: lint
 FUZZ_TARGETS := \
 	./providers:FuzzParseChatRequest \
 	./providers:FuzzValidJSON \
+	./providers:FuzzParseOpenAIUsage \
 	./providers/sse:FuzzReader \
 	./providers/eventstream:FuzzDecoder \
 	./providers/anthropic:FuzzTranslator \

@@ -104,7 +104,10 @@ func (s *Stream) Close() error {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	return s.body.Close()
+	err := s.body.Close()
+	s.done, s.pending = true, nil
+	s.rd.Release()
+	return err
 }
 
 // Translator is the pure event → chunk state machine behind Stream, usable on its own (and

@@ -176,5 +176,8 @@ func (s *stream) readError(err error) error {
 func (s *stream) Close() error {
 	s.timer.Stop()
 	s.cancel()
-	return s.body.Close()
+	err := s.body.Close()
+	s.done, s.queue = true, nil
+	s.rd.Release()
+	return err
 }

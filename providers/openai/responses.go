@@ -109,7 +109,10 @@ func (s *responsesStream) Pending() bool { return !s.done && s.rd.Buffered() > 0
 func (s *responsesStream) Close() error {
 	s.timer.Stop()
 	s.cancel()
-	return s.body.Close()
+	err := s.body.Close()
+	s.done = true
+	s.rd.Release()
+	return err
 }
 
 var _ providers.ResponsesAdapter = (*Adapter)(nil)
