@@ -227,3 +227,54 @@ func TestCoalescingOnlyDeterministic(t *testing.T) {
 		})
 	}
 }
+
+// TestCoalescedWaitersOutliveLeadCaller: non-stream callers waiting for an identical call in
+// flight get their answers when the caller that made it leaves (its call is cancelled with
+// it): each then calls the upstream itself.
+func TestCoalescedWaitersOutliveLeadCaller(t *testing.T) {
+	base, primary, _ := simGateway(t)
+	client := sdk(base)
+	params := openai.ChatCompletionNewParams{Model: "sim/gpt-4o-mini", Temperature: openai.Float(0),
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("shared call [sim:hold=lead-leaves]")}}
+	leadCtx, leave := context.WithCancel(context.Background())
+	leadDone := make(chan error, 1)
+	go func() {
+		_, err := client.Chat.Completions.New(leadCtx, params)
+		leadDone <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for primary.Waiting("lead-leaves") < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var wg sync.WaitGroup
+	answers := make([]string, 3)
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Chat.Completions.New(context.Background(), params)
+			if errs[i] = err; err == nil {
+				answers[i] = resp.Choices[0].Message.Content
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // the three are waiting for the lead's call
+	if n := primary.Stats().Requests; n != 1 {
+		t.Fatalf("upstream calls before the lead left: %d, want 1", n)
+	}
+	leave()
+	if err := <-leadDone; err == nil {
+		t.Fatal("the departed caller got an answer")
+	}
+	for primary.Waiting("lead-leaves") < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	primary.Release("lead-leaves")
+	wg.Wait()
+	for i := range 3 {
+		if errs[i] != nil || !strings.HasPrefix(answers[i], "Simulated answer") {
+			t.Fatalf("waiter %d: %q %v", i, answers[i], errs[i])
+		}
+	}
+}

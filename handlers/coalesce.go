@@ -23,12 +23,26 @@ var _ providers.Pender = (*subStream)(nil)
 // usage pays it; the others are recorded as coalesced at zero cost, the call's list price
 // credited to the coalesce lever. A caller that leaves early pays for what it used, as any
 // abandoned stream does, so a flight whose first caller left is never left unpaid.
+//
+// Cost: a non-stream call goes through coalesce.Gate, which costs nothing but a fingerprint and
+// a map entry until an identical call is in flight; the caller that found nothing identical
+// makes the call itself and always pays it, and those that wait for it are coalesced. A stream
+// goes through a shared flight (a goroutine reads the upstream for every subscriber).
 type coalescer struct {
 	streams coalesce.Streams
-	calls   coalesce.Group[*providers.Response]
+	gate    coalesce.Gate[*providers.Response]
 	mu      sync.Mutex
 	bills   map[string]*flightBill
 }
+
+// paidBill is the bill of a caller that waited for another's call: that caller pays it.
+var paidBill = func() *flightBill {
+	b := new(flightBill)
+	b.paid.Store(true)
+	return b
+}()
+
+func noRelease() {}
 
 // flightBill is shared by the callers of one coalesced call.
 type flightBill struct {
@@ -76,16 +90,12 @@ func (c *coalescer) release(key string) {
 
 // call makes the upstream call through the coalescer.
 func (c *coalescer) call(ctx context.Context, ex *Exchange, tg routing.Target, pc *providers.Call) (*providers.Response, error) {
+	if !pc.Stream {
+		return c.callOnce(ctx, ex, tg, pc)
+	}
 	key := coalesceKey(ex, tg, pc.Stream, pc.Body)
 	ex.bill = c.acquire(key)
 	ex.releaseBill = func() { c.release(key) }
-	if !pc.Stream {
-		resp, shared, err := c.calls.Do(ctx, key, func(ctx context.Context) (*providers.Response, error) {
-			return tg.Provider.Chat(ctx, pc)
-		})
-		ex.Coalesced = shared
-		return resp, err
-	}
 	sub, shared := c.streams.Join(ctx, key, func(ctx context.Context) (coalesce.Source, error) {
 		resp, err := tg.Provider.Chat(ctx, pc)
 		if err != nil {
@@ -98,6 +108,38 @@ func (c *coalescer) call(ctx context.Context, ex *Exchange, tg routing.Target, p
 	})
 	ex.Coalesced = shared
 	return &providers.Response{Status: 200, Stream: &subStream{sub: sub, ctx: ctx}}, nil
+}
+
+// callOnce makes a non-stream call, or waits for an identical one in flight.
+func (c *coalescer) callOnce(ctx context.Context, ex *Exchange, tg routing.Target, pc *providers.Call) (*providers.Response, error) {
+	ex.releaseBill = noRelease
+	scope := ex.WorkspaceID + "\x00" + tg.Provider.Name() + "/" + tg.Model
+	lead, wait := c.gate.Enter(scope, pc.Body)
+	if wait {
+		resp, ok, err := lead.Wait(ctx)
+		if ok {
+			ex.Coalesced, ex.bill = true, paidBill
+			return resp, err
+		}
+		// The call's own caller left and took the call with it: make our own.
+		return tg.Provider.Chat(ctx, pc)
+	}
+	if lead == nil {
+		return tg.Provider.Chat(ctx, pc)
+	}
+	// Whatever happens (a panic included), the waiters are released; if this caller left,
+	// they call on their own rather than inherit its cancellation.
+	var resp *providers.Response
+	err := coalesce.ErrLeadGone
+	defer func() {
+		if ctx.Err() != nil {
+			c.gate.Finish(lead, nil, coalesce.ErrLeadGone)
+			return
+		}
+		c.gate.Finish(lead, resp, err)
+	}()
+	resp, err = tg.Provider.Chat(ctx, pc)
+	return resp, err
 }
 
 // subStream reads a coalesced flight as a ChunkStream.
