@@ -141,7 +141,8 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	var outputBytes int64
-	var buf []byte
+	buf := getRelayBuf()
+	defer func() { putRelayBuf(buf) }()
 	pender, _ := stream.(providers.Pender)
 	ended := false
 	for payload := first; !eof; {
