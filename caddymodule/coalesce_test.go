@@ -229,8 +229,7 @@ func TestCoalescingOnlyDeterministic(t *testing.T) {
 }
 
 // TestCoalescedWaitersOutliveLeadCaller: non-stream callers waiting for an identical call in
-// flight get their answers when the caller that made it leaves (its call is cancelled with
-// it): each then calls the upstream itself.
+// flight get their answers when the caller that made it leaves.
 func TestCoalescedWaitersOutliveLeadCaller(t *testing.T) {
 	base, primary, _ := simGateway(t)
 	client := sdk(base)
@@ -267,9 +266,9 @@ func TestCoalescedWaitersOutliveLeadCaller(t *testing.T) {
 	if err := <-leadDone; err == nil {
 		t.Fatal("the departed caller got an answer")
 	}
-	for primary.Waiting("lead-leaves") < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	// The call may go on detached (the gateway bills what the upstream was asked) or end
+	// with its caller (the waiters then call themselves): either way they are answered.
+	time.Sleep(100 * time.Millisecond)
 	primary.Release("lead-leaves")
 	wg.Wait()
 	for i := range 3 {

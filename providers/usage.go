@@ -96,13 +96,13 @@ func scanOpenAIUsage(raw []byte, o *OpenAIUsage) bool {
 		val := raw[v.Start:v.End]
 		switch string(quoted) {
 		case `"prompt_tokens"`:
-			ok = plainInt(val, &o.PromptTokens)
+			ok = usageInt(val, &o.PromptTokens)
 		case `"completion_tokens"`:
-			ok = plainInt(val, &o.CompletionTokens)
+			ok = usageInt(val, &o.CompletionTokens)
 		case `"total_tokens"`:
-			ok = plainInt(val, &o.TotalTokens)
+			ok = usageInt(val, &o.TotalTokens)
 		case `"prompt_cache_hit_tokens"`:
-			ok = plainInt(val, &o.PromptCacheHitTokens)
+			ok = usageInt(val, &o.PromptCacheHitTokens)
 		case `"prompt_tokens_details"`:
 			var d usageDetails
 			if ok = scanDetails(val, &d); ok {
@@ -155,11 +155,11 @@ func scanDetails(val []byte, d *usageDetails) bool {
 		n := val[v.Start:v.End]
 		switch string(quoted) {
 		case `"cached_tokens"`:
-			ok = plainInt(n, &d.CachedTokens)
+			ok = usageInt(n, &d.CachedTokens)
 		case `"cache_write_tokens"`:
-			ok = plainInt(n, &d.CacheWriteTokens)
+			ok = usageInt(n, &d.CacheWriteTokens)
 		case `"reasoning_tokens"`:
-			ok = plainInt(n, &d.ReasoningTokens)
+			ok = usageInt(n, &d.ReasoningTokens)
 		default:
 			ok = !caseVariant(quoted, usageKeys[:])
 		}
@@ -168,8 +168,8 @@ func scanDetails(val []byte, d *usageDetails) bool {
 	return err == nil && ok
 }
 
-// plainInt parses a JSON integer without sign, exponent or fraction that fits an int64.
-func plainInt(b []byte, dst *int64) bool {
+// usageInt parses a JSON integer without sign, exponent or fraction that fits an int64.
+func usageInt(b []byte, dst *int64) bool {
 	if len(b) == 0 || len(b) > 18 {
 		return false
 	}
@@ -199,4 +199,16 @@ func caseVariant(quoted []byte, keys []string) bool {
 		}
 	}
 	return false
+}
+
+// MaxUsageTokens bounds each usage count the gateway accepts from an upstream: 2^32 tokens,
+// beyond any context window, so that pricing a hostile or broken upstream's report stays far
+// from overflow and never turns negative.
+const MaxUsageTokens = 1 << 32
+
+// Bounded returns u with every count clamped to [0, MaxUsageTokens].
+func (u Usage) Bounded() Usage {
+	c := func(v int64) int64 { return min(max(v, 0), MaxUsageTokens) }
+	return Usage{InputUncached: c(u.InputUncached), CacheRead: c(u.CacheRead), CacheWrite5m: c(u.CacheWrite5m),
+		CacheWrite1h: c(u.CacheWrite1h), Output: c(u.Output), Reasoning: c(u.Reasoning)}
 }
