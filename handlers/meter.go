@@ -126,7 +126,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error; the row records it
 	}
-	targets, rerr := h.rt.Routes().Resolve(req.Model)
+	targets, rerr := ex.Candidates(h.rt.Routes(), req.Model)
 	if rerr != nil {
 		return next.ServeHTTP(w, r)
 	}
