@@ -12,22 +12,19 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/coalesce"
 )
 
-var _ providers.Pender = (*subStream)(nil)
-
 // Coalescing: identical deterministic requests in flight at the same time (same workspace,
 // upstream target, shape and bytes) share one upstream call; sampled ones only where the
-// workspace opted in (coalesce.Deterministic, WorkspacePolicy.CoalesceSampled). The call runs detached from any one client, so the
-// first caller leaving does not cut the others off.
+// workspace opted in (coalesce.Deterministic, WorkspacePolicy.CoalesceSampled).
 //
-// Billing: the shared call is paid once. Whoever finishes first with the upstream's complete
-// usage pays it; the others are recorded as coalesced at zero cost, the call's list price
-// credited to the coalesce lever. A caller that leaves early pays for what it used, as any
-// abandoned stream does, so a flight whose first caller left is never left unpaid.
+// Non-stream calls go through coalesce.Gate, which costs a fingerprint and a map entry until an
+// identical call is in flight: the caller that found nothing identical makes the call itself
+// and pays it; those that wait for it are recorded as coalesced at zero cost, the call's list
+// price credited to the coalesce lever.
 //
-// Cost: a non-stream call goes through coalesce.Gate, which costs nothing but a fingerprint and
-// a map entry until an identical call is in flight; the caller that found nothing identical
-// makes the call itself and always pays it, and those that wait for it are coalesced. A stream
-// goes through a shared flight (a goroutine reads the upstream for every subscriber).
+// Streams go through a shared flight, read by a goroutine detached from any one client, so the
+// first caller leaving does not cut the others off. Whoever finishes first with the upstream's
+// complete usage pays it; a caller that leaves early pays for what it used, as any abandoned
+// stream does, so a flight whose first caller left is never left unpaid.
 type coalescer struct {
 	streams coalesce.Streams
 	gate    coalesce.Gate[*providers.Response]
@@ -162,3 +159,6 @@ func (ex *Exchange) settleBill() (pays bool) {
 	}
 	return ex.bill.paid.CompareAndSwap(false, true)
 }
+
+// Interface guards
+var _ providers.Pender = (*subStream)(nil)
