@@ -37,6 +37,7 @@ hostile:
 FUZZ_TARGETS := \
 	./providers:FuzzParseChatRequest \
 	./providers:FuzzValidJSON \
+	./providers:FuzzParseOpenAIUsage \
 	./providers/sse:FuzzReader \
 	./providers/eventstream:FuzzDecoder \
 	./providers/anthropic:FuzzTranslator \

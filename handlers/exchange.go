@@ -49,6 +49,11 @@ type Exchange struct {
 	Request    *providers.ChatRequest
 	requestErr *providers.Error
 	loaded     bool
+	// The requested model's candidates, resolved once for the meter and the optimizer.
+	candidates      []routing.Target
+	candidatesErr   *providers.Error
+	candidatesModel string
+	resolved        bool
 
 	// Body to send upstream, when the optimizer rewrote it (nil: Request.Body).
 	Body         []byte
@@ -264,4 +269,14 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // LeverSavings splits a request's savings by lever, in micro-dollars.
 type LeverSavings struct {
 	PromptCache, ResponseCache, Coalesce, Compression, Dedupe, OutputBudget, Routing int64
+}
+
+// Candidates resolves the requested model once per request: the meter prices over the
+// candidates and the optimizer reads their context windows. The slice is shared: read only.
+func (ex *Exchange) Candidates(t *routing.Table, model string) ([]routing.Target, *providers.Error) {
+	if !ex.resolved || ex.candidatesModel != model {
+		ex.candidates, ex.candidatesErr = t.Resolve(model)
+		ex.candidatesModel, ex.resolved = model, true
+	}
+	return ex.candidates, ex.candidatesErr
 }

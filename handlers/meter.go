@@ -113,7 +113,10 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		ex.WorkspaceID = h.AnonymousWorkspace
 	}
 	m := &metered{h: h, ex: ex}
-	m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	// Access-log fields are garbage on every request: only where the server writes an access log.
+	if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv == nil || srv.Logs != nil {
+		m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	}
 	ex.OnComplete(m.complete)
 	defer ex.Complete()
 
@@ -124,7 +127,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error; the row records it
 	}
-	targets, rerr := h.rt.Routes().Resolve(req.Model)
+	targets, rerr := ex.Candidates(h.rt.Routes(), req.Model)
 	if rerr != nil {
 		return next.ServeHTTP(w, r)
 	}
@@ -355,23 +358,32 @@ func (h *Meter) modelClass(requested string) string {
 	}
 }
 
-// addLogFields puts the row's facts on Caddy's access-log line.
+// addLogFields puts the row's facts on Caddy's access-log line: one inline field, encoded only
+// when the line is written, with the flat btl_* keys the README documents.
 func addLogFields(f *caddyhttp.ExtraLogFields, row *ledger.Row) {
-	f.Set(zap.String("btl_request_id", row.RequestID))
-	f.Set(zap.String("btl_workspace", row.WorkspaceID))
+	f.Add(zap.Inline((*logRow)(row)))
+}
+
+// logRow is a ledger row as access-log fields.
+type logRow ledger.Row
+
+func (row *logRow) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("btl_request_id", row.RequestID)
+	enc.AddString("btl_workspace", row.WorkspaceID)
 	if row.KeyID != "" {
-		f.Set(zap.String("btl_key_id", row.KeyID))
+		enc.AddString("btl_key_id", row.KeyID)
 	}
-	f.Set(zap.String("btl_model", row.RequestedModel))
-	f.Set(zap.String("btl_upstream_model", row.UpstreamModel))
-	f.Set(zap.String("btl_provider", row.Provider))
-	f.Set(zap.Object("btl_tokens", logTokens(row.Usage)))
-	f.Set(zap.String("btl_cost_usd", row.CostMicros.String()))
-	f.Set(zap.String("btl_saved_usd", (row.BaselineMicros - row.CostMicros).String()))
+	enc.AddString("btl_model", row.RequestedModel)
+	enc.AddString("btl_upstream_model", row.UpstreamModel)
+	enc.AddString("btl_provider", row.Provider)
+	_ = enc.AddObject("btl_tokens", logTokens(row.Usage))
+	enc.AddString("btl_cost_usd", row.CostMicros.String())
+	enc.AddString("btl_saved_usd", (row.BaselineMicros - row.CostMicros).String())
 	if row.CacheOutcome != "" {
-		f.Set(zap.String("btl_cache", row.CacheOutcome))
+		enc.AddString("btl_cache", row.CacheOutcome)
 	}
-	f.Set(zap.Int("btl_attempts", row.Attempts))
+	enc.AddInt("btl_attempts", row.Attempts)
+	return nil
 }
 
 type logTokens ledger.Usage

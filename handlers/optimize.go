@@ -224,12 +224,12 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 			}
 		}
 	}
-	if p.compression && h.mayCompress(body, req, p.mask) {
+	if p.compression && h.mayCompress(ex, body, req, p.mask) {
 		// KeepToolOutputs also protects the newest tool outputs of an agent loop that runs
 		// under a single user message (the default protects only whole user turns).
-		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(req))}
+		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(ex, req))}
 		if p.mask {
-			opts.Economics = h.maskEconomics(ex.WorkspaceID, req)
+			opts.Economics = h.maskEconomics(ex, req)
 		}
 		if nb, rep, err := compress.Compress(body, opts); err == nil && rep.TokensAfter < rep.TokensBefore {
 			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
@@ -326,8 +326,8 @@ func (h *Optimize) observe(ex *Exchange) {
 // maskEconomics prices observation masking for the request's first candidate with what the
 // evidence shows: a kept old token costs the cached rate only as far as the upstream actually
 // serves this workspace's prompts from its cache, and the full rate otherwise.
-func (h *Optimize) maskEconomics(workspace string, req *providers.ChatRequest) compress.Economics {
-	targets, err := h.rt.Routes().Resolve(req.Model)
+func (h *Optimize) maskEconomics(ex *Exchange, req *providers.ChatRequest) compress.Economics {
+	targets, err := ex.Candidates(h.rt.Routes(), req.Model)
 	if err != nil || len(targets) == 0 || !targets[0].Priced {
 		return compress.Economics{}
 	}
@@ -341,7 +341,7 @@ func (h *Optimize) maskEconomics(workspace string, req *providers.ChatRequest) c
 	} else {
 		e.CacheWriteMultiplier = 1
 	}
-	if share, ok := h.ev.ReadShare(workspace, targets[0].Model); ok && e.CacheReadMultiplier > 0 {
+	if share, ok := h.ev.ReadShare(ex.WorkspaceID, targets[0].Model); ok && e.CacheReadMultiplier > 0 {
 		e.CacheReadMultiplier = share*e.CacheReadMultiplier + (1 - share)
 	}
 	return e
@@ -350,19 +350,19 @@ func (h *Optimize) maskEconomics(workspace string, req *providers.ChatRequest) c
 // mayCompress is a cheap pre-check: without masking, compression only truncates a tool
 // output above compress's 8k-token limit or trims on context overflow, and neither can happen
 // to a body smaller than that limit that fits the smallest context window.
-func (h *Optimize) mayCompress(body []byte, req *providers.ChatRequest, mask bool) bool {
+func (h *Optimize) mayCompress(ex *Exchange, body []byte, req *providers.ChatRequest, mask bool) bool {
 	if mask {
 		return true
 	}
 	const truncateAboveBytes = 8192 * 4
 	est := int64(len(body))/4 + req.OutputCap()
-	ctx := h.contextOf(req)
+	ctx := h.contextOf(ex, req)
 	return len(body) > truncateAboveBytes || (ctx > 0 && est > ctx*9/10)
 }
 
 // contextOf is the smallest context window among the request's candidates (0: unknown).
-func (h *Optimize) contextOf(req *providers.ChatRequest) int64 {
-	targets, err := h.rt.Routes().Resolve(req.Model)
+func (h *Optimize) contextOf(ex *Exchange, req *providers.ChatRequest) int64 {
+	targets, err := ex.Candidates(h.rt.Routes(), req.Model)
 	if err != nil {
 		return 0
 	}

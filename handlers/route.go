@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -461,7 +462,8 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 
-	buf := make([]byte, 0, 4096)
+	buf := getRelayBuf()
+	defer func() { putRelayBuf(buf) }()
 	pender, _ := stream.(providers.Pender)
 	chunk := first
 	for !eof {
@@ -521,6 +523,20 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 		}
 	}
 	_ = rc.Flush()
+}
+
+// relayBufs are the buffers events are framed in on their way to the client, one per stream
+// at a time: allocating one per stream was the relay's largest garbage.
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getRelayBuf() []byte { return (*relayBufs.Get().(*[]byte))[:0] }
+
+// putRelayBuf returns a buffer; one grown by a huge event is left to the collector.
+func putRelayBuf(b []byte) {
+	if cap(b) <= 64<<10 {
+		b = b[:0]
+		relayBufs.Put(&b)
+	}
 }
 
 const (
