@@ -52,6 +52,7 @@ func routeAccess(path string) (public bool, anyOf []ledger.Scope) {
 	case !strings.HasPrefix(path, "/v1/"):
 		return true, nil
 	case path == PathChat, path == "/v1/responses", strings.HasPrefix(path, "/v1/responses/"),
+		path == PathEmbeddings, path == PathCompletions, path == PathModerations,
 		path == "/v1/messages", strings.HasPrefix(path, "/v1/messages/"):
 		return false, []ledger.Scope{ledger.ScopeInference}
 	case path == PathModels, strings.HasPrefix(path, PathModels+"/"), path == PathProviders:

@@ -93,7 +93,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	case PathUsageSummary, PathUsageRequests, PathUsageExport, PathPricing, PathTopUps, PathWebhook:
 		h.serveAccount(w, r, ex)
 		return nil
-	case PathChat, PathMessages, PathResponses:
+	case PathChat, PathMessages, PathResponses, PathEmbeddings, PathCompletions, PathModerations:
 		if r.Method != http.MethodPost {
 			return next.ServeHTTP(w, r)
 		}

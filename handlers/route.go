@@ -86,6 +86,8 @@ func (h *Route) postRoute(path string) func(http.ResponseWriter, *http.Request, 
 		return h.serveCountTokens
 	case PathResponses:
 		return h.serveResponses
+	case PathEmbeddings, PathCompletions, PathModerations:
+		return h.serveChat // the same pipeline; the exchange knows its endpoint
 	}
 	return nil
 }
@@ -115,6 +117,10 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	if strings.HasPrefix(r.URL.Path, PathResponses+"/") {
 		h.serveStoredResponse(w, r, ExchangeFrom(r))
+		return nil
+	}
+	if strings.HasPrefix(r.URL.Path, PathModels+"/") {
+		h.serveModel(w, r)
 		return nil
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") {
@@ -212,6 +218,9 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 // attempt makes one upstream call. done reports that the response was written to the client
 // (successfully or with an in-band error): nothing may be retried after that.
 func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, req *providers.ChatRequest) (done bool, _ *providers.Error) {
+	if ex.Endpoint != "" {
+		return h.attemptEndpoint(ctx, w, ex, tg)
+	}
 	if ra := responsesPassThrough(ex, tg); ra != nil {
 		return h.attemptResponses(ctx, w, ex, tg, ra)
 	}
@@ -272,6 +281,7 @@ func requestFeatures(ex *Exchange, req *providers.ChatRequest) routing.Features 
 		Tools:       len(req.Tools) > 2, // more than "[]"
 		Vision:      bytes.Contains(req.Messages, imageURLKey),
 		JSONSchema:  bytes.Contains(req.ResponseFormat, jsonSchemaKey),
+		Endpoint:    ex.Endpoint,
 	}
 	f.Conversation = conversationKey(ex.WorkspaceID, req)
 	ex.Conversation = f.Conversation

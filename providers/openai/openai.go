@@ -49,6 +49,8 @@ type Adapter struct {
 	cfg      providers.Config
 	client   *http.Client
 	endpoint string
+	// base is the API root (…/v1) that other endpoints hang off.
+	base     string
 	headers  http.Header
 	keys     *providers.KeyPool
 	timeouts providers.Timeouts
@@ -73,6 +75,7 @@ func New(cfg providers.Config, client *http.Client) (providers.Adapter, error) {
 		cfg:      cfg,
 		client:   client,
 		endpoint: strings.TrimRight(base, "/") + "/chat/completions",
+		base:     strings.TrimRight(base, "/"),
 		headers:  http.Header{},
 		timeouts: cfg.Timeouts.WithDefaults(),
 	}
@@ -225,6 +228,39 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	return out, nil
 }
 
+// Embed passes an embeddings request through: encoding_format, dimensions and batched inputs
+// reach the upstream as the caller wrote them.
+func (a *Adapter) Embed(ctx context.Context, call *providers.EmbedCall) (*providers.Response, error) {
+	return a.Forward(ctx, providers.EndpointEmbeddings, call.Body, call.UpstreamModel)
+}
+
+// Forward posts body to another endpoint of the same API (embeddings, completions,
+// moderations) with model replaced, and returns the JSON answer.
+func (a *Adapter) Forward(ctx context.Context, endpoint string, body []byte, upstreamModel string) (*providers.Response, error) {
+	model, err := json.Marshal(upstreamModel)
+	if err != nil {
+		return nil, providers.Errorf(http.StatusBadRequest, "invalid_value", "model", "invalid model name")
+	}
+	if body, err = providers.SetTopLevel(body, "model", model); err != nil {
+		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
+	}
+	resp, cancel, perr := a.roundTrip(ctx, a.base+"/"+endpoint, body, false, 0)
+	if perr != nil {
+		return nil, perr
+	}
+	defer cancel()
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, TransportError(ctx, err)
+	}
+	if len(raw) > maxBody {
+		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_response_too_large",
+			Message: "the upstream response was too large", Class: providers.ClassRetryable}
+	}
+	return &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), Body: raw, UpstreamRequestID: requestID(resp.Header)}, nil
+}
+
 func isEventStream(h http.Header) bool {
 	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
 }
@@ -356,3 +392,9 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// Interface guards
+var (
+	_ providers.Embedder  = (*Adapter)(nil)
+	_ providers.Forwarder = (*Adapter)(nil)
+)
