@@ -36,9 +36,15 @@ func freePort(t testing.TB) int {
 // returns the site's base URL. The instance stops when the test ends.
 func startGateway(t testing.TB, btlBlock, site string) string {
 	t.Helper()
+	return startSites(t, btlBlock, func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d {\n%s\n}\n", port, site) })
+}
+
+// startSites is startGateway with the site blocks written by sites for the chosen port.
+func startSites(t testing.TB, btlBlock string, sites func(port int) string) string {
+	t.Helper()
 	caddyMu.Lock()
 	port := freePort(t)
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", btlBlock, port, site)
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\n%s", btlBlock, sites(port))
 	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		caddyMu.Unlock()

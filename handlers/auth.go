@@ -49,6 +49,8 @@ func routeAccess(path string) (public bool, anyOf []ledger.Scope) {
 	switch {
 	case path == "/v1/billing/webhook":
 		return true, nil // verified by the payment provider's signature instead
+	case path == PathOpenAPI:
+		return true, nil // the route list is no secret, and tools fetch it before they have a key
 	case !strings.HasPrefix(path, "/v1/"):
 		return true, nil
 	case path == PathChat, path == "/v1/responses", strings.HasPrefix(path, "/v1/responses/"),

@@ -114,6 +114,15 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return h.serveModels(w, r)
 	case PathProviders:
 		return h.serveProviders(w, r)
+	case PathHealth:
+		serveHealth(w, r, ExchangeFrom(r))
+		return nil
+	case PathReady:
+		h.serveReady(w, r, ExchangeFrom(r))
+		return nil
+	case PathOpenAPI:
+		serveOpenAPI(w, r, ExchangeFrom(r))
+		return nil
 	}
 	if strings.HasPrefix(r.URL.Path, PathResponses+"/") {
 		h.serveStoredResponse(w, r, ExchangeFrom(r))
@@ -125,11 +134,17 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	if strings.HasPrefix(r.URL.Path, "/v1/") {
 		// The API namespace is ours: an unknown route is an API error, not an empty page.
-		ex := ExchangeFrom(r)
-		writeError(w, ex, providers.Errorf(http.StatusNotFound, "unknown_url", "", "Unknown request URL: %s %s", r.Method, r.URL.Path))
+		writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
 		return nil
 	}
-	return next.ServeHTTP(w, r)
+	// Other paths go on (to btl_dashboard, a file server …); if nothing after us answers,
+	// the client gets a 404 envelope naming the URL rather than Caddy's empty 200.
+	tw := &writeTracker{ResponseWriter: w}
+	if err := next.ServeHTTP(tw, r); err != nil || tw.wrote {
+		return err
+	}
+	writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
+	return nil
 }
 
 func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) {

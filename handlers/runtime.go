@@ -30,6 +30,8 @@ type Ledger struct {
 	Credits *ledger.Credits
 	Keys    *KeyCache
 	NodeID  string
+	// SpoolDir is the ledger spool's directory (/readyz checks it takes a file).
+	SpoolDir string
 }
 
 // runtimeFrom finds the configured btl app.
