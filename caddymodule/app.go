@@ -43,6 +43,9 @@ type App struct {
 	Models []ModelConfig `json:"models,omitempty"`
 	// PricesFile overrides and extends the embedded price catalog.
 	PricesFile string `json:"prices_file,omitempty"`
+	// ModelPrices prices upstream models the catalog does not know (a local model behind an
+	// openai_compatible provider), per 1M tokens; they apply over the catalog and PricesFile.
+	ModelPrices map[string]catalog.Entry `json:"model_prices,omitempty"`
 	// WorkspacePrices maps a workspace id to a catalog file of its negotiated prices
 	// (overriding and extending the list prices for that workspace only).
 	WorkspacePrices map[string]string `json:"workspace_prices,omitempty"`
@@ -201,6 +204,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("prices: %v", err)
 		}
 	}
+	if len(a.ModelPrices) > 0 {
+		var err error
+		if a.prices, err = a.prices.WithEntries(a.ModelPrices); err != nil {
+			return fmt.Errorf("price: %v", err)
+		}
+	}
 	for ws, file := range a.WorkspacePrices {
 		c, err := catalog.LoadOver(a.prices, repl.ReplaceKnown(file, ""))
 		if err != nil {
@@ -220,6 +229,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.routes = routes
+	// A shipped slug the README documents but no provider can serve: say what it needs
+	// (caddy validate shows this), and the request error says it again.
+	for _, s := range routes.Unserved() {
+		a.logger.Warn("model slug unavailable: no configured provider declares one of its models",
+			zap.String("slug", s.Name), zap.Strings("needs_one_of", s.Models))
+	}
 	rs, err := resolveStorage(a.Storage, repl)
 	if err != nil {
 		return err

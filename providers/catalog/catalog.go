@@ -226,6 +226,16 @@ func (c *Catalog) WithEntries(extra map[string]Entry) (*Catalog, error) {
 	return out, nil
 }
 
+// Models lists the catalog's model ids, sorted.
+func (c *Catalog) Models() []string {
+	out := make([]string, 0, len(c.models))
+	for m := range c.models {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Known reports whether the catalog has an entry under exactly this id (no respelling).
 func (c *Catalog) Known(model string) bool {
 	_, ok := c.models[model]
