@@ -6,6 +6,7 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -188,6 +189,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.simulator = true
 			cfg.BaseURL = url
 		}
+		if pc.Type == "simulated" {
+			if err := simulatedFormat(&cfg); err != nil {
+				return err
+			}
+		}
 		client := providers.NewHTTPClient(cfg.Timeouts)
 		ad, err := providers.New(cfg, client)
 		if err != nil {
@@ -254,6 +260,26 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if a.pay.SecretKey == "" || a.pay.WebhookSecret == "" {
 			return fmt.Errorf("payments: secret_key and webhook_secret are required (are the environment variables set?)")
 		}
+	}
+	return nil
+}
+
+// simulatedFormat turns a simulated provider with `format anthropic` into an Anthropic
+// adapter on the simulator's Messages API, so prompt caching with explicit markers (the
+// largest saving) can be seen without any provider key.
+func simulatedFormat(cfg *providers.Config) error {
+	format := cfg.Options["format"]
+	delete(cfg.Options, "format")
+	switch format {
+	case "", "openai":
+	case "anthropic":
+		cfg.Type = "anthropic"
+		cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/v1")
+		if cfg.APIKey == "" {
+			cfg.APIKey = "sim-key"
+		}
+	default:
+		return fmt.Errorf("provider %q: format must be openai or anthropic, not %q", cfg.Name, format)
 	}
 	return nil
 }

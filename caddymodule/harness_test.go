@@ -17,6 +17,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 )
 
 // caddyMu serialises tests that run a Caddy instance: Caddy has one running config per process.
@@ -118,10 +119,22 @@ func gatewayBefore(t *testing.T, upstreamURL, models string) (string, *testLedge
 	t.Helper()
 	tl := newTestLedger(t, 10*ledger.Credit)
 	testKey = tl.ownerKey
-	return startGateway(t, tl.withStorage(`btl {
+	return startGateway(t, tl.withStorage(`btl {`+pricesFor(models)+`
 		provider up openai_compatible {
 			base_url `+upstreamURL+`/v1
 			models `+models+`
 		}
 	}`), fullChain), tl
+}
+
+// pricesFor prices the models the catalog does not know (a test upstream's made-up ids) at
+// $1 per 1M tokens each way: the config must price every model it names.
+func pricesFor(models string) string {
+	var b strings.Builder
+	for _, m := range strings.Fields(models) {
+		if _, ok := catalog.Default().Lookup(m); !ok {
+			fmt.Fprintf(&b, "\n\t\tprice %s {\n\t\t\tinput 1\n\t\t\toutput 1\n\t\t}", m)
+		}
+	}
+	return b.String()
 }

@@ -36,9 +36,12 @@ var defaultBaseURL = map[string]string{
 }
 
 func init() {
-	for _, t := range []string{TypeOpenAI, TypeOpenRouter, TypeCompatible, TypeSimulated} {
+	for _, t := range []string{TypeOpenAI, TypeOpenRouter, TypeCompatible} {
 		providers.Register(t, New, "organization", "project", "http_referer", "x_title")
 	}
+	// A simulated provider may also speak another wire format of the simulator ("format
+	// anthropic"); the btl app resolves that option before an adapter is built.
+	providers.Register(TypeSimulated, New, "organization", "project", "http_referer", "x_title", "format")
 }
 
 // maxBody bounds a non-stream answer held in memory; a chat completion is far smaller.
