@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -98,11 +99,15 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		writeError(w, ex, errNoKey)
 		return nil
 	}
-	key, err := h.led.Keys.Lookup(r.Context(), secret)
+	tr, span := startSpan(r, "btl.auth")
+	key, err := h.led.Keys.Lookup(tr.Context(), secret)
 	if err != nil {
-		writeError(w, ex, h.lookupError(ex, err))
+		e := h.lookupError(ex, err)
+		endSpan(span, e.Status)
+		writeError(w, ex, e)
 		return nil
 	}
+	endSpan(span, http.StatusOK, attribute.String("btl.workspace_id", key.WorkspaceID), attribute.String("btl.key_id", key.ID))
 	if !hasAny(key, anyOf) {
 		names := make([]string, len(anyOf))
 		for i, s := range anyOf {

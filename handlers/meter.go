@@ -8,6 +8,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -111,6 +113,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	m := &metered{h: h, ex: ex}
 	m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
 	ex.OnComplete(m.complete)
+	r, m.span = startSpan(r, "btl.request")
 	defer ex.Complete()
 
 	if r.URL.Path == PathResponses {
@@ -125,7 +128,9 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return next.ServeHTTP(w, r)
 	}
 	amount := h.estimate(ex, req, targets)
-	res, err := h.led.Credits.Reserve(r.Context(), ex.WorkspaceID, ledger.Micros(amount))
+	rr, span := startSpan(r, "btl.reserve", attribute.String("btl.reserve_usd", ledger.Micros(amount).String()))
+	res, err := h.led.Credits.Reserve(rr.Context(), ex.WorkspaceID, ledger.Micros(amount))
+	endSpan(span, reserveStatus(err))
 	if err != nil {
 		if errors.Is(err, ledger.ErrInsufficientCredits) {
 			h.metrics.CreditRefused()
@@ -181,6 +186,18 @@ type metered struct {
 	ex        *Exchange
 	res       *ledger.Reservation
 	logFields *caddyhttp.ExtraLogFields
+	// span is the request's btl.request span (nil when not tracing).
+	span trace.Span
+}
+
+func reserveStatus(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.Is(err, ledger.ErrInsufficientCredits):
+		return http.StatusPaymentRequired
+	}
+	return http.StatusServiceUnavailable
 }
 
 // complete prices the exchange, settles or releases the reservation and appends the row.
@@ -242,6 +259,7 @@ func (m *metered) complete(ex *Exchange) {
 	if m.logFields != nil {
 		addLogFields(m.logFields, &row)
 	}
+	endSpan(m.span, row.Status, exchangeAttributes(ex)...)
 }
 
 // modelClass bounds the requested model for metric labels: a configured public slug keeps

@@ -178,6 +178,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error
 	}
+	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow}
 	body := req.Body
@@ -206,6 +207,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	// Prompt caching and the output budget depend on the upstream target, so they run per
 	// attempt, in the route handler.
 	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
+	endSpan(span, http.StatusOK, optimizerAttributes(ex.Optimizer)...)
 
 	if p.respCache {
 		return h.serveCached(w, r, ex, req, next)

@@ -186,7 +186,9 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 			ex.Attempts++
 			ex.Provider, ex.ProviderType, ex.UpstreamModel = tg.Provider.Name(), tg.Provider.Type(), tg.Model
 			started := time.Now()
+			span := upstreamSpan(r, ex.Provider, ex.UpstreamModel, ex.Attempts)
 			done, err := h.attempt(ctx, w, r, ex, tg, req)
+			endSpan(span, attemptStatus(done, err))
 			if done {
 				h.rt.Routes().Observe(tg, features, err == nil || !upstreamFault(err), ex.TTFB-started.Sub(ex.Start), time.Since(started), ex.Usage)
 				return
@@ -268,6 +270,14 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return true, nil
 	}
 	return false, asProviderError(err)
+}
+
+// attemptStatus is the HTTP status an attempt ended with, for its span.
+func attemptStatus(done bool, err *providers.Error) int {
+	if err != nil {
+		return err.Status
+	}
+	return http.StatusOK
 }
 
 // upstreamFault reports whether an error counts against the upstream's health (the caller's
