@@ -553,6 +553,7 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //			shadow
 //			disable <technique>...
 //			mask_tool_outputs
+//			coalesce_sampled
 //		}
 //		response_cache {
 //			max_bytes <n>
@@ -609,6 +610,8 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 					wp.Shadow = true
 				case "mask_tool_outputs":
 					wp.MaskToolOutputs = true
+				case "coalesce_sampled":
+					wp.CoalesceSampled = true
 				case "disable":
 					t, err := techniques(h)
 					if err != nil {

@@ -127,7 +127,11 @@ func TestAdaptRoundTrip(t *testing.T) {
 	btl_meter {
 		anonymous_workspace ws_local
 	}
-	btl_optimize
+	btl_optimize {
+		workspace ws_local {
+			coalesce_sampled
+		}
+	}
 	btl_route {
 		retries 1
 		deadline 30s
@@ -163,7 +167,7 @@ func TestAdaptRoundTrip(t *testing.T) {
 	if len(app.Models) != 2 || app.Models[0].Weights[0] != 3 || app.PaymentsConfig == nil || app.Providers[0].Options["organization"] != "org-1" {
 		t.Fatalf("parsed: %+v", app)
 	}
-	for _, want := range []string{`"anonymous_workspace":"ws_local"`, `"retries":1`, `"deadline":30000000000`} {
+	for _, want := range []string{`"anonymous_workspace":"ws_local"`, `"workspaces":{"ws_local":{"coalesce_sampled":true}}`, `"retries":1`, `"deadline":30000000000`} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("missing %s in %s", want, out)
 		}

@@ -88,7 +88,7 @@ func storageCommands() []*cobra.Command {
 				t := time.Now().Add(keyTTL)
 				exp = &t
 			}
-			k, secret, err := store.CreateKey(ctx, keyWS, keyName, scopes, exp)
+			k, secret, err := store.CreateKey(ctx, keyWS, ledger.KeySpec{Name: keyName, Scopes: scopes, ExpiresAt: exp})
 			if err != nil {
 				return nil, err
 			}

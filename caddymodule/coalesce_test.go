@@ -2,6 +2,10 @@ package caddymodule
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -9,6 +13,10 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/providers/simulated"
 )
 
 // TestCoalescingNonStream: identical requests in flight together make one upstream call; it
@@ -23,7 +31,7 @@ func TestCoalescingNonStream(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: "sim/gpt-4o-mini",
+			resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{Model: "sim/gpt-4o-mini", Temperature: openai.Float(0),
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("the same slow question [sim:ttfb=400ms]")}})
 			if err != nil {
 				failed.Add(1)
@@ -61,7 +69,7 @@ func TestCoalescingNonStream(t *testing.T) {
 func TestCoalescedFollowersSurviveLeaderDisconnect(t *testing.T) {
 	base, primary, _ := simGateway(t)
 	client := sdk(base)
-	params := openai.ChatCompletionNewParams{Model: "sim/gpt-4o-mini",
+	params := openai.ChatCompletionNewParams{Model: "sim/gpt-4o-mini", Temperature: openai.Float(0),
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("shared stream [sim:hold=coalesce-leader]")}}
 	leaderCtx, leave := context.WithCancel(context.Background())
 	leader := client.Chat.Completions.NewStreaming(leaderCtx, params)
@@ -99,5 +107,121 @@ func TestCoalescedFollowersSurviveLeaderDisconnect(t *testing.T) {
 	}
 	if n := primary.Stats().Requests; n != 1 {
 		t.Fatalf("upstream called %d times", n)
+	}
+}
+
+// TestCoalescingOnlyDeterministic runs the gateway binary against a sampling upstream: six
+// concurrent identical requests that ask for a sample (no temperature, temperature 0.7, n=2,
+// or a stream) each reach the upstream and get their own answer; six with temperature 0 share
+// one call; and a workspace that opted in (coalesce_sampled) shares sampled ones too.
+func TestCoalescingOnlyDeterministic(t *testing.T) {
+	dsn := pgSchema(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	store, err := ledger.OpenPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	_, key, err := store.CreateWorkspace(ctx, "default", 100*ledger.Credit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	optIn, optInKey, err := store.CreateWorkspace(ctx, "opted-in", 100*ledger.Credit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := simulated.New(simulated.Options{Sampling: true})
+	up := httptest.NewServer(upstream)
+	t.Cleanup(up.Close)
+	site := "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tworkspace " + optIn.ID + " {\n\t\t\tcoalesce_sampled\n\t\t}\n\t}\n\tbtl_route\n"
+	gw := startProcSite(t, dir, btlBlockFor("postgres "+dsn, filepath.Join(dir, "spool"), "node-a", up.URL+"/v1"), site)
+
+	for i, tc := range []struct {
+		name     string
+		key      string
+		stream   bool
+		params   func(p *openai.ChatCompletionNewParams)
+		upstream int64 // calls that must reach the upstream for six clients
+		sampled  bool  // the upstream draws a fresh answer per call
+	}{
+		{"no temperature", key, false, func(*openai.ChatCompletionNewParams) {}, 6, true},
+		{"temperature 0.7", key, false, func(p *openai.ChatCompletionNewParams) { p.Temperature = openai.Float(0.7) }, 6, true},
+		{"n=2", key, false, func(p *openai.ChatCompletionNewParams) { p.N = openai.Int(2) }, 6, true},
+		{"n=2, temperature 0", key, false, func(p *openai.ChatCompletionNewParams) { p.Temperature = openai.Float(0); p.N = openai.Int(2) }, 6, false},
+		{"top_p 0.9, temperature 0", key, false, func(p *openai.ChatCompletionNewParams) { p.Temperature = openai.Float(0); p.TopP = openai.Float(0.9) }, 6, false},
+		{"stream, no temperature", key, true, func(*openai.ChatCompletionNewParams) {}, 6, true},
+		{"temperature 0", key, false, func(p *openai.ChatCompletionNewParams) { p.Temperature = openai.Float(0) }, 1, false},
+		{"stream, temperature 0", key, true, func(p *openai.ChatCompletionNewParams) { p.Temperature = openai.Float(0) }, 1, false},
+		{"opted in, temperature 0.7", optInKey, false, func(p *openai.ChatCompletionNewParams) { p.Temperature = openai.Float(0.7) }, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hold := fmt.Sprintf("case-%d", i)
+			params := openai.ChatCompletionNewParams{Model: "btl-fast", Messages: []openai.ChatCompletionMessageParamUnion{
+				openai.UserMessage("Pick a number between one and a million [sim:hold=" + hold + "]")}}
+			tc.params(&params)
+			client := openai.NewClient(option.WithBaseURL(gw.base+"/v1"), option.WithAPIKey(tc.key), option.WithMaxRetries(0))
+			before := upstream.Stats().Requests
+			answers := make([]string, 6)
+			outcomes := make([]string, 6)
+			errs := make([]error, 6)
+			var wg sync.WaitGroup
+			for c := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var raw *http.Response
+					if !tc.stream {
+						resp, err := client.Chat.Completions.New(ctx, params, option.WithResponseInto(&raw))
+						if errs[c] = err; err == nil {
+							answers[c], outcomes[c] = resp.ID+" "+resp.Choices[0].Message.Content, raw.Header.Get("X-Btl-Cache")
+						}
+						return
+					}
+					s := client.Chat.Completions.NewStreaming(ctx, params, option.WithResponseInto(&raw))
+					var acc openai.ChatCompletionAccumulator
+					for s.Next() {
+						acc.AddChunk(s.Current())
+					}
+					if errs[c] = s.Err(); errs[c] == nil && len(acc.Choices) > 0 {
+						answers[c], outcomes[c] = acc.ID+" "+acc.Choices[0].Message.Content, raw.Header.Get("X-Btl-Cache")
+					}
+				}()
+			}
+			// Hold the upstream until every call that should reach it has (bounded: a wrong
+			// merge must fail the count below, not hang), and give joiners time to join.
+			deadline := time.Now().Add(15 * time.Second)
+			for int64(upstream.Waiting(hold)) < tc.upstream && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(300 * time.Millisecond)
+			upstream.Release(hold)
+			wg.Wait()
+			distinct := map[string]bool{}
+			for c := range 6 {
+				if errs[c] != nil || answers[c] == "" {
+					t.Fatalf("client %d: %v", c, errs[c])
+				}
+				distinct[answers[c]] = true
+			}
+			if got := upstream.Stats().Requests - before; got != tc.upstream {
+				t.Fatalf("upstream calls %d, want %d (cache outcomes %v)", got, tc.upstream, outcomes)
+			}
+			if tc.upstream == 6 && tc.sampled && len(distinct) != 6 {
+				t.Fatalf("six sampled requests got %d distinct answers: %v", len(distinct), answers)
+			}
+			if tc.upstream == 1 && len(distinct) != 1 {
+				t.Fatalf("coalesced requests got %d different answers: %v", len(distinct), answers)
+			}
+			coalesced := 0
+			for _, o := range outcomes {
+				if o == "coalesced" {
+					coalesced++
+				}
+			}
+			if want := 6 - int(tc.upstream); coalesced != want {
+				t.Fatalf("%d answers marked coalesced, want %d: %v", coalesced, want, outcomes)
+			}
+		})
 	}
 }

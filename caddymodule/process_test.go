@@ -111,9 +111,15 @@ type gatewayProc struct {
 // startProc runs the gateway binary with a Caddyfile. dir holds its spool and Caddy data.
 func startProc(t *testing.T, dir, btlBlock string) *gatewayProc {
 	t.Helper()
+	return startProcSite(t, dir, btlBlock, fullChain)
+}
+
+// startProcSite is startProc with the site block's handlers given.
+func startProcSite(t *testing.T, dir, btlBlock, site string) *gatewayProc {
+	t.Helper()
 	bin := gatewayBinary(t)
 	port := freePort(t)
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tlog {\n\t\tlevel WARN\n\t}\n\t%s\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", btlBlock, port, fullChain)
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tlog {\n\t\tlevel WARN\n\t}\n\t%s\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", btlBlock, port, site)
 	cfgPath := filepath.Join(dir, fmt.Sprintf("Caddyfile-%d", port))
 	if err := os.WriteFile(cfgPath, []byte(cf), 0o600); err != nil {
 		t.Fatal(err)

@@ -152,7 +152,7 @@ func (h *Auth) createKey(w http.ResponseWriter, r *http.Request, ex *Exchange) {
 	}
 	ctx, cancel := detached(r)
 	defer cancel()
-	key, secret, err := h.led.Store.CreateKey(ctx, ex.WorkspaceID, req.Name, scopes, expires)
+	key, secret, err := h.led.Store.CreateKey(ctx, ex.WorkspaceID, ledger.KeySpec{Name: req.Name, Scopes: scopes, ExpiresAt: expires})
 	if err != nil {
 		writeError(w, ex, storeError(err))
 		return

@@ -12,8 +12,9 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/coalesce"
 )
 
-// Coalescing: identical requests in flight at the same time (same workspace, upstream target,
-// shape and bytes) share one upstream call. The call runs detached from any one client, so the
+// Coalescing: identical deterministic requests in flight at the same time (same workspace,
+// upstream target, shape and bytes) share one upstream call; sampled ones only where the
+// workspace opted in (coalesce.Deterministic, WorkspacePolicy.CoalesceSampled). The call runs detached from any one client, so the
 // first caller leaving does not cut the others off.
 //
 // Billing: the shared call is paid once. Whoever finishes first with the upstream's complete

@@ -33,7 +33,8 @@ type Optimize struct {
 	// Shadow computes savings without changing requests.
 	Shadow bool `json:"shadow,omitempty"`
 	// Disable lists techniques switched off: prompt_cache, output_budget, dedupe,
-	// compression, coalesce.
+	// compression, coalesce. Coalescing is on by default for deterministic requests only
+	// (temperature 0, n 1, no sampling parameters); see WorkspacePolicy.CoalesceSampled.
 	Disable []string `json:"disable,omitempty"`
 	// MaskToolOutputs turns on observation masking of old tool outputs (a semantic change,
 	// so opt-in); without it compression only trims on context overflow.
@@ -54,6 +55,10 @@ type WorkspacePolicy struct {
 	Shadow          bool     `json:"shadow,omitempty"`
 	Disable         []string `json:"disable,omitempty"`
 	MaskToolOutputs bool     `json:"mask_tool_outputs,omitempty"`
+	// CoalesceSampled lets identical sampled requests in flight together (no temperature,
+	// temperature above 0, n > 1) share one upstream call and so one sample. Off by default:
+	// parallel sampling, best-of-n and self-consistency need independent draws.
+	CoalesceSampled bool `json:"coalesce_sampled,omitempty"`
 }
 
 // ResponseCacheConfig bounds the response cache.
@@ -115,7 +120,7 @@ type policy struct {
 	shadow                       bool
 	promptCache, budget, dedupe  bool
 	compression, mask, respCache bool
-	coalesce                     bool
+	coalesce, coalesceSampled    bool
 }
 
 // policyFor combines the configuration with the x-btl-optimize header: "off" (nothing),
@@ -130,6 +135,7 @@ func (h *Optimize) policyFor(r *http.Request, workspace string) policy {
 	if wp := h.Workspaces[workspace]; wp != nil {
 		p.shadow = p.shadow || wp.Shadow
 		p.mask = p.mask || wp.MaskToolOutputs
+		p.coalesceSampled = wp.CoalesceSampled
 		for _, d := range wp.Disable {
 			p.set(d, false)
 		}
@@ -180,7 +186,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
-	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow}
+	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow, CoalesceSampled: p.coalesceSampled}
 	body := req.Body
 	if p.dedupe {
 		if nb, newest, history, ok := dedupeConversation(req); ok && newest+history > 0 {
@@ -279,8 +285,9 @@ func minContext(targets []routing.Target) int64 {
 // OptimizerReport is what btl_optimize did to one request, for headers and attribution.
 type OptimizerReport struct {
 	Shadow bool
-	// Coalesce lets identical in-flight requests share one upstream call.
-	Coalesce bool
+	// Coalesce lets identical in-flight deterministic requests share one upstream call;
+	// CoalesceSampled extends that to sampled ones (the workspace opted in).
+	Coalesce, CoalesceSampled bool
 	// EmptyLength is set when the answer hit the gateway's cap with no content.
 	EmptyLength bool
 	// DedupeTokens were removed from the newest message, DedupeHistoryTokens from earlier

@@ -23,6 +23,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/providers/sse"
 	"github.com/badtheorylabs/btl-runtime/routing"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/coalesce"
 )
 
 // Route sends chat completions to an upstream: it resolves the requested model to candidate
@@ -248,7 +249,7 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	call := &providers.Call{Request: req, Body: body, UpstreamModel: tg.Model, Stream: req.Stream, Affinity: ex.Conversation}
 	var resp *providers.Response
 	var err error
-	if o := ex.Optimizer; o != nil && o.Coalesce {
+	if o := ex.Optimizer; o != nil && o.Coalesce && (o.CoalesceSampled || coalesce.Deterministic(body)) {
 		resp, err = h.coalesce.call(ctx, ex, tg, call)
 		defer ex.releaseBill()
 	} else {

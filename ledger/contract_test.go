@@ -27,6 +27,11 @@ func runContract(t *testing.T, newStore func(t *testing.T) Store) {
 		fn   func(t *testing.T, s Store)
 	}{
 		{"Keys", testKeys},
+		{"KeyLimits", testKeyLimits},
+		{"KeyLifecycle", testKeyLifecycle},
+		{"KeySpend", testKeySpend},
+		{"RateWindows", testRateWindows},
+		{"WorkspaceLimits", testWorkspaceLimits},
 		{"WatchRevocations", testWatchRevocations},
 		{"Grants", testGrants},
 		{"LeaseInvariant", testLeaseInvariant},
@@ -71,14 +76,14 @@ func testKeys(t *testing.T, s Store) {
 	}
 
 	// Scopes and expiry.
-	if _, _, err := s.CreateKey(ctx, ws.ID, "bad", []Scope{"admin"}, nil); !errors.Is(err, ErrInvalid) {
+	if _, _, err := s.CreateKey(ctx, ws.ID, KeySpec{Name: "bad", Scopes: []Scope{"admin"}}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad scope: %v", err)
 	}
-	if _, _, err := s.CreateKey(ctx, "ws_nope", "x", []Scope{ScopeInference}, nil); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.CreateKey(ctx, "ws_nope", KeySpec{Name: "x", Scopes: []Scope{ScopeInference}}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("key for unknown workspace: %v", err)
 	}
 	past := time.Now().Add(-time.Minute)
-	kExp, secExp, err := s.CreateKey(ctx, ws.ID, "old", []Scope{ScopeUsageRead}, &past)
+	kExp, secExp, err := s.CreateKey(ctx, ws.ID, KeySpec{Name: "old", Scopes: []Scope{ScopeUsageRead}, ExpiresAt: &past})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +91,7 @@ func testKeys(t *testing.T, s Store) {
 		t.Fatalf("expired key: %v %+v", err, got)
 	}
 	future := time.Now().Add(time.Hour)
-	kRead, secRead, err := s.CreateKey(ctx, ws.ID, "reader", []Scope{ScopeUsageRead}, &future)
+	kRead, secRead, err := s.CreateKey(ctx, ws.ID, KeySpec{Name: "reader", Scopes: []Scope{ScopeUsageRead}, ExpiresAt: &future})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +144,7 @@ func testWatchRevocations(t *testing.T, s Store) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ws := mustWorkspace(t, s, 0)
-	k, sec, err := s.CreateKey(ctx, ws.ID, "x", []Scope{ScopeInference}, nil)
+	k, sec, err := s.CreateKey(ctx, ws.ID, KeySpec{Name: "x", Scopes: []Scope{ScopeInference}})
 	if err != nil {
 		t.Fatal(err)
 	}

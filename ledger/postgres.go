@@ -106,9 +106,7 @@ func (p *Postgres) Migrate(ctx context.Context) error {
 
 // Workspace returns one workspace.
 func (p *Postgres) Workspace(ctx context.Context, ws string) (Workspace, error) {
-	var w Workspace
-	err := p.pool.QueryRow(ctx, `SELECT id, name, created_at, granted_micros, spent_micros FROM workspaces WHERE id = $1`, ws).
-		Scan(&w.ID, &w.Name, &w.CreatedAt, &w.Granted, &w.Spent)
+	w, err := pgScanWorkspace(p.pool.QueryRow(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = $1`, ws))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return w, ErrNotFound
 	}
@@ -128,7 +126,7 @@ func (p *Postgres) CreateWorkspace(ctx context.Context, name string, initialCred
 			return err
 		}
 		var err error
-		if _, secret, err = pgCreateKey(ctx, tx, w.ID, "owner", AllScopes, nil); err != nil {
+		if _, secret, err = pgCreateKey(ctx, tx, w.ID, KeySpec{Name: "owner", Scopes: AllScopes}); err != nil {
 			return err
 		}
 		if initialCredits > 0 {
@@ -145,18 +143,43 @@ func (p *Postgres) CreateWorkspace(ctx context.Context, name string, initialCred
 
 type pgQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-func pgCreateKey(ctx context.Context, q pgQuerier, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error) {
-	if err := validateScopes(scopes); err != nil {
+func pgCreateKey(ctx context.Context, tx pgx.Tx, ws string, spec KeySpec) (Key, string, error) {
+	now := time.Now()
+	var parent *Key
+	if spec.ParentID != "" {
+		// Serialize with revocations in this workspace, so a child cannot be created under a
+		// parent whose revocation is committing (and so escape it).
+		if err := pgLockKeys(ctx, tx, ws); err != nil {
+			return Key{}, "", err
+		}
+		pk, err := pgScanKey(tx.QueryRow(ctx, `SELECT `+pgKeyColumns+` FROM api_keys WHERE id = $1 AND workspace_id = $2`, spec.ParentID, ws))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Key{}, "", ErrNotFound
+		}
+		if err != nil {
+			return Key{}, "", err
+		}
+		if pk.Ancestors, err = pgKeyAncestors(ctx, tx, pk.ParentID); err != nil {
+			return Key{}, "", err
+		}
+		parent = &pk
+	}
+	spec, err := prepareKey(spec, parent, now)
+	if err != nil {
 		return Key{}, "", err
 	}
 	secret, hash := GenerateKey()
-	k := Key{ID: newID("key_"), WorkspaceID: ws, Name: cleanText(name), Prefix: keyDisplayPrefix(secret), Hash: hash,
-		Scopes: append([]Scope(nil), scopes...), ExpiresAt: expiresAt}
-	err := q.QueryRow(ctx, `INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, scopes, expires_at)
-		SELECT $1, id, $3, $4, $5, $6, $7 FROM workspaces WHERE id = $2 RETURNING created_at`,
-		k.ID, ws, k.Name, hash[:], k.Prefix, scopesToStrings(scopes), expiresAt).Scan(&k.CreatedAt)
+	k := Key{ID: newID("key_"), WorkspaceID: ws, Name: cleanText(spec.Name), Prefix: keyDisplayPrefix(secret), Hash: hash,
+		Scopes: spec.Scopes, ExpiresAt: spec.ExpiresAt, ParentID: spec.ParentID, Limits: spec.Limits}
+	l := spec.Limits
+	err = tx.QueryRow(ctx, `INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, scopes, expires_at,
+			parent_id, models, rpm, tpm, budget_micros, budget_period)
+		SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM workspaces WHERE id = $2 RETURNING created_at`,
+		k.ID, ws, k.Name, hash[:], k.Prefix, scopesToStrings(spec.Scopes), spec.ExpiresAt,
+		nullString(spec.ParentID), nonNil(l.Models), l.RPM, l.TPM, int64(l.BudgetMicros), l.BudgetPeriod).Scan(&k.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Key{}, "", ErrNotFound
 	}
@@ -167,21 +190,38 @@ func pgCreateKey(ctx context.Context, q pgQuerier, ws, name string, scopes []Sco
 }
 
 // CreateKey adds a key to a workspace.
-func (p *Postgres) CreateKey(ctx context.Context, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error) {
-	return pgCreateKey(ctx, p.pool, ws, name, scopes, expiresAt)
+func (p *Postgres) CreateKey(ctx context.Context, ws string, spec KeySpec) (Key, string, error) {
+	var k Key
+	var secret string
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		var err error
+		k, secret, err = pgCreateKey(ctx, tx, ws, spec)
+		return err
+	})
+	return k, secret, err
 }
 
-const pgKeyColumns = `id, workspace_id, name, prefix, key_hash, scopes, created_at, expires_at, revoked_at`
+const pgKeyColumns = `id, workspace_id, name, prefix, key_hash, scopes, created_at, expires_at, revoked_at,
+	parent_id, models, rpm, tpm, budget_micros, budget_period`
 
 func pgScanKey(row pgx.Row) (Key, error) {
 	var k Key
 	var hash []byte
 	var scopes []string
-	if err := row.Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.Prefix, &hash, &scopes, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt); err != nil {
+	var parent *string
+	l := &k.Limits
+	if err := row.Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.Prefix, &hash, &scopes, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt,
+		&parent, &l.Models, &l.RPM, &l.TPM, &l.BudgetMicros, &l.BudgetPeriod); err != nil {
 		return k, err
 	}
 	copy(k.Hash[:], hash)
 	k.Scopes = stringsToScopes(scopes)
+	if parent != nil {
+		k.ParentID = *parent
+	}
+	if len(l.Models) == 0 {
+		l.Models = nil
+	}
 	return k, nil
 }
 
@@ -198,12 +238,19 @@ func (p *Postgres) LookupKey(ctx context.Context, hash [32]byte) (Key, error) {
 	if subtle.ConstantTimeCompare(k.Hash[:], hash[:]) != 1 {
 		return Key{}, ErrNotFound
 	}
+	if k.Ancestors, err = pgKeyAncestors(ctx, p.pool, k.ParentID); err != nil {
+		return Key{}, err
+	}
 	return k, k.Check(time.Now())
 }
 
 // ListKeys lists a workspace's keys.
 func (p *Postgres) ListKeys(ctx context.Context, ws string) ([]Key, error) {
-	rows, err := p.pool.Query(ctx, `SELECT `+pgKeyColumns+` FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id`, ws)
+	return pgListKeys(ctx, p.pool, ws)
+}
+
+func pgListKeys(ctx context.Context, q pgQuerier, ws string) ([]Key, error) {
+	rows, err := q.Query(ctx, `SELECT `+pgKeyColumns+` FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id`, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -219,25 +266,39 @@ func (p *Postgres) ListKeys(ctx context.Context, ws string) ([]Key, error) {
 	return out, rows.Err()
 }
 
-// RevokeKey revokes a key and NOTIFYs listeners in the same transaction, so the
-// notification is delivered if and only if the revocation commits.
+// RevokeKey revokes a key and the keys minted under it, and NOTIFYs listeners in the same
+// transaction, so the notifications are delivered if and only if the revocation commits.
 func (p *Postgres) RevokeKey(ctx context.Context, ws, keyID string) error {
 	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		var hash []byte
-		var revoked *time.Time
-		err := tx.QueryRow(ctx, `SELECT key_hash, revoked_at FROM api_keys WHERE id = $1 AND workspace_id = $2 FOR UPDATE`, keyID, ws).
-			Scan(&hash, &revoked)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil || revoked != nil {
+		if err := pgLockKeys(ctx, tx, ws); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = $1`, keyID); err != nil {
+		keys, err := pgListKeys(ctx, tx, ws)
+		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, revokeChannel, hex.EncodeToString(hash))
-		return err
+		set, err := revocationSet(keys, keyID, time.Now())
+		if err != nil {
+			return err
+		}
+		ids := make([]string, 0, len(set))
+		for id := range set {
+			ids = append(ids, id)
+		}
+		rows, err := tx.Query(ctx, `UPDATE api_keys SET revoked_at = now() WHERE id = ANY($1) AND revoked_at IS NULL RETURNING key_hash`, ids)
+		if err != nil {
+			return err
+		}
+		hashes, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return err
+		}
+		for _, h := range hashes {
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, revokeChannel, hex.EncodeToString(h)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -136,14 +136,10 @@ func (s *SQLite) Close() error {
 
 // Workspace returns one workspace.
 func (s *SQLite) Workspace(ctx context.Context, ws string) (Workspace, error) {
-	var w Workspace
-	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT id, name, created_at, granted_micros, spent_micros FROM workspaces WHERE id = ?`, ws).
-		Scan(&w.ID, &w.Name, &created, &w.Granted, &w.Spent)
+	w, err := sqliteScanWorkspace(s.r.QueryRowContext(ctx, `SELECT `+workspaceColumns+` FROM workspaces WHERE id = ?`, ws))
 	if errors.Is(err, sql.ErrNoRows) {
 		return w, ErrNotFound
 	}
-	w.CreatedAt = fromUs(created)
 	return w, err
 }
 
@@ -161,7 +157,7 @@ func (s *SQLite) CreateWorkspace(ctx context.Context, name string, initialCredit
 			return err
 		}
 		var err error
-		if _, secret, err = sqliteCreateKey(ctx, tx, w.ID, "owner", AllScopes, nil); err != nil {
+		if _, secret, err = sqliteCreateKey(ctx, tx, w.ID, KeySpec{Name: "owner", Scopes: AllScopes}); err != nil {
 			return err
 		}
 		if initialCredits > 0 {
@@ -176,10 +172,7 @@ func (s *SQLite) CreateWorkspace(ctx context.Context, name string, initialCredit
 	return w, secret, nil
 }
 
-func sqliteCreateKey(ctx context.Context, tx *sql.Tx, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error) {
-	if err := validateScopes(scopes); err != nil {
-		return Key{}, "", err
-	}
+func sqliteCreateKey(ctx context.Context, tx *sql.Tx, ws string, spec KeySpec) (Key, string, error) {
 	var one int
 	if err := tx.QueryRowContext(ctx, `SELECT 1 FROM workspaces WHERE id = ?`, ws).Scan(&one); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -187,46 +180,69 @@ func sqliteCreateKey(ctx context.Context, tx *sql.Tx, ws, name string, scopes []
 		}
 		return Key{}, "", err
 	}
-	secret, hash := GenerateKey()
 	now := time.Now().UTC().Truncate(time.Microsecond)
-	if expiresAt != nil {
-		e := expiresAt.UTC().Truncate(time.Microsecond)
-		expiresAt = &e
+	var parent *Key
+	if spec.ParentID != "" {
+		pk, err := sqliteScanKey(tx.QueryRowContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE id = ? AND workspace_id = ?`, spec.ParentID, ws))
+		if errors.Is(err, sql.ErrNoRows) {
+			return Key{}, "", ErrNotFound
+		}
+		if err != nil {
+			return Key{}, "", err
+		}
+		if pk.Ancestors, err = sqliteKeyAncestors(ctx, tx, pk.ParentID); err != nil {
+			return Key{}, "", err
+		}
+		parent = &pk
 	}
-	k := Key{ID: newID("key_"), WorkspaceID: ws, Name: cleanText(name), Prefix: keyDisplayPrefix(secret), Hash: hash,
-		Scopes: append([]Scope(nil), scopes...), CreatedAt: now, ExpiresAt: expiresAt}
-	sj, _ := json.Marshal(scopesToStrings(scopes))
-	_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, scopes, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, ws, k.Name, hash[:], k.Prefix, string(sj), toUs(now), nullUs(expiresAt))
+	spec, err := prepareKey(spec, parent, now)
+	if err != nil {
+		return Key{}, "", err
+	}
+	secret, hash := GenerateKey()
+	k := Key{ID: newID("key_"), WorkspaceID: ws, Name: cleanText(spec.Name), Prefix: keyDisplayPrefix(secret), Hash: hash,
+		Scopes: spec.Scopes, CreatedAt: now, ExpiresAt: spec.ExpiresAt, ParentID: spec.ParentID, Limits: spec.Limits}
+	sj, _ := json.Marshal(scopesToStrings(spec.Scopes))
+	mj, _ := json.Marshal(nonNil(spec.Limits.Models))
+	l := spec.Limits
+	_, err = tx.ExecContext(ctx, `INSERT INTO api_keys (id, workspace_id, name, key_hash, prefix, scopes, created_at, expires_at,
+			parent_id, models, rpm, tpm, budget_micros, budget_period)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, ws, k.Name, hash[:], k.Prefix, string(sj), toUs(now), nullUs(spec.ExpiresAt),
+		nullString(spec.ParentID), string(mj), l.RPM, l.TPM, int64(l.BudgetMicros), l.BudgetPeriod)
 	if err != nil {
 		return Key{}, "", err
 	}
 	return k, secret, nil
 }
 
-// CreateKey adds a key to a workspace.
-func (s *SQLite) CreateKey(ctx context.Context, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error) {
+// CreateKey adds a key to a workspace. The single writer connection serializes it with
+// revocations, so a child cannot be created under a parent being revoked.
+func (s *SQLite) CreateKey(ctx context.Context, ws string, spec KeySpec) (Key, string, error) {
 	var k Key
 	var secret string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		k, secret, err = sqliteCreateKey(ctx, tx, ws, name, scopes, expiresAt)
+		k, secret, err = sqliteCreateKey(ctx, tx, ws, spec)
 		return err
 	})
 	return k, secret, err
 }
 
-const sqliteKeyColumns = `id, workspace_id, name, prefix, key_hash, scopes, created_at, expires_at, revoked_at`
+const sqliteKeyColumns = `id, workspace_id, name, prefix, key_hash, scopes, created_at, expires_at, revoked_at,
+	parent_id, models, rpm, tpm, budget_micros, budget_period`
 
 type scanner interface{ Scan(...any) error }
 
 func sqliteScanKey(row scanner) (Key, error) {
 	var k Key
 	var hash []byte
-	var scopes string
+	var scopes, models string
 	var created int64
 	var expires, revoked sql.NullInt64
-	if err := row.Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.Prefix, &hash, &scopes, &created, &expires, &revoked); err != nil {
+	var parent sql.NullString
+	l := &k.Limits
+	if err := row.Scan(&k.ID, &k.WorkspaceID, &k.Name, &k.Prefix, &hash, &scopes, &created, &expires, &revoked,
+		&parent, &models, &l.RPM, &l.TPM, &l.BudgetMicros, &l.BudgetPeriod); err != nil {
 		return k, err
 	}
 	copy(k.Hash[:], hash)
@@ -234,9 +250,13 @@ func sqliteScanKey(row scanner) (Key, error) {
 	if err := json.Unmarshal([]byte(scopes), &ss); err != nil {
 		return k, fmt.Errorf("ledger: key %s scopes: %w", k.ID, err)
 	}
+	if err := unmarshalModels(models, l); err != nil {
+		return k, fmt.Errorf("ledger: key %s models: %w", k.ID, err)
+	}
 	k.Scopes = stringsToScopes(ss)
 	k.CreatedAt = fromUs(created)
 	k.ExpiresAt, k.RevokedAt = fromNullUs(expires), fromNullUs(revoked)
+	k.ParentID = parent.String
 	return k, nil
 }
 
@@ -252,12 +272,19 @@ func (s *SQLite) LookupKey(ctx context.Context, hash [32]byte) (Key, error) {
 	if subtle.ConstantTimeCompare(k.Hash[:], hash[:]) != 1 {
 		return Key{}, ErrNotFound
 	}
+	if k.Ancestors, err = sqliteKeyAncestors(ctx, s.r, k.ParentID); err != nil {
+		return Key{}, err
+	}
 	return k, k.Check(time.Now())
 }
 
 // ListKeys lists a workspace's keys.
 func (s *SQLite) ListKeys(ctx context.Context, ws string) ([]Key, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id`, ws)
+	return sqliteListKeys(ctx, s.r, ws)
+}
+
+func sqliteListKeys(ctx context.Context, q sqliteQuerier, ws string) ([]Key, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id`, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -273,19 +300,27 @@ func (s *SQLite) ListKeys(ctx context.Context, ws string) ([]Key, error) {
 	return out, rows.Err()
 }
 
-// RevokeKey revokes a key; watchers learn about it by polling RevokedSince.
+// RevokeKey revokes a key and the keys minted under it; watchers learn about it by polling
+// RevokedSince.
 func (s *SQLite) RevokeKey(ctx context.Context, ws, keyID string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		var revoked sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT revoked_at FROM api_keys WHERE id = ? AND workspace_id = ?`, keyID, ws).Scan(&revoked)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotFound
-		}
-		if err != nil || revoked.Valid {
+		keys, err := sqliteListKeys(ctx, tx, ws)
+		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ?`, toUs(time.Now()), keyID)
-		return err
+		set, err := revocationSet(keys, keyID, time.Now())
+		if err != nil {
+			return err
+		}
+		now := toUs(time.Now())
+		for _, k := range keys {
+			if set[k.ID] && k.RevokedAt == nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE id = ?`, now, k.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	})
 }
 

@@ -52,6 +52,12 @@ var (
 	ErrInvalid = errors.New("ledger: invalid argument")
 	// ErrClosed is returned by a Writer or Credits after Close.
 	ErrClosed = errors.New("ledger: closed")
+	// ErrLastOwnerKey is returned by RevokeKey when the revocation would leave the workspace
+	// without an owner key (every scope, no expiry, not revoked): nobody could manage it.
+	ErrLastOwnerKey = errors.New("ledger: the workspace's last owner key cannot be revoked")
+	// ErrBudgetExceeded is returned by Budgets.Reserve when a key's spend cap (its own or an
+	// ancestor's) cannot cover the amount; handlers map it to 402 insufficient_quota.
+	ErrBudgetExceeded = errors.New("ledger: key budget exceeded")
 )
 
 // Scope is a permission carried by an API key.
@@ -76,6 +82,13 @@ type Workspace struct {
 	CreatedAt time.Time
 	Granted   Micros
 	Spent     Micros
+	Limits    WorkspaceLimits
+}
+
+// WorkspaceLimits bound the whole workspace, whatever key calls; 0 means no limit.
+type WorkspaceLimits struct {
+	RPM int64 `json:"rpm"` // requests per minute
+	TPM int64 `json:"tpm"` // tokens per minute
 }
 
 // Balance is Granted − Spent.
@@ -93,6 +106,54 @@ type Key struct {
 	CreatedAt   time.Time
 	ExpiresAt   *time.Time
 	RevokedAt   *time.Time
+	// ParentID is the key that minted this one through the API ("" for owner and CLI keys).
+	// A child never outlives its parent and is revoked with it.
+	ParentID string
+	Limits   KeyLimits
+	// Ancestors are the keys above this one, parent first, with their limits. Only LookupKey
+	// fills it: a key's use counts against each ancestor's limits too, so minting children
+	// can never widen what a key may do.
+	Ancestors []KeyAncestor
+}
+
+// KeyLimits are what a key may do; the zero value is "no limits". They are fixed when the key
+// is created.
+type KeyLimits struct {
+	// Models is the allow-list; empty admits any model. An entry is a public slug, a pinned
+	// "provider/model", "provider/*" (any model of that provider) or a bare upstream model id
+	// (that model from any provider).
+	Models []string
+	// RPM and TPM are requests and tokens per minute (0: none).
+	RPM, TPM int64
+	// BudgetMicros caps the spend of the key and the keys it minted per BudgetPeriod (0: none).
+	BudgetMicros Micros
+	// BudgetPeriod is "day" or "month" (UTC calendar periods) or "total".
+	BudgetPeriod string
+}
+
+// KeyAncestor is a key above another in the chain of keys that minted it.
+type KeyAncestor struct {
+	ID     string
+	Limits KeyLimits
+}
+
+// KeySpec describes a key to create.
+type KeySpec struct {
+	Name   string
+	Scopes []Scope
+	// ExpiresAt may be nil (no expiry). With a ParentID it may not be later than the parent's
+	// expiry, and nil means the parent's.
+	ExpiresAt *time.Time
+	// ParentID is the key minting this one ("" for owner and CLI keys). The parent must be a
+	// usable key of the same workspace holding every scope and model the child asks for.
+	ParentID string
+	Limits   KeyLimits
+}
+
+// KeySpend is what a key and the keys it minted spent since some time, split into this
+// node's rows and the other nodes' (see Budgets).
+type KeySpend struct {
+	Node, Others Micros
 }
 
 // Has reports whether the key carries scope s.
@@ -253,15 +314,25 @@ type Store interface {
 	// Workspace returns one workspace or ErrNotFound.
 	Workspace(ctx context.Context, ws string) (Workspace, error)
 
-	// CreateKey adds a key to workspace ws; expiresAt may be nil.
-	CreateKey(ctx context.Context, ws, name string, scopes []Scope, expiresAt *time.Time) (Key, string, error)
-	// LookupKey finds a key by the SHA-256 of its secret. It returns ErrNotFound for an unknown
-	// hash, and the key together with ErrRevoked or ErrExpired for an unusable one.
+	// ListWorkspaces lists every workspace, oldest first (for operators).
+	ListWorkspaces(ctx context.Context) ([]Workspace, error)
+	// SetWorkspaceLimits replaces the workspace's rate limits.
+	SetWorkspaceLimits(ctx context.Context, ws string, limits WorkspaceLimits) error
+
+	// CreateKey adds a key to workspace ws. Invalid specs (unknown scope, limits out of
+	// range, a child asking for more than its parent holds or outliving it) are ErrInvalid;
+	// an unknown workspace or parent is ErrNotFound. It returns the secret once.
+	CreateKey(ctx context.Context, ws string, spec KeySpec) (Key, string, error)
+	// LookupKey finds a key by the SHA-256 of its secret, with its Ancestors. It returns
+	// ErrNotFound for an unknown hash, and the key together with ErrRevoked or ErrExpired for
+	// an unusable one.
 	LookupKey(ctx context.Context, hash [32]byte) (Key, error)
 	// ListKeys lists the workspace's keys (revoked ones included), oldest first.
 	ListKeys(ctx context.Context, ws string) ([]Key, error)
-	// RevokeKey revokes a key of workspace ws (idempotent). A key of another workspace is
-	// ErrNotFound. Revocation is announced to WatchRevocations subscribers.
+	// RevokeKey revokes a key of workspace ws and every key minted under it (idempotent). A
+	// key of another workspace is ErrNotFound; a revocation that would leave no owner key
+	// (every scope, no expiry) is ErrLastOwnerKey and changes nothing. Every revoked key is
+	// announced to WatchRevocations subscribers.
 	RevokeKey(ctx context.Context, ws, keyID string) error
 	// RevokedSince lists keys revoked at or after t (for polling auth caches).
 	RevokedSince(ctx context.Context, t time.Time) ([]Revocation, error)
@@ -304,6 +375,17 @@ type Store interface {
 	// ExportRows streams rows oldest first to fn without loading the range into memory;
 	// an error from fn stops the export and is returned.
 	ExportRows(ctx context.Context, ws string, from, to time.Time, fn func(Row) error) error
+
+	// KeySpend sums the cost of the rows of key keyID and of every key minted under it, in
+	// workspace ws, with time ≥ since, split into node's rows and the other nodes'.
+	KeySpend(ctx context.Context, ws, keyID string, since time.Time, node string) (KeySpend, error)
+
+	// TakeRate adds n to bucket's counter for the minute starting at window if the counter
+	// stays ≤ limit (limit ≤ 0: unconditionally), all or nothing. It returns the counter
+	// after the call and whether n was added.
+	TakeRate(ctx context.Context, bucket string, window time.Time, n, limit int64) (used int64, ok bool, err error)
+	// PurgeRate deletes rate windows that started before t.
+	PurgeRate(ctx context.Context, before time.Time) (int64, error)
 
 	// PutResponse stores or replaces a Responses API object of a workspace.
 	PutResponse(ctx context.Context, r StoredResponse) error

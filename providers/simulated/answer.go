@@ -314,7 +314,7 @@ func isWordByte(c byte) bool {
 // generate builds the answer for a parsed request.
 func (s *Server) generate(p *parsed, d *directives, st *reqState, idHash uint64) result {
 	var res result
-	userHash := mix64(fnvBytes(fnvOffset^uint64(s.opts.Seed), p.lastUser))
+	userHash := mix64(fnvBytes(fnvOffset^uint64(s.opts.Seed)^p.draw, p.lastUser))
 	// Tool calls.
 	if len(p.tools) > 0 && p.toolChoice != "none" && p.lastRole == "user" && !d.hasAnswer {
 		var picked []*wireTool

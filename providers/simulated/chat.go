@@ -77,6 +77,10 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	cached := s.cache.lookupStore(st.bounds, mix64(fnvString(fnvOffset, key)), now.UnixNano(), int64(s.opts.CacheTTL))
 
 	reqHash := mix64(fnvString(all^uint64(s.opts.Seed), p.model))
+	if s.opts.Sampling && p.sampled {
+		p.draw = mix64(s.draws.Add(1))
+		reqHash = mix64(reqHash ^ p.draw)
+	}
 	res := s.generate(&p, &d, st, reqHash)
 	s.stats.answer(key, p.promptToks, cached, res.completion)
 

@@ -20,6 +20,7 @@ type wireRequest struct {
 	MaxTokens           *int64              `json:"max_tokens"`
 	MaxCompletionTokens *int64              `json:"max_completion_tokens"`
 	N                   *int64              `json:"n"`
+	Temperature         *float64            `json:"temperature"`
 	Tools               json.RawMessage     `json:"tools"`
 	ToolChoice          json.RawMessage     `json:"tool_choice"`
 	ParallelToolCalls   *bool               `json:"parallel_tool_calls"`
@@ -87,6 +88,11 @@ type parsed struct {
 	parallel   bool
 	format     string // "", "text", "json_object", "json_schema"
 	schema     json.RawMessage
+
+	// sampled: temperature absent, null or above 0; draw is this call's sample under
+	// Options.Sampling (0: the deterministic answer).
+	sampled bool
+	draw    uint64
 
 	lastRole   string
 	lastUser   []byte // text of the last user message (may alias st.canon)
@@ -167,6 +173,7 @@ func parse(body []byte, st *reqState, p *parsed) *providers.Error {
 	} else if w.MaxTokens != nil {
 		p.outputCap = *w.MaxTokens
 	}
+	p.sampled = w.Temperature == nil || *w.Temperature != 0
 	if w.N != nil && (*w.N < 1 || *w.N > 128) {
 		return badRequest("integer_out_of_range", "n", "Invalid 'n': integer out of range. Expected a value between 1 and 128, but got %d instead.", *w.N)
 	}

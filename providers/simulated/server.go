@@ -37,6 +37,11 @@ type Options struct {
 	Now func() time.Time
 	// MaxBodyBytes bounds request bodies (default 32 MiB); larger ones get 413.
 	MaxBodyBytes int64
+	// Sampling models a real model's sampling on chat completions: a request that asks for a
+	// sample (temperature absent, null or above 0; OpenAI's default is 1) gets a fresh answer
+	// and id on every call. Requests with temperature 0 keep their one deterministic answer.
+	// Off by default, so the same request always yields the same answer.
+	Sampling bool
 }
 
 func (o Options) withDefaults() Options {
@@ -62,6 +67,7 @@ func (o Options) withDefaults() Options {
 type Server struct {
 	opts   Options
 	seq    atomic.Uint64
+	draws  atomic.Uint64 // Options.Sampling's draw counter
 	cache  *prefixCache
 	stats  statsCounters
 	faults faultState

@@ -542,6 +542,24 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
+// TestSampling: with Options.Sampling, a sampled request draws a fresh answer per call, as a
+// real model does; temperature 0 keeps the one deterministic answer.
+func TestSampling(t *testing.T) {
+	_, ts := newTest(t, Options{Sampling: true})
+	for _, tc := range []struct {
+		extra   string
+		sampled bool
+	}{{"", true}, {`"temperature":null`, true}, {`"temperature":0.7`, true}, {`"temperature":0`, false}, {`"temperature":0.0`, false}} {
+		body := chatBody(tc.extra, "user", "Pick a number and explain it.")
+		a, _ := complete(t, ts, "k", body)
+		b, _ := complete(t, ts, "k", body)
+		differ := a.ID != b.ID && *a.Choices[0].Message.Content != *b.Choices[0].Message.Content
+		if differ != tc.sampled {
+			t.Errorf("%q: two calls differ = %v, want %v (%q vs %q)", tc.extra, differ, tc.sampled, *a.Choices[0].Message.Content, *b.Choices[0].Message.Content)
+		}
+	}
+}
+
 func TestMaxTokens(t *testing.T) {
 	_, ts := newTest(t, Options{})
 	for _, field := range []string{"max_tokens", "max_completion_tokens"} {
