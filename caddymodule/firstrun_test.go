@@ -89,21 +89,7 @@ func TestFirstFiveMinutesWithCaddyfileExample(t *testing.T) {
 	cmd.Dir, cmd.Env = dir, exampleEnv(dir)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &gatewayProc{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: &log}
-	t.Cleanup(p.stop)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not start:\n%s", log.String())
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	p := startCmd(t, cmd, port, &log)
 	client := openai.NewClient(option.WithBaseURL(p.base+"/v1"), option.WithAPIKey(ws.APIKey), option.WithMaxRetries(0))
 	ctx := context.Background()
 	for _, slug := range []string{"btl-frontier", "btl-balanced", "btl-fast", "btl-reasoning"} {
@@ -154,5 +140,25 @@ func TestFirstFiveMinutesWithCaddyfileExample(t *testing.T) {
 			t.Fatalf("usage summary shows no saving: %d %s", status, raw)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startCmd starts a gateway command and waits until it listens on port.
+func startCmd(t *testing.T, cmd *exec.Cmd, port int, log *bytes.Buffer) *gatewayProc {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &gatewayProc{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: log}
+	t.Cleanup(p.stop)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gateway did not start")
+		}
+		time.Sleep(25 * time.Millisecond)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,21 +70,7 @@ http://127.0.0.1:%d {
 		"OTEL_TRACES_EXPORTER=console", "OTEL_BSP_SCHEDULE_DELAY=50")
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = out, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &gatewayProc{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: &log}
-	t.Cleanup(p.stop)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("gateway did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	p := startCmd(t, cmd, port, &log)
 	status, raw := call(t, "POST", p.base+"/v1/chat/completions", tl.ownerKey,
 		`{"model":"sim/gpt-4o-mini","messages":[{"role":"user","content":"Trace me"}]}`)
 	if status != 200 {

@@ -212,15 +212,9 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 		out.Stream = newStream(resp.Body, cancel, a.timeouts.Idle)
 		return out, nil
 	}
-	defer cancel()
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
-		return nil, TransportError(ctx, err)
-	}
-	if len(raw) > maxBody {
-		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_response_too_large",
-			Message: "the upstream response was too large", Class: providers.ClassRetryable}
+	raw, perr := readAnswer(ctx, resp, cancel)
+	if perr != nil {
+		return nil, perr
 	}
 	if call.Stream {
 		// Asked for a stream, got JSON: an OpenAI-compatible server that ignores "stream".
@@ -251,6 +245,15 @@ func (a *Adapter) Forward(ctx context.Context, endpoint string, body []byte, ups
 	if perr != nil {
 		return nil, perr
 	}
+	raw, perr := readAnswer(ctx, resp, cancel)
+	if perr != nil {
+		return nil, perr
+	}
+	return &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), Body: raw, UpstreamRequestID: requestID(resp.Header)}, nil
+}
+
+// readAnswer reads a whole JSON answer (bounded by maxBody) and ends the call.
+func readAnswer(ctx context.Context, resp *http.Response, cancel context.CancelFunc) ([]byte, *providers.Error) {
 	defer cancel()
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
@@ -261,7 +264,7 @@ func (a *Adapter) Forward(ctx context.Context, endpoint string, body []byte, ups
 		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_response_too_large",
 			Message: "the upstream response was too large", Class: providers.ClassRetryable}
 	}
-	return &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), Body: raw, UpstreamRequestID: requestID(resp.Header)}, nil
+	return raw, nil
 }
 
 func isEventStream(h http.Header) bool {

@@ -349,16 +349,10 @@ func (s *Server) googleEmbed(w http.ResponseWriter, r *http.Request, model strin
 	if _, ok := s.googleAuthorized(w, r, vertex, s.opts.Now()); !ok {
 		return
 	}
-	buf, err := readBody(r, s.opts.MaxBodyBytes)
-	if err != nil {
-		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request payload size exceeds the limit.")
+	body, ok := s.readGoogleBody(w, r, vertex)
+	if !ok {
 		return
 	}
-	body := bytes.Clone(buf.Bytes())
-	putBody(buf)
-	s.google.mu.Lock()
-	s.google.last = &GeminiRequest{Path: r.URL.Path, Vertex: vertex, Body: body}
-	s.google.mu.Unlock()
 	if _, ok := nativeDimensions(model); !ok {
 		writeGoogleError(w, http.StatusNotFound, "NOT_FOUND", "models/"+model+" is not found for embeddings")
 		return

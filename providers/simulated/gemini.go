@@ -218,6 +218,22 @@ func (s *Server) googleAuthorized(w http.ResponseWriter, r *http.Request, vertex
 	return principal, true
 }
 
+// readGoogleBody reads a Gemini or Vertex request body and records it as the last request.
+func (s *Server) readGoogleBody(w http.ResponseWriter, r *http.Request, vertex bool) ([]byte, bool) {
+	buf, err := readBody(r, s.opts.MaxBodyBytes)
+	if err != nil {
+		s.stats.rejected.Add(1)
+		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request payload size exceeds the limit.")
+		return nil, false
+	}
+	body := bytes.Clone(buf.Bytes())
+	putBody(buf)
+	s.google.mu.Lock()
+	s.google.last = &GeminiRequest{Path: r.URL.Path, Vertex: vertex, Body: body}
+	s.google.mu.Unlock()
+	return body, true
+}
+
 func (s *Server) googleToken(w http.ResponseWriter, r *http.Request) {
 	refuse := func(desc string) {
 		s.google.mu.Lock()
@@ -580,17 +596,10 @@ func (s *Server) generateContent(w http.ResponseWriter, r *http.Request, model s
 		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "the simulator streams only with alt=sse")
 		return
 	}
-	buf, err := readBody(r, s.opts.MaxBodyBytes)
-	if err != nil {
-		s.stats.rejected.Add(1)
-		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request payload size exceeds the limit.")
+	body, ok := s.readGoogleBody(w, r, vertex)
+	if !ok {
 		return
 	}
-	body := bytes.Clone(buf.Bytes())
-	putBody(buf)
-	s.google.mu.Lock()
-	s.google.last = &GeminiRequest{Path: r.URL.Path, Vertex: vertex, Body: body}
-	s.google.mu.Unlock()
 
 	var wire gWire
 	dec := json.NewDecoder(bytes.NewReader(body))
