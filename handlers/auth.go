@@ -107,7 +107,10 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		writeError(w, ex, e)
 		return nil
 	}
-	endSpan(span, http.StatusOK, attribute.String("btl.workspace_id", key.WorkspaceID), attribute.String("btl.key_id", key.ID))
+	if span != nil {
+		span.SetAttributes(attribute.String("btl.workspace_id", key.WorkspaceID), attribute.String("btl.key_id", key.ID))
+		endSpan(span, http.StatusOK)
+	}
 	if !hasAny(key, anyOf) {
 		names := make([]string, len(anyOf))
 		for i, s := range anyOf {

@@ -128,9 +128,12 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return next.ServeHTTP(w, r)
 	}
 	amount := h.estimate(ex, req, targets)
-	rr, span := startSpan(r, "btl.reserve", attribute.String("btl.reserve_usd", ledger.Micros(amount).String()))
+	rr, span := startSpan(r, "btl.reserve")
 	res, err := h.led.Credits.Reserve(rr.Context(), ex.WorkspaceID, ledger.Micros(amount))
-	endSpan(span, reserveStatus(err))
+	if span != nil {
+		span.SetAttributes(attribute.String("btl.reserve_usd", ledger.Micros(amount).String()))
+		endSpan(span, reserveStatus(err))
+	}
 	if err != nil {
 		if errors.Is(err, ledger.ErrInsufficientCredits) {
 			h.metrics.CreditRefused()
@@ -259,7 +262,10 @@ func (m *metered) complete(ex *Exchange) {
 	if m.logFields != nil {
 		addLogFields(m.logFields, &row)
 	}
-	endSpan(m.span, row.Status, exchangeAttributes(ex)...)
+	if m.span != nil {
+		m.span.SetAttributes(exchangeAttributes(ex)...)
+		endSpan(m.span, row.Status)
+	}
 }
 
 // modelClass bounds the requested model for metric labels: a configured public slug keeps

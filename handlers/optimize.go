@@ -213,7 +213,10 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	// Prompt caching and the output budget depend on the upstream target, so they run per
 	// attempt, in the route handler.
 	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
-	endSpan(span, http.StatusOK, optimizerAttributes(ex.Optimizer)...)
+	if span != nil {
+		span.SetAttributes(optimizerAttributes(ex.Optimizer)...)
+		endSpan(span, http.StatusOK)
+	}
 
 	if p.respCache {
 		return h.serveCached(w, r, ex, req, next)

@@ -21,21 +21,21 @@ const tracerName = "github.com/badtheorylabs/btl-runtime"
 
 // startSpan starts a child of the request's span when that span is recording. It returns the
 // request with the child in its context (the same request and a nil span when not tracing).
-func startSpan(r *http.Request, name string, attrs ...attribute.KeyValue) (*http.Request, trace.Span) {
+// Callers add attributes only when the span is not nil, so an untraced request builds none.
+func startSpan(r *http.Request, name string) (*http.Request, trace.Span) {
 	parent := trace.SpanFromContext(r.Context())
 	if !parent.IsRecording() {
 		return r, nil
 	}
-	ctx, span := parent.TracerProvider().Tracer(tracerName).Start(r.Context(), name, trace.WithAttributes(attrs...))
+	ctx, span := parent.TracerProvider().Tracer(tracerName).Start(r.Context(), name)
 	return r.WithContext(ctx), span
 }
 
 // endSpan ends span (nil: not tracing), marking it failed when status is an error.
-func endSpan(span trace.Span, status int, attrs ...attribute.KeyValue) {
+func endSpan(span trace.Span, status int) {
 	if span == nil {
 		return
 	}
-	span.SetAttributes(attrs...)
 	if status >= 400 {
 		span.SetStatus(codes.Error, http.StatusText(status))
 	}
@@ -92,7 +92,10 @@ func optimizerAttributes(o *OptimizerReport) []attribute.KeyValue {
 
 // upstreamSpan starts the btl.upstream span of one attempt (nil when not tracing).
 func upstreamSpan(r *http.Request, provider, model string, attempt int) trace.Span {
-	_, span := startSpan(r, "btl.upstream", attribute.String("btl.provider", provider),
-		attribute.String("btl.upstream_model", model), attribute.Int("btl.attempt", attempt))
+	_, span := startSpan(r, "btl.upstream")
+	if span != nil {
+		span.SetAttributes(attribute.String("btl.provider", provider), attribute.String("btl.upstream_model", model),
+			attribute.Int("btl.attempt", attempt))
+	}
 	return span
 }
