@@ -136,6 +136,12 @@ func TestEndpointsBadInput(t *testing.T) {
 		{"/v1/completions", `{"model":"sim/gpt-3.5-turbo-instruct","prompt":"x","stream":true}`, 400, "stream"},
 		{"/v1/completions", `{"model":"sim/gpt-3.5-turbo-instruct"}`, 400, "prompt"},
 		{"/v1/moderations", `{"model":"omni-moderation-latest"}`, 400, "input"},
+		// A case variant is what the gateway would read and the upstream would not.
+		{"/v1/embeddings", `{"model":"btl-embed","input":"x","Input":["a","b","c"]}`, 400, "Input"},
+		{"/v1/completions", `{"model":"sim/gpt-3.5-turbo-instruct","prompt":"x","Max_Tokens":5}`, 400, "Max_Tokens"},
+		{"/v1/moderations", `{"input":"x","MODEL":"text-moderation-latest"}`, 400, "MODEL"},
+		{"/v1/completions", `{"model":"sim/gpt-3.5-turbo-instruct","prompt":"x","n":0}`, 400, "n"},
+		{"/v1/completions", `{"model":"sim/gpt-3.5-turbo-instruct","prompt":"x","best_of":-2}`, 400, "best_of"},
 	} {
 		status, raw := call(t, http.MethodPost, base+c.path, tl.ownerKey, c.body)
 		var e apiError

@@ -24,7 +24,12 @@ import (
 //     countSampleMaxBytes, a few milliseconds of one core per model every ten seconds. And
 //     only once something has asked for a count: loading tiktoken's encodings costs half a
 //     second of CPU and tens of MB, which a gateway that never counts should not pay.
+//
+// A third, outputCalibration, relates the output tokens an upstream reports for a completed
+// stream to four bytes a token of the text the gateway relayed (ChunkTextBytes): it turns
+// the text a cut stream delivered into the tokens it is billed for.
 var (
+	outputCalibration = tokens.NewCalibrator(0, 0, 0)
 	promptCalibration = tokens.NewCalibrator(0, 0, 0)
 	countCalibration  = tokens.NewCalibrator(0, 0, 0)
 	countsWanted      atomic.Bool // set by the first token count asked for
@@ -60,6 +65,23 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 	}
 	body = append([]byte(nil), body...) // the exchange's buffers are not ours after return
 	go countCalibration.Observe(model, tokens.CountChat(model, body), actual)
+}
+
+// calibratedOutput is the output tokens of textBytes of delivered text on model: four bytes a
+// token, corrected by what completed streams of the model taught.
+func calibratedOutput(model string, textBytes int64) int64 {
+	return int64(outputCalibration.Adjust(model, tokens.Estimate(int(min(textBytes, 1<<40)))))
+}
+
+// observeOutput learns the output ratio from a stream that completed with the upstream's
+// usage: the text relayed against the output tokens reported. Only when no hidden reasoning
+// is reported apart: reasoning an upstream does not stream is output with no text relayed.
+func observeOutput(ex *Exchange) {
+	if !ex.Streamed || !ex.UsageKnown || ex.UsageEstimated || ex.Partial || ex.Coalesced || ex.Provider == "cache" ||
+		ex.UpstreamModel == "" || ex.Usage.Reasoning != 0 || ex.DeliveredTextBytes <= 0 {
+		return
+	}
+	outputCalibration.Observe(ex.UpstreamModel, tokens.Estimate(int(ex.DeliveredTextBytes)), int(ex.Usage.Output))
 }
 
 // countedTokens is tiktoken's count of text in model's encoding, corrected by the ratio

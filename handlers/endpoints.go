@@ -59,6 +59,14 @@ func (ex *Exchange) loadEndpointRequest(r *http.Request, maxBody int64) (*provid
 // the whole answer is in, so every failure may still be retried or fail over.
 func (h *Route) attemptEndpoint(ctx context.Context, w http.ResponseWriter, ex *Exchange, tg routing.Target) (bool, *providers.Error) {
 	body := ex.OutboundBody()
+	// The meter's last word before the call: the reservation must cover what is sent.
+	b := providers.Bounds{MaxTokens: ex.Request.OutputCap(), Choices: 1}
+	if n := ex.Request.N; n != nil {
+		b.Choices = *n
+	}
+	if err := providers.Admit(ex.admitFor(tg), b); err != nil {
+		return false, asProviderError(err)
+	}
 	var resp *providers.Response
 	var err error
 	switch ex.Endpoint {

@@ -42,3 +42,19 @@ func methodNotAllowed(w http.ResponseWriter, ex *Exchange, allow string) {
 	w.Header().Set("Allow", allow)
 	writeError(w, ex, providers.Errorf(http.StatusMethodNotAllowed, "method_not_allowed", "", "method not allowed; use %s", allow))
 }
+
+// errNotUpstream marks an error the gateway raised about a call it did not make (a refused
+// admission): it says nothing about the upstream's health and is never retried elsewhere.
+var errNotUpstream = errors.New("refused by the gateway before the upstream call")
+
+// notUpstream marks e as raised by the gateway itself (see errNotUpstream).
+func notUpstream(e *providers.Error) *providers.Error {
+	e.Class = providers.ClassClient
+	e.Internal = errNotUpstream
+	return e
+}
+
+// gatewayRefusal reports whether e was raised by the gateway before any upstream call.
+func gatewayRefusal(e *providers.Error) bool {
+	return e != nil && errors.Is(e.Internal, errNotUpstream)
+}

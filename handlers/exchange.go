@@ -92,6 +92,16 @@ type Exchange struct {
 	Streamed       bool
 	// Partial is set when a stream ended early (client left or upstream cut).
 	Partial bool
+	// DeliveredTextBytes is the text relayed to the client so far (content, reasoning,
+	// refusals, tool names and arguments): what a stream cut before its usage is billed by.
+	DeliveredTextBytes int64
+	// Sent is what the adapter of the last admitted attempt said it sent (output cap, n,
+	// service tier); ServedTier the service tier the upstream's answer names ("" if none).
+	Sent       providers.Bounds
+	ServedTier string
+	// admit, set by the meter, re-reserves for what an adapter is about to send to a target;
+	// the route hands it to every upstream call as Call.Admit.
+	admit func(tg routing.Target, b providers.Bounds) error
 
 	// Money (meter), in micro-dollars.
 	CostMicros     int64

@@ -1,9 +1,11 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,6 +18,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -135,52 +138,51 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		endSpan(span, reserveStatus(err))
 	}
 	if err != nil {
-		if errors.Is(err, ledger.ErrInsufficientCredits) {
-			h.metrics.CreditRefused()
-			writeError(w, ex, providers.Errorf(http.StatusPaymentRequired, "insufficient_quota", "",
-				"You exceeded your current quota: the workspace's credit balance cannot cover this request (up to $%s). Top up to continue.",
-				ledger.Micros(amount).String()))
-			return nil
-		}
-		if c := h.logger.Check(zapcore.ErrorLevel, "credit reservation failed"); c != nil {
-			c.Write(zap.String("request_id", ex.ID), zap.Error(err))
-		}
-		e := providers.Errorf(http.StatusServiceUnavailable, "service_unavailable", "", "the gateway cannot check your balance right now; retry shortly")
-		e.RetryAfter = 2 * time.Second
-		writeError(w, ex, e)
+		writeError(w, ex, h.refusal(ex, err, ledger.Micros(amount)))
 		return nil
 	}
-	m.res = res
+	m.res, m.reserved, m.ctx = res, ledger.Micros(amount), context.WithoutCancel(r.Context())
+	ex.admit = m.admit
 	return next.ServeHTTP(w, r)
 }
 
-// estimate is the reservation: an upper bound of what the call can cost on any of its
-// candidates. Input tokens are over-estimated at one per three bytes of body (real
-// tokenizers average about four), or at the model's calibrated estimate plus a tenth when
-// its tokenizer has been seen to be denser than that; output is the caller's cap, else the
-// model's maximum.
+// estimate is the reservation made before the request is optimized and routed: an upper
+// bound of what the call can cost on any of its candidates, for the request as the caller
+// wrote it (n choices of its output cap, in its service tier). Each upstream attempt then
+// re-reserves for exactly what its adapter built (admit), so a rewrite that raises the bound
+// is covered or refused before the call.
 func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []routing.Target) int64 {
-	body := ex.OutboundBody()
-	bound := int64(len(body))/3 + 16
+	bounds := providers.Bounds{MaxTokens: req.OutputCap(), Choices: req.Choices(), ServiceTier: req.ServiceTier}
 	var worst int64
 	for _, tg := range targets {
 		p, ok := h.rt.PricesFor(ex.WorkspaceID).Lookup(tg.Model)
 		if !ok {
 			continue
 		}
-		inTokens := max(bound, calibratedPrompt(tg.Model, body)*11/10+16)
-		out := req.OutputCap()
-		if out == 0 {
-			out = p.MaxOutput
+		if tp, ok := p.ForTier(bounds.ServiceTier); ok {
+			p = tp // an unpriced tier is refused at admission, once the adapter says it is sent
 		}
-		if out == 0 {
-			out = h.DefaultOutputReserve
-		}
-		in := max(p.Input, p.CacheWrite1h, p.LongInput)
-		cost := (inTokens*in + out*max(p.Output, p.LongOutput) + 999_999) / 1_000_000
-		worst = max(worst, cost)
+		worst = max(worst, h.bound(ex, tg, p, bounds))
 	}
 	return max(worst, 1)
+}
+
+// bound is what a call to tg can cost at p with the given bounds. Input tokens are
+// over-estimated at one per three bytes of body (real tokenizers average about four), or at
+// the model's calibrated estimate plus a tenth when its tokenizer has been seen to be denser
+// than that; output is the cap per choice (else the model's maximum, else
+// DefaultOutputReserve) times the choices. Saturating: see catalog.Price.Bound.
+func (h *Meter) bound(ex *Exchange, tg routing.Target, p catalog.Price, b providers.Bounds) int64 {
+	body := ex.OutboundBody()
+	inTokens := max(int64(len(body))/3+16, calibratedPrompt(tg.Model, body)*11/10+16)
+	out := b.MaxTokens
+	if out <= 0 {
+		out = p.MaxOutput
+	}
+	if out <= 0 {
+		out = h.DefaultOutputReserve
+	}
+	return p.Bound(inTokens, catalog.MulSat(out, max(b.Choices, 1)))
 }
 
 // metered carries one request's reservation to its completion.
@@ -191,6 +193,81 @@ type metered struct {
 	logFields *caddyhttp.ExtraLogFields
 	// span is the request's btl.request span (nil when not tracing).
 	span trace.Span
+	// reserved is the total set aside: res plus every top-up in more.
+	reserved ledger.Micros
+	more     []*ledger.Reservation
+	// ctx is the request's context without its cancellation: a top-up for a call that runs
+	// on after its client left must still be able to reach the store.
+	ctx context.Context
+}
+
+// reserveTimeout bounds a reservation top-up that has to lease from the store.
+const reserveTimeout = 5 * time.Second
+
+// admit runs before every upstream call, told by the adapter what it is about to send to tg
+// (providers.Bounds): the output cap after the optimizer's and the adapter's rewrites (an
+// Anthropic thinking budget can turn max_tokens 1 into 16,385), n and the service tier. It
+// refuses a tier the catalog does not price (400), and tops the reservation up to the call's
+// bound, refusing with 402 when the balance cannot cover it. Nothing is sent before it
+// returns. It never lowers a reservation: the upfront one already passed.
+func (m *metered) admit(tg routing.Target, b providers.Bounds) error {
+	h, ex := m.h, m.ex
+	ex.Sent = b
+	p, ok := h.rt.PricesFor(ex.WorkspaceID).Lookup(tg.Model)
+	if !ok {
+		return nil // an unpriced model is not billed (a local model, say)
+	}
+	tp, ok := p.ForTier(b.ServiceTier)
+	if !ok {
+		msg := fmt.Sprintf("service_tier %q is not priced for %s by this gateway", b.ServiceTier, tg.Model)
+		if tiers := p.Tiers(); len(tiers) > 0 {
+			msg += "; priced tiers: default, " + strings.Join(tiers, ", ")
+		} else {
+			msg += "; omit service_tier or use default"
+		}
+		return notUpstream(providers.Errorf(http.StatusBadRequest, "unsupported_value", "service_tier", "%s", msg))
+	}
+	need := ledger.Micros(h.bound(ex, tg, tp, b))
+	if need <= m.reserved || m.res == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(m.ctx, reserveTimeout)
+	defer cancel()
+	more, err := h.led.Credits.Reserve(ctx, ex.WorkspaceID, need-m.reserved)
+	if err != nil {
+		return notUpstream(h.refusal(ex, err, need))
+	}
+	m.more = append(m.more, more)
+	m.reserved = need
+	return nil
+}
+
+// refusal is the error for a reservation that failed: 402 when the balance cannot cover
+// amount, 503 when the balance cannot be checked.
+func (h *Meter) refusal(ex *Exchange, err error, amount ledger.Micros) *providers.Error {
+	if errors.Is(err, ledger.ErrInsufficientCredits) {
+		h.metrics.CreditRefused()
+		return providers.Errorf(http.StatusPaymentRequired, "insufficient_quota", "",
+			"You exceeded your current quota: the workspace's credit balance cannot cover this request (up to $%s). Top up to continue.",
+			amount.String())
+	}
+	if c := h.logger.Check(zapcore.ErrorLevel, "credit reservation failed"); c != nil {
+		c.Write(zap.String("request_id", ex.ID), zap.Error(err))
+	}
+	e := providers.Errorf(http.StatusServiceUnavailable, "service_unavailable", "", "the gateway cannot check your balance right now; retry shortly")
+	e.RetryAfter = 2 * time.Second
+	return e
+}
+
+// settle charges cost against the reservations: each top-up up to its amount, the rest
+// (which may exceed it) against the first.
+func (m *metered) settle(cost ledger.Micros) {
+	for _, r := range m.more {
+		part := min(cost, r.Amount())
+		r.Settle(part)
+		cost -= part
+	}
+	m.res.Settle(cost)
 }
 
 func reserveStatus(err error) int {
@@ -207,12 +284,16 @@ func reserveStatus(err error) int {
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
 	observePrompt(ex, h.rt.Prices())
+	observeOutput(ex)
 	h.attribute(ex)
 	if m.res != nil {
 		if ex.CostKnown {
-			m.res.Settle(ledger.Micros(ex.CostMicros))
+			m.settle(ledger.Micros(ex.CostMicros))
 		} else {
 			m.res.Release()
+			for _, r := range m.more {
+				r.Release()
+			}
 		}
 	}
 	status := ex.Status
@@ -333,14 +414,17 @@ func (h *Meter) attribute(ex *Exchange) {
 	if !ex.UsageKnown {
 		return
 	}
+	ex.Usage = ex.Usage.Bounded() // an upstream's report is input too: no negative or absurd counts
 	prices := h.rt.PricesFor(ex.WorkspaceID)
 	p, ok := prices.Lookup(ex.UpstreamModel)
 	if !ok {
 		return
 	}
+	tier := ex.billedTier()
+	p = inTier(p, tier)
 	list := p
 	if ex.HasDefaultPrice {
-		list = ex.DefaultPrice
+		list = inTier(ex.DefaultPrice, tier)
 	}
 	ex.CostKnown = true
 	var s LeverSavings
@@ -377,6 +461,26 @@ func (h *Meter) attribute(ex *Exchange) {
 	}
 	ex.Savings = s
 	ex.BaselineMicros = ex.CostMicros + s.PromptCache + s.ResponseCache + s.Coalesce + s.Compression + s.Dedupe + s.OutputBudget + s.Routing
+}
+
+// billedTier is the processing tier a call is billed in: the one the upstream says it served
+// (OpenAI names it in every answer; "auto" resolves to the account's default there), else
+// the one the adapter forwarded.
+func (ex *Exchange) billedTier() string {
+	if ex.ServedTier != "" {
+		return ex.ServedTier
+	}
+	return ex.Sent.ServiceTier
+}
+
+// inTier is p in the given processing tier. A tier the catalog does not price was refused at
+// admission; if an upstream reports serving one anyway, the call is billed at the tier
+// forwarded, else at the standard rate, rather than not at all.
+func inTier(p catalog.Price, tier string) catalog.Price {
+	if tp, ok := p.ForTier(tier); ok {
+		return tp
+	}
+	return p
 }
 
 // automaticPrefixCaching lists wire formats whose providers cache prompt prefixes without

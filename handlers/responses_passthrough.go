@@ -13,6 +13,7 @@ import (
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/providers/responses"
 	"github.com/badtheorylabs/btl-runtime/providers/sse"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
@@ -59,13 +60,14 @@ func (st *responsesState) passThroughBody() ([]byte, error) {
 }
 
 // attemptResponses makes one pass-through attempt; see Route.attempt.
-func (h *Route) attemptResponses(ctx context.Context, w http.ResponseWriter, ex *Exchange, tg routing.Target, ra providers.ResponsesAdapter) (bool, *providers.Error) {
+// cancel ends the attempt's upstream call: a committed stream ends when its client leaves.
+func (h *Route) attemptResponses(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, ra providers.ResponsesAdapter) (bool, *providers.Error) {
 	st := ex.responses
 	body, err := st.passThroughBody()
 	if err != nil {
 		return false, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 	}
-	resp, err := ra.Responses(ctx, &providers.ResponsesCall{Body: body, UpstreamModel: tg.Model, Stream: st.req.Stream})
+	resp, err := ra.Responses(ctx, &providers.ResponsesCall{Body: body, UpstreamModel: tg.Model, Stream: st.req.Stream, Admit: ex.admitFor(tg)})
 	var first []byte
 	eof := false
 	if err == nil && resp.Stream != nil {
@@ -88,13 +90,15 @@ func (h *Route) attemptResponses(ctx context.Context, w http.ResponseWriter, ex 
 	ex.UpstreamRequestID = resp.UpstreamRequestID
 	ex.Status = http.StatusOK
 	if resp.Stream != nil {
-		h.relayResponses(out, ex, resp, first, eof)
+		defer context.AfterFunc(r.Context(), cancel)()
+		h.relayResponses(out, r, ex, resp, first, eof)
 		return true, nil
 	}
 	ex.TTFB = time.Since(ex.Start)
 	if resp.Usage != nil {
 		ex.Usage, ex.UsageKnown = *resp.Usage, true
 	}
+	ex.ServedTier = servedTier(resp.Body)
 	ex.Complete()
 	b := resp.Body
 	if span, ok, _ := providers.FindTopLevel(b, "usage"); ok && ex.CostKnown && b[span.Start] == '{' {
@@ -129,7 +133,7 @@ var terminalEvs = map[string]bool{"response.completed": true, "response.incomple
 // relayResponses relays a native Responses event stream unchanged, event by event. The
 // terminal event's usage is metered (the exchange completes before it is written) and its
 // response stored.
-func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *providers.Response, first []byte, eof bool) {
+func (h *Route) relayResponses(w http.ResponseWriter, r *http.Request, ex *Exchange, resp *providers.Response, first []byte, eof bool) {
 	stream := resp.Stream
 	defer stream.Close()
 	ex.Streamed = true
@@ -140,7 +144,6 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	var outputBytes int64
 	var buf []byte
 	ended := false
 	for payload := first; !eof; {
@@ -158,13 +161,12 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 						ex.Usage, ex.UsageKnown = u.Normal(), true
 					}
 				}
+				ex.ServedTier = servedTier(r)
 				ex.Complete()
 				if typ != "response.failed" {
 					ex.responses.saveUpstream(ex, r)
 				}
 			}
-		} else {
-			outputBytes += int64(len(payload))
 		}
 		if ex.TTFB == 0 {
 			ex.TTFB = time.Since(ex.Start)
@@ -174,11 +176,12 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 		buf = append(buf, '\n')
 		buf = sse.AppendData(buf, payload)
 		if _, err := w.Write(buf); err != nil {
-			h.abandon(ex, outputBytes)
+			h.abandon(ex)
 			return
 		}
+		ex.DeliveredTextBytes += responses.EventTextBytes(typ, payload)
 		if err := rc.Flush(); err != nil {
-			h.abandon(ex, outputBytes)
+			h.abandon(ex)
 			return
 		}
 		var err error
@@ -187,10 +190,14 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 			break
 		}
 		if err != nil {
+			if r.Context().Err() != nil {
+				h.abandon(ex) // the client left and its going cancelled the upstream read
+				return
+			}
 			pe := asProviderError(err)
 			ex.Partial, ex.ErrorCode = true, pe.Code
 			if !ex.UsageKnown {
-				estimateUsage(ex, outputBytes)
+				estimateUsage(ex)
 			}
 			if c := h.logger.Check(zapcore.WarnLevel, "upstream responses stream failed after first byte"); c != nil {
 				c.Write(zap.String("request_id", ex.ID), zap.String("provider", ex.Provider), zap.Error(pe.Internal))
@@ -205,6 +212,6 @@ func (h *Route) relayResponses(w http.ResponseWriter, ex *Exchange, resp *provid
 		ex.Partial, ex.ErrorCode = true, "upstream_stream_truncated"
 	}
 	if !ex.UsageKnown {
-		estimateUsage(ex, outputBytes)
+		estimateUsage(ex)
 	}
 }

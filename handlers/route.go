@@ -172,7 +172,10 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 	if plan.Default.Priced {
 		ex.DefaultPrice, ex.HasDefaultPrice = *plan.Default.Price, true
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(h.Deadline))
+	// Upstream calls are detached from the client: a client that leaves does not cancel a call
+	// the upstream is already paid for, so its usage is learned and billed. The deadline
+	// still bounds them. A stream stops reading once its client is gone (attempt).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(h.Deadline))
 	defer cancel()
 	var lastErr *providers.Error
 	for i, tg := range plan.Targets {
@@ -195,8 +198,14 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 				return
 			}
 			lastErr = err
+			if gatewayRefusal(err) {
+				break // no call was made: nothing to observe, and no other upstream changes that
+			}
 			h.rt.Routes().Observe(tg, features, !upstreamFault(err), 0, 0, providers.Usage{})
 			h.logAttempt(ex, tg, lastErr)
+			if r.Context().Err() != nil {
+				break // the client left: nobody waits for another attempt
+			}
 			if lastErr.Class != providers.ClassRetryable || try >= h.Retries || ctx.Err() != nil {
 				break
 			}
@@ -209,18 +218,24 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 			}
 			select {
 			case <-ctx.Done():
+			case <-r.Context().Done():
 			case <-time.After(wait):
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || r.Context().Err() != nil {
 				break
 			}
 		}
 		if lastErr.Class != providers.ClassRetryable && lastErr.Class != providers.ClassFailover {
 			break
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || r.Context().Err() != nil {
 			break
 		}
+	}
+	if r.Context().Err() != nil && lastErr != nil && !gatewayRefusal(lastErr) {
+		// Nobody reads the answer; the row says why the request ended.
+		ex.Status, ex.ErrorCode = statusClientClosed, "client_closed_request"
+		return
 	}
 	if lastErr == nil {
 		lastErr = &providers.Error{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_available_provider",
@@ -236,17 +251,20 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 // attempt makes one upstream call. done reports that the response was written to the client
 // (successfully or with an in-band error): nothing may be retried after that.
 func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, req *providers.ChatRequest) (done bool, _ *providers.Error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if ex.Endpoint != "" {
 		return h.attemptEndpoint(ctx, w, ex, tg)
 	}
 	if ra := responsesPassThrough(ex, tg); ra != nil {
-		return h.attemptResponses(ctx, w, ex, tg, ra)
+		return h.attemptResponses(ctx, cancel, w, r, ex, tg, ra)
 	}
 	body := ex.OutboundBody()
 	if ex.PerTarget != nil {
 		body = ex.PerTarget(body, tg)
 	}
-	call := &providers.Call{Request: req, Body: body, UpstreamModel: tg.Model, Stream: req.Stream, Affinity: ex.Conversation}
+	call := &providers.Call{Request: req, Body: body, UpstreamModel: tg.Model, Stream: req.Stream, Affinity: ex.Conversation,
+		Admit: ex.admitFor(tg)}
 	var resp *providers.Response
 	var err error
 	if o := ex.Optimizer; o != nil && o.Coalesce && (o.CoalesceSampled || coalesce.Deterministic(body)) {
@@ -260,6 +278,9 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		// can still be retried or fail over.
 		first, ferr := resp.Stream.Next()
 		if ferr == nil || ferr == io.EOF {
+			// Committed: from here a client that leaves ends the stream (and the upstream
+			// call with it); what was delivered is billed.
+			defer context.AfterFunc(r.Context(), cancel)()
 			h.relayStream(w, r, ex, resp, first, ferr == io.EOF)
 			return true, nil
 		}
@@ -400,6 +421,7 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 		ex.Usage, ex.UsageKnown = providers.ParseOpenAIUsage(body[span.Start:span.End])
 	}
 	ex.Status = http.StatusOK
+	ex.ServedTier = servedTier(body)
 	if ex.CaptureUpstream != nil {
 		ex.CaptureUpstream(body)
 	}
@@ -460,7 +482,6 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 
-	var outputBytes int64
 	buf := make([]byte, 0, 4096)
 	pender, _ := stream.(providers.Pender)
 	chunk := first
@@ -474,8 +495,6 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 		}
 		if providers.HasObjectValue(chunk, usageKey) {
 			out = h.captureUsage(ex, stream, chunk, wantUsage)
-		} else {
-			outputBytes += int64(len(chunk))
 		}
 		if out != nil {
 			if ex.TTFB == 0 {
@@ -483,14 +502,16 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 			}
 			buf = sse.AppendData(buf[:0], out)
 			if _, err := w.Write(buf); err != nil {
-				h.abandon(ex, outputBytes)
+				h.abandon(ex)
 				return
 			}
+			// Billed by the text it carried, once relayed (never by its JSON envelope).
+			ex.DeliveredTextBytes += providers.ChunkTextBytes(chunk)
 			// Flush unless the next event is already here: events that arrived together
 			// leave together, and nothing waits on a flush that more data would follow.
 			if pender == nil || !pender.Pending() {
 				if err := rc.Flush(); err != nil {
-					h.abandon(ex, outputBytes)
+					h.abandon(ex)
 					return
 				}
 			}
@@ -501,12 +522,16 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 			break
 		}
 		if err != nil {
-			h.streamFailed(w, rc, ex, err, outputBytes)
+			if r.Context().Err() != nil {
+				h.abandon(ex) // the client left and its going cancelled the upstream read
+				return
+			}
+			h.streamFailed(w, rc, ex, err)
 			return
 		}
 	}
 	if !ex.UsageKnown {
-		estimateUsage(ex, outputBytes)
+		estimateUsage(ex)
 	}
 	ex.Complete()
 	_, _ = w.Write(doneEvent)
@@ -556,6 +581,7 @@ func (h *Route) captureUsage(ex *Exchange, stream providers.ChunkStream, chunk [
 	if u, ok := providers.ParseOpenAIUsage(chunk[span.Start:span.End]); ok {
 		ex.Usage, ex.UsageKnown = u, true
 	}
+	ex.ServedTier = servedTier(chunk)
 	// Adapters that know more than the OpenAI usage object can carry (cache-write TTLs)
 	// report it directly.
 	if ur, ok := stream.(providers.UsageReporter); ok {
@@ -581,12 +607,12 @@ func (h *Route) captureUsage(ex *Exchange, stream providers.ChunkStream, chunk [
 
 // streamFailed reports an upstream failure after the first byte: in-band, as OpenAI-style
 // servers do, never by retrying (the client has already seen part of an answer).
-func (h *Route) streamFailed(w http.ResponseWriter, rc *http.ResponseController, ex *Exchange, err error, outputBytes int64) {
+func (h *Route) streamFailed(w http.ResponseWriter, rc *http.ResponseController, ex *Exchange, err error) {
 	pe := asProviderError(err)
 	ex.Partial = true
 	ex.ErrorCode = pe.Code
 	if !ex.UsageKnown {
-		estimateUsage(ex, outputBytes)
+		estimateUsage(ex)
 	}
 	if c := h.logger.Check(zapcore.WarnLevel, "upstream stream failed after first byte"); c != nil {
 		c.Write(zap.String("request_id", ex.ID), zap.String("provider", ex.Provider), zap.Error(pe.Internal))
@@ -597,25 +623,54 @@ func (h *Route) streamFailed(w http.ResponseWriter, rc *http.ResponseController,
 
 // abandon handles a client that went away mid-stream: stop reading the upstream and record
 // what was used so far.
-func (h *Route) abandon(ex *Exchange, outputBytes int64) {
+func (h *Route) abandon(ex *Exchange) {
 	ex.Partial = true
 	ex.ErrorCode = "client_closed_request"
 	if !ex.UsageKnown {
-		estimateUsage(ex, outputBytes)
+		estimateUsage(ex)
 	}
 }
 
+// statusClientClosed is the status a row records for a request whose client left before any
+// answer (nginx's 499; no response is written).
+const statusClientClosed = 499
+
 // estimateUsage fills usage when the upstream never reported it (the stream was cut or the
-// client left): about four bytes per token of what was sent, corrected by the model's learned
-// calibration, and of what was received, so an abandoned stream is still billed for what it
-// consumed rather than for nothing.
-func estimateUsage(ex *Exchange, outputBytes int64) {
+// client left): the prompt sent, at the model's calibrated estimate, and the text delivered
+// (ex.DeliveredTextBytes) as output tokens at the model's calibrated rate, so a cut stream
+// is billed for what it delivered, neither for its JSON envelopes nor for nothing.
+func estimateUsage(ex *Exchange) {
 	ex.Usage = providers.Usage{
 		InputUncached: calibratedPrompt(ex.UpstreamModel, ex.OutboundBody()),
-		Output:        outputBytes / 16, // a chunk is ~4x its text in JSON framing
+		Output:        calibratedOutput(ex.UpstreamModel, ex.DeliveredTextBytes),
 	}
 	ex.UsageKnown, ex.UsageEstimated = true, true
 }
+
+// admitFor is the Call.Admit for an attempt on tg: the meter's admission, when there is one.
+func (ex *Exchange) admitFor(tg routing.Target) func(providers.Bounds) error {
+	if ex.admit == nil {
+		return nil
+	}
+	return func(b providers.Bounds) error { return ex.admit(tg, b) }
+}
+
+// servedTier is the service_tier an OpenAI answer (a completion, a chunk or a Response
+// object) says it was served in, "" when it names none.
+func servedTier(body []byte) string {
+	if !bytes.Contains(body, serviceTierKey) {
+		return ""
+	}
+	span, ok, _ := providers.FindTopLevel(body, "service_tier")
+	if !ok || body[span.Start] != '"' {
+		return ""
+	}
+	var tier string
+	_ = json.Unmarshal(body[span.Start:span.End], &tier)
+	return tier
+}
+
+var serviceTierKey = []byte(`"service_tier"`)
 
 // Interface guards
 var (

@@ -34,6 +34,11 @@ type Call struct {
 	// Affinity identifies the conversation (0: none), so adapters with a key pool keep it on
 	// one key while that key is available.
 	Affinity uint64
+	// Admit, when set, is told the Bounds of the upstream request the adapter built (its
+	// output cap after any default or thinking budget the adapter added, n, service tier)
+	// before anything is sent; an error refuses the call and is returned as Chat's error.
+	// Every adapter calls it through providers.Admit.
+	Admit func(Bounds) error
 }
 
 // Response is an upstream answer in OpenAI shape.

@@ -75,6 +75,11 @@ func ParseEmbeddingRequest(body []byte) (*EmbeddingRequest, *ChatRequest, *Error
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, nil, Errorf(http.StatusBadRequest, "invalid_request_body", "", "the request body must be a JSON object")
 	}
+	// encoding/json matches keys case-insensitively, the upstream does not: "Input" must not
+	// be what the gateway reads while the upstream reads "input".
+	if perr := RejectCaseVariants(body, "", embeddingFields...); perr != nil {
+		return nil, nil, perr
+	}
 	req := &EmbeddingRequest{EncodingFormat: "float"}
 	if raw.Model == nil || json.Unmarshal(*raw.Model, &req.Model) != nil || req.Model == "" {
 		return nil, nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter (a string)")
@@ -240,14 +245,12 @@ func firstOr(vs [][]float32) []float32 {
 // Streaming is refused: the gateway meters legacy completions from their usage object, which
 // only the JSON answer carries reliably across OpenAI-compatible servers.
 func ParseCompletionRequest(body []byte) (*ChatRequest, *Error) {
-	var raw struct {
-		Model     *string          `json:"model"`
-		Prompt    *json.RawMessage `json:"prompt"`
-		Stream    *bool            `json:"stream"`
-		MaxTokens *json.Number     `json:"max_tokens"`
-	}
+	var raw completionFields
 	if !json.Valid(body) || json.Unmarshal(body, &raw) != nil {
 		return nil, Errorf(http.StatusBadRequest, "invalid_json", "", "We could not parse the JSON body of your request.")
+	}
+	if perr := RejectCaseVariants(body, "", JSONFields[completionFields]()...); perr != nil {
+		return nil, perr
 	}
 	if raw.Model == nil || *raw.Model == "" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter (a string)")
@@ -260,14 +263,55 @@ func ParseCompletionRequest(body []byte) (*ChatRequest, *Error) {
 			"streaming legacy completions is not supported by this gateway; use /v1/chat/completions for streams")
 	}
 	req := &ChatRequest{Body: body, Model: *raw.Model}
-	if raw.MaxTokens != nil {
-		n, err := strconv.ParseInt(raw.MaxTokens.String(), 10, 64)
-		if err != nil || n < 0 {
-			return nil, Errorf(http.StatusBadRequest, "invalid_value", "max_tokens", "max_tokens must be a non-negative integer")
-		}
-		req.MaxTokens = &n
+	var perr *Error
+	if req.MaxTokens, perr = optionalCount(raw.MaxTokens, "max_tokens", 0); perr != nil {
+		return nil, perr
+	}
+	// The upstream generates best_of answers (billed) and returns n of them.
+	n, perr := optionalCount(raw.N, "n", 1)
+	if perr != nil {
+		return nil, perr
+	}
+	bestOf, perr := optionalCount(raw.BestOf, "best_of", 1)
+	if perr != nil {
+		return nil, perr
+	}
+	if n != nil || bestOf != nil {
+		choices := max(deref(n), deref(bestOf))
+		req.N = &choices
 	}
 	return req, nil
+}
+
+// completionFields are the members of a legacy completions request the gateway reads.
+type completionFields struct {
+	Model     *string          `json:"model"`
+	Prompt    *json.RawMessage `json:"prompt"`
+	Stream    *bool            `json:"stream"`
+	MaxTokens *json.Number     `json:"max_tokens"`
+	N         *json.Number     `json:"n"`
+	BestOf    *json.Number     `json:"best_of"`
+}
+
+var embeddingFields = []string{"model", "input", "encoding_format", "dimensions"}
+
+// optionalCount reads an optional integer field of at least least (and at most 1<<20).
+func optionalCount(v *json.Number, param string, least int64) (*int64, *Error) {
+	if v == nil {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v.String(), 10, 64)
+	if err != nil || n < least || n > 1<<20 {
+		return nil, Errorf(http.StatusBadRequest, "invalid_value", param, "%s must be an integer from %d to %d", param, least, 1<<20)
+	}
+	return &n, nil
+}
+
+func deref(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 // DefaultModerationModel is what /v1/moderations uses when the caller names no model, as
@@ -284,6 +328,9 @@ func ParseModerationRequest(body []byte) (*ChatRequest, *Error) {
 	}
 	if !json.Valid(body) || json.Unmarshal(body, &raw) != nil {
 		return nil, Errorf(http.StatusBadRequest, "invalid_json", "", "We could not parse the JSON body of your request.")
+	}
+	if perr := RejectCaseVariants(body, "", "model", "input"); perr != nil {
+		return nil, perr
 	}
 	if raw.Input == nil || string(*raw.Input) == "null" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "input", "you must provide an input parameter")

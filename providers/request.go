@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -30,6 +32,34 @@ type ChatRequest struct {
 	Tools               json.RawMessage `json:"tools"`
 	ResponseFormat      json.RawMessage `json:"response_format"`
 	PromptCacheKey      string          `json:"prompt_cache_key"`
+	// ServiceTier is the processing tier asked for (OpenAI's service_tier); it changes the
+	// price of the call.
+	ServiceTier string `json:"service_tier"`
+	TopLogprobs *int64 `json:"top_logprobs"`
+}
+
+// Sane ranges for the numbers the gateway reads. Every bound is far above what any model
+// accepts, so nothing legitimate is refused, and far below where reservation arithmetic
+// could overflow (reservations saturate anyway: see catalog.MulSat).
+const (
+	// MaxOutputTokensLimit bounds every output cap: max_tokens, max_completion_tokens,
+	// max_output_tokens, a thinking budget. 2^24 tokens is over 100 times the largest output
+	// any model offers.
+	MaxOutputTokensLimit = 1 << 24
+	// MaxChoices bounds n, as OpenAI does.
+	MaxChoices = 128
+	// MaxTopLogprobs bounds top_logprobs, as OpenAI does.
+	MaxTopLogprobs = 20
+)
+
+// floatRanges are the sampling parameters the adapters read (and clamp or translate), with
+// OpenAI's ranges; top_k is not OpenAI's but several clients send it for Claude and Gemini.
+var floatRanges = map[string][2]float64{
+	"temperature":       {0, 2},
+	"top_p":             {0, 1},
+	"frequency_penalty": {-2, 2},
+	"presence_penalty":  {-2, 2},
+	"top_k":             {0, 1 << 31},
 }
 
 // StreamOptions is OpenAI's stream_options object.
@@ -106,13 +136,36 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if len(req.Tools) > 0 && string(req.Tools) != "null" && req.Tools[0] != '[' {
 		return nil, Errorf(http.StatusBadRequest, "invalid_type", "tools", "invalid type for 'tools': expected an array")
 	}
-	if v := req.OutputCap(); v < 0 || (req.MaxCompletionTokens != nil && *req.MaxCompletionTokens < 1) || (req.MaxTokens != nil && *req.MaxTokens < 1) {
-		return nil, Errorf(http.StatusBadRequest, "invalid_value", "max_tokens", "max_tokens must be at least 1")
+	if err := CheckRange("max_tokens", req.MaxTokens, 1, MaxOutputTokensLimit); err != nil {
+		return nil, err
 	}
-	if req.N != nil && (*req.N < 1 || *req.N > 128) {
-		return nil, Errorf(http.StatusBadRequest, "invalid_value", "n", "n must be between 1 and 128")
+	if err := CheckRange("max_completion_tokens", req.MaxCompletionTokens, 1, MaxOutputTokensLimit); err != nil {
+		return nil, err
+	}
+	if err := CheckRange("n", req.N, 1, MaxChoices); err != nil {
+		return nil, err
+	}
+	if err := CheckRange("top_logprobs", req.TopLogprobs, 0, MaxTopLogprobs); err != nil {
+		return nil, err
 	}
 	return req, nil
+}
+
+// CheckRange is the 400 for an integer parameter outside [lo, hi]; nil when v is unset or in
+// range.
+func CheckRange(param string, v *int64, lo, hi int64) *Error {
+	if v == nil || (*v >= lo && *v <= hi) {
+		return nil
+	}
+	return Errorf(http.StatusBadRequest, "invalid_value", param, "%s must be between %d and %d, got %d", param, lo, hi, *v)
+}
+
+// Choices is how many answers the request asks for (n), at least 1.
+func (r *ChatRequest) Choices() int64 {
+	if r.N != nil && *r.N > 1 {
+		return *r.N
+	}
+	return 1
 }
 
 // setField decodes one top-level member into the view. As with encoding/json, a repeated key
@@ -143,8 +196,6 @@ func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
 		return nil
 	case "stream":
 		dst = &r.Stream
-	case "stream_options":
-		dst = &r.StreamOptions
 	case "max_tokens":
 		dst = &r.MaxTokens
 	case "max_completion_tokens":
@@ -153,13 +204,23 @@ func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
 		dst = &r.N
 	case "prompt_cache_key":
 		dst = &r.PromptCacheKey
-	default:
-		for _, f := range viewFields {
-			if strings.EqualFold(key, f) {
-				return Errorf(http.StatusBadRequest, "unknown_parameter", key, "Unrecognized request argument supplied: %s", key)
-			}
+	case "service_tier":
+		dst = &r.ServiceTier
+	case "top_logprobs":
+		dst = &r.TopLogprobs
+	case "stream_options":
+		if err := RejectCaseVariants(raw, "stream_options.", "include_usage", "include_obfuscation"); err != nil {
+			return err
 		}
-		return nil
+		dst = &r.StreamOptions
+	default:
+		if rg, ok := floatRanges[key]; ok {
+			return checkFloat(key, raw, rg)
+		}
+		if readFieldSet[key] {
+			return nil // an exact field the adapters read: no variant to look for
+		}
+		return RejectCaseVariant(key, "", readFields...)
 	}
 	if err := json.Unmarshal(raw, dst); err != nil {
 		var te *json.UnmarshalTypeError
@@ -223,6 +284,111 @@ func jsonKind(t reflect.Type) string {
 	}
 }
 
-// viewFields are the keys ChatRequest reads.
-var viewFields = []string{"model", "messages", "stream", "stream_options", "max_tokens",
-	"max_completion_tokens", "n", "tools", "response_format", "prompt_cache_key"}
+// readFields are the top-level keys the gateway reads from a chat body: the view's, and those
+// the adapters translate (providers.ParseCanonical). A case variant of any of them is a 400.
+var readFields = []string{"model", "messages", "stream", "stream_options", "max_tokens",
+	"max_completion_tokens", "n", "tools", "response_format", "prompt_cache_key", "service_tier",
+	"top_logprobs", "temperature", "top_p", "top_k", "frequency_penalty", "presence_penalty",
+	"stop", "seed", "user", "metadata", "reasoning_effort", "cache_control", "tool_choice",
+	"parallel_tool_calls", "logprobs"}
+
+var readFieldSet = func() map[string]bool {
+	m := make(map[string]bool, len(readFields))
+	for _, f := range readFields {
+		m[f] = true
+	}
+	return m
+}()
+
+// checkFloat validates a sampling parameter: a JSON number (or null) within its range.
+func checkFloat(key string, raw []byte, rg [2]float64) *Error {
+	if string(raw) == "null" {
+		return nil
+	}
+	v, ok := jsonNumber(raw)
+	if !ok {
+		return Errorf(http.StatusBadRequest, "invalid_type", key, "invalid type for '%s': expected a number", key)
+	}
+	if v < rg[0] || v > rg[1] {
+		return Errorf(http.StatusBadRequest, "invalid_value", key, "%s must be between %g and %g", key, rg[0], rg[1])
+	}
+	return nil
+}
+
+// jsonNumber reads a JSON number. Short decimals (the usual 0.7) are read exactly without
+// allocating: an integer mantissa below 2^53 divided by an exact power of ten rounds
+// correctly; anything else takes strconv.
+func jsonNumber(raw []byte) (float64, bool) {
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return 0, false
+	}
+	var mant int64
+	digits, scale, i := 0, 0, 0
+	neg := raw[0] == '-'
+	if neg {
+		i++
+	}
+	for ; i < len(raw) && raw[i] >= '0' && raw[i] <= '9'; i++ {
+		mant, digits = mant*10+int64(raw[i]-'0'), digits+1
+	}
+	if i < len(raw) && raw[i] == '.' {
+		for i++; i < len(raw) && raw[i] >= '0' && raw[i] <= '9'; i++ {
+			mant, digits, scale = mant*10+int64(raw[i]-'0'), digits+1, scale+1
+		}
+	}
+	if i == len(raw) && digits > 0 && digits <= 15 && scale <= 22 {
+		v := float64(mant) / math.Pow10(scale)
+		if neg {
+			v = -v
+		}
+		return v, true
+	}
+	v, err := strconv.ParseFloat(string(raw), 64)
+	return v, err == nil || errors.Is(err, strconv.ErrRange)
+}
+
+// RejectCaseVariant is the 400 for key when it is a case variant of one of fields (and not
+// the field itself). encoding/json matches keys case-insensitively and providers do not, so a
+// body carrying {"max_output_tokens":100000,"MAX_OUTPUT_TOKENS":1} would be read by the
+// gateway as one thing and by the upstream as another. OpenAI rejects any unrecognized
+// argument the same way.
+func RejectCaseVariant(key, prefix string, fields ...string) *Error {
+	for _, f := range fields {
+		if key != f && strings.EqualFold(key, f) {
+			return Errorf(http.StatusBadRequest, "unknown_parameter", prefix+key, "Unrecognized request argument supplied: %s%s", prefix, key)
+		}
+	}
+	return nil
+}
+
+// JSONFields lists the top-level keys a struct type decodes (its json tags), the fields list
+// for RejectCaseVariant of a body decoded into T.
+func JSONFields[T any]() []string {
+	t := reflect.TypeFor[T]()
+	out := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// RejectCaseVariants applies the case-variant rule to the members of the JSON object obj
+// (anything else passes: type errors are the decoder's to report). prefix names obj in the
+// error's param ("stream_options.").
+func RejectCaseVariants(obj []byte, prefix string, fields ...string) *Error {
+	var bad *Error
+	if len(obj) == 0 || obj[0] != '{' {
+		return nil
+	}
+	_ = EachTopLevel(obj, func(quoted []byte, _ Span) bool {
+		key := string(quoted[1 : len(quoted)-1])
+		if bytes.IndexByte(quoted, '\\') >= 0 && json.Unmarshal(quoted, &key) != nil {
+			return true
+		}
+		bad = RejectCaseVariant(key, prefix, fields...)
+		return bad == nil
+	})
+	return bad
+}

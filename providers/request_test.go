@@ -179,3 +179,79 @@ func BenchmarkSetModel(b *testing.B) {
 		}
 	}
 }
+
+// TestMoneyNumericRangesRefused: every number the gateway reads is range-checked with a 400
+// naming the parameter, so no absurd value reaches the reservation's arithmetic.
+func TestMoneyNumericRangesRefused(t *testing.T) {
+	const msgs = `"model":"m","messages":[{"role":"user","content":"hi"}]`
+	cases := []struct {
+		extra, param string
+	}{
+		{`"max_tokens":9223372036854775807`, "max_tokens"},
+		{`"max_completion_tokens":16777217`, "max_completion_tokens"},
+		{`"max_tokens":0`, "max_tokens"},
+		{`"max_tokens":18446744073709551616`, "max_tokens"},
+		{`"n":129`, "n"},
+		{`"n":0`, "n"},
+		{`"top_logprobs":21`, "top_logprobs"},
+		{`"top_logprobs":-1`, "top_logprobs"},
+		{`"temperature":1e308`, "temperature"},
+		{`"top_p":-0.5`, "top_p"},
+		{`"presence_penalty":3`, "presence_penalty"},
+		{`"top_k":1e300`, "top_k"},
+		{`"temperature":"hot"`, "temperature"},
+	}
+	for _, c := range cases {
+		_, err := ParseChatRequest([]byte(`{` + msgs + `,` + c.extra + `}`))
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Status != 400 || pe.Param != c.param {
+			t.Errorf("%s: got %v, want a 400 on %s", c.extra, err, c.param)
+		}
+	}
+	for _, ok := range []string{`"max_tokens":16777216`, `"n":128`, `"top_logprobs":20`, `"temperature":2`, `"top_p":null`, `"seed":-9223372036854775808`} {
+		if _, err := ParseChatRequest([]byte(`{` + msgs + `,` + ok + `}`)); err != nil {
+			t.Errorf("%s refused: %v", ok, err)
+		}
+	}
+}
+
+// TestMoneyCaseVariantsRefused: a case variant of any field the gateway reads (at the top
+// level, or inside stream_options) is a 400: encoding/json would read it as the field, the
+// upstream would not.
+func TestMoneyCaseVariantsRefused(t *testing.T) {
+	const msgs = `"model":"m","messages":[{"role":"user","content":"hi"}]`
+	for _, c := range []struct{ extra, param string }{
+		{`"Service_Tier":"priority"`, "Service_Tier"},
+		{`"REASONING_EFFORT":"high"`, "REASONING_EFFORT"},
+		{`"Temperature":0.5`, "Temperature"},
+		{`"ma\u0078_tokens":5,"MAX_TOKENS":5`, "MAX_TOKENS"},
+		{"\"max_to\u212aens\":5", "max_to\u212aens"}, // KELVIN SIGN folds to k
+		{`"stream_options":{"Include_Usage":true}`, "stream_options.Include_Usage"},
+	} {
+		_, err := ParseChatRequest([]byte(`{` + msgs + `,` + c.extra + `}`))
+		var pe *Error
+		if !errors.As(err, &pe) || pe.Status != 400 || pe.Param != c.param {
+			t.Errorf("%s: got %v, want a 400 on %s", c.extra, err, c.param)
+		}
+	}
+	req, err := ParseChatRequest([]byte(`{` + msgs + `,"service_tier":"flex","stop":["x"],"user":"u","stream_options":{"include_usage":true,"include_obfuscation":false}}`))
+	if err != nil || req.ServiceTier != "flex" || !req.WantsUsage() {
+		t.Fatalf("%v %+v", err, req)
+	}
+}
+
+func TestJSONNumber(t *testing.T) {
+	for _, lit := range []string{"0", "2", "-2", "0.7", "1.9999999999999999", "2.0000000000000001", "1e308", "1e999", "-0.5", "123456789012345678901", "0.000000000000000000000000001"} {
+		var want float64
+		werr := json.Unmarshal([]byte(lit), &want)
+		got, ok := jsonNumber([]byte(lit))
+		if werr == nil && (!ok || got != want) {
+			t.Errorf("%s: %v %v, want %v", lit, got, ok, want)
+		}
+	}
+	for _, bad := range []string{`"1"`, "true", "null", "{}", ""} {
+		if _, ok := jsonNumber([]byte(bad)); ok {
+			t.Errorf("%s read as a number", bad)
+		}
+	}
+}

@@ -21,6 +21,8 @@ type ResponsesCall struct {
 	Body          []byte
 	UpstreamModel string
 	Stream        bool
+	// Admit is Call.Admit for a pass-through: told the Bounds of the body as sent.
+	Admit func(Bounds) error
 }
 
 // ResponsesUsage is the usage object of the Responses API (input totals include cached).

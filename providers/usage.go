@@ -68,3 +68,15 @@ func ParseOpenAIUsage(raw []byte) (Usage, bool) {
 	}
 	return o.Normal(), true
 }
+
+// MaxUsageTokens bounds each usage count the gateway accepts from an upstream: 2^32 tokens,
+// beyond any context window, so that pricing a hostile or broken upstream's report stays far
+// from overflow and never turns negative.
+const MaxUsageTokens = 1 << 32
+
+// Bounded returns u with every count clamped to [0, MaxUsageTokens].
+func (u Usage) Bounded() Usage {
+	c := func(v int64) int64 { return min(max(v, 0), MaxUsageTokens) }
+	return Usage{InputUncached: c(u.InputUncached), CacheRead: c(u.CacheRead), CacheWrite5m: c(u.CacheWrite5m),
+		CacheWrite1h: c(u.CacheWrite1h), Output: c(u.Output), Reasoning: c(u.Reasoning)}
+}

@@ -153,8 +153,10 @@ func (a *Adapter) Name() string { return a.cfg.Name }
 func (a *Adapter) Type() string { return a.cfg.Type }
 
 // Body translates an OpenAI chat body into the Messages body for model: the first-party shape,
-// or Vertex's (no model, anthropic_version in the body) when vertex is true.
-func Body(openaiBody []byte, model string, stream, vertex bool, opts BuildOptions) ([]byte, error) {
+// or Vertex's (no model, anthropic_version in the body) when vertex is true. admit (may be
+// nil) is told the request's bounds before it is encoded: its max_tokens includes the
+// thinking budget a reasoning_effort adds.
+func Body(openaiBody []byte, model string, stream, vertex bool, opts BuildOptions, admit func(providers.Bounds) error) ([]byte, error) {
 	c, err := providers.ParseCanonical(openaiBody)
 	if err != nil {
 		return nil, err
@@ -162,6 +164,9 @@ func Body(openaiBody []byte, model string, stream, vertex bool, opts BuildOption
 	c.Stream = stream
 	r, err := BuildRequest(c, model, opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := providers.Admit(admit, providers.Bounds{MaxTokens: r.MaxTokens, Choices: 1}); err != nil {
 		return nil, err
 	}
 	if vertex {
@@ -172,7 +177,7 @@ func Body(openaiBody []byte, model string, stream, vertex bool, opts BuildOption
 
 // Chat performs one upstream attempt.
 func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Response, error) {
-	body, err := Body(call.Body, call.UpstreamModel, call.Stream, a.vertex != nil, a.build)
+	body, err := Body(call.Body, call.UpstreamModel, call.Stream, a.vertex != nil, a.build, call.Admit)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,7 @@ func TestGoldenRequests(t *testing.T) {
 				Stream bool   `json:"stream"`
 			}
 			_ = json.Unmarshal(g.Anthropic, &want)
-			got, err := Body(g.OpenAI, want.Model, want.Stream, false, BuildOptions{})
+			got, err := Body(g.OpenAI, want.Model, want.Stream, false, BuildOptions{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -57,7 +57,7 @@ func TestGoldenRequests(t *testing.T) {
 				t.Fatalf("got\n%s\nwant\n%s", a, b)
 			}
 			// Vertex: same body minus model, plus anthropic_version.
-			vb, err := Body(g.OpenAI, want.Model, want.Stream, true, BuildOptions{})
+			vb, err := Body(g.OpenAI, want.Model, want.Stream, true, BuildOptions{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

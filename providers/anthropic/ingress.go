@@ -28,6 +28,13 @@ func IngressToOpenAI(body []byte) (openaiBody []byte, stream bool, err *provider
 	if jerr := json.Unmarshal(body, &top); jerr != nil || top == nil {
 		return nil, false, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body must be a JSON object")
 	}
+	// The chat path's rule: encoding/json would read a case variant of a field as the field
+	// (and {"max_tokens":1,"MAX_TOKENS":100000} as the larger), Anthropic would not.
+	for key := range top {
+		if perr := providers.RejectCaseVariant(key, "", ingressFields...); perr != nil {
+			return nil, false, perr
+		}
+	}
 	if jerr := json.Unmarshal(body, &r); jerr != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(jerr, &te) {
@@ -41,8 +48,8 @@ func IngressToOpenAI(body []byte) (openaiBody []byte, stream bool, err *provider
 	if _, ok := top["max_tokens"]; !ok {
 		return nil, false, providers.Errorf(http.StatusBadRequest, "missing_required_parameter", "max_tokens", "max_tokens: Field required")
 	}
-	if r.MaxTokens < 1 {
-		return nil, false, providers.Errorf(http.StatusBadRequest, "invalid_value", "max_tokens", "max_tokens: must be at least 1")
+	if perr := checkIngressNumbers(&r); perr != nil {
+		return nil, false, perr
 	}
 	if len(r.Messages) == 0 {
 		return nil, false, providers.Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "messages: Field required")
@@ -120,6 +127,27 @@ func IngressToOpenAI(body []byte) (openaiBody []byte, stream bool, err *provider
 		return nil, false, providers.Errorf(http.StatusBadRequest, "invalid_value", "", "request could not be translated")
 	}
 	return raw, r.Stream, nil
+}
+
+// ingressFields are the top-level keys the ingress reads (Request's json tags).
+var ingressFields = providers.JSONFields[Request]()
+
+// checkIngressNumbers range-checks the numbers the ingress reads, as the chat path does.
+func checkIngressNumbers(r *Request) *providers.Error {
+	maxTokens := r.MaxTokens
+	if perr := providers.CheckRange("max_tokens", &maxTokens, 1, providers.MaxOutputTokensLimit); perr != nil {
+		return perr
+	}
+	if perr := providers.CheckRange("top_k", r.TopK, 0, 1<<31); perr != nil {
+		return perr
+	}
+	if th := r.Thinking; th != nil && th.Type == "enabled" {
+		budget := th.BudgetTokens
+		if perr := providers.CheckRange("thinking.budget_tokens", &budget, 1, providers.MaxOutputTokensLimit); perr != nil {
+			return perr
+		}
+	}
+	return nil
 }
 
 // OpenAI request shapes the ingress emits.

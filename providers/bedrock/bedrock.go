@@ -97,6 +97,13 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	if err != nil {
 		return nil, err
 	}
+	var maxTokens int64 // no inferenceConfig.maxTokens: the model's own maximum applies
+	if ic := built.Request.InferenceConfig; ic != nil {
+		maxTokens = ic.MaxTokens
+	}
+	if err := providers.Admit(call.Admit, providers.Bounds{MaxTokens: maxTokens, Choices: 1}); err != nil {
+		return nil, err
+	}
 	body, err := json.Marshal(built.Request)
 	if err != nil {
 		return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "the request could not be translated for Bedrock")

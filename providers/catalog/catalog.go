@@ -56,6 +56,55 @@ type Price struct {
 	Kind string
 	// Dimensions is an embedding model's default vector size (0 for other kinds).
 	Dimensions int
+	// tiers holds the rates of the provider's processing tiers other than the standard one
+	// (OpenAI's service_tier "flex" and "priority"), by tier name. Read-only once parsed.
+	tiers map[string]tierRates
+}
+
+// tierRates are one processing tier's per-1M-token rates, in micro-dollars.
+type tierRates struct {
+	Input, CachedInput, CacheWrite, Output Micros
+}
+
+// StandardTier reports whether a service_tier value asks for the provider's standard rates:
+// none given, "auto" (the account's default, which the answer then names), "default" and
+// "standard".
+func StandardTier(tier string) bool {
+	switch tier {
+	case "", "auto", "default", "standard":
+		return true
+	}
+	return false
+}
+
+// ForTier returns the price of the model in a processing tier (service_tier). The standard
+// tier is p itself; another tier is priced only when the catalog lists its rates for the
+// model, and ok is false otherwise: the gateway must not bill a tier at another tier's rate.
+// A long-context tier keeps the higher of its own and the processing tier's rates.
+func (p Price) ForTier(tier string) (Price, bool) {
+	if StandardTier(tier) {
+		return p, true
+	}
+	r, ok := p.tiers[tier]
+	if !ok {
+		return Price{}, false
+	}
+	q := p
+	q.Input, q.CachedInput, q.Output = r.Input, r.CachedInput, r.Output
+	q.CacheWrite5m, q.CacheWrite1h = r.CacheWrite, r.CacheWrite
+	q.LongInput, q.LongCachedInput, q.LongOutput = max(q.LongInput, q.Input), max(q.LongCachedInput, q.CachedInput), max(q.LongOutput, q.Output)
+	q.tiers = nil
+	return q, true
+}
+
+// Tiers lists the processing tiers the catalog prices for the model besides the standard one.
+func (p Price) Tiers() []string {
+	out := make([]string, 0, len(p.tiers))
+	for t := range p.tiers {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Model kinds.
@@ -107,7 +156,15 @@ type Entry struct {
 		CachedInput float64 `json:"cached_input"`
 		Output      float64 `json:"output"`
 	} `json:"long_context"`
-	Caps  *Caps `json:"caps"`
+	Caps *Caps `json:"caps"`
+	// Tiers are processing tiers priced apart from the standard one: {"priority": {"input":
+	// …, "cached_input": …, "output": …}}; cache_write defaults to the tier's input rate.
+	Tiers map[string]struct {
+		Input       float64 `json:"input"`
+		CachedInput float64 `json:"cached_input"`
+		CacheWrite  float64 `json:"cache_write"`
+		Output      float64 `json:"output"`
+	} `json:"tiers"`
 	Cache *struct {
 		MinTokens int64    `json:"min_tokens"`
 		TTL       string   `json:"ttl"`
@@ -294,6 +351,25 @@ func (m Entry) price(name string) (Price, error) {
 			p.LongOutput = p.Output
 		}
 	}
+	for tier, r := range m.Tiers {
+		if StandardTier(tier) {
+			return Price{}, fmt.Errorf("model %s: tier %q is the standard tier; its rates are the model's own", name, tier)
+		}
+		if r.Input <= 0 || r.Output <= 0 || r.CachedInput < 0 || r.CacheWrite < 0 {
+			return Price{}, fmt.Errorf("model %s: tier %s needs positive input and output rates", name, tier)
+		}
+		tr := tierRates{Input: usd(r.Input), CachedInput: usd(r.CachedInput), CacheWrite: usd(r.CacheWrite), Output: usd(r.Output)}
+		if tr.CachedInput == 0 {
+			tr.CachedInput = tr.Input
+		}
+		if tr.CacheWrite == 0 {
+			tr.CacheWrite = tr.Input
+		}
+		if p.tiers == nil {
+			p.tiers = map[string]tierRates{}
+		}
+		p.tiers[tier] = tr
+	}
 	return p, nil
 }
 
@@ -373,9 +449,10 @@ func (c *Catalog) Equivalent(a, b string) bool {
 }
 
 // Cost prices usage at p, in micro-dollars, rounded half up. The sum is taken in units of
-// 1e-12 dollars (tokens × µ$ per 1M tokens) so no intermediate rounding loses money.
+// 1e-12 dollars (tokens × µ$ per 1M tokens) so no intermediate rounding loses money; it
+// saturates rather than wraps (see MulSat).
 func (p Price) Cost(u providers.Usage) Micros {
-	return (p.CostPrecise(u) + 500_000) / 1_000_000
+	return AddSat(p.CostPrecise(u), 500_000) / 1_000_000
 }
 
 // CostPrecise is Cost before rounding, in units of 1e-12 dollars: for comparing candidates
@@ -385,7 +462,11 @@ func (p Price) CostPrecise(u providers.Usage) int64 {
 	if p.LongAbove > 0 && u.PromptTokens() > p.LongAbove {
 		in, cached, out = p.LongInput, p.LongCachedInput, p.LongOutput
 	}
-	return u.InputUncached*in + u.CacheRead*cached + u.CacheWrite5m*p.CacheWrite5m + u.CacheWrite1h*p.CacheWrite1h + u.Output*out
+	sum := MulSat(u.InputUncached, in)
+	sum = AddSat(sum, MulSat(u.CacheRead, cached))
+	sum = AddSat(sum, MulSat(u.CacheWrite5m, p.CacheWrite5m))
+	sum = AddSat(sum, MulSat(u.CacheWrite1h, p.CacheWrite1h))
+	return AddSat(sum, MulSat(u.Output, out))
 }
 
 // MicrosToUSD renders micro-dollars as a decimal dollar string without float rounding.
@@ -395,4 +476,15 @@ func MicrosToUSD(m Micros) string {
 		sign, m = "-", -m
 	}
 	return fmt.Sprintf("%s%d.%06d", sign, m/1_000_000, m%1_000_000)
+}
+
+// Bound is the most a call can cost at p: inTokens at the highest input rate (uncached, a
+// cache write, the long-context tier) plus outTokens at the highest output rate, rounded up
+// to the micro-dollar. It saturates rather than wraps, so an absurd request reserves more
+// than any balance, never less.
+func (p Price) Bound(inTokens, outTokens int64) Micros {
+	in := max(p.Input, p.CacheWrite1h, p.CacheWrite5m, p.LongInput)
+	out := max(p.Output, p.LongOutput)
+	precise := AddSat(MulSat(inTokens, in), MulSat(outTokens, out))
+	return AddSat(precise, 999_999) / 1_000_000
 }

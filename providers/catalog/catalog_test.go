@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"math"
 	"testing"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -127,5 +128,80 @@ func TestEmbeddingKindsAndEntries(t *testing.T) {
 	}
 	if !slugs["btl-embed"] {
 		t.Fatal("btl-embed not shipped")
+	}
+}
+
+// TestMoneyServiceTierPriced: a processing tier is billed at its own rates; a tier the
+// catalog does not price for a model is not priced at all (the gateway refuses it).
+func TestMoneyServiceTierPriced(t *testing.T) {
+	c := Default()
+	std, _ := c.Lookup("gpt-4o-mini")
+	u := providers.Usage{InputUncached: 1_000_000, Output: 1_000_000}
+	for _, tier := range []string{"", "auto", "default", "standard"} {
+		p, ok := std.ForTier(tier)
+		if !ok || p.Cost(u) != 750_000 {
+			t.Fatalf("%q: %v %d", tier, ok, p.Cost(u))
+		}
+	}
+	pri, ok := std.ForTier("priority")
+	if !ok || pri.Cost(u) != 1_250_000 || pri.Cost(providers.Usage{CacheRead: 1_000_000}) != 125_000 {
+		t.Fatalf("priority: %v %d", ok, pri.Cost(u))
+	}
+	if _, ok := std.ForTier("flex"); ok {
+		t.Fatal("gpt-4o-mini has no flex tier, yet it was priced")
+	}
+	o3, _ := c.Lookup("o3-2025-04-16")
+	if flex, ok := o3.ForTier("flex"); !ok || flex.Cost(u) != 5_000_000 {
+		t.Fatalf("o3 flex: %v %d", ok, flex.Cost(u))
+	}
+	if _, ok := o3.ForTier("scale"); ok {
+		t.Fatal("scale priced")
+	}
+	if got := o3.Tiers(); len(got) != 2 || got[0] != "flex" || got[1] != "priority" {
+		t.Fatalf("tiers %v", got)
+	}
+	if _, err := Parse([]byte(`{"models":{"m":{"input":1,"output":1,"tiers":{"default":{"input":1,"output":1}}}}}`)); err == nil {
+		t.Fatal("a tier named like the standard one was accepted")
+	}
+	if _, err := Parse([]byte(`{"models":{"m":{"input":1,"output":1,"tiers":{"priority":{"input":0,"output":1}}}}}`)); err == nil {
+		t.Fatal("a free tier was accepted")
+	}
+}
+
+// TestMoneyCostSaturates: absurd usage saturates the cost at MaxInt64 instead of wrapping to
+// a small or negative amount.
+func TestMoneyCostSaturates(t *testing.T) {
+	p, _ := Default().Lookup("claude-opus-4-1")
+	huge := providers.Usage{Output: math.MaxInt64 / 2, InputUncached: math.MaxInt64 / 3}
+	if got := p.Cost(huge); got <= 0 || got != math.MaxInt64/1_000_000 {
+		t.Fatalf("cost %d", got)
+	}
+	for _, c := range []struct{ a, b, mul, add int64 }{
+		{3, 4, 12, 7},
+		{math.MaxInt64, 2, math.MaxInt64, math.MaxInt64},
+		{1 << 32, 1 << 32, math.MaxInt64, 1 << 33},
+		{-5, 7, 0, 7},
+	} {
+		if MulSat(c.a, c.b) != c.mul || AddSat(c.a, c.b) != c.add {
+			t.Fatalf("%d,%d: mul %d add %d", c.a, c.b, MulSat(c.a, c.b), AddSat(c.a, c.b))
+		}
+	}
+}
+
+func TestMoneyBound(t *testing.T) {
+	p, _ := Default().Lookup("claude-sonnet-4-5") // $3 in ($6 long, $6 1h write), $15 out ($22.50 long)
+	for _, c := range []struct {
+		in, out int64
+		want    Micros
+	}{
+		{0, 0, 0},
+		{1, 0, 6},
+		{1_000_000, 1_000_000, 6_000_000 + 22_500_000},
+		{0, math.MaxInt64, math.MaxInt64 / 1_000_000},
+		{math.MaxInt64, math.MaxInt64, math.MaxInt64 / 1_000_000},
+	} {
+		if got := p.Bound(c.in, c.out); got != c.want {
+			t.Errorf("Bound(%d, %d) = %d, want %d", c.in, c.out, got, c.want)
+		}
 	}
 }

@@ -182,6 +182,13 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	if err != nil {
 		return nil, err
 	}
+	b := providers.Bounds{Choices: 1} // no maxOutputTokens: the model's own maximum applies
+	if g := greq.GenerationConfig; g != nil {
+		b.MaxTokens, b.Choices = g.MaxOutputTokens, max(g.CandidateCount, 1)
+	}
+	if err := providers.Admit(call.Admit, b); err != nil {
+		return nil, err
+	}
 	body, err := json.Marshal(greq)
 	if err != nil {
 		return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "the request could not be translated for Gemini")

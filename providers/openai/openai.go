@@ -203,6 +203,10 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 	if err != nil {
 		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 	}
+	// The body passes through: its own cap, n and service_tier are what the upstream reads.
+	if err := providers.Admit(call.Admit, providers.ChatBounds(body)); err != nil {
+		return nil, err
+	}
 	resp, cancel, perr := a.roundTrip(ctx, a.endpoint, body, call.Stream, call.Affinity)
 	if perr != nil {
 		return nil, perr

@@ -23,6 +23,9 @@ func (a *Adapter) Responses(ctx context.Context, call *providers.ResponsesCall) 
 	if err != nil {
 		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 	}
+	if err := providers.Admit(call.Admit, providers.ResponsesBounds(body)); err != nil {
+		return nil, err
+	}
 	endpoint := strings.TrimSuffix(a.endpoint, "/chat/completions") + "/responses"
 	resp, cancel, perr := a.roundTrip(ctx, endpoint, body, call.Stream, 0)
 	if perr != nil {

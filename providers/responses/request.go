@@ -40,7 +40,13 @@ type Request struct {
 	Stream             bool            `json:"stream"`
 	Background         bool            `json:"background"`
 	Conversation       json.RawMessage `json:"conversation"`
+	// ServiceTier is the processing tier asked for; it changes the price of the call.
+	ServiceTier string `json:"service_tier"`
+	TopLogprobs *int64 `json:"top_logprobs"`
 }
+
+// requestFields are the top-level keys Request reads (its json tags).
+var requestFields = providers.JSONFields[Request]()
 
 // Stores reports whether the response is to be stored (OpenAI's default is true).
 func (r *Request) Stores() bool { return r.Store == nil || *r.Store }
@@ -57,6 +63,11 @@ func Parse(body []byte) (*Request, error) {
 		return nil, badParam("invalid_request_body", "", "request body must be a JSON object")
 	}
 	r := &Request{Raw: body}
+	// encoding/json matches keys case-insensitively; OpenAI does not. A pass-through body
+	// with MAX_OUTPUT_TOKENS would be reserved for by one value and served by another.
+	if perr := providers.RejectCaseVariants(bytes.TrimSpace(body), "", requestFields...); perr != nil {
+		return nil, perr
+	}
 	if err := json.Unmarshal(body, r); err != nil {
 		// Reuse the chat parser's wording for JSON errors.
 		if _, perr := providers.ParseChatRequest(body); perr != nil {
@@ -72,8 +83,16 @@ func Parse(body []byte) (*Request, error) {
 	if isNull(r.Input) && r.PreviousResponseID == "" {
 		return nil, badParam("missing_required_parameter", "input", "you must provide an 'input' parameter")
 	}
-	if r.MaxOutputTokens != nil && *r.MaxOutputTokens < 1 {
-		return nil, badParam("invalid_value", "max_output_tokens", "max_output_tokens must be at least 1")
+	if perr := providers.CheckRange("max_output_tokens", r.MaxOutputTokens, 1, providers.MaxOutputTokensLimit); perr != nil {
+		return nil, perr
+	}
+	if perr := providers.CheckRange("top_logprobs", r.TopLogprobs, 0, providers.MaxTopLogprobs); perr != nil {
+		return nil, perr
+	}
+	if !isNull(r.Reasoning) {
+		if perr := providers.RejectCaseVariants(r.Reasoning, "reasoning.", "effort", "summary", "generate_summary"); perr != nil {
+			return nil, perr
+		}
 	}
 	if r.Background {
 		return nil, badParam("unsupported_parameter", "background", "background responses are not supported by this gateway")
@@ -206,6 +225,7 @@ type chatBody struct {
 	PromptCacheKey      string             `json:"prompt_cache_key,omitempty"`
 	Stream              bool               `json:"stream,omitempty"`
 	StreamOptions       *chatStreamOptions `json:"stream_options,omitempty"`
+	ServiceTier         string             `json:"service_tier,omitempty"`
 }
 
 // ChatBody translates the request into a chat-completions body. history is the conversation
@@ -216,6 +236,7 @@ func (r *Request) ChatBody(history, items []json.RawMessage) ([]byte, error) {
 	cb := chatBody{
 		Model: r.Model, ParallelToolCalls: r.ParallelToolCalls, MaxCompletionTokens: r.MaxOutputTokens,
 		Temperature: r.Temperature, TopP: r.TopP, User: r.User, PromptCacheKey: r.PromptCacheKey, Stream: r.Stream,
+		ServiceTier: r.ServiceTier,
 	}
 	if cb.User == "" {
 		cb.User = r.SafetyIdentifier

@@ -254,3 +254,51 @@ func FuzzChatBody(f *testing.F) {
 		}
 	})
 }
+
+func TestEventTextBytes(t *testing.T) {
+	cases := []struct {
+		typ, payload string
+		want         int64
+	}{
+		{"response.output_text.delta", `{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":0,"delta":"Hi \u00e9","sequence_number":4}`, 5},
+		{"response.function_call_arguments.delta", `{"type":"response.function_call_arguments.delta","delta":"{\"a\":1}"}`, 7},
+		{"response.reasoning_summary_text.delta", `{"type":"response.reasoning_summary_text.delta","delta":"hmm"}`, 3},
+		{"response.audio.delta", `{"type":"response.audio.delta","delta":"AAAA"}`, 0},
+		{"response.output_text.done", `{"type":"response.output_text.done","text":"Hi there"}`, 0},
+		{"response.completed", `{"type":"response.completed","response":{"output":[{"content":[{"text":"x"}]}]}}`, 0},
+	}
+	for _, c := range cases {
+		if got := EventTextBytes(c.typ, []byte(c.payload)); got != c.want {
+			t.Errorf("%s: %d, want %d", c.typ, got, c.want)
+		}
+	}
+}
+
+// TestMoneyResponsesCaseVariantsRefused: the pass-through forwards the body as written, so a
+// case variant of a field the gateway reads (MAX_OUTPUT_TOKENS, reserved for by the gateway
+// while the upstream reads max_output_tokens) is a 400, as on the chat path; so is a number
+// outside its range.
+func TestMoneyResponsesCaseVariantsRefused(t *testing.T) {
+	for _, c := range []struct{ body, param string }{
+		{`{"model":"gpt-4o","input":"hi","max_output_tokens":100000,"MAX_OUTPUT_TOKENS":16}`, "MAX_OUTPUT_TOKENS"},
+		{`{"model":"gpt-4o","input":"hi","Service_Tier":"priority"}`, "Service_Tier"},
+		{`{"MODEL":"x","model":"gpt-4o","input":"hi"}`, "MODEL"},
+		{`{"model":"gpt-4o","input":"hi","reasoning":{"EFFORT":"high"}}`, "reasoning.EFFORT"},
+		{`{"model":"gpt-4o","input":"hi","max_output_tokens":9223372036854775807}`, "max_output_tokens"},
+		{`{"model":"gpt-4o","input":"hi","top_logprobs":50}`, "top_logprobs"},
+	} {
+		_, err := Parse([]byte(c.body))
+		var pe *providers.Error
+		if !errors.As(err, &pe) || pe.Status != 400 || pe.Param != c.param {
+			t.Errorf("%s: got %v, want a 400 on %s", c.body, err, c.param)
+		}
+	}
+	r, err := Parse([]byte(`{"model":"gpt-4o","input":"hi","max_output_tokens":16,"service_tier":"flex"}`))
+	if err != nil || *r.MaxOutputTokens != 16 || r.ServiceTier != "flex" {
+		t.Fatalf("%v %+v", err, r)
+	}
+	chat, err := r.ChatBody(nil, []json.RawMessage{json.RawMessage(`{"role":"user","content":"hi"}`)})
+	if err != nil || !strings.Contains(string(chat), `"service_tier":"flex"`) {
+		t.Fatalf("translation drops the tier: %v %s", err, chat)
+	}
+}

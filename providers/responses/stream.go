@@ -305,3 +305,19 @@ func (s *Stream) Fail(dst []byte, e *providers.Error) []byte {
 	s.ended = true
 	return s.event(dst, "response.failed", respEvent{resp})
 }
+
+// EventTextBytes is how many bytes of text a native Responses stream event delivers: the
+// decoded length of the delta of every *.delta event (output text, refusal, reasoning,
+// function-call arguments …) except audio, whose deltas are encoded sound. A stream cut
+// before its terminal event is billed by this, never by the event envelopes. typ is the
+// event's type; it does not allocate.
+func EventTextBytes(typ string, payload []byte) int64 {
+	if !strings.HasSuffix(typ, ".delta") || strings.Contains(typ, "audio") {
+		return 0
+	}
+	span, ok, err := providers.FindTopLevel(payload, "delta")
+	if err != nil || !ok {
+		return 0
+	}
+	return providers.StringBytes(payload[span.Start:span.End])
+}
