@@ -250,7 +250,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.ledgerKey = rs.key()
 	a.led = &handlers.Ledger{Store: a.ledger.store, Writer: a.ledger.writer, Credits: a.ledger.credits,
-		Keys: a.ledger.keys, NodeID: a.ledger.node, SpoolDir: rs.spoolDir}
+		Keys: a.ledger.keys, Limits: a.ledger.limits, Budgets: a.ledger.budgets, NodeID: a.ledger.node, SpoolDir: rs.spoolDir}
 	if pc := a.PaymentsConfig; pc != nil {
 		a.pay = &payments.Stripe{
 			SecretKey: repl.ReplaceKnown(pc.SecretKey, ""), WebhookSecret: repl.ReplaceKnown(pc.WebhookSecret, ""),

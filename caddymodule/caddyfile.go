@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
+	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
@@ -450,20 +451,41 @@ func techniques(h httpcaddyfile.Helper) ([]string, error) {
 	return out, nil
 }
 
-// noArgs parses a directive that takes no arguments and no block.
-func noArgs(h httpcaddyfile.Helper) error {
+// parseAuth parses:
+//
+//	btl_auth {
+//		count_tokens_rpm <n>|off
+//	}
+func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	a := new(handlers.Auth)
 	h.Next() // consume directive name
 	if h.NextArg() {
-		return h.ArgErr()
+		return nil, h.ArgErr()
 	}
 	for nesting := h.Nesting(); h.NextBlock(nesting); {
-		return h.Errf("unrecognized subdirective '%s'", h.Val())
+		switch key := h.Val(); key {
+		case "count_tokens_rpm":
+			if a.CountTokensRPM != 0 {
+				return nil, h.Errf("btl_auth: duplicate option '%s'", key)
+			}
+			var v string
+			if !h.AllArgs(&v) {
+				return nil, h.ArgErr()
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			switch {
+			case v == "off":
+				a.CountTokensRPM = -1
+			case err != nil || n <= 0 || n > ledger.MaxRate:
+				return nil, h.Errf("btl_auth: invalid %s '%s' (a positive number of requests per minute, or off)", key, v)
+			default:
+				a.CountTokensRPM = n
+			}
+		default:
+			return nil, h.Errf("btl_auth: unrecognized subdirective '%s'", key)
+		}
 	}
-	return nil
-}
-
-func parseAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	return new(handlers.Auth), noArgs(h)
+	return a, nil
 }
 
 // parseMeter parses:

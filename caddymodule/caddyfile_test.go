@@ -60,6 +60,10 @@ func TestHandlerDirectiveErrors(t *testing.T) {
 		"btl_route {\n\t\tnope 1\n\t}",
 		"btl_route extra",
 		"btl_auth {\n\t\tx\n\t}",
+		"btl_auth {\n\t\tcount_tokens_rpm 0\n\t}",
+		"btl_auth {\n\t\tcount_tokens_rpm many\n\t}",
+		"btl_auth {\n\t\tcount_tokens_rpm 5\n\t\tcount_tokens_rpm 6\n\t}",
+		"btl_auth extra",
 		"btl_meter {\n\t\tanonymous_workspace\n\t}",
 		"btl_meter {\n\t\tdefault_output_reserve 0\n\t}",
 	} {
@@ -123,7 +127,9 @@ func TestAdaptRoundTrip(t *testing.T) {
 	}
 }
 :8080 {
-	btl_auth
+	btl_auth {
+		count_tokens_rpm 120
+	}
 	btl_meter {
 		anonymous_workspace ws_local
 	}
@@ -167,7 +173,7 @@ func TestAdaptRoundTrip(t *testing.T) {
 	if len(app.Models) != 2 || app.Models[0].Weights[0] != 3 || app.PaymentsConfig == nil || app.Providers[0].Options["organization"] != "org-1" {
 		t.Fatalf("parsed: %+v", app)
 	}
-	for _, want := range []string{`"anonymous_workspace":"ws_local"`, `"workspaces":{"ws_local":{"coalesce_sampled":true}}`, `"retries":1`, `"deadline":30000000000`} {
+	for _, want := range []string{`"anonymous_workspace":"ws_local"`, `"workspaces":{"ws_local":{"coalesce_sampled":true}}`, `"retries":1`, `"deadline":30000000000`, `"count_tokens_rpm":120`} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("missing %s in %s", want, out)
 		}

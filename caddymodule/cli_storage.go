@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -69,30 +70,52 @@ func storageCommands() []*cobra.Command {
 	create.Flags().StringVar(&wsName, "name", "", "workspace name")
 	create.Flags().Float64Var(&wsCredits, "credits", 0, "initial credits (1 credit = $1)")
 	workspace.AddCommand(create)
+	wsList := &cobra.Command{
+		Use:   "list",
+		Short: "List every workspace with its balance and rate limits",
+		RunE: withStore(func(ctx context.Context, store ledger.Store) (any, error) {
+			all, err := store.ListWorkspaces(ctx)
+			if err != nil {
+				return nil, err
+			}
+			data := make([]map[string]any, 0, len(all))
+			for _, w := range all {
+				data = append(data, map[string]any{"workspace_id": w.ID, "name": w.Name, "created_at": w.CreatedAt,
+					"balance_usd": json.Number(w.Balance().String()), "granted_usd": json.Number(w.Granted.String()),
+					"spent_usd": json.Number(w.Spent.String()), "rpm": w.Limits.RPM, "tpm": w.Limits.TPM})
+			}
+			return map[string]any{"object": "list", "data": data}, nil
+		}),
+	}
+	addConfigFlags(wsList)
+	workspace.AddCommand(wsList)
 
 	keys := &cobra.Command{Use: "keys", Short: "Manage API keys"}
-	var keyWS, keyName, keyScopes string
+	var keyWS, keyName, keyScopes, keyModels, keyPeriod, keyID string
 	var keyTTL time.Duration
+	var keyRPM, keyTPM int64
+	var keyBudget float64
 	keyCreate := &cobra.Command{
 		Use:   "create",
 		Short: "Create an API key (printed once)",
 		RunE: withStore(func(ctx context.Context, store ledger.Store) (any, error) {
-			var scopes []ledger.Scope
-			for _, s := range strings.Split(keyScopes, ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					scopes = append(scopes, ledger.Scope(s))
-				}
-			}
 			var exp *time.Time
 			if keyTTL > 0 {
 				t := time.Now().Add(keyTTL)
 				exp = &t
 			}
-			k, secret, err := store.CreateKey(ctx, keyWS, ledger.KeySpec{Name: keyName, Scopes: scopes, ExpiresAt: exp})
+			budget, err := dollarsToMicros(keyBudget)
+			if err != nil {
+				return nil, fmt.Errorf("--budget: %w", err)
+			}
+			k, secret, err := store.CreateKey(ctx, keyWS, ledger.KeySpec{Name: keyName, Scopes: stringsToScopes(splitList(keyScopes)), ExpiresAt: exp,
+				Limits: ledger.KeyLimits{Models: splitList(keyModels), RPM: keyRPM, TPM: keyTPM, BudgetMicros: budget, BudgetPeriod: keyPeriod}})
 			if err != nil {
 				return nil, err
 			}
-			return map[string]any{"key_id": k.ID, "workspace_id": k.WorkspaceID, "api_key": secret, "scopes": k.Scopes}, nil
+			out := cliKey(k)
+			out["api_key"] = secret
+			return out, nil
 		}),
 	}
 	addConfigFlags(keyCreate)
@@ -100,7 +123,54 @@ func storageCommands() []*cobra.Command {
 	keyCreate.Flags().StringVar(&keyName, "name", "", "key name")
 	keyCreate.Flags().StringVar(&keyScopes, "scopes", "inference", "comma-separated scopes: inference,usage:read,keys:write")
 	keyCreate.Flags().DurationVar(&keyTTL, "expires-in", 0, "lifetime (e.g. 720h); 0 never expires")
+	keyCreate.Flags().StringVar(&keyModels, "models", "", "comma-separated model allow-list: slugs, provider/model, provider/*")
+	keyCreate.Flags().Int64Var(&keyRPM, "rpm", 0, "requests per minute (0: no limit)")
+	keyCreate.Flags().Int64Var(&keyTPM, "tpm", 0, "tokens per minute (0: no limit)")
+	keyCreate.Flags().Float64Var(&keyBudget, "budget", 0, "spend cap in dollars per --budget-period (0: none)")
+	keyCreate.Flags().StringVar(&keyPeriod, "budget-period", "", "day, month or total (default total)")
 	keys.AddCommand(keyCreate)
+
+	keyList := &cobra.Command{
+		Use:   "list",
+		Short: "List a workspace's API keys (never their secrets)",
+		RunE: withStore(func(ctx context.Context, store ledger.Store) (any, error) {
+			all, err := store.ListKeys(ctx, keyWS)
+			if err != nil {
+				return nil, err
+			}
+			if len(all) == 0 { // every workspace has its owner key: no keys means no workspace
+				if _, err := store.Workspace(ctx, keyWS); err != nil {
+					return nil, fmt.Errorf("workspace %q: %w", keyWS, err)
+				}
+			}
+			data := make([]map[string]any, 0, len(all))
+			for _, k := range all {
+				data = append(data, cliKey(k))
+			}
+			return map[string]any{"object": "list", "data": data}, nil
+		}),
+	}
+	addConfigFlags(keyList)
+	keyList.Flags().StringVar(&keyWS, "workspace", "", "workspace id")
+	keys.AddCommand(keyList)
+
+	keyRevoke := &cobra.Command{
+		Use:   "revoke",
+		Short: "Revoke an API key and every key minted under it",
+		RunE: withStore(func(ctx context.Context, store ledger.Store) (any, error) {
+			if err := store.RevokeKey(ctx, keyWS, keyID); err != nil {
+				if errors.Is(err, ledger.ErrLastOwnerKey) {
+					return nil, fmt.Errorf("%w: create another owner key first (keys create --scopes inference,usage:read,keys:write)", err)
+				}
+				return nil, err
+			}
+			return map[string]any{"key_id": keyID, "workspace_id": keyWS, "revoked": true}, nil
+		}),
+	}
+	addConfigFlags(keyRevoke)
+	keyRevoke.Flags().StringVar(&keyWS, "workspace", "", "workspace id")
+	keyRevoke.Flags().StringVar(&keyID, "key", "", "key id (key_…)")
+	keys.AddCommand(keyRevoke)
 
 	credits := &cobra.Command{Use: "credits", Short: "Manage credits"}
 	var grantWS, grantRef string
@@ -135,6 +205,36 @@ func storageCommands() []*cobra.Command {
 	credits.AddCommand(grant)
 
 	return []*cobra.Command{workspace, keys, credits}
+}
+
+// cliKey is a key as the CLI prints it (never its secret).
+func cliKey(k ledger.Key) map[string]any {
+	out := map[string]any{"key_id": k.ID, "workspace_id": k.WorkspaceID, "name": k.Name, "prefix": k.Prefix,
+		"scopes": k.Scopes, "created_at": k.CreatedAt, "expires_at": k.ExpiresAt, "revoked_at": k.RevokedAt,
+		"parent_id": k.ParentID, "models": k.Limits.Models, "rpm": k.Limits.RPM, "tpm": k.Limits.TPM}
+	if k.Limits.BudgetMicros > 0 {
+		out["budget_usd"] = json.Number(k.Limits.BudgetMicros.String())
+		out["budget_period"] = k.Limits.BudgetPeriod
+	}
+	return out
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func stringsToScopes(ss []string) []ledger.Scope {
+	out := make([]ledger.Scope, len(ss))
+	for i, s := range ss {
+		out[i] = ledger.Scope(s)
+	}
+	return out
 }
 
 // dollarsToMicros converts a CLI amount; it rejects sub-micro-dollar precision.

@@ -167,6 +167,15 @@ func TestModelsRetrieveCompletionsModerationsThroughSDK(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" {
 		t.Fatalf("unknown model: %v", err)
 	}
+	// A key restricted to btl-fast sees btl-fast and nothing else, as in models.list.
+	_, restrictedKey := createKey(t, base, tl.ownerKey, `{"name":"r","scopes":["inference"],"models":["btl-fast"]}`)
+	restricted := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey(restrictedKey), option.WithMaxRetries(0))
+	if m, err := restricted.Models.Get(ctx, "btl-fast"); err != nil || m.ID != "btl-fast" {
+		t.Fatalf("restricted key, allowed model: %v", err)
+	}
+	if _, err := restricted.Models.Get(ctx, "btl-embed"); !errors.As(err, &apiErr) || apiErr.StatusCode != 404 {
+		t.Fatalf("restricted key, other model: %v", err)
+	}
 
 	var raw *http.Response
 	comp, err := client.Completions.New(ctx, openai.CompletionNewParams{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/ratelimit"
 )
 
 // ledgers holds one open store, spool writer, credit leases and key cache per storage config
@@ -28,6 +29,8 @@ type ledgerSet struct {
 	writer  *ledger.Writer
 	credits *ledger.Credits
 	keys    *handlers.KeyCache
+	limits  *ratelimit.Limiter
+	budgets *ledger.Budgets
 	node    string
 	cancel  context.CancelFunc
 	logger  *zap.Logger
@@ -46,6 +49,8 @@ func (l *ledgerSet) Destruct() error {
 		l.logger.Warn("releasing credit leases", zap.Error(err))
 	}
 	l.keys.Close()
+	l.limits.Close()
+	l.budgets.Close()
 	return l.store.Close()
 }
 
@@ -144,7 +149,16 @@ func acquireLedger(rs resolvedStorage, logger *zap.Logger) (*ledgerSet, error) {
 		keys := handlers.NewKeyCache(store)
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		go watchRevocations(watchCtx, store, keys, logger)
-		return &ledgerSet{store: store, writer: writer, credits: credits, keys: keys, node: rs.node, cancel: stopWatch, logger: logger}, nil
+		// Rate limits and key budgets keep per-node state (slices of the minute's allowance,
+		// spend read from rows) that must survive reloads like the credit leases.
+		limits := ratelimit.New(store, ratelimit.Options{OnError: func(err error) { logger.Warn("rate limit", zap.Error(err)) }})
+		budgets := ledger.NewBudgets(store, ledger.BudgetsOptions{
+			NodeID:      rs.node,
+			PendingRows: func() int64 { return writer.Stats().PendingRows },
+			OnError:     func(err error) { logger.Warn("key budget", zap.Error(err)) },
+		})
+		return &ledgerSet{store: store, writer: writer, credits: credits, keys: keys, limits: limits, budgets: budgets,
+			node: rs.node, cancel: stopWatch, logger: logger}, nil
 	})
 	if err != nil {
 		return nil, err

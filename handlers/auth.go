@@ -23,6 +23,10 @@ import (
 //
 // Placeholders set: {http.vars.btl.workspace_id}, {http.vars.btl.key_id}.
 type Auth struct {
+	// CountTokensRPM bounds /v1/messages/count_tokens per key per minute (0: the default, 600;
+	// negative: no bound beyond the key's own limits).
+	CountTokensRPM int64 `json:"count_tokens_rpm,omitempty"`
+
 	rt     Runtime
 	led    *Ledger
 	logger *zap.Logger
@@ -62,7 +66,7 @@ func routeAccess(path string) (public bool, anyOf []ledger.Scope) {
 		return false, []ledger.Scope{ledger.ScopeInference, ledger.ScopeUsageRead}
 	case strings.HasPrefix(path, "/v1/usage/"), path == "/v1/account/pricing":
 		return false, []ledger.Scope{ledger.ScopeUsageRead}
-	case path == PathKeys, strings.HasPrefix(path, PathKeys+"/"), path == PathTopUps:
+	case path == PathKeys, strings.HasPrefix(path, PathKeys+"/"), path == PathTopUps, path == PathLimits:
 		return false, []ledger.Scope{ledger.ScopeKeysWrite}
 	default:
 		return false, nil
@@ -120,11 +124,17 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			"this API key lacks the scope this route needs (one of: %s)", strings.Join(names, ", ")))
 		return nil
 	}
-	ex.WorkspaceID, ex.KeyID, ex.Scopes = key.WorkspaceID, key.ID, key.Scopes
+	ex.WorkspaceID, ex.KeyID, ex.Scopes, ex.Key = key.WorkspaceID, key.ID, key.Scopes, key
 	caddyhttp.SetVar(r.Context(), "btl.workspace_id", key.WorkspaceID)
 	caddyhttp.SetVar(r.Context(), "btl.key_id", key.ID)
-	if r.URL.Path == PathKeys || strings.HasPrefix(r.URL.Path, PathKeys+"/") {
+	switch {
+	case r.URL.Path == PathKeys || strings.HasPrefix(r.URL.Path, PathKeys+"/"):
 		h.serveKeys(w, r, ex)
+		return nil
+	case r.URL.Path == PathLimits:
+		h.serveLimits(w, r, ex)
+		return nil
+	case isMetered(anyOf) && !h.admitRequest(w, r, ex):
 		return nil
 	}
 	return next.ServeHTTP(w, r)

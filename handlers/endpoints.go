@@ -110,7 +110,8 @@ func (h *Route) serveModel(w http.ResponseWriter, r *http.Request) {
 	if i := strings.IndexByte(id, '/'); i > 0 {
 		owner = id[:i]
 	}
-	if _, perr := h.rt.Routes().Resolve(id); perr != nil || id == "" {
+	// A key with a model allow-list sees only the models it may call, as in the list.
+	if targets, perr := h.rt.Routes().Resolve(id); perr != nil || id == "" || !keyAdmits(&ex.Key, id, targets) {
 		writeError(w, ex, providers.Errorf(http.StatusNotFound, "model_not_found", "model",
 			"The model '%s' does not exist or you do not have access to it.", id))
 		return

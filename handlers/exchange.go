@@ -41,6 +41,8 @@ type Exchange struct {
 	WorkspaceID string
 	KeyID       string
 	Scopes      []ledger.Scope
+	// Key is the caller's key record with its limits and its ancestors' (zero without auth).
+	Key ledger.Key
 
 	// The parsed request (read once by whichever handler needs it first).
 	Request    *providers.ChatRequest

@@ -126,7 +126,7 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request, ex *Exchange) {
 // client that left /v1 out of its base URL where it should have gone.
 var apiPaths = []string{PathChat, PathEmbeddings, PathCompletions, PathModerations, PathModels, PathProviders,
 	PathMessages, PathCountTokens, PathResponses, PathUsageSummary, PathUsageRequests, PathUsageExport,
-	PathPricing, PathTopUps, PathWebhook, PathKeys, PathOpenAPI}
+	PathPricing, PathTopUps, PathLimits, PathWebhook, PathKeys, PathOpenAPI}
 
 // unknownURL is the 404 for a path the gateway does not serve. It names the URL and, where the
 // mistake is recognisable, the fix: a base URL without /v1, or /v1/ spelt with capitals or

@@ -18,6 +18,14 @@ type KeyCache struct {
 	store ledger.Store
 	cache *ristretto.Cache[string, *cachedKey]
 	now   func() time.Time
+	// workspaces caches workspaces' rate limits (keylimits.go).
+	workspaces *ristretto.Cache[string, *cachedWorkspace]
+}
+
+type cachedWorkspace struct {
+	limits     ledger.WorkspaceLimits
+	fetched    time.Time
+	refreshing atomic.Bool
 }
 
 type cachedKey struct {
@@ -29,6 +37,9 @@ type cachedKey struct {
 const (
 	positiveTTL = 5 * time.Minute
 	negativeTTL = 2 * time.Second
+	// workspaceLimitsTTL is how stale a workspace's rate limits may be before a background
+	// refresh: how long an owner's change takes to reach every node.
+	workspaceLimitsTTL = 5 * time.Second
 )
 
 // NewKeyCache makes a cache over store.
@@ -41,7 +52,15 @@ func NewKeyCache(store ledger.Store) *KeyCache {
 	if err != nil {
 		panic("keycache: " + err.Error()) // only on an invalid static config
 	}
-	return &KeyCache{store: store, cache: c, now: time.Now}
+	ws, err := ristretto.NewCache(&ristretto.Config[string, *cachedWorkspace]{
+		NumCounters: 1 << 15,
+		MaxCost:     1 << 12,
+		BufferItems: 64,
+	})
+	if err != nil {
+		panic("keycache: " + err.Error())
+	}
+	return &KeyCache{store: store, cache: c, now: time.Now, workspaces: ws}
 }
 
 // Lookup resolves a secret to its key. It returns ledger.ErrNotFound, ErrRevoked or
@@ -86,4 +105,4 @@ func (c *KeyCache) Invalidate(hash [32]byte) {
 func (c *KeyCache) Purge() { c.cache.Clear() }
 
 // Close stops the cache's goroutines.
-func (c *KeyCache) Close() { c.cache.Close() }
+func (c *KeyCache) Close() { c.cache.Close(); c.workspaces.Close() }

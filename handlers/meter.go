@@ -19,6 +19,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/ratelimit"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -130,7 +131,15 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if rerr != nil {
 		return next.ServeHTTP(w, r)
 	}
+	if perr := checkModel(ex, req.Model, targets); perr != nil {
+		writeError(w, ex, perr)
+		return nil
+	}
 	amount := h.estimate(ex, req, targets)
+	if perr := m.holdKeyLimits(r.Context(), w, req, targets, amount); perr != nil {
+		writeError(w, ex, perr)
+		return nil
+	}
 	rr, span := startSpan(r, "btl.reserve")
 	res, err := h.led.Credits.Reserve(rr.Context(), ex.WorkspaceID, ledger.Micros(amount))
 	if span != nil {
@@ -138,6 +147,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		endSpan(span, reserveStatus(err))
 	}
 	if err != nil {
+		m.releaseKeyLimits()
 		writeError(w, ex, h.refusal(ex, err, ledger.Micros(amount)))
 		return nil
 	}
@@ -193,6 +203,9 @@ type metered struct {
 	logFields *caddyhttp.ExtraLogFields
 	// span is the request's btl.request span (nil when not tracing).
 	span trace.Span
+	// tokens and budget hold the request against its key's limits (keylimits.go).
+	tokens *ratelimit.Grant
+	budget *ledger.BudgetReservation
 	// reserved is the total set aside: res plus every top-up in more.
 	reserved ledger.Micros
 	more     []*ledger.Reservation
@@ -230,6 +243,9 @@ func (m *metered) admit(tg routing.Target, b providers.Bounds) error {
 	need := ledger.Micros(h.bound(ex, tg, tp, b))
 	if need <= m.reserved || m.res == nil {
 		return nil
+	}
+	if err := m.budget.Grow(need - m.reserved); err != nil {
+		return notUpstream(budgetError(ex, err, h.logger))
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, reserveTimeout)
 	defer cancel()
@@ -296,6 +312,7 @@ func (m *metered) complete(ex *Exchange) {
 			}
 		}
 	}
+	m.settleKeyLimits(ex)
 	status := ex.Status
 	if status == 0 {
 		status = http.StatusOK

@@ -27,10 +27,18 @@ func (h *Route) serveModels(w http.ResponseWriter, r *http.Request) error {
 	}
 	routes := h.rt.Routes()
 	data := []modelEntry{}
+	// A key with a model allow-list sees only the models it may call.
 	for _, s := range routes.Slugs() {
-		data = append(data, modelEntry{ID: s.Name, Object: "model", Created: startedAt, OwnedBy: "btl"})
+		if keyAdmits(&ex.Key, s.Name, s.Candidates) {
+			data = append(data, modelEntry{ID: s.Name, Object: "model", Created: startedAt, OwnedBy: "btl"})
+		}
 	}
 	for _, m := range routes.PinnedModels() {
+		if restricted(&ex.Key) {
+			if targets, err := routes.Resolve(m); err != nil || !keyAdmits(&ex.Key, m, targets) {
+				continue
+			}
+		}
 		owner := m[:indexSlash(m)]
 		data = append(data, modelEntry{ID: m, Object: "model", Created: startedAt, OwnedBy: owner})
 	}

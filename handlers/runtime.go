@@ -8,6 +8,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/payments"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/ratelimit"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -29,6 +30,9 @@ type Ledger struct {
 	Writer  *ledger.Writer
 	Credits *ledger.Credits
 	Keys    *KeyCache
+	// Limits enforces per-minute rate limits of keys and workspaces; Budgets keys' spend caps.
+	Limits  *ratelimit.Limiter
+	Budgets *ledger.Budgets
 	NodeID  string
 	// SpoolDir is the ledger spool's directory (/readyz checks it takes a file).
 	SpoolDir string

@@ -153,6 +153,11 @@ func PeriodEnd(period string, t time.Time) time.Time {
 	return time.Time{}
 }
 
+// IsRootOwner reports whether the key is an owner key: every scope and no expiry. Such a key
+// speaks for the workspace: the keys it mints are root keys (no parent), so an owner key can
+// be rotated without revoking the workspace's other keys, and one always has to remain.
+func (k Key) IsRootOwner() bool { return k.IsOwner() && k.ExpiresAt == nil }
+
 // IsOwner reports whether the key holds every scope.
 func (k Key) IsOwner() bool {
 	for _, s := range AllScopes {
@@ -192,7 +197,7 @@ func (l KeyLimits) AdmitsModel(name string, targets []string) bool {
 func (l KeyLimits) admitsTarget(target string) bool {
 	provider, model, ok := strings.Cut(target, "/")
 	for _, m := range l.Models {
-		if m == target || (ok && (m == provider+"/*" || m == model)) {
+		if m == target || (ok && (m == provider+"/*" || (m == model && !strings.Contains(m, "/")))) {
 			return true
 		}
 	}
@@ -206,7 +211,8 @@ func (l KeyLimits) covers(entry string) bool {
 		return true
 	}
 	provider, model, ok := strings.Cut(entry, "/")
-	return ok && (slices.Contains(l.Models, provider+"/*") || (model != "*" && slices.Contains(l.Models, model)))
+	bare := model != "*" && !strings.Contains(model, "/")
+	return ok && (slices.Contains(l.Models, provider+"/*") || (bare && slices.Contains(l.Models, model)))
 }
 
 // normalize validates the limits and returns them with trimmed, de-duplicated models.
@@ -323,9 +329,7 @@ func prepareKey(spec KeySpec, parent *Key, now time.Time) (KeySpec, error) {
 }
 
 // isRootOwner reports whether a key keeps a workspace manageable: every scope, no expiry.
-func isRootOwner(k Key, now time.Time) bool {
-	return k.IsOwner() && k.ExpiresAt == nil && k.Check(now) == nil
-}
+func isRootOwner(k Key, now time.Time) bool { return k.IsRootOwner() && k.Check(now) == nil }
 
 // revocationSet is the key root and every key minted under it, from all of a workspace's
 // keys. It is ErrNotFound when root is not among them, and ErrLastOwnerKey when the set holds

@@ -54,5 +54,7 @@ cat <<MSG
   directly. Savings per lever: http://localhost:8080/dashboard (sign in with the key above)
   or curl -s http://localhost:8080/v1/usage/summary -H "Authorization: Bearer $KEY"
 
+  Dashboard (usage, API keys, top-ups): http://localhost:8080/dashboard — sign in with the key.
+
 MSG
 exec ./caddy run --config Caddyfile.example --adapter caddyfile

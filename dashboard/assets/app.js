@@ -21,6 +21,8 @@
     var a = Math.abs(n), d = a >= 100 ? 2 : a >= 0.01 ? 4 : a === 0 ? 2 : 6;
     return (n < 0 ? "-$" : "$") + a.toLocaleString("en-US", { minimumFractionDigits: d, maximumFractionDigits: d });
   }
+  // money shows whole cents as such ($12.50), finer amounts as usd does.
+  function money(n) { return Math.round(n * 100) === n * 100 ? "$" + Number(n).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : usd(n); }
   function int(n) { return Number(n).toLocaleString("en-US"); }
   function pct(x) { return (x * 100).toFixed(1) + "%"; }
   function ms(n) { return n >= 1000 ? (n / 1000).toFixed(2) + " s" : Math.round(n) + " ms"; }
@@ -48,8 +50,10 @@
 
   // ---- API ----------------------------------------------------------------------------------
   function ApiError(status, message) { this.status = status; this.message = message; }
-  function api(path) {
-    return fetch(path, { headers: { Authorization: "Bearer " + state.key }, cache: "no-store", credentials: "omit" })
+  function api(path, method, body) {
+    var headers = { Authorization: "Bearer " + state.key };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(path, { method: method || "GET", headers: headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store", credentials: "omit" })
       .then(function (res) {
         return res.text().then(function (body) {
           var data = null;
@@ -239,11 +243,31 @@
       .then(fillRequests);
   }
 
+  // load shows what the key may read: usage (usage:read), key management and top-ups
+  // (keys:write), or both. A key with neither is refused with the API's own message.
   function load() {
+    showError(""); setLoading("Loading…");
+    var refusedOK = function (p) {
+      return p.then(function () { return null; }, function (err) {
+        if (err instanceof ApiError && err.status === 403) return err;
+        throw err;
+      });
+    };
+    return Promise.all([refusedOK(loadUsage()), refusedOK(loadKeys())]).then(function (r) {
+      if (r[0] && r[1]) throw r[0];
+      $("dash").hidden = !!r[0];
+      $("manage").hidden = !!r[1];
+      $("period").hidden = $("period-label").hidden = !!r[0];
+      $("signin").hidden = true; $("session").hidden = false;
+      document.body.setAttribute("data-loaded", state.days);
+      setLoading("");
+    }).catch(failed);
+  }
+
+  function loadUsage() {
     var days = periodDays();
     state.from = days[0];
     state.cursors = [""]; state.page = 0;
-    showError(""); setLoading("Loading…");
     return Promise.all([
       api("/v1/usage/summary?group_by=day&" + rangeQuery()),
       api("/v1/usage/summary?group_by=model&" + rangeQuery()),
@@ -268,11 +292,139 @@
       fillTop("models", r[1].groups, "No requests in this period");
       fillTop("providers", r[2].groups, "No requests in this period");
       fillPrices(r[3]);
-      $("signin").hidden = true; $("dash").hidden = false; $("session").hidden = false;
-      document.body.setAttribute("data-loaded", state.days);
-      setLoading("");
-    }).catch(failed);
+    });
   }
+
+  // ---- API keys and top-ups (keys:write) ----------------------------------------------------
+  function keyStatus(k) {
+    if (k.revoked_at) return "revoked";
+    if (k.expires_at && new Date(k.expires_at) <= new Date()) return "expired";
+    return "active";
+  }
+  function limitsText(k) {
+    var parts = [];
+    if (k.rpm) parts.push(int(k.rpm) + " RPM");
+    if (k.tpm) parts.push(int(k.tpm) + " TPM");
+    return parts.length ? parts.join(" · ") : "–";
+  }
+  function budgetText(k) {
+    if (k.budget_usd === null || k.budget_usd === undefined) return "–";
+    return money(k.budget_usd) + (k.budget_period === "total" ? " in total" : " per " + k.budget_period);
+  }
+  function keysMessage(msg, isError) {
+    $("keys-error").textContent = isError ? msg : ""; $("keys-error").hidden = !isError;
+    $("keys-status").textContent = isError ? "" : msg;
+  }
+
+  function loadKeys() {
+    return api("/v1/api-keys").then(fillKeys);
+  }
+
+  function fillKeys(res) {
+    var body = $("keys").tBodies[0]; clear(body);
+    res.data.forEach(function (k) {
+      var st = keyStatus(k);
+      var tr = el("tr", { "data-key-id": k.id, "data-status": st });
+      tr.appendChild(el("td", null, k.name || "(unnamed)"));
+      var id = el("td", null, k.prefix + "…"); id.title = k.id + (k.parent_id ? ", created by " + k.parent_id : ""); tr.appendChild(id);
+      tr.appendChild(el("td", null, k.scopes.join(", ")));
+      tr.appendChild(el("td", null, k.models.length ? k.models.join(", ") : "any"));
+      tr.appendChild(el("td", null, limitsText(k)));
+      tr.appendChild(el("td", null, budgetText(k)));
+      tr.appendChild(el("td", null, k.expires_at ? k.expires_at.slice(0, 16).replace("T", " ") : "never"));
+      tr.appendChild(el("td", { "class": st === "active" ? "status-ok" : "status-err" }, st));
+      var actions = el("td");
+      if (st === "active") {
+        var b = el("button", { type: "button", "class": "secondary revoke", "aria-label": "Revoke key " + (k.name || k.prefix) }, "Revoke");
+        b.addEventListener("click", function () { confirmRevoke(actions, k); });
+        actions.appendChild(b);
+      }
+      tr.appendChild(actions);
+      body.appendChild(tr);
+    });
+  }
+
+  // confirmRevoke asks in place (no modal dialog), so the keyboard focus stays in the row.
+  function confirmRevoke(cell, k) {
+    clear(cell);
+    var label = k.name || k.prefix;
+    var yes = el("button", { type: "button", "class": "danger confirm-revoke" }, "Revoke " + label + " and keys it created");
+    var no = el("button", { type: "button", "class": "secondary" }, "Cancel");
+    yes.addEventListener("click", function () {
+      yes.disabled = true;
+      api("/v1/api-keys/" + encodeURIComponent(k.id), "DELETE").then(function () {
+        return loadKeys().then(function () {
+          keysMessage("Revoked key " + label + ".", false);
+          $("keys-status").focus();
+        });
+      }).catch(function (err) {
+        keysMessage(err.message || String(err), true);
+        return loadKeys();
+      }).catch(failed);
+    });
+    no.addEventListener("click", function () { loadKeys().catch(failed); });
+    cell.appendChild(yes); cell.appendChild(document.createTextNode(" ")); cell.appendChild(no);
+    yes.focus();
+  }
+
+  $("key-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var f = ev.target, req = { name: $("kf-name").value.trim(), scopes: [] };
+    Array.prototype.forEach.call(f.querySelectorAll('input[name="scope"]:checked'), function (c) { req.scopes.push(c.value); });
+    var models = $("kf-models").value.split(",").map(function (m) { return m.trim(); }).filter(Boolean);
+    if (models.length) req.models = models;
+    if (Number($("kf-rpm").value) > 0) req.rpm = Number($("kf-rpm").value);
+    if (Number($("kf-tpm").value) > 0) req.tpm = Number($("kf-tpm").value);
+    var budget = $("kf-budget").value.trim();
+    if (budget) {
+      if (!/^\d+(\.\d{1,6})?$/.test(budget)) { keysMessage("The budget must be a number of dollars, such as 25 or 2.50.", true); $("kf-budget").focus(); return; }
+      req.budget_usd = Number(budget);
+      req.budget_period = $("kf-period").value;
+    }
+    if ($("kf-expires").value) req.expires_in = Number($("kf-expires").value);
+    $("kf-submit").disabled = true;
+    api("/v1/api-keys", "POST", req).then(function (k) {
+      f.reset();
+      $("new-secret-value").value = k.key;
+      $("new-secret").hidden = false;
+      keysMessage("Created key " + (k.name || k.prefix) + ".", false);
+      $("new-secret-value").focus();
+      $("new-secret-value").select();
+      return loadKeys();
+    }).catch(function (err) {
+      if (err instanceof ApiError && err.status === 401) throw err;
+      keysMessage(err.message || String(err), true);
+    }).catch(failed).then(function () { $("kf-submit").disabled = false; });
+  });
+  $("new-secret-copy").addEventListener("click", function () {
+    var v = $("new-secret-value");
+    v.select();
+    (navigator.clipboard ? navigator.clipboard.writeText(v.value) : Promise.reject(new Error("no clipboard")))
+      .then(function () { keysMessage("Copied to the clipboard.", false); }, function () { keysMessage("Select the key and copy it (Ctrl+C).", false); });
+  });
+  $("new-secret-done").addEventListener("click", function () {
+    $("new-secret-value").value = "";
+    $("new-secret").hidden = true;
+    $("kf-name").focus();
+  });
+
+  $("topup-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var amount = Number($("topup-amount").value);
+    var out = $("topup-result"), errBox = $("topup-error");
+    clear(out); errBox.hidden = true;
+    $("topup-submit").disabled = true;
+    api("/v1/account/top-ups", "POST", { amount_usd: amount }).then(function (res) {
+      if (!/^https?:\/\//.test(res.url || "")) throw new Error("the payment provider returned no checkout address");
+      out.appendChild(document.createTextNode("Checkout for " + money(res.amount_usd) + " is ready: "));
+      var a = el("a", { href: res.url, id: "topup-link", rel: "noopener noreferrer" }, "continue to payment");
+      out.appendChild(a);
+      a.focus();
+    }).catch(function (err) {
+      if (err instanceof ApiError && err.status === 401) throw err;
+      errBox.textContent = err.message || String(err); errBox.hidden = false;
+    }).catch(failed).then(function () { $("topup-submit").disabled = false; });
+  });
 
   function failed(err) {
     setLoading("");
@@ -287,7 +439,8 @@
   function signOut() {
     sessionStorage.removeItem(KEY);
     state.key = null;
-    $("dash").hidden = true; $("session").hidden = true; $("signin").hidden = false;
+    $("dash").hidden = true; $("manage").hidden = true; $("session").hidden = true; $("signin").hidden = false;
+    $("new-secret-value").value = ""; $("new-secret").hidden = true;
     document.body.removeAttribute("data-loaded");
     $("key").value = "";
     showError("");
