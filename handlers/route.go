@@ -192,7 +192,7 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 			started := time.Now()
 			span := upstreamSpan(r, ex.Provider, ex.UpstreamModel, ex.Attempts)
 			done, err := h.attempt(ctx, w, r, ex, tg, req)
-			endSpan(span, attemptStatus(done, err))
+			endSpan(span, attemptStatus(err))
 			if done {
 				h.rt.Routes().Observe(tg, features, err == nil || !upstreamFault(err), ex.TTFB-started.Sub(ex.Start), time.Since(started), ex.Usage)
 				return
@@ -295,7 +295,7 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 }
 
 // attemptStatus is the HTTP status an attempt ended with, for its span.
-func attemptStatus(done bool, err *providers.Error) int {
+func attemptStatus(err *providers.Error) int {
 	if err != nil {
 		return err.Status
 	}
