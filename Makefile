@@ -7,7 +7,7 @@ FUZZTIME  ?= 30000x
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
-.PHONY: build run test vet lint fuzz bench bench-go bench-savings xcaddy clean
+.PHONY: build run test hostile vet lint fuzz bench bench-go bench-savings xcaddy clean
 
 build:
 	$(GO) build -o caddy ./cmd/caddy
@@ -25,6 +25,10 @@ lint: vet
 test: lint
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
+
+# The hostile-tenant suite alone (make test runs it too).
+hostile:
+	$(GO) test -race -count=1 -run '^TestHostile' ./...
 
 # A brief pass of every fuzz target (each parser that reads untrusted bytes), as a count of
 # executions: a time limit can end a slow worker mid-run ("context deadline exceeded") on a

@@ -56,6 +56,17 @@ type App struct {
 	// kept for GET /v1/responses/{id} and previous_response_id. Default: 720h (30 days).
 	RetainResponses caddy.Duration `json:"responses_retention,omitempty"`
 
+	// AllowFileURIs maps a workspace id to the provider-side references its requests may
+	// pass (gs://bucket/prefix/ prefixes, or exact file ids). Such references are read by the
+	// provider with the operator's identity, so every other workspace is refused them.
+	AllowFileURIs map[string][]string `json:"allow_file_uris,omitempty"`
+	// Images bounds inlining of image URLs for providers that need the bytes (Bedrock,
+	// Gemini): per image, per request, and whether private addresses may be fetched.
+	Images *providers.ImageLimits `json:"images,omitempty"`
+	// BodyTimeout bounds reading an authenticated request's body, so a client that stops
+	// sending cannot hold a connection and its buffers. Default 60s.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
+
 	routes          *routing.Table
 	workspacePrices map[string]*catalog.Catalog
 	ledger          *ledgerSet
@@ -328,6 +339,25 @@ func (a *App) PricesFor(workspace string) *catalog.Catalog {
 
 // ResponsesRetention is how long stored responses are kept (handlers' default when 0).
 func (a *App) ResponsesRetention() time.Duration { return time.Duration(a.RetainResponses) }
+
+// AllowedProviderRefs is what AllowFileURIs allows for workspace.
+func (a *App) AllowedProviderRefs(workspace string) []string { return a.AllowFileURIs[workspace] }
+
+// ImageLimits is the images block, defaults for what it leaves out.
+func (a *App) ImageLimits() providers.ImageLimits {
+	if a.Images == nil {
+		return providers.ImageLimits{}
+	}
+	return *a.Images
+}
+
+// RequestBodyTimeout is BodyTimeout, or the default.
+func (a *App) RequestBodyTimeout() time.Duration {
+	if a.BodyTimeout > 0 {
+		return time.Duration(a.BodyTimeout)
+	}
+	return handlers.DefaultBodyTimeout
+}
 
 // Interface guards
 var (

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
 	"github.com/badtheorylabs/btl-runtime/ledger"
@@ -223,6 +225,35 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				return d.Errf("duplicate workspace_prices for '%s'", ws)
 			}
 			app.WorkspacePrices[ws] = file
+		case "allow_file_uris":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Err("allow_file_uris needs a workspace id and at least one prefix (gs://bucket/…) or file id")
+			}
+			for _, p := range args[1:] {
+				if err := providers.CheckRefPrefix(p); err != nil {
+					return d.Errf("allow_file_uris: %v", err)
+				}
+			}
+			if app.AllowFileURIs == nil {
+				app.AllowFileURIs = map[string][]string{}
+			}
+			app.AllowFileURIs[args[0]] = append(app.AllowFileURIs[args[0]], args[1:]...)
+		case "images":
+			if app.Images != nil {
+				return d.Err("duplicate option 'images'")
+			}
+			img, err := unmarshalImages(d)
+			if err != nil {
+				return err
+			}
+			app.Images = img
+		case "body_timeout":
+			dur, err := positiveDuration(d, "btl", "body_timeout")
+			if err != nil {
+				return err
+			}
+			app.BodyTimeout = dur
 		case "prices":
 			if app.PricesFile != "" {
 				return d.Err("duplicate option 'prices'")
@@ -419,6 +450,60 @@ func positiveInt(d *caddyfile.Dispenser, who, option string, max int64) (int64, 
 		return 0, d.Errf("%s: invalid %s '%s'", who, option, v)
 	}
 	return n, nil
+}
+
+// unmarshalImages parses the images block (limits on inlining image URLs):
+//
+//	images {
+//		max_per_request <n>
+//		max_bytes <size>
+//		max_request_bytes <size>
+//		timeout <duration>
+//		allow_private_addresses
+//	}
+func unmarshalImages(d *caddyfile.Dispenser) (*providers.ImageLimits, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	img := &providers.ImageLimits{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "max_per_request":
+			n, err := positiveInt(d, "images", opt, 1000)
+			if err != nil {
+				return nil, err
+			}
+			img.MaxImages = int(n)
+		case "max_bytes", "max_request_bytes":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<40 {
+				return nil, d.Errf("images: invalid %s '%s' (a size such as 20MB)", opt, v)
+			}
+			if opt == "max_bytes" {
+				img.MaxBytes = int64(n)
+			} else {
+				img.MaxTotalBytes = int64(n)
+			}
+		case "timeout":
+			dur, err := positiveDuration(d, "images", opt)
+			if err != nil {
+				return nil, err
+			}
+			img.Timeout = time.Duration(dur)
+		case "allow_private_addresses":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			img.AllowPrivate = true
+		default:
+			return nil, d.Errf("images: unknown option '%s'", opt)
+		}
+	}
+	return img, nil
 }
 
 // positiveDuration reads one positive duration argument for option.

@@ -27,9 +27,10 @@ type Auth struct {
 	// negative: no bound beyond the key's own limits).
 	CountTokensRPM int64 `json:"count_tokens_rpm,omitempty"`
 
-	rt     Runtime
-	led    *Ledger
-	logger *zap.Logger
+	rt          Runtime
+	led         *Ledger
+	logger      *zap.Logger
+	bodyTimeout time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -45,6 +46,10 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rt, h.led = rt, rt.Ledger()
+	h.bodyTimeout = DefaultBodyTimeout
+	if bt, ok := rt.(bodyTimeouter); ok {
+		h.bodyTimeout = bt.RequestBodyTimeout()
+	}
 	return nil
 }
 
@@ -124,6 +129,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			"this API key lacks the scope this route needs (one of: %s)", strings.Join(names, ", ")))
 		return nil
 	}
+	withBodyDeadline(w, r, h.bodyTimeout)
 	ex.WorkspaceID, ex.KeyID, ex.Scopes, ex.Key = key.WorkspaceID, key.ID, key.Scopes, key
 	caddyhttp.SetVar(r.Context(), "btl.workspace_id", key.WorkspaceID)
 	caddyhttp.SetVar(r.Context(), "btl.key_id", key.ID)

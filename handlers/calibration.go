@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,10 +86,11 @@ func observeOutput(ex *Exchange) {
 }
 
 // countedTokens is tiktoken's count of text in model's encoding, corrected by the ratio
-// learned for model.
-func countedTokens(prices *catalog.Catalog, model, text string) int {
+// learned for model. It stops with ctx's error when ctx is done.
+func countedTokens(ctx context.Context, prices *catalog.Catalog, model, text string) (int, error) {
 	countsWanted.Store(true)
-	return countCalibration.Adjust(canonicalModel(prices, model), tokens.Count(model, text))
+	n, err := tokens.CountContext(ctx, model, text)
+	return countCalibration.Adjust(canonicalModel(prices, model), n), err
 }
 
 // canonicalModel keys calibration by model, whatever host serves it: a tokenizer belongs to

@@ -6,6 +6,7 @@ package handlers
 import (
 	"encoding/base32"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"mime"
@@ -248,6 +249,9 @@ func readBody(r *http.Request, maxBody int64) ([]byte, *providers.Error) {
 			var mbe *http.MaxBytesError
 			if asMaxBytes(err, &mbe) {
 				return nil, tooLarge(mbe.Limit)
+			}
+			if errors.Is(err, errBodyTimeout) {
+				return nil, providers.Errorf(http.StatusRequestTimeout, "request_timeout", "", "the request body did not arrive within the body timeout")
 			}
 			return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "could not read the request body")
 		}

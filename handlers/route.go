@@ -172,10 +172,15 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 	if plan.Default.Priced {
 		ex.DefaultPrice, ex.HasDefaultPrice = *plan.Default.Price, true
 	}
+	base, perr := isolate(r.Context(), h.rt, ex, req)
+	if perr != nil {
+		writeError(w, ex, perr)
+		return
+	}
 	// Upstream calls are detached from the client: a client that leaves does not cancel a call
 	// the upstream is already paid for, so its usage is learned and billed. The deadline
 	// still bounds them. A stream stops reading once its client is gone (attempt).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(h.Deadline))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(base), time.Duration(h.Deadline))
 	defer cancel()
 	var lastErr *providers.Error
 	for i, tg := range plan.Targets {
