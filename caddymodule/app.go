@@ -6,6 +6,7 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -43,6 +44,9 @@ type App struct {
 	Models []ModelConfig `json:"models,omitempty"`
 	// PricesFile overrides and extends the embedded price catalog.
 	PricesFile string `json:"prices_file,omitempty"`
+	// ModelPrices prices upstream models the catalog does not know (a local model behind an
+	// openai_compatible provider), per 1M tokens; they apply over the catalog and PricesFile.
+	ModelPrices map[string]catalog.Entry `json:"model_prices,omitempty"`
 	// WorkspacePrices maps a workspace id to a catalog file of its negotiated prices
 	// (overriding and extending the list prices for that workspace only).
 	WorkspacePrices map[string]string `json:"workspace_prices,omitempty"`
@@ -196,6 +200,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.simulator = true
 			cfg.BaseURL = url
 		}
+		if pc.Type == "simulated" {
+			if err := simulatedFormat(&cfg); err != nil {
+				return err
+			}
+		}
 		client := providers.NewHTTPClient(cfg.Timeouts)
 		ad, err := providers.New(cfg, client)
 		if err != nil {
@@ -210,6 +219,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		var err error
 		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
 			return fmt.Errorf("prices: %v", err)
+		}
+	}
+	if len(a.ModelPrices) > 0 {
+		var err error
+		if a.prices, err = a.prices.WithEntries(a.ModelPrices); err != nil {
+			return fmt.Errorf("price: %v", err)
 		}
 	}
 	for ws, file := range a.WorkspacePrices {
@@ -231,6 +246,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.routes = routes
+	// A shipped slug the README documents but no provider can serve: say what it needs
+	// (caddy validate shows this), and the request error says it again.
+	for _, s := range routes.Unserved() {
+		a.logger.Warn("model slug unavailable: no configured provider declares one of its models",
+			zap.String("slug", s.Name), zap.Strings("needs_one_of", s.Models))
+	}
 	rs, err := resolveStorage(a.Storage, repl)
 	if err != nil {
 		return err
@@ -240,7 +261,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.ledgerKey = rs.key()
 	a.led = &handlers.Ledger{Store: a.ledger.store, Writer: a.ledger.writer, Credits: a.ledger.credits,
-		Keys: a.ledger.keys, Limits: a.ledger.limits, Budgets: a.ledger.budgets, NodeID: a.ledger.node}
+		Keys: a.ledger.keys, Limits: a.ledger.limits, Budgets: a.ledger.budgets, NodeID: a.ledger.node, SpoolDir: rs.spoolDir}
 	if pc := a.PaymentsConfig; pc != nil {
 		a.pay = &payments.Stripe{
 			SecretKey: repl.ReplaceKnown(pc.SecretKey, ""), WebhookSecret: repl.ReplaceKnown(pc.WebhookSecret, ""),
@@ -250,6 +271,26 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if a.pay.SecretKey == "" || a.pay.WebhookSecret == "" {
 			return fmt.Errorf("payments: secret_key and webhook_secret are required (are the environment variables set?)")
 		}
+	}
+	return nil
+}
+
+// simulatedFormat turns a simulated provider with `format anthropic` into an Anthropic
+// adapter on the simulator's Messages API, so prompt caching with explicit markers (the
+// largest saving) can be seen without any provider key.
+func simulatedFormat(cfg *providers.Config) error {
+	format := cfg.Options["format"]
+	delete(cfg.Options, "format")
+	switch format {
+	case "", "openai":
+	case "anthropic":
+		cfg.Type = "anthropic"
+		cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/v1")
+		if cfg.APIKey == "" {
+			cfg.APIKey = "sim-key"
+		}
+	default:
+		return fmt.Errorf("provider %q: format must be openai or anthropic, not %q", cfg.Name, format)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/handlers"
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -135,8 +136,21 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 	for _, m := range app.Models {
 		seenModel[m.Name] = true
 	}
+	var mentions []modelMention
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
+		case "price":
+			model, e, err := unmarshalPrice(d)
+			if err != nil {
+				return err
+			}
+			if _, dup := app.ModelPrices[model]; dup {
+				return d.Errf("duplicate price for '%s'", model)
+			}
+			if app.ModelPrices == nil {
+				app.ModelPrices = map[string]catalog.Entry{}
+			}
+			app.ModelPrices[model] = e
 		case "storage":
 			if app.Storage != nil && app.Storage.Type != "" {
 				return d.Err("duplicate option 'storage'")
@@ -252,7 +266,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				return d.ArgErr()
 			}
 		case "provider":
-			p, err := unmarshalProvider(d)
+			p, err := unmarshalProvider(d, &mentions)
 			if err != nil {
 				return err
 			}
@@ -262,7 +276,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 			seenProvider[p.Name] = true
 			app.Providers = append(app.Providers, p)
 		case "model":
-			m, err := unmarshalModel(d)
+			m, err := unmarshalModel(d, &mentions)
 			if err != nil {
 				return err
 			}
@@ -275,10 +289,10 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 			return d.Errf("unrecognized btl option '%s'", d.Val())
 		}
 	}
-	return nil
+	return checkPriced(app, mentions)
 }
 
-func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
+func unmarshalProvider(d *caddyfile.Dispenser, mentions *[]modelMention) (ProviderConfig, error) {
 	var p ProviderConfig
 	if !d.Args(&p.Name, &p.Type) {
 		return p, d.Err("provider needs a name and a type: provider <name> <type> { … }")
@@ -325,7 +339,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
 				return p, d.ArgErr()
 			}
 		case "models":
-			p.Models = d.RemainingArgs()
+			p.Models = mentionArgs(d, mentions, func(m string) string { return m })
 			if len(p.Models) == 0 {
 				return p, d.ArgErr()
 			}
@@ -364,7 +378,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
 	return p, nil
 }
 
-func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
+func unmarshalModel(d *caddyfile.Dispenser, mentions *[]modelMention) (ModelConfig, error) {
 	var m ModelConfig
 	if !d.NextArg() {
 		return m, d.Err("model needs a slug: model <slug> { candidates … }")
@@ -382,7 +396,10 @@ func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
 		seen[key] = true
 		switch key {
 		case "candidates":
-			m.Candidates = d.RemainingArgs()
+			m.Candidates = mentionArgs(d, mentions, func(c string) string {
+				_, model, _ := strings.Cut(c, "/")
+				return model
+			})
 			if len(m.Candidates) == 0 {
 				return m, d.ArgErr()
 			}

@@ -73,6 +73,10 @@ type Exchange struct {
 	// Ingress names a non-OpenAI API the request arrived through ("anthropic"), so errors
 	// are written in that API's shape.
 	Ingress string
+	// Endpoint is the non-chat API being served (providers.EndpointEmbeddings …; "" for
+	// chat); Embedding is an embeddings request's typed view.
+	Endpoint  string
+	Embedding *providers.EmbeddingRequest
 
 	// Upstream facts (route).
 	// Conversation identifies the conversation for cache-warm stickiness (0: none).
@@ -186,6 +190,10 @@ func (ex *Exchange) LoadChatRequest(r *http.Request, maxBody int64) (*providers.
 	ex.loaded = true
 	if ex.responses != nil {
 		ex.Request, ex.requestErr = ex.responses.load(r, ex, maxBody)
+		return ex.Request, ex.requestErr
+	}
+	if ex.Endpoint = endpointOf(r.URL.Path); ex.Endpoint != "" {
+		ex.Request, ex.requestErr = ex.loadEndpointRequest(r, maxBody)
 		return ex.Request, ex.requestErr
 	}
 	ex.Request, ex.requestErr = readChatRequest(r, maxBody)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -97,7 +99,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	case PathUsageSummary, PathUsageRequests, PathUsageExport, PathPricing, PathTopUps, PathWebhook:
 		h.serveAccount(w, r, ex)
 		return nil
-	case PathChat, PathMessages, PathResponses:
+	case PathChat, PathMessages, PathResponses, PathEmbeddings, PathCompletions, PathModerations:
 		if r.Method != http.MethodPost {
 			return next.ServeHTTP(w, r)
 		}
@@ -118,6 +120,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
 	}
 	ex.OnComplete(m.complete)
+	r, m.span = startSpan(r, "btl.request")
 	defer ex.Complete()
 
 	if r.URL.Path == PathResponses {
@@ -140,7 +143,12 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		writeError(w, ex, perr)
 		return nil
 	}
-	res, err := h.led.Credits.Reserve(r.Context(), ex.WorkspaceID, ledger.Micros(amount))
+	rr, span := startSpan(r, "btl.reserve")
+	res, err := h.led.Credits.Reserve(rr.Context(), ex.WorkspaceID, ledger.Micros(amount))
+	if span != nil {
+		span.SetAttributes(attribute.String("btl.reserve_usd", ledger.Micros(amount).String()))
+		endSpan(span, reserveStatus(err))
+	}
 	if err != nil {
 		m.releaseKeyLimits()
 		writeError(w, ex, h.refusal(ex, err, ledger.Micros(amount)))
@@ -196,6 +204,8 @@ type metered struct {
 	ex        *Exchange
 	res       *ledger.Reservation
 	logFields *caddyhttp.ExtraLogFields
+	// span is the request's btl.request span (nil when not tracing).
+	span trace.Span
 	// tokens and budget hold the request against its key's limits (keylimits.go).
 	tokens *ratelimit.Grant
 	budget *ledger.BudgetReservation
@@ -279,6 +289,16 @@ func (m *metered) settle(cost ledger.Micros) {
 	m.res.Settle(cost)
 }
 
+func reserveStatus(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.Is(err, ledger.ErrInsufficientCredits):
+		return http.StatusPaymentRequired
+	}
+	return http.StatusServiceUnavailable
+}
+
 // complete prices the exchange, settles or releases the reservation and appends the row.
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
@@ -342,6 +362,10 @@ func (m *metered) complete(ex *Exchange) {
 	})
 	if m.logFields != nil {
 		addLogFields(m.logFields, &row)
+	}
+	if m.span != nil {
+		m.span.SetAttributes(exchangeAttributes(ex)...)
+		endSpan(m.span, row.Status)
 	}
 }
 

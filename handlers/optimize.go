@@ -213,6 +213,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error
 	}
+	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow, CoalesceSampled: p.coalesceSampled}
 	body := req.Body
@@ -246,6 +247,10 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
 	if !p.shadow {
 		ex.OnComplete(h.observe)
+	}
+	if span != nil {
+		span.SetAttributes(optimizerAttributes(ex.Optimizer)...)
+		endSpan(span, http.StatusOK)
 	}
 
 	if p.respCache {

@@ -88,6 +88,8 @@ func (h *Route) postRoute(path string) func(http.ResponseWriter, *http.Request, 
 		return h.serveCountTokens
 	case PathResponses:
 		return h.serveResponses
+	case PathEmbeddings, PathCompletions, PathModerations:
+		return h.serveChat // the same pipeline; the exchange knows its endpoint
 	}
 	return nil
 }
@@ -114,18 +116,37 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return h.serveModels(w, r)
 	case PathProviders:
 		return h.serveProviders(w, r)
+	case PathHealth:
+		serveHealth(w, r, ExchangeFrom(r))
+		return nil
+	case PathReady:
+		h.serveReady(w, r, ExchangeFrom(r))
+		return nil
+	case PathOpenAPI:
+		serveOpenAPI(w, r, ExchangeFrom(r))
+		return nil
 	}
 	if strings.HasPrefix(r.URL.Path, PathResponses+"/") {
 		h.serveStoredResponse(w, r, ExchangeFrom(r))
 		return nil
 	}
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
-		// The API namespace is ours: an unknown route is an API error, not an empty page.
-		ex := ExchangeFrom(r)
-		writeError(w, ex, providers.Errorf(http.StatusNotFound, "unknown_url", "", "Unknown request URL: %s %s", r.Method, r.URL.Path))
+	if strings.HasPrefix(r.URL.Path, PathModels+"/") {
+		h.serveModel(w, r)
 		return nil
 	}
-	return next.ServeHTTP(w, r)
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		// The API namespace is ours: an unknown route is an API error, not an empty page.
+		writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
+		return nil
+	}
+	// Other paths go on (to btl_dashboard, a file server …); if nothing after us answers,
+	// the client gets a 404 envelope naming the URL rather than Caddy's empty 200.
+	tw := &writeTracker{ResponseWriter: w}
+	if err := next.ServeHTTP(tw, r); err != nil || tw.wrote {
+		return err
+	}
+	writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
+	return nil
 }
 
 func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) {
@@ -175,7 +196,9 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 			ex.Attempts++
 			ex.Provider, ex.ProviderType, ex.UpstreamModel = tg.Provider.Name(), tg.Provider.Type(), tg.Model
 			started := time.Now()
+			span := upstreamSpan(r, ex.Provider, ex.UpstreamModel, ex.Attempts)
 			done, err := h.attempt(ctx, w, r, ex, tg, req)
+			endSpan(span, attemptStatus(err))
 			if done {
 				h.rt.Routes().Observe(tg, features, err == nil || !upstreamFault(err), ex.TTFB-started.Sub(ex.Start), time.Since(started), ex.Usage)
 				return
@@ -236,6 +259,9 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, req *providers.ChatRequest) (done bool, _ *providers.Error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if ex.Endpoint != "" {
+		return h.attemptEndpoint(ctx, w, ex, tg)
+	}
 	if ra := responsesPassThrough(ex, tg); ra != nil {
 		return h.attemptResponses(ctx, cancel, w, r, ex, tg, ra)
 	}
@@ -274,6 +300,14 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	return false, asProviderError(err)
 }
 
+// attemptStatus is the HTTP status an attempt ended with, for its span.
+func attemptStatus(err *providers.Error) int {
+	if err != nil {
+		return err.Status
+	}
+	return http.StatusOK
+}
+
 // upstreamFault reports whether an error counts against the upstream's health (the caller's
 // own 4xx do not).
 func upstreamFault(err *providers.Error) bool {
@@ -300,6 +334,7 @@ func requestFeatures(ex *Exchange, req *providers.ChatRequest) routing.Features 
 		Tools:       len(req.Tools) > 2, // more than "[]"
 		Vision:      bytes.Contains(req.Messages, imageURLKey),
 		JSONSchema:  bytes.Contains(req.ResponseFormat, jsonSchemaKey),
+		Endpoint:    ex.Endpoint,
 	}
 	f.Conversation = conversationKey(ex.WorkspaceID, req)
 	ex.Conversation = f.Conversation

@@ -34,6 +34,8 @@ type Ledger struct {
 	Limits  *ratelimit.Limiter
 	Budgets *ledger.Budgets
 	NodeID  string
+	// SpoolDir is the ledger spool's directory (/readyz checks it takes a file).
+	SpoolDir string
 }
 
 // runtimeFrom finds the configured btl app.

@@ -126,6 +126,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.chat(w, r)
 		return
+	case "/v1/embeddings", "/embeddings", "/v1/completions", "/completions", "/v1/moderations", "/moderations":
+		if r.Method != http.MethodPost {
+			s.notAllowed(w, r)
+			return
+		}
+		switch strings.TrimPrefix(p, "/v1") {
+		case "/embeddings":
+			s.openAIEmbeddings(w, r)
+		case "/completions":
+			s.legacyCompletion(w, r)
+		default:
+			s.moderation(w, r)
+		}
+		return
 	case "/v1/models", "/models":
 		if r.Method != http.MethodGet {
 			s.notAllowed(w, r)
