@@ -7,7 +7,7 @@ FUZZTIME  ?= 30000x
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
-.PHONY: build run test vet lint fuzz bench bench-go bench-savings chaos xcaddy clean
+.PHONY: build run test hostile vet lint fuzz bench bench-go bench-savings chaos xcaddy clean
 
 build:
 	$(GO) build -o caddy ./cmd/caddy
@@ -26,6 +26,10 @@ test: lint
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 
+# The hostile-tenant suite alone (make test runs it too).
+hostile:
+	$(GO) test -race -count=1 -run '^TestHostile' ./...
+
 # A brief pass of every fuzz target (each parser that reads untrusted bytes), as a count of
 # executions: a time limit can end a slow worker mid-run ("context deadline exceeded") on a
 # loaded machine and fail CI for nothing (go.dev/issue/75804, fixed in Go 1.27). Longer runs:
@@ -33,6 +37,7 @@ test: lint
 FUZZ_TARGETS := \
 	./providers:FuzzParseChatRequest \
 	./providers:FuzzValidJSON \
+	./providers:FuzzParseOpenAIUsage \
 	./providers/sse:FuzzReader \
 	./providers/eventstream:FuzzDecoder \
 	./providers/anthropic:FuzzTranslator \
@@ -72,6 +77,9 @@ xcaddy:
 clean:
 	rm -f caddy caddy-xcaddy
 
-# Savings benchmark: five seeded workloads, direct vs through the gateway, with quality checks.
+# Savings benchmark: eight seeded workloads × five providers, independent direct callers vs the
+# gateway with Caddyfile.example's defaults (and the opt-in levers), under two models of
+# OpenAI's prompt cache, with quality checks. Fails on a quality failure or a row that costs
+# more than calling the provider directly.
 bench-savings:
 	$(GO) run ./bench/savings -out bench/savings-results.md

@@ -6,6 +6,7 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -43,6 +44,9 @@ type App struct {
 	Models []ModelConfig `json:"models,omitempty"`
 	// PricesFile overrides and extends the embedded price catalog.
 	PricesFile string `json:"prices_file,omitempty"`
+	// ModelPrices prices upstream models the catalog does not know (a local model behind an
+	// openai_compatible provider), per 1M tokens; they apply over the catalog and PricesFile.
+	ModelPrices map[string]catalog.Entry `json:"model_prices,omitempty"`
 	// WorkspacePrices maps a workspace id to a catalog file of its negotiated prices
 	// (overriding and extending the list prices for that workspace only).
 	WorkspacePrices map[string]string `json:"workspace_prices,omitempty"`
@@ -51,6 +55,17 @@ type App struct {
 	// RetainResponses is how long stored Responses API objects (store, default true) are
 	// kept for GET /v1/responses/{id} and previous_response_id. Default: 720h (30 days).
 	RetainResponses caddy.Duration `json:"responses_retention,omitempty"`
+
+	// AllowFileURIs maps a workspace id to the provider-side references its requests may
+	// pass (gs://bucket/prefix/ prefixes, or exact file ids). Such references are read by the
+	// provider with the operator's identity, so every other workspace is refused them.
+	AllowFileURIs map[string][]string `json:"allow_file_uris,omitempty"`
+	// Images bounds inlining of image URLs for providers that need the bytes (Bedrock,
+	// Gemini): per image, per request, and whether private addresses may be fetched.
+	Images *providers.ImageLimits `json:"images,omitempty"`
+	// BodyTimeout bounds reading an authenticated request's body, so a client that stops
+	// sending cannot hold a connection and its buffers. Default 60s.
+	BodyTimeout caddy.Duration `json:"body_timeout,omitempty"`
 
 	routes          *routing.Table
 	workspacePrices map[string]*catalog.Catalog
@@ -191,6 +206,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 			a.simulator = true
 			cfg.BaseURL = url
 		}
+		if pc.Type == "simulated" {
+			if err := simulatedFormat(&cfg); err != nil {
+				return err
+			}
+		}
 		client := providers.NewHTTPClient(cfg.Timeouts)
 		ad, err := providers.New(cfg, client)
 		if err != nil {
@@ -205,6 +225,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		var err error
 		if a.prices, err = catalog.Load(repl.ReplaceKnown(a.PricesFile, "")); err != nil {
 			return fmt.Errorf("prices: %v", err)
+		}
+	}
+	if len(a.ModelPrices) > 0 {
+		var err error
+		if a.prices, err = a.prices.WithEntries(a.ModelPrices); err != nil {
+			return fmt.Errorf("price: %v", err)
 		}
 	}
 	for ws, file := range a.WorkspacePrices {
@@ -226,6 +252,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.routes = routes
+	// A shipped slug the README documents but no provider can serve: say what it needs
+	// (caddy validate shows this), and the request error says it again.
+	for _, s := range routes.Unserved() {
+		a.logger.Warn("model slug unavailable: no configured provider declares one of its models",
+			zap.String("slug", s.Name), zap.Strings("needs_one_of", s.Models))
+	}
 	rs, err := resolveStorage(a.Storage, repl)
 	if err != nil {
 		return err
@@ -246,6 +278,26 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if a.pay.SecretKey == "" || a.pay.WebhookSecret == "" {
 			return fmt.Errorf("payments: secret_key and webhook_secret are required (are the environment variables set?)")
 		}
+	}
+	return nil
+}
+
+// simulatedFormat turns a simulated provider with `format anthropic` into an Anthropic
+// adapter on the simulator's Messages API, so prompt caching with explicit markers (the
+// largest saving) can be seen without any provider key.
+func simulatedFormat(cfg *providers.Config) error {
+	format := cfg.Options["format"]
+	delete(cfg.Options, "format")
+	switch format {
+	case "", "openai":
+	case "anthropic":
+		cfg.Type = "anthropic"
+		cfg.BaseURL = strings.TrimSuffix(cfg.BaseURL, "/v1")
+		if cfg.APIKey == "" {
+			cfg.APIKey = "sim-key"
+		}
+	default:
+		return fmt.Errorf("provider %q: format must be openai or anthropic, not %q", cfg.Name, format)
 	}
 	return nil
 }
@@ -303,6 +355,25 @@ func (a *App) PricesFor(workspace string) *catalog.Catalog {
 
 // ResponsesRetention is how long stored responses are kept (handlers' default when 0).
 func (a *App) ResponsesRetention() time.Duration { return time.Duration(a.RetainResponses) }
+
+// AllowedProviderRefs is what AllowFileURIs allows for workspace.
+func (a *App) AllowedProviderRefs(workspace string) []string { return a.AllowFileURIs[workspace] }
+
+// ImageLimits is the images block, defaults for what it leaves out.
+func (a *App) ImageLimits() providers.ImageLimits {
+	if a.Images == nil {
+		return providers.ImageLimits{}
+	}
+	return *a.Images
+}
+
+// RequestBodyTimeout is BodyTimeout, or the default.
+func (a *App) RequestBodyTimeout() time.Duration {
+	if a.BodyTimeout > 0 {
+		return time.Duration(a.BodyTimeout)
+	}
+	return handlers.DefaultBodyTimeout
+}
 
 // Interface guards
 var (

@@ -11,10 +11,12 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 
 	"github.com/badtheorylabs/btl-runtime/handlers"
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
 )
 
@@ -135,8 +137,21 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 	for _, m := range app.Models {
 		seenModel[m.Name] = true
 	}
+	var mentions []modelMention
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		switch d.Val() {
+		case "price":
+			model, e, err := unmarshalPrice(d)
+			if err != nil {
+				return err
+			}
+			if _, dup := app.ModelPrices[model]; dup {
+				return d.Errf("duplicate price for '%s'", model)
+			}
+			if app.ModelPrices == nil {
+				app.ModelPrices = map[string]catalog.Entry{}
+			}
+			app.ModelPrices[model] = e
 		case "storage":
 			if app.Storage != nil && app.Storage.Type != "" {
 				return d.Err("duplicate option 'storage'")
@@ -226,6 +241,35 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				return d.Errf("duplicate workspace_prices for '%s'", ws)
 			}
 			app.WorkspacePrices[ws] = file
+		case "allow_file_uris":
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Err("allow_file_uris needs a workspace id and at least one prefix (gs://bucket/…) or file id")
+			}
+			for _, p := range args[1:] {
+				if err := providers.CheckRefPrefix(p); err != nil {
+					return d.Errf("allow_file_uris: %v", err)
+				}
+			}
+			if app.AllowFileURIs == nil {
+				app.AllowFileURIs = map[string][]string{}
+			}
+			app.AllowFileURIs[args[0]] = append(app.AllowFileURIs[args[0]], args[1:]...)
+		case "images":
+			if app.Images != nil {
+				return d.Err("duplicate option 'images'")
+			}
+			img, err := unmarshalImages(d)
+			if err != nil {
+				return err
+			}
+			app.Images = img
+		case "body_timeout":
+			dur, err := positiveDuration(d, "btl", "body_timeout")
+			if err != nil {
+				return err
+			}
+			app.BodyTimeout = dur
 		case "prices":
 			if app.PricesFile != "" {
 				return d.Err("duplicate option 'prices'")
@@ -238,7 +282,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 				return d.ArgErr()
 			}
 		case "provider":
-			p, err := unmarshalProvider(d)
+			p, err := unmarshalProvider(d, &mentions)
 			if err != nil {
 				return err
 			}
@@ -248,7 +292,7 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 			seenProvider[p.Name] = true
 			app.Providers = append(app.Providers, p)
 		case "model":
-			m, err := unmarshalModel(d)
+			m, err := unmarshalModel(d, &mentions)
 			if err != nil {
 				return err
 			}
@@ -261,10 +305,10 @@ func unmarshalApp(d *caddyfile.Dispenser, app *App) error {
 			return d.Errf("unrecognized btl option '%s'", d.Val())
 		}
 	}
-	return nil
+	return checkPriced(app, mentions)
 }
 
-func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
+func unmarshalProvider(d *caddyfile.Dispenser, mentions *[]modelMention) (ProviderConfig, error) {
 	var p ProviderConfig
 	if !d.Args(&p.Name, &p.Type) {
 		return p, d.Err("provider needs a name and a type: provider <name> <type> { … }")
@@ -311,7 +355,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
 				return p, d.ArgErr()
 			}
 		case "models":
-			p.Models = d.RemainingArgs()
+			p.Models = mentionArgs(d, mentions, func(m string) string { return m })
 			if len(p.Models) == 0 {
 				return p, d.ArgErr()
 			}
@@ -350,7 +394,7 @@ func unmarshalProvider(d *caddyfile.Dispenser) (ProviderConfig, error) {
 	return p, nil
 }
 
-func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
+func unmarshalModel(d *caddyfile.Dispenser, mentions *[]modelMention) (ModelConfig, error) {
 	var m ModelConfig
 	if !d.NextArg() {
 		return m, d.Err("model needs a slug: model <slug> { candidates … }")
@@ -368,7 +412,10 @@ func unmarshalModel(d *caddyfile.Dispenser) (ModelConfig, error) {
 		seen[key] = true
 		switch key {
 		case "candidates":
-			m.Candidates = d.RemainingArgs()
+			m.Candidates = mentionArgs(d, mentions, func(c string) string {
+				_, model, _ := strings.Cut(c, "/")
+				return model
+			})
 			if len(m.Candidates) == 0 {
 				return m, d.ArgErr()
 			}
@@ -419,6 +466,60 @@ func positiveInt(d *caddyfile.Dispenser, who, option string, max int64) (int64, 
 		return 0, d.Errf("%s: invalid %s '%s'", who, option, v)
 	}
 	return n, nil
+}
+
+// unmarshalImages parses the images block (limits on inlining image URLs):
+//
+//	images {
+//		max_per_request <n>
+//		max_bytes <size>
+//		max_request_bytes <size>
+//		timeout <duration>
+//		allow_private_addresses
+//	}
+func unmarshalImages(d *caddyfile.Dispenser) (*providers.ImageLimits, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	img := &providers.ImageLimits{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "max_per_request":
+			n, err := positiveInt(d, "images", opt, 1000)
+			if err != nil {
+				return nil, err
+			}
+			img.MaxImages = int(n)
+		case "max_bytes", "max_request_bytes":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(v)
+			if err != nil || n == 0 || n > 1<<40 {
+				return nil, d.Errf("images: invalid %s '%s' (a size such as 20MB)", opt, v)
+			}
+			if opt == "max_bytes" {
+				img.MaxBytes = int64(n)
+			} else {
+				img.MaxTotalBytes = int64(n)
+			}
+		case "timeout":
+			dur, err := positiveDuration(d, "images", opt)
+			if err != nil {
+				return nil, err
+			}
+			img.Timeout = time.Duration(dur)
+		case "allow_private_addresses":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			img.AllowPrivate = true
+		default:
+			return nil, d.Errf("images: unknown option '%s'", opt)
+		}
+	}
+	return img, nil
 }
 
 // positiveDuration reads one positive duration argument for option.
@@ -582,6 +683,7 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //			ttl <duration>
 //			sampled
 //		}
+//		cache_isolation workspace|strict|off
 //	}
 func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	o := new(handlers.Optimize)
@@ -607,6 +709,17 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 				return nil, h.ArgErr()
 			}
 			o.MaskToolOutputs = true
+		case "cache_isolation":
+			var mode string
+			if !h.Args(&mode) || h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			switch mode {
+			case handlers.CacheIsolationWorkspace, handlers.CacheIsolationStrict, handlers.CacheIsolationOff:
+			default:
+				return nil, h.Errf("btl_optimize: cache_isolation must be workspace, strict or off, not '%s'", mode)
+			}
+			o.CacheIsolation = mode
 		case "disable":
 			t, err := techniques(h)
 			if err != nil {

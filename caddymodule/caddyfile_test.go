@@ -36,6 +36,12 @@ func TestGlobalOptionErrors(t *testing.T) {
 		"lease_ttl too short":    "btl {\n\tlease_ttl 10ms\n}",
 		"lease_ttl not duration": "btl {\n\tlease_ttl soon\n}",
 		"duplicate lease_ttl":    "btl {\n\tlease_ttl 5s\n\tlease_ttl 6s\n}",
+		"misspelled model":       "btl {\n\tprovider sim simulated {\n\t\tmodels gpt-4o-mni\n\t}\n}",
+		"misspelled candidate":   "btl {\n\tprovider sim simulated {\n\t}\n\tmodel m {\n\t\tcandidates sim/gpt-4o-mni\n\t}\n}",
+		"unpriced local model":   "btl {\n\tprovider l openai_compatible {\n\t\tbase_url http://x/v1\n\t\tmodels llama-3.1-8b\n\t}\n}",
+		"price without output":   "btl {\n\tprice x {\n\t\tinput 1\n\t}\n}",
+		"price bad kind":         "btl {\n\tprice x {\n\t\tinput 1\n\t\toutput 1\n\t\tkind speech\n\t}\n}",
+		"price negative":         "btl {\n\tprice x {\n\t\tinput -1\n\t\toutput 1\n\t}\n}",
 	}
 	for name, block := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -102,6 +108,10 @@ func TestAdaptRoundTrip(t *testing.T) {
 		provider local openai_compatible {
 			base_url http://127.0.0.1:8000/v1
 			optional
+		}
+		price llama {
+			input 0.05
+			output 0.08
 		}
 		model btl-fast {
 			candidates openai/gpt-4o-mini local/llama
@@ -174,7 +184,7 @@ func TestAdaptRoundTrip(t *testing.T) {
 }
 
 func TestTestDispenserGlobal(t *testing.T) {
-	d := caddyfile.NewTestDispenser("btl {\n\tprovider p simulated {\n\t\tmodels m1 m2\n\t}\n\tmodel s {\n\t\tcandidates p/m1\n\t}\n}")
+	d := caddyfile.NewTestDispenser("btl {\n\tprice m1 {\n\t\tinput 0.1\n\t\toutput 0.2\n\t}\n\tprice m2 {\n\t\tinput 1\n\t\toutput 2\n\t\tkind embedding\n\t}\n\tprovider p simulated {\n\t\tmodels m1 m2\n\t}\n\tmodel s {\n\t\tcandidates p/m1\n\t}\n}")
 	v, err := parseGlobal(d, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -185,5 +195,22 @@ func TestTestDispenserGlobal(t *testing.T) {
 	}
 	if app.Providers[0].Name != "p" || len(app.Providers[0].Models) != 2 || app.Models[0].Candidates[0] != "p/m1" {
 		t.Fatalf("%+v", app)
+	}
+}
+
+// A misspelt upstream model is an error naming the file and the line of the misspelling (it
+// used to pass and be billed as a longer-known model: sim/gpt-4o-mni as gpt-4o); priced
+// explicitly, the same name is accepted.
+func TestUnknownModelNamesFileAndLine(t *testing.T) {
+	cf := "{\n\tbtl {\n\t\tprovider sim simulated {\n\t\t\tmodels gpt-4o-mini\n\t\t}\n\t\tmodel btl-fast {\n\t\t\tcandidates sim/gpt-4o-mini sim/gpt-4o-mni\n\t\t}\n\t}\n}\n:8080 {\n\tbtl_route\n}\n"
+	_, err := adapt(t, cf)
+	if err == nil || !strings.Contains(err.Error(), "Caddyfile:7") || !strings.Contains(err.Error(), "'gpt-4o-mni'") ||
+		!strings.Contains(err.Error(), "did you mean gpt-4o-mini") {
+		t.Fatalf("%v", err)
+	}
+	priced := strings.Replace(cf, "\t\tprovider sim", "\t\tprice gpt-4o-mni {\n\t\t\tinput 0.15\n\t\t\toutput 0.6\n\t\t}\n\t\tprovider sim", 1)
+	out, err := adapt(t, priced)
+	if err != nil || !strings.Contains(string(out), `"model_prices":{"gpt-4o-mni":{"input":0.15`) {
+		t.Fatalf("%v %s", err, out)
 	}
 }

@@ -249,7 +249,8 @@ func TestAnthropicConformanceCaching(t *testing.T) {
 			t.Fatalf("stream=%v prompt_tokens must include cached and written tokens: %+v %+v", stream, first, second)
 		}
 		rec, _ := sim.LastAnthropicRequest()
-		if len(rec.Breakpoints) != 1 || rec.Breakpoints[0].Where != "system[0]" {
+		// The caller's block follows the workspace's cache-isolation salt (system[0]).
+		if len(rec.Breakpoints) != 1 || rec.Breakpoints[0].Where != "system[1]" {
 			t.Fatalf("cache marker did not arrive: %+v", rec.Breakpoints)
 		}
 	}

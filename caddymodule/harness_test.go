@@ -17,6 +17,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 )
 
 // caddyMu serialises tests that run a Caddy instance: Caddy has one running config per process.
@@ -36,9 +37,15 @@ func freePort(t testing.TB) int {
 // returns the site's base URL. The instance stops when the test ends.
 func startGateway(t testing.TB, btlBlock, site string) string {
 	t.Helper()
+	return startSites(t, btlBlock, func(port int) string { return fmt.Sprintf("http://127.0.0.1:%d {\n%s\n}\n", port, site) })
+}
+
+// startSites is startGateway with the site blocks written by sites for the chosen port.
+func startSites(t testing.TB, btlBlock string, sites func(port int) string) string {
+	t.Helper()
 	caddyMu.Lock()
 	port := freePort(t)
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\nhttp://127.0.0.1:%d {\n%s\n}\n", btlBlock, port, site)
+	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\n%s", btlBlock, sites(port))
 	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
 	if err != nil {
 		caddyMu.Unlock()
@@ -112,10 +119,22 @@ func gatewayBefore(t *testing.T, upstreamURL, models string) (string, *testLedge
 	t.Helper()
 	tl := newTestLedger(t, 10*ledger.Credit)
 	testKey = tl.ownerKey
-	return startGateway(t, tl.withStorage(`btl {
+	return startGateway(t, tl.withStorage(`btl {`+pricesFor(models)+`
 		provider up openai_compatible {
 			base_url `+upstreamURL+`/v1
 			models `+models+`
 		}
 	}`), fullChain), tl
+}
+
+// pricesFor prices the models the catalog does not know (a test upstream's made-up ids) at
+// $1 per 1M tokens each way: the config must price every model it names.
+func pricesFor(models string) string {
+	var b strings.Builder
+	for _, m := range strings.Fields(models) {
+		if _, ok := catalog.Default().Lookup(m); !ok {
+			fmt.Fprintf(&b, "\n\t\tprice %s {\n\t\t\tinput 1\n\t\t\toutput 1\n\t\t}", m)
+		}
+	}
+	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -149,7 +150,10 @@ func rowFor(t *testing.T, store ledger.Store, ws, model string) ledger.Row {
 // is the grants less the sum of the rows' costs.
 func checkMoney(t *testing.T, store ledger.Store, ws string, granted ledger.Micros, rows []ledger.Row, tier string) {
 	t.Helper()
-	prices := catalog.Default()
+	prices, err := catalog.Default().WithEntries(moneyTestPrices)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var spent ledger.Micros
 	for _, r := range rows {
 		p, ok := prices.Lookup(r.UpstreamModel)
@@ -182,6 +186,14 @@ func checkMoney(t *testing.T, store ledger.Store, ws string, granted ledger.Micr
 	}
 }
 
+// moneyTestPrices prices the made-up model names of the money tests at gpt-4o-mini's rates,
+// in their configs and in checkMoney alike.
+var moneyTestPrices = map[string]catalog.Entry{
+	"gpt-4o-mini-cut-chat": {Input: 0.15, CachedInput: 0.075, Output: 0.6}, "gpt-4o-mini-cut-messages": {Input: 0.15, CachedInput: 0.075, Output: 0.6},
+	"gpt-4o-mini-cut-resp-translated": {Input: 0.15, CachedInput: 0.075, Output: 0.6}, "gpt-4o-mini-cut-resp-native": {Input: 0.15, CachedInput: 0.075, Output: 0.6},
+	"claude-sonnet-4-5-cut": {Input: 3, CachedInput: 0.3, Output: 15},
+}
+
 // TestMoneyCutStreamBilledByDeliveredText (item 7): a stream cut before its usage arrived is
 // billed for the text it delivered — content and tool arguments, four bytes a token for a
 // model with nothing learned yet — on every stream path: OpenAI chat, Anthropic translated,
@@ -196,7 +208,13 @@ func TestMoneyCutStreamBilledByDeliveredText(t *testing.T) {
 	up.toolArgs = `{"city":"Paris"}`
 	sim := httptest.NewServer(simulated.New(simulated.Options{}))
 	t.Cleanup(sim.Close)
-	base := startGateway(t, tl.withStorage(`btl {
+	// One model name per stream path, so each row can be found; the catalog prices only exact
+	// ids (and date/version suffixes), so the config prices the names (moneyTestPrices).
+	prices := ""
+	for m, e := range moneyTestPrices {
+		prices += fmt.Sprintf("\n\t\tprice %s {\n\t\t\tinput %g\n\t\t\tcached_input %g\n\t\t\toutput %g\n\t\t}", m, e.Input, e.CachedInput, e.Output)
+	}
+	base := startGateway(t, tl.withStorage(`btl {`+prices+`
 		provider up openai_compatible {
 			base_url `+upURL+`/v1
 		}

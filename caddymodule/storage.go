@@ -223,7 +223,7 @@ func acquireLedger(rs resolvedStorage, logger *zap.Logger) (*ledgerSet, error) {
 // handlersLedger is the view the handlers get.
 func (l *ledgerSet) handlersLedger() *handlers.Ledger {
 	return &handlers.Ledger{Store: l.store, Writer: l.writer, Credits: l.credits, Keys: l.keys, Limits: l.limits,
-		Budgets: l.budgets, NodeID: l.rs.node, Ready: l.ready, Err: func() error { return l.startErr }}
+		Budgets: l.budgets, NodeID: l.rs.node, SpoolDir: l.rs.spoolDir, Ready: l.ready, Err: func() error { return l.startErr }}
 }
 
 // start opens the ledger once: migrations, the spool (lock, recovery, replay), leases and

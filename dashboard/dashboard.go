@@ -81,6 +81,16 @@ func (h *Handler) Matches(p string) bool {
 	return p == h.prefix || strings.HasPrefix(p, h.prefix+"/")
 }
 
+// Has reports whether the dashboard has something at path: its prefix, the page or an asset.
+func (h *Handler) Has(p string) bool {
+	if p == h.prefix || p == h.prefix+"/" {
+		return true
+	}
+	name, ok := strings.CutPrefix(p, h.prefix+"/")
+	_, exists := files[name]
+	return ok && exists
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.Matches(r.URL.Path) {
 		http.NotFound(w, r)

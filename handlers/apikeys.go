@@ -245,6 +245,15 @@ func (h *Auth) createKey(w http.ResponseWriter, r *http.Request, ex *Exchange) {
 // The store checks the same rules again in its transaction; these checks give each mistake a
 // precise message and parameter.
 func keySpecFrom(req *createKeyRequest, ex *Exchange, now time.Time) (ledger.KeySpec, *providers.Error) {
+	// Names and model patterns are stored, listed and exported: printable text only.
+	if perr := providers.CheckIdentifier("name", req.Name); perr != nil {
+		return ledger.KeySpec{}, perr
+	}
+	for _, m := range req.Models {
+		if perr := providers.CheckIdentifier("models", m); perr != nil {
+			return ledger.KeySpec{}, perr
+		}
+	}
 	spec := ledger.KeySpec{Name: req.Name, Limits: ledger.KeyLimits{Models: req.Models, BudgetPeriod: req.BudgetPeriod}}
 	if !ex.Key.IsRootOwner() {
 		spec.ParentID = ex.KeyID

@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -26,9 +27,10 @@ type Auth struct {
 	// negative: no bound beyond the key's own limits).
 	CountTokensRPM int64 `json:"count_tokens_rpm,omitempty"`
 
-	rt     Runtime
-	led    *Ledger
-	logger *zap.Logger
+	rt          Runtime
+	led         *Ledger
+	logger      *zap.Logger
+	bodyTimeout time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -44,6 +46,10 @@ func (h *Auth) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rt, h.led = rt, rt.Ledger()
+	h.bodyTimeout = DefaultBodyTimeout
+	if bt, ok := rt.(bodyTimeouter); ok {
+		h.bodyTimeout = bt.RequestBodyTimeout()
+	}
 	return nil
 }
 
@@ -53,9 +59,12 @@ func routeAccess(path string) (public bool, anyOf []ledger.Scope) {
 	switch {
 	case path == "/v1/billing/webhook":
 		return true, nil // verified by the payment provider's signature instead
+	case path == PathOpenAPI:
+		return true, nil // the route list is no secret, and tools fetch it before they have a key
 	case !strings.HasPrefix(path, "/v1/"):
 		return true, nil
 	case path == PathChat, path == "/v1/responses", strings.HasPrefix(path, "/v1/responses/"),
+		path == PathEmbeddings, path == PathCompletions, path == PathModerations,
 		path == "/v1/messages", strings.HasPrefix(path, "/v1/messages/"):
 		return false, []ledger.Scope{ledger.ScopeInference}
 	case path == PathModels, strings.HasPrefix(path, PathModels+"/"), path == PathProviders:
@@ -103,10 +112,17 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		writeError(w, ex, ledgerUnavailable())
 		return nil
 	}
-	key, err := h.led.Keys.Lookup(r.Context(), secret)
+	tr, span := startSpan(r, "btl.auth")
+	key, err := h.led.Keys.Lookup(tr.Context(), secret)
 	if err != nil {
-		writeError(w, ex, h.lookupError(ex, err))
+		e := h.lookupError(ex, err)
+		endSpan(span, e.Status)
+		writeError(w, ex, e)
 		return nil
+	}
+	if span != nil {
+		span.SetAttributes(attribute.String("btl.workspace_id", key.WorkspaceID), attribute.String("btl.key_id", key.ID))
+		endSpan(span, http.StatusOK)
 	}
 	if !hasAny(key, anyOf) {
 		names := make([]string, len(anyOf))
@@ -117,6 +133,7 @@ func (h *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			"this API key lacks the scope this route needs (one of: %s)", strings.Join(names, ", ")))
 		return nil
 	}
+	withBodyDeadline(w, r, h.bodyTimeout)
 	ex.WorkspaceID, ex.KeyID, ex.Scopes, ex.Key = key.WorkspaceID, key.ID, key.Scopes, key
 	caddyhttp.SetVar(r.Context(), "btl.workspace_id", key.WorkspaceID)
 	caddyhttp.SetVar(r.Context(), "btl.key_id", key.ID)

@@ -141,7 +141,7 @@ func BenchmarkResolveSlug(b *testing.B) {
 func BenchmarkCaptureUsageChunk(b *testing.B) {
 	h := newBenchRoute(b)
 	chunk := []byte(`{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":24,"total_tokens":44}}`)
-	req, _ := providers.ParseChatRequest([]byte(`{"model":"m","messages":[{}]}`))
+	req, _ := providers.ParseChatRequest([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	b.ReportAllocs()
 	for b.Loop() {
 		ex := &Exchange{Request: req}

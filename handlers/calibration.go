@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,7 +16,9 @@ import (
 //   - promptCalibration relates the reported count to the hot path's estimate (four bytes of
 //     the chat body as sent, a rate that costs nothing to compute). It corrects the gateway's
 //     estimates where they touch money: the input billed for a stream cut before its usage
-//     arrived, and the input bound of a credit reservation.
+//     arrived, and the input bound of a credit reservation. Because it touches money it is
+//     learned per workspace: one tenant's traffic (a prompt written to tokenize densely or
+//     loosely) must not move another tenant's reservations or bills.
 //   - countCalibration relates it to a tiktoken count of the same body. Claude's and Gemini's
 //     tokenizers are not public; tiktoken times the learned ratio is the gateway's best count
 //     for them (and for OpenAI models the ratio stays near 1). tiktoken costs far too much to
@@ -27,7 +30,8 @@ import (
 //
 // A third, outputCalibration, relates the output tokens an upstream reports for a completed
 // stream to four bytes a token of the text the gateway relayed (ChunkTextBytes): it turns
-// the text a cut stream delivered into the tokens it is billed for.
+// the text a cut stream delivered into the tokens it is billed for. It touches money too, so
+// it is learned per workspace like promptCalibration.
 var (
 	outputCalibration = tokens.NewCalibrator(0, 0, 0)
 	promptCalibration = tokens.NewCalibrator(0, 0, 0)
@@ -43,10 +47,13 @@ const (
 // estimatedPrompt is the body's prompt estimate before calibration.
 func estimatedPrompt(body []byte) int64 { return int64(tokens.Estimate(len(body))) }
 
-// calibratedPrompt is the prompt estimate for body on model, corrected by what was learned.
-func calibratedPrompt(model string, body []byte) int64 {
-	return int64(promptCalibration.Adjust(model, int(estimatedPrompt(body))))
+// calibratedPrompt is the prompt estimate for body on model, corrected by what was learned
+// from workspace's own traffic.
+func calibratedPrompt(workspace, model string, body []byte) int64 {
+	return int64(promptCalibration.Adjust(promptKey(workspace, model), int(estimatedPrompt(body))))
 }
+
+func promptKey(workspace, model string) string { return workspace + "\x00" + model }
 
 // observePrompt feeds one answered request into both calibrations: only usage the upstream
 // reported for this very body (not a cached replay or the gateway's own estimate).
@@ -55,7 +62,7 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 		return
 	}
 	body, actual := ex.OutboundBody(), int(ex.Usage.PromptTokens())
-	promptCalibration.Observe(ex.UpstreamModel, int(estimatedPrompt(body)), actual)
+	promptCalibration.Observe(promptKey(ex.WorkspaceID, ex.UpstreamModel), int(estimatedPrompt(body)), actual)
 	if !countsWanted.Load() || len(body) > countSampleMaxBytes {
 		return
 	}
@@ -68,9 +75,9 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 }
 
 // calibratedOutput is the output tokens of textBytes of delivered text on model: four bytes a
-// token, corrected by what completed streams of the model taught.
-func calibratedOutput(model string, textBytes int64) int64 {
-	return int64(outputCalibration.Adjust(model, tokens.Estimate(int(min(textBytes, 1<<40)))))
+// token, corrected by what the workspace's completed streams of the model taught.
+func calibratedOutput(workspace, model string, textBytes int64) int64 {
+	return int64(outputCalibration.Adjust(promptKey(workspace, model), tokens.Estimate(int(min(textBytes, 1<<40)))))
 }
 
 // observeOutput learns the output ratio from a stream that completed with the upstream's
@@ -81,14 +88,15 @@ func observeOutput(ex *Exchange) {
 		ex.UpstreamModel == "" || ex.Usage.Reasoning != 0 || ex.DeliveredTextBytes <= 0 {
 		return
 	}
-	outputCalibration.Observe(ex.UpstreamModel, tokens.Estimate(int(ex.DeliveredTextBytes)), int(ex.Usage.Output))
+	outputCalibration.Observe(promptKey(ex.WorkspaceID, ex.UpstreamModel), tokens.Estimate(int(ex.DeliveredTextBytes)), int(ex.Usage.Output))
 }
 
 // countedTokens is tiktoken's count of text in model's encoding, corrected by the ratio
-// learned for model.
-func countedTokens(prices *catalog.Catalog, model, text string) int {
+// learned for model. It stops with ctx's error when ctx is done.
+func countedTokens(ctx context.Context, prices *catalog.Catalog, model, text string) (int, error) {
 	countsWanted.Store(true)
-	return countCalibration.Adjust(canonicalModel(prices, model), tokens.Count(model, text))
+	n, err := tokens.CountContext(ctx, model, text)
+	return countCalibration.Adjust(canonicalModel(prices, model), n), err
 }
 
 // canonicalModel keys calibration by model, whatever host serves it: a tokenizer belongs to

@@ -14,19 +14,32 @@ import (
 
 // Coalescing: identical deterministic requests in flight at the same time (same workspace,
 // upstream target, shape and bytes) share one upstream call; sampled ones only where the
-// workspace opted in (coalesce.Deterministic, WorkspacePolicy.CoalesceSampled). The call runs detached from any one client, so the
-// first caller leaving does not cut the others off.
+// workspace opted in (coalesce.Deterministic, WorkspacePolicy.CoalesceSampled).
 //
-// Billing: the shared call is paid once. Whoever finishes first with the upstream's complete
-// usage pays it; the others are recorded as coalesced at zero cost, the call's list price
-// credited to the coalesce lever. A caller that leaves early pays for what it used, as any
-// abandoned stream does, so a flight whose first caller left is never left unpaid.
+// Non-stream calls go through coalesce.Gate, which costs a fingerprint and a map entry until an
+// identical call is in flight: the caller that found nothing identical makes the call itself
+// and pays it; those that wait for it are recorded as coalesced at zero cost, the call's list
+// price credited to the coalesce lever.
+//
+// Streams go through a shared flight, read by a goroutine detached from any one client, so the
+// first caller leaving does not cut the others off. Whoever finishes first with the upstream's
+// complete usage pays it; a caller that leaves early pays for what it used, as any abandoned
+// stream does, so a flight whose first caller left is never left unpaid.
 type coalescer struct {
 	streams coalesce.Streams
-	calls   coalesce.Group[*providers.Response]
+	gate    coalesce.Gate[*providers.Response]
 	mu      sync.Mutex
 	bills   map[string]*flightBill
 }
+
+// paidBill is the bill of a caller that waited for another's call: that caller pays it.
+var paidBill = func() *flightBill {
+	b := new(flightBill)
+	b.paid.Store(true)
+	return b
+}()
+
+func noRelease() {}
 
 // flightBill is shared by the callers of one coalesced call.
 type flightBill struct {
@@ -74,16 +87,12 @@ func (c *coalescer) release(key string) {
 
 // call makes the upstream call through the coalescer.
 func (c *coalescer) call(ctx context.Context, ex *Exchange, tg routing.Target, pc *providers.Call) (*providers.Response, error) {
+	if !pc.Stream {
+		return c.callOnce(ctx, ex, tg, pc)
+	}
 	key := coalesceKey(ex, tg, pc.Stream, pc.Body)
 	ex.bill = c.acquire(key)
 	ex.releaseBill = func() { c.release(key) }
-	if !pc.Stream {
-		resp, shared, err := c.calls.Do(ctx, key, func(ctx context.Context) (*providers.Response, error) {
-			return tg.Provider.Chat(ctx, pc)
-		})
-		ex.Coalesced = shared
-		return resp, err
-	}
 	sub, shared := c.streams.Join(ctx, key, func(ctx context.Context) (coalesce.Source, error) {
 		resp, err := tg.Provider.Chat(ctx, pc)
 		if err != nil {
@@ -98,6 +107,38 @@ func (c *coalescer) call(ctx context.Context, ex *Exchange, tg routing.Target, p
 	return &providers.Response{Status: 200, Stream: &subStream{sub: sub, ctx: ctx}}, nil
 }
 
+// callOnce makes a non-stream call, or waits for an identical one in flight.
+func (c *coalescer) callOnce(ctx context.Context, ex *Exchange, tg routing.Target, pc *providers.Call) (*providers.Response, error) {
+	ex.releaseBill = noRelease
+	scope := ex.WorkspaceID + "\x00" + tg.Provider.Name() + "/" + tg.Model
+	lead, wait := c.gate.Enter(scope, pc.Body)
+	if wait {
+		resp, ok, err := lead.Wait(ctx)
+		if ok {
+			ex.Coalesced, ex.bill = true, paidBill
+			return resp, err
+		}
+		// The call's own caller left and took the call with it: make our own.
+		return tg.Provider.Chat(ctx, pc)
+	}
+	if lead == nil {
+		return tg.Provider.Chat(ctx, pc)
+	}
+	// Whatever happens (a panic included), the waiters are released; if this caller left,
+	// they call on their own rather than inherit its cancellation.
+	var resp *providers.Response
+	err := coalesce.ErrLeadGone
+	defer func() {
+		if ctx.Err() != nil {
+			c.gate.Finish(lead, nil, coalesce.ErrLeadGone)
+			return
+		}
+		c.gate.Finish(lead, resp, err)
+	}()
+	resp, err = tg.Provider.Chat(ctx, pc)
+	return resp, err
+}
+
 // subStream reads a coalesced flight as a ChunkStream.
 type subStream struct {
 	sub *coalesce.Sub
@@ -107,6 +148,10 @@ type subStream struct {
 func (s *subStream) Next() ([]byte, error) { return s.sub.Next(s.ctx) }
 func (s *subStream) Close() error          { s.sub.Close(); return nil }
 
+// Pending passes the flight's "next event already here" through, so a coalesced stream is
+// relayed in bursts like a direct one.
+func (s *subStream) Pending() bool { return s.sub.Pending() }
+
 // settleBill decides whether this caller pays the shared call (see coalescer).
 func (ex *Exchange) settleBill() (pays bool) {
 	if ex.bill == nil || ex.Partial || ex.UsageEstimated || !ex.UsageKnown {
@@ -114,3 +159,6 @@ func (ex *Exchange) settleBill() (pays bool) {
 	}
 	return ex.bill.paid.CompareAndSwap(false, true)
 }
+
+// Interface guards
+var _ providers.Pender = (*subStream)(nil)

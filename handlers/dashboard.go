@@ -47,6 +47,12 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if !d.h.Matches(r.URL.Path) {
 		return next.ServeHTTP(w, r)
 	}
+	if !d.h.Has(r.URL.Path) {
+		// Under the dashboard's path but not one of its files: the same 404 envelope as
+		// any other unknown URL, not a plain-text page.
+		writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
+		return nil
+	}
 	d.h.ServeHTTP(w, r)
 	return nil
 }

@@ -6,6 +6,7 @@ package handlers
 import (
 	"encoding/base32"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"mime"
@@ -48,6 +49,11 @@ type Exchange struct {
 	Request    *providers.ChatRequest
 	requestErr *providers.Error
 	loaded     bool
+	// The requested model's candidates, resolved once for the meter and the optimizer.
+	candidates      []routing.Target
+	candidatesErr   *providers.Error
+	candidatesModel string
+	resolved        bool
 
 	// Body to send upstream, when the optimizer rewrote it (nil: Request.Body).
 	Body         []byte
@@ -67,6 +73,10 @@ type Exchange struct {
 	// Ingress names a non-OpenAI API the request arrived through ("anthropic"), so errors
 	// are written in that API's shape.
 	Ingress string
+	// Endpoint is the non-chat API being served (providers.EndpointEmbeddings …; "" for
+	// chat); Embedding is an embeddings request's typed view.
+	Endpoint  string
+	Embedding *providers.EmbeddingRequest
 
 	// Upstream facts (route).
 	// Conversation identifies the conversation for cache-warm stickiness (0: none).
@@ -182,6 +192,10 @@ func (ex *Exchange) LoadChatRequest(r *http.Request, maxBody int64) (*providers.
 		ex.Request, ex.requestErr = ex.responses.load(r, ex, maxBody)
 		return ex.Request, ex.requestErr
 	}
+	if ex.Endpoint = endpointOf(r.URL.Path); ex.Endpoint != "" {
+		ex.Request, ex.requestErr = ex.loadEndpointRequest(r, maxBody)
+		return ex.Request, ex.requestErr
+	}
 	ex.Request, ex.requestErr = readChatRequest(r, maxBody)
 	return ex.Request, ex.requestErr
 }
@@ -241,6 +255,9 @@ func readBody(r *http.Request, maxBody int64) ([]byte, *providers.Error) {
 			if asMaxBytes(err, &mbe) {
 				return nil, tooLarge(mbe.Limit)
 			}
+			if errors.Is(err, errBodyTimeout) {
+				return nil, providers.Errorf(http.StatusRequestTimeout, "request_timeout", "", "the request body did not arrive within the body timeout")
+			}
 			return nil, providers.Errorf(http.StatusBadRequest, "invalid_request_body", "", "could not read the request body")
 		}
 	}
@@ -260,4 +277,14 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // LeverSavings splits a request's savings by lever, in micro-dollars.
 type LeverSavings struct {
 	PromptCache, ResponseCache, Coalesce, Compression, Dedupe, OutputBudget, Routing int64
+}
+
+// Candidates resolves the requested model once per request: the meter prices over the
+// candidates and the optimizer reads their context windows. The slice is shared: read only.
+func (ex *Exchange) Candidates(t *routing.Table, model string) ([]routing.Target, *providers.Error) {
+	if !ex.resolved || ex.candidatesModel != model {
+		ex.candidates, ex.candidatesErr = t.Resolve(model)
+		ex.candidatesModel, ex.resolved = model, true
+	}
+	return ex.candidates, ex.candidatesErr
 }

@@ -70,14 +70,29 @@ func (e *exportSlots) give(ws string) {
 func csvRecord(rec []string, r *ledger.Row) {
 	i64 := func(n int64) string { return strconv.FormatInt(n, 10) }
 	copy(rec, []string{
-		rowTime(r.Time), r.RequestID, r.WorkspaceID, r.KeyID, r.RequestedModel, r.Provider, r.UpstreamModel,
+		rowTime(r.Time), csvText(r.RequestID), csvText(r.WorkspaceID), csvText(r.KeyID), csvText(r.RequestedModel),
+		csvText(r.Provider), csvText(r.UpstreamModel),
 		i64(r.InputUncached), i64(r.CacheRead), i64(r.CacheWrite5m), i64(r.CacheWrite1h), i64(r.Output), i64(r.Reasoning),
 		r.CostMicros.String(), r.BaselineMicros.String(), (r.BaselineMicros - r.CostMicros).String(),
 		r.SavePromptCache.String(), r.SaveResponseCache.String(), r.SaveCoalesce.String(), r.SaveCompression.String(),
 		r.SaveDedupe.String(), r.SaveOutputBudget.String(), r.SaveRouting.String(),
-		strconv.Itoa(r.Status), r.CacheOutcome, strconv.Itoa(r.Attempts),
-		millis(r.LatencyUs).String(), millis(r.TTFBUs).String(), strconv.FormatBool(r.Stream), r.ErrorCode,
+		strconv.Itoa(r.Status), csvText(r.CacheOutcome), strconv.Itoa(r.Attempts),
+		millis(r.LatencyUs).String(), millis(r.TTFBUs).String(), strconv.FormatBool(r.Stream), csvText(r.ErrorCode),
 	})
+}
+
+// csvText neutralises a text cell a spreadsheet would run as a formula (OWASP's CSV
+// injection rule): one starting with =, +, -, @, tab or CR gets a leading apostrophe.
+// Only text columns pass through here, so negative amounts stay numbers.
+func csvText(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
 }
 
 // exportRow is a JSONL line: the /v1/usage/requests row plus the workspace.

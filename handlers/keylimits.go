@@ -218,7 +218,7 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req 
 		wl := h.led.Keys.WorkspaceLimits(ctx, ex.WorkspaceID, h.logger)
 		asks := chainAsks(buf[:0], &ex.Key, ex.WorkspaceID, "tpm", func(l ledger.KeyLimits) int64 { return l.TPM }, wl.TPM, 0)
 		if len(asks) > 0 {
-			tokens := calibratedPrompt(targets[0].Model, ex.OutboundBody()) + req.OutputCap()
+			tokens := calibratedPrompt(ex.WorkspaceID, targets[0].Model, ex.OutboundBody()) + req.OutputCap()
 			for i := range asks {
 				asks[i].N = tokens
 			}

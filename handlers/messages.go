@@ -35,7 +35,18 @@ func (h *Route) serveCountTokens(w http.ResponseWriter, r *http.Request, ex *Exc
 		return
 	}
 	prices := h.rt.Prices()
-	n, perr := anthropic.CountTokens(body, func(model, text string) int { return countedTokens(prices, model, text) })
+	ctx := r.Context()
+	var stopped error
+	n, perr := anthropic.CountTokens(body, func(model, text string) int {
+		c, err := countedTokens(ctx, prices, model, text)
+		stopped = err
+		return c
+	})
+	if stopped != nil {
+		// The client left or the server is shutting down: nobody is waiting for the count.
+		writeError(w, ex, providers.Errorf(http.StatusServiceUnavailable, "request_cancelled", "", "the request was cancelled before the count finished"))
+		return
+	}
 	if perr != nil {
 		writeError(w, ex, perr)
 		return

@@ -10,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -99,7 +101,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	case PathUsageSummary, PathUsageRequests, PathUsageExport, PathPricing, PathTopUps, PathWebhook:
 		h.serveAccount(w, r, ex)
 		return nil
-	case PathChat, PathMessages, PathResponses:
+	case PathChat, PathMessages, PathResponses, PathEmbeddings, PathCompletions, PathModerations:
 		if r.Method != http.MethodPost {
 			return next.ServeHTTP(w, r)
 		}
@@ -133,8 +135,12 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return nil
 	}
 	m := &metered{h: h, ex: ex, slot: slot}
-	m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	// Access-log fields are garbage on every request: only where the server writes an access log.
+	if srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); srv == nil || srv.Logs != nil {
+		m.logFields, _ = r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields)
+	}
 	ex.OnComplete(m.complete)
+	r, m.span = startSpan(r, "btl.request")
 	defer ex.Complete()
 
 	if r.URL.Path == PathResponses {
@@ -144,7 +150,7 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error; the row records it
 	}
-	targets, rerr := h.rt.Routes().Resolve(req.Model)
+	targets, rerr := ex.Candidates(h.rt.Routes(), req.Model)
 	if rerr != nil {
 		return next.ServeHTTP(w, r)
 	}
@@ -157,7 +163,12 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		writeError(w, ex, perr)
 		return nil
 	}
-	res, err := h.led.Credits.Reserve(r.Context(), ex.WorkspaceID, ledger.Micros(amount))
+	rr, span := startSpan(r, "btl.reserve")
+	res, err := h.led.Credits.Reserve(rr.Context(), ex.WorkspaceID, ledger.Micros(amount))
+	if span != nil {
+		span.SetAttributes(attribute.String("btl.reserve_usd", ledger.Micros(amount).String()))
+		endSpan(span, reserveStatus(err))
+	}
 	if err != nil {
 		m.releaseKeyLimits()
 		writeError(w, ex, h.refusal(ex, err, ledger.Micros(amount)))
@@ -196,7 +207,7 @@ func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []rou
 // DefaultOutputReserve) times the choices. Saturating: see catalog.Price.Bound.
 func (h *Meter) bound(ex *Exchange, tg routing.Target, p catalog.Price, b providers.Bounds) int64 {
 	body := ex.OutboundBody()
-	inTokens := max(int64(len(body))/3+16, calibratedPrompt(tg.Model, body)*11/10+16)
+	inTokens := max(int64(len(body))/3+16, calibratedPrompt(ex.WorkspaceID, tg.Model, body)*11/10+16)
 	out := b.MaxTokens
 	if out <= 0 {
 		out = p.MaxOutput
@@ -214,6 +225,8 @@ type metered struct {
 	res       *ledger.Reservation
 	slot      ledger.Slot
 	logFields *caddyhttp.ExtraLogFields
+	// span is the request's btl.request span (nil when not tracing).
+	span trace.Span
 	// tokens and budget hold the request against its key's limits (keylimits.go).
 	tokens *ratelimit.Grant
 	budget *ledger.BudgetReservation
@@ -297,6 +310,16 @@ func (m *metered) settle(cost ledger.Micros) {
 	m.res.Settle(cost)
 }
 
+func reserveStatus(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusOK
+	case errors.Is(err, ledger.ErrInsufficientCredits):
+		return http.StatusPaymentRequired
+	}
+	return http.StatusServiceUnavailable
+}
+
 // complete prices the exchange, settles or releases the reservation and appends the row.
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
@@ -361,6 +384,10 @@ func (m *metered) complete(ex *Exchange) {
 	if m.logFields != nil {
 		addLogFields(m.logFields, &row)
 	}
+	if m.span != nil {
+		m.span.SetAttributes(exchangeAttributes(ex)...)
+		endSpan(m.span, row.Status)
+	}
 }
 
 // modelClass bounds the requested model for metric labels: a configured public slug keeps
@@ -376,23 +403,32 @@ func (h *Meter) modelClass(requested string) string {
 	}
 }
 
-// addLogFields puts the row's facts on Caddy's access-log line.
+// addLogFields puts the row's facts on Caddy's access-log line: one inline field, encoded only
+// when the line is written, with the flat btl_* keys the README documents.
 func addLogFields(f *caddyhttp.ExtraLogFields, row *ledger.Row) {
-	f.Set(zap.String("btl_request_id", row.RequestID))
-	f.Set(zap.String("btl_workspace", row.WorkspaceID))
+	f.Add(zap.Inline((*logRow)(row)))
+}
+
+// logRow is a ledger row as access-log fields.
+type logRow ledger.Row
+
+func (row *logRow) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("btl_request_id", row.RequestID)
+	enc.AddString("btl_workspace", row.WorkspaceID)
 	if row.KeyID != "" {
-		f.Set(zap.String("btl_key_id", row.KeyID))
+		enc.AddString("btl_key_id", row.KeyID)
 	}
-	f.Set(zap.String("btl_model", row.RequestedModel))
-	f.Set(zap.String("btl_upstream_model", row.UpstreamModel))
-	f.Set(zap.String("btl_provider", row.Provider))
-	f.Set(zap.Object("btl_tokens", logTokens(row.Usage)))
-	f.Set(zap.String("btl_cost_usd", row.CostMicros.String()))
-	f.Set(zap.String("btl_saved_usd", (row.BaselineMicros - row.CostMicros).String()))
+	enc.AddString("btl_model", row.RequestedModel)
+	enc.AddString("btl_upstream_model", row.UpstreamModel)
+	enc.AddString("btl_provider", row.Provider)
+	_ = enc.AddObject("btl_tokens", logTokens(row.Usage))
+	enc.AddString("btl_cost_usd", row.CostMicros.String())
+	enc.AddString("btl_saved_usd", (row.BaselineMicros - row.CostMicros).String())
 	if row.CacheOutcome != "" {
-		f.Set(zap.String("btl_cache", row.CacheOutcome))
+		enc.AddString("btl_cache", row.CacheOutcome)
 	}
-	f.Set(zap.Int("btl_attempts", row.Attempts))
+	enc.AddInt("btl_attempts", row.Attempts)
+	return nil
 }
 
 type logTokens ledger.Usage

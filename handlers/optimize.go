@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -11,11 +12,14 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
 )
 
@@ -43,11 +47,21 @@ type Optimize struct {
 	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
 	// Workspaces tunes the policy per workspace id, on top of the settings above.
 	Workspaces map[string]*WorkspacePolicy `json:"workspaces,omitempty"`
+	// CacheIsolation scopes provider prompt caches per workspace, so that no tenant can learn
+	// from its own cache reads what another sent through the same upstream key.
+	// "workspace" (the default) puts a workspace-keyed salt first in every request that carries
+	// cache markers (Anthropic, Bedrock, Claude on Vertex) and scopes OpenAI's
+	// prompt_cache_key to the workspace; "strict" also salts requests to upstreams that cache
+	// on their own (Gemini, OpenAI-compatible), at a few tokens a request; "off" for a
+	// single-tenant deployment.
+	CacheIsolation string `json:"cache_isolation,omitempty"`
 
-	rt     Runtime
-	logger *zap.Logger
-	cache  *respcache.Cache
-	plans  *cacheplan.Planner
+	rt      Runtime
+	logger  *zap.Logger
+	cache   *respcache.Cache
+	plans   *cacheplan.Planner
+	ev      *evidence.Store
+	metrics *metrics.Set
 }
 
 // WorkspacePolicy adjusts the optimizer for one workspace.
@@ -70,6 +84,13 @@ type ResponseCacheConfig struct {
 	// Sampled also caches answers to requests with a non-zero temperature or n > 1.
 	Sampled bool `json:"sampled,omitempty"`
 }
+
+// Cache isolation modes.
+const (
+	CacheIsolationWorkspace = "workspace"
+	CacheIsolationStrict    = "strict"
+	CacheIsolationOff       = "off"
+)
 
 // Techniques.
 const (
@@ -94,7 +115,15 @@ func (h *Optimize) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.rt = rt
-	h.plans = cacheplan.NewPlanner()
+	switch h.CacheIsolation {
+	case "", CacheIsolationWorkspace, CacheIsolationStrict, CacheIsolationOff:
+	default:
+		return fmt.Errorf("btl_optimize: cache_isolation must be %q, %q or %q, not %q", CacheIsolationWorkspace, CacheIsolationStrict, CacheIsolationOff, h.CacheIsolation)
+	}
+	// The evidence outlives this config: what the levers learned survives reloads.
+	h.ev = evidence.Default
+	h.plans = &cacheplan.Planner{Evidence: h.ev}
+	h.metrics = metrics.Default()
 	if rc := h.ResponseCache; rc != nil {
 		if rc.MaxBytes <= 0 {
 			rc.MaxBytes = 256 << 20
@@ -184,6 +213,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if perr != nil {
 		return next.ServeHTTP(w, r) // the route answers with the parse error
 	}
+	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow, CoalesceSampled: p.coalesceSampled}
 	body := req.Body
@@ -195,10 +225,13 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 			}
 		}
 	}
-	if p.compression && h.mayCompress(body, req, p.mask) {
+	if p.compression && h.mayCompress(ex, body, req, p.mask) {
 		// KeepToolOutputs also protects the newest tool outputs of an agent loop that runs
 		// under a single user message (the default protects only whole user turns).
-		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(req))}
+		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(ex, req))}
+		if p.mask {
+			opts.Economics = h.maskEconomics(ex, req)
+		}
 		if nb, rep, err := compress.Compress(body, opts); err == nil && rep.TokensAfter < rep.TokensBefore {
 			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
 			if !p.shadow {
@@ -212,6 +245,13 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	// Prompt caching and the output budget depend on the upstream target, so they run per
 	// attempt, in the route handler.
 	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
+	if !p.shadow {
+		ex.OnComplete(h.observe)
+	}
+	if span != nil {
+		span.SetAttributes(optimizerAttributes(ex.Optimizer)...)
+		endSpan(span, http.StatusOK)
+	}
 
 	if p.respCache {
 		return h.serveCached(w, r, ex, req, next)
@@ -223,13 +263,29 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Target) []byte {
 	rep := ex.Optimizer
 	rep.CacheMarkers, rep.CacheKey, rep.BudgetCap = 0, false, 0
+	rep.target, rep.cacheKeyBase, rep.keyWarm, rep.prefixShare = tg.Model, "", false, 0
+	rep.prefixMarked, rep.convMarked, rep.markedShare = false, false, 0
 	var price = tg.Price
+	if tg.Priced {
+		rep.price = *price
+	}
 	if p.promptCache && tg.Priced {
-		nb, cr, err := h.plans.Plan(body, cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price})
+		ct := cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price}
+		if h.CacheIsolation != CacheIsolationOff {
+			ct.Salt = cacheplan.Isolate(ex.WorkspaceID)
+			ct.SaltAutomatic = h.CacheIsolation == CacheIsolationStrict
+		}
+		nb, cr, err := h.plans.Plan(body, ct)
 		if err == nil {
 			rep.Breakers = cr.BreakerHeader()
 			rep.CacheMarkers = len(cr.Breakpoints)
 			rep.CacheKey = cr.PromptCacheKey != ""
+			rep.cacheKeyBase, rep.keyWarm = cr.CacheKeyBase, cr.KeyWarm
+			rep.prefixMarked, rep.convMarked = cr.PrefixMarked, cr.ConvMarked
+			if cr.TotalTokens > 0 {
+				rep.prefixShare = float64(cr.PrefixTokens) / float64(cr.TotalTokens)
+				rep.markedShare = float64(cr.MarkedPrefixTokens) / float64(cr.TotalTokens)
+			}
 			if !p.shadow {
 				body = nb
 			}
@@ -237,7 +293,8 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 	}
 	// A caller's own cap is never touched; the parse already knows whether there is one.
 	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 {
-		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price})
+		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price,
+			Workspace: ex.WorkspaceID, Evidence: h.ev})
 		if err == nil && !br.CallerCap && br.Cap > 0 {
 			rep.BudgetCap = br.Cap
 			if !p.shadow {
@@ -248,22 +305,69 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 	return body
 }
 
+// observe feeds the evidence record with what the upstream reported for this request. Only
+// the request that made the upstream call counts: a cached replay or a coalesced follower
+// reports someone else's usage.
+func (h *Optimize) observe(ex *Exchange) {
+	rep := ex.Optimizer
+	if rep == nil || !ex.UsageKnown || ex.UsageEstimated || ex.Partial || ex.Coalesced || ex.Provider == "cache" || rep.target == "" {
+		return
+	}
+	u := ex.Usage
+	out := h.ev.Observe(evidence.Observation{
+		Workspace: ex.WorkspaceID, Model: rep.target, Price: rep.price,
+		Markers: rep.CacheMarkers, PrefixMarked: rep.prefixMarked, ConvMarked: rep.convMarked, MarkedPrefixShare: rep.markedShare,
+		CacheKey: rep.cacheKeyBase, KeyWarm: rep.keyWarm, PrefixShare: rep.prefixShare,
+		MinCacheTokens: rep.price.CacheMinTokens,
+		GatewayCap:     rep.BudgetCap, CallerCapped: ex.Request != nil && ex.Request.OutputCap() > 0,
+		Prompt: u.PromptTokens(), CacheRead: u.CacheRead, CacheWrite5m: u.CacheWrite5m, CacheWrite1h: u.CacheWrite1h,
+		Output: u.Output, Finish: rep.Finish, EmptyContent: rep.emptyContent,
+	})
+	if out.CutByGateway {
+		h.metrics.CapCut()
+	}
+}
+
+// maskEconomics prices observation masking for the request's first candidate with what the
+// evidence shows: a kept old token costs the cached rate only as far as the upstream actually
+// serves this workspace's prompts from its cache, and the full rate otherwise.
+func (h *Optimize) maskEconomics(ex *Exchange, req *providers.ChatRequest) compress.Economics {
+	targets, err := ex.Candidates(h.rt.Routes(), req.Model)
+	if err != nil || len(targets) == 0 || !targets[0].Priced {
+		return compress.Economics{}
+	}
+	p := targets[0].Price
+	e := compress.Economics{InputPrice: float64(p.Input)}
+	if p.Input > 0 && p.CachedInput > 0 {
+		e.CacheReadMultiplier = float64(p.CachedInput) / float64(p.Input)
+	}
+	if p.Input > 0 && p.CacheWrite5m > 0 {
+		e.CacheWriteMultiplier = float64(p.CacheWrite5m) / float64(p.Input)
+	} else {
+		e.CacheWriteMultiplier = 1
+	}
+	if share, ok := h.ev.ReadShare(ex.WorkspaceID, targets[0].Model); ok && e.CacheReadMultiplier > 0 {
+		e.CacheReadMultiplier = share*e.CacheReadMultiplier + (1 - share)
+	}
+	return e
+}
+
 // mayCompress is a cheap pre-check: without masking, compression only truncates a tool
 // output above compress's 8k-token limit or trims on context overflow, and neither can happen
 // to a body smaller than that limit that fits the smallest context window.
-func (h *Optimize) mayCompress(body []byte, req *providers.ChatRequest, mask bool) bool {
+func (h *Optimize) mayCompress(ex *Exchange, body []byte, req *providers.ChatRequest, mask bool) bool {
 	if mask {
 		return true
 	}
 	const truncateAboveBytes = 8192 * 4
 	est := int64(len(body))/4 + req.OutputCap()
-	ctx := h.contextOf(req)
+	ctx := h.contextOf(ex, req)
 	return len(body) > truncateAboveBytes || (ctx > 0 && est > ctx*9/10)
 }
 
 // contextOf is the smallest context window among the request's candidates (0: unknown).
-func (h *Optimize) contextOf(req *providers.ChatRequest) int64 {
-	targets, err := h.rt.Routes().Resolve(req.Model)
+func (h *Optimize) contextOf(ex *Exchange, req *providers.ChatRequest) int64 {
+	targets, err := ex.Candidates(h.rt.Routes(), req.Model)
 	if err != nil {
 		return 0
 	}
@@ -297,6 +401,20 @@ type OptimizerReport struct {
 	CacheKey            bool
 	BudgetCap           int64
 	Breakers            string
+	// Finish is the answer's finish reason, recorded by the route while a gateway-set cap
+	// applies (BudgetCap > 0): the evidence for the learned cap and the cut count.
+	Finish       string
+	emptyContent bool
+
+	// For the evidence record: the target that answered and what the cache plan did there.
+	target       string
+	price        catalog.Price
+	cacheKeyBase string
+	keyWarm      bool
+	prefixShare  float64
+	prefixMarked bool
+	convMarked   bool
+	markedShare  float64
 }
 
 // serveCached answers from the response cache, or lets the request through and stores its

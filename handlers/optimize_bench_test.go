@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
@@ -19,6 +20,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/dedupe"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 )
 
 type anthLike struct{ cannedAdapter }
@@ -102,7 +104,11 @@ func BenchmarkOptimize(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			h := &Optimize{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(), plans: cacheplan.NewPlanner()}
+			// The evidence record on, as in production: the plan consults it and the
+			// completion feeds it.
+			ev := evidence.New()
+			h := &Optimize{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(),
+				plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: metrics.Default()}
 			targets, _ := table.Resolve("btl-anth")
 			body := optimizeBody(tokens)
 			b.SetBytes(int64(len(body)))
@@ -135,6 +141,9 @@ func BenchmarkOptimize(b *testing.B) {
 					return nil
 				}))
 				_ = ex.PerTarget(ex.OutboundBody(), targets[0])
+				ex.Usage, ex.UsageKnown, ex.Provider = providers.Usage{InputUncached: 200, CacheRead: int64(tokens), Output: 150}, true, "anth"
+				ex.Optimizer.Finish = "stop"
+				ex.Complete()
 				optimized += time.Since(start)
 			}
 			b.ReportMetric(float64((optimized-parsed).Microseconds())/float64(b.N), "optimizer-us")

@@ -144,7 +144,9 @@ func (h *Route) relayResponses(w http.ResponseWriter, r *http.Request, ex *Excha
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	var buf []byte
+	buf := getRelayBuf()
+	defer func() { putRelayBuf(buf) }()
+	pender, _ := stream.(providers.Pender)
 	ended := false
 	for payload := first; !eof; {
 		var typ string
@@ -180,9 +182,12 @@ func (h *Route) relayResponses(w http.ResponseWriter, r *http.Request, ex *Excha
 			return
 		}
 		ex.DeliveredTextBytes += responses.EventTextBytes(typ, payload)
-		if err := rc.Flush(); err != nil {
-			h.abandon(ex)
-			return
+		// As in relayStream: events that arrived together leave in one write.
+		if pender == nil || !pender.Pending() {
+			if err := rc.Flush(); err != nil {
+				h.abandon(ex)
+				return
+			}
 		}
 		var err error
 		payload, err = stream.Next()
@@ -208,6 +213,7 @@ func (h *Route) relayResponses(w http.ResponseWriter, r *http.Request, ex *Excha
 			return
 		}
 	}
+	_ = rc.Flush()
 	if !ended {
 		ex.Partial, ex.ErrorCode = true, "upstream_stream_truncated"
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -87,6 +88,8 @@ func (h *Route) postRoute(path string) func(http.ResponseWriter, *http.Request, 
 		return h.serveCountTokens
 	case PathResponses:
 		return h.serveResponses
+	case PathEmbeddings, PathCompletions, PathModerations:
+		return h.serveChat // the same pipeline; the exchange knows its endpoint
 	}
 	return nil
 }
@@ -113,18 +116,37 @@ func (h *Route) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		return h.serveModels(w, r)
 	case PathProviders:
 		return h.serveProviders(w, r)
+	case PathHealth:
+		serveHealth(w, r, ExchangeFrom(r))
+		return nil
+	case PathReady:
+		h.serveReady(w, r, ExchangeFrom(r))
+		return nil
+	case PathOpenAPI:
+		serveOpenAPI(w, r, ExchangeFrom(r))
+		return nil
 	}
 	if strings.HasPrefix(r.URL.Path, PathResponses+"/") {
 		h.serveStoredResponse(w, r, ExchangeFrom(r))
 		return nil
 	}
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
-		// The API namespace is ours: an unknown route is an API error, not an empty page.
-		ex := ExchangeFrom(r)
-		writeError(w, ex, providers.Errorf(http.StatusNotFound, "unknown_url", "", "Unknown request URL: %s %s", r.Method, r.URL.Path))
+	if strings.HasPrefix(r.URL.Path, PathModels+"/") {
+		h.serveModel(w, r)
 		return nil
 	}
-	return next.ServeHTTP(w, r)
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		// The API namespace is ours: an unknown route is an API error, not an empty page.
+		writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
+		return nil
+	}
+	// Other paths go on (to btl_dashboard, a file server …); if nothing after us answers,
+	// the client gets a 404 envelope naming the URL rather than Caddy's empty 200.
+	tw := &writeTracker{ResponseWriter: w}
+	if err := next.ServeHTTP(tw, r); err != nil || tw.wrote {
+		return err
+	}
+	writeError(w, ExchangeFrom(r), unknownURL(r.Method, r.URL.Path))
+	return nil
 }
 
 func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) {
@@ -151,10 +173,15 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 	if plan.Default.Priced {
 		ex.DefaultPrice, ex.HasDefaultPrice = *plan.Default.Price, true
 	}
+	base, perr := isolate(r.Context(), h.rt, ex, req)
+	if perr != nil {
+		writeError(w, ex, perr)
+		return
+	}
 	// Upstream calls are detached from the client: a client that leaves does not cancel a call
 	// the upstream is already paid for, so its usage is learned and billed. The deadline
 	// still bounds them. A stream stops reading once its client is gone (attempt).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(h.Deadline))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(base), time.Duration(h.Deadline))
 	defer cancel()
 	var lastErr *providers.Error
 	for i, tg := range plan.Targets {
@@ -169,7 +196,9 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 			ex.Attempts++
 			ex.Provider, ex.ProviderType, ex.UpstreamModel = tg.Provider.Name(), tg.Provider.Type(), tg.Model
 			started := time.Now()
+			span := upstreamSpan(r, ex.Provider, ex.UpstreamModel, ex.Attempts)
 			done, err := h.attempt(ctx, w, r, ex, tg, req)
+			endSpan(span, attemptStatus(err))
 			if done {
 				h.rt.Routes().Observe(tg, features, err == nil || !upstreamFault(err), ex.TTFB-started.Sub(ex.Start), time.Since(started), ex.Usage)
 				return
@@ -230,6 +259,9 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, req *providers.ChatRequest) (done bool, _ *providers.Error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if ex.Endpoint != "" {
+		return h.attemptEndpoint(ctx, w, ex, tg)
+	}
 	if ra := responsesPassThrough(ex, tg); ra != nil {
 		return h.attemptResponses(ctx, cancel, w, r, ex, tg, ra)
 	}
@@ -268,6 +300,14 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	return false, asProviderError(err)
 }
 
+// attemptStatus is the HTTP status an attempt ended with, for its span.
+func attemptStatus(err *providers.Error) int {
+	if err != nil {
+		return err.Status
+	}
+	return http.StatusOK
+}
+
 // upstreamFault reports whether an error counts against the upstream's health (the caller's
 // own 4xx do not).
 func upstreamFault(err *providers.Error) bool {
@@ -294,6 +334,7 @@ func requestFeatures(ex *Exchange, req *providers.ChatRequest) routing.Features 
 		Tools:       len(req.Tools) > 2, // more than "[]"
 		Vision:      bytes.Contains(req.Messages, imageURLKey),
 		JSONSchema:  bytes.Contains(req.ResponseFormat, jsonSchemaKey),
+		Endpoint:    ex.Endpoint,
 	}
 	f.Conversation = conversationKey(ex.WorkspaceID, req)
 	ex.Conversation = f.Conversation
@@ -390,6 +431,13 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	if ex.CaptureUpstream != nil {
 		ex.CaptureUpstream(body)
 	}
+	// Under a gateway-set cap the finish reason is evidence (and an answer it cut is flagged);
+	// known before completion, so the meter and the optimizer see it.
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 {
+		o.Finish = finishReason(body)
+		o.EmptyLength = o.Finish == "length" && emptyLengthAnswer(body)
+		o.emptyContent = o.EmptyLength
+	}
 	ex.Complete()
 	if ex.CostKnown && hasUsage && body[span.Start] == '{' {
 		body = providers.AppendToObject(body, span, "cost", []byte(catalog.MicrosToUSD(ex.CostMicros)))
@@ -397,9 +445,11 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	hdr := w.Header()
 	setUpstreamHeaders(hdr, ex)
 	setCostHeaders(hdr, ex)
-	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && emptyLengthAnswer(body) {
-		o.EmptyLength = true
-		hdr.Set(emptyLengthHeader, "true")
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && o.Finish == "length" {
+		hdr.Set(cappedHeader, "true")
+		if o.EmptyLength {
+			hdr.Set(emptyLengthHeader, "true")
+		}
 	}
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
@@ -442,12 +492,13 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	var lengthWatch *emptyLengthWatch
 	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 {
 		lengthWatch = &emptyLengthWatch{report: o}
-		hdr.Set("Trailer", emptyLengthHeader)
+		hdr.Set("Trailer", emptyLengthHeader+", "+cappedHeader)
 	}
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 
-	buf := make([]byte, 0, 4096)
+	buf := getRelayBuf()
+	defer func() { putRelayBuf(buf) }()
 	pender, _ := stream.(providers.Pender)
 	chunk := first
 	for !eof {
@@ -500,13 +551,34 @@ func (h *Route) relayStream(w http.ResponseWriter, r *http.Request, ex *Exchange
 	}
 	ex.Complete()
 	_, _ = w.Write(doneEvent)
-	if lengthWatch != nil && ex.Optimizer.EmptyLength {
-		hdr.Set(emptyLengthHeader, "true")
+	if lengthWatch != nil && ex.Optimizer.Finish == "length" {
+		hdr.Set(cappedHeader, "true")
+		if ex.Optimizer.EmptyLength {
+			hdr.Set(emptyLengthHeader, "true")
+		}
 	}
 	_ = rc.Flush()
 }
 
-const emptyLengthHeader = "X-Btl-Empty-Length"
+// relayBufs are the buffers events are framed in on their way to the client, one per stream
+// at a time: allocating one per stream was the relay's largest garbage.
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getRelayBuf() []byte { return (*relayBufs.Get().(*[]byte))[:0] }
+
+// putRelayBuf returns a buffer; one grown by a huge event is left to the collector.
+func putRelayBuf(b []byte) {
+	if cap(b) <= 64<<10 {
+		b = b[:0]
+		relayBufs.Put(&b)
+	}
+}
+
+const (
+	emptyLengthHeader = "X-Btl-Empty-Length"
+	// cappedHeader flags an answer that stopped at the output cap the gateway set.
+	cappedHeader = "X-Btl-Capped"
+)
 
 var (
 	lengthFinish   = []byte(`"finish_reason":"length"`)
@@ -523,6 +595,9 @@ type emptyLengthWatch struct {
 }
 
 func (w *emptyLengthWatch) observe(chunk []byte) {
+	if f := finishReason(chunk); f != "" {
+		w.report.Finish = f
+	}
 	if !w.hasContent {
 		if bytes.Contains(chunk, toolCallsKey) {
 			w.hasContent = true
@@ -532,7 +607,24 @@ func (w *emptyLengthWatch) observe(chunk []byte) {
 	}
 	if !w.hasContent && bytes.Contains(chunk, lengthFinish) {
 		w.report.EmptyLength = true
+		w.report.emptyContent = true
 	}
+}
+
+var finishKey = []byte(`"finish_reason":"`)
+
+// finishReason is the first finish_reason string in an answer or chunk ("" when none): byte
+// tests, no decoding. Every OpenAI-shaped answer the adapters produce writes it this way.
+func finishReason(b []byte) string {
+	i := bytes.Index(b, finishKey)
+	if i < 0 {
+		return ""
+	}
+	v := b[i+len(finishKey):]
+	if j := bytes.IndexByte(v, '"'); j > 0 && j <= 32 {
+		return string(v[:j])
+	}
+	return ""
 }
 
 // captureUsage records the usage of a chunk that carries it and returns what the client should
@@ -606,8 +698,8 @@ const statusClientClosed = 499
 // is billed for what it delivered, neither for its JSON envelopes nor for nothing.
 func estimateUsage(ex *Exchange) {
 	ex.Usage = providers.Usage{
-		InputUncached: calibratedPrompt(ex.UpstreamModel, ex.OutboundBody()),
-		Output:        calibratedOutput(ex.UpstreamModel, ex.DeliveredTextBytes),
+		InputUncached: calibratedPrompt(ex.WorkspaceID, ex.UpstreamModel, ex.OutboundBody()),
+		Output:        calibratedOutput(ex.WorkspaceID, ex.UpstreamModel, ex.DeliveredTextBytes),
 	}
 	ex.UsageKnown, ex.UsageEstimated = true, true
 }

@@ -39,6 +39,8 @@ type Ledger struct {
 	Limits  *ratelimit.Limiter
 	Budgets *ledger.Budgets
 	NodeID  string
+	// SpoolDir is the ledger spool's directory (/readyz checks it takes a file).
+	SpoolDir string
 	// Ready, when set, is closed once the storage is open (the btl app opens it in Start, so
 	// that validating a config touches nothing); Err then says whether opening failed.
 	Ready <-chan struct{}

@@ -60,7 +60,7 @@ type budgetEntry struct {
 	refresh  bool // a background refresh is running
 	// every is the refresh interval: Refresh, or longer when summing the rows takes long,
 	// so a budget over many rows never keeps the database busy.
-	every time.Duration
+	every    time.Duration
 	inflight Micros
 	holds    int // reservations not yet settled
 	lastUse  time.Time

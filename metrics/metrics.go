@@ -66,6 +66,7 @@ type Set struct {
 	cache      *prometheus.CounterVec
 	refused    prometheus.Counter
 	emptyLen   prometheus.Counter
+	capCuts    prometheus.Counter
 	writeErrs  prometheus.Counter
 	pending    prometheus.GaugeFunc
 	spool      prometheus.GaugeFunc
@@ -143,6 +144,8 @@ func newSet() *Set {
 		Help: "Response-cache and coalescing outcomes (hit, miss, coalesced, bypass)."}, []string{"outcome"})
 	s.emptyLen = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "empty_length_finishes_total",
 		Help: "Answers cut by a gateway-set output cap with no content at all (finish_reason length): a budget too small for a reasoning model."})
+	s.capCuts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "gateway_cap_cuts_total",
+		Help: "Answers that stopped at an output cap the gateway set because the caller gave none (finish_reason length)."})
 	s.refused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "credit_reservations_refused_total",
 		Help: "Requests refused with 402 because the workspace's credits could not cover them."})
 	s.writeErrs = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "ledger_write_errors_total",
@@ -167,7 +170,7 @@ func newSet() *Set {
 
 func (s *Set) collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.requests, s.tokens, s.cost, s.baseline, s.savings, s.latency, s.ttft, s.cache,
-		s.refused, s.emptyLen, s.writeErrs, s.pending, s.spool, s.insertErrs, s.breaker}
+		s.refused, s.emptyLen, s.capCuts, s.writeErrs, s.pending, s.spool, s.insertErrs, s.breaker}
 }
 
 // Register adds the collectors to reg (a config's registry), tolerating collectors that are
@@ -257,3 +260,7 @@ func (s *Set) EmptyLength() { s.emptyLen.Inc() }
 
 // LedgerWriteError counts a row the spool refused.
 func (s *Set) LedgerWriteError() { s.writeErrs.Inc() }
+
+// CapCut counts an answer that stopped at the output cap the gateway set (finish_reason
+// length where the caller gave no cap).
+func (s *Set) CapCut() { s.capCuts.Inc() }

@@ -307,3 +307,25 @@ func TestIsPublicAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileSSRFAddressForms: image URLs must never make the gateway connect to its own
+// network. Checked on the address (the dialer's Control function refuses these before any
+// packet leaves), so the private and metadata ranges are tested without dialing them.
+func TestHostileSSRFAddressForms(t *testing.T) {
+	for _, s := range []string{
+		"127.0.0.1", "127.255.255.254", "0.0.0.0", "::", "::1", "::ffff:127.0.0.1", "::ffff:7f00:1",
+		"10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "::ffff:10.0.0.1", "::ffff:192.168.0.1",
+		"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "fe80::1", "fe80::a9fe:a9fe", "fc00::1",
+		"100.64.0.1", "192.0.0.192", "198.18.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1",
+		"64:ff9b::a00:1", "64:ff9b::7f00:1", "2001:db8::1", "ff02::1",
+	} {
+		if IsPublicAddr(netip.MustParseAddr(s)) {
+			t.Errorf("%s is treated as public", s)
+		}
+	}
+	for _, s := range []string{"8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"} {
+		if !IsPublicAddr(netip.MustParseAddr(s)) {
+			t.Errorf("%s is treated as non-public", s)
+		}
+	}
+}

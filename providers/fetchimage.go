@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,19 +11,26 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
 // ImageLimits bounds FetchImage. Zero values take the defaults.
 type ImageLimits struct {
-	// MaxBytes bounds the image size (default 20 MiB).
-	MaxBytes int64
-	// Timeout bounds the whole fetch, redirects included (default 10 s).
-	Timeout time.Duration
+	// MaxBytes bounds one image's size (default 20 MiB).
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+	// Timeout bounds one fetch, redirects included (default 10 s).
+	Timeout time.Duration `json:"timeout,omitempty"`
 	// AllowPrivate permits loopback, private, link-local and other non-public addresses.
 	// Without it a caller could make the gateway read its own network (SSRF).
-	AllowPrivate bool
+	AllowPrivate bool `json:"allow_private_addresses,omitempty"`
+	// MaxImages bounds how many image URLs one request may have fetched (default 20, Bedrock's
+	// own limit). Only an ImageBudget enforces it.
+	MaxImages int `json:"max_per_request,omitempty"`
+	// MaxTotalBytes bounds the bytes of all images fetched for one request (default 20 MiB,
+	// Gemini's limit on inline data). Only an ImageBudget enforces it.
+	MaxTotalBytes int64 `json:"max_request_bytes,omitempty"`
 }
 
 func (l ImageLimits) withDefaults() ImageLimits {
@@ -32,7 +40,73 @@ func (l ImageLimits) withDefaults() ImageLimits {
 	if l.Timeout <= 0 {
 		l.Timeout = 10 * time.Second
 	}
+	if l.MaxImages <= 0 {
+		l.MaxImages = 20
+	}
+	if l.MaxTotalBytes <= 0 {
+		l.MaxTotalBytes = 20 << 20
+	}
 	return l
+}
+
+// ImageBudget is one request's allowance for inlined images, shared by every attempt of that
+// request: each URL is downloaded once (a retry or a failover to another upstream reuses the
+// bytes), at most MaxImages URLs are fetched, and at most MaxTotalBytes in all. Without it a
+// 2 KB request naming 20 large images made a 533 MiB upstream body, downloaded again on every
+// retry. Safe for concurrent use.
+type ImageBudget struct {
+	limits  ImageLimits
+	mu      sync.Mutex
+	used    int64
+	fetched map[string]imageResult
+}
+
+type imageResult struct {
+	img *FetchedImage
+	err error
+}
+
+// NewImageBudget returns a budget with limits (zero values take the defaults).
+func NewImageBudget(limits ImageLimits) *ImageBudget {
+	return &ImageBudget{limits: limits.withDefaults(), fetched: map[string]imageResult{}}
+}
+
+type imageBudgetKey struct{}
+
+// WithImageBudget makes FetchImage calls under ctx draw on b, with b's limits.
+func WithImageBudget(ctx context.Context, b *ImageBudget) context.Context {
+	return context.WithValue(ctx, imageBudgetKey{}, b)
+}
+
+func (b *ImageBudget) fetch(ctx context.Context, url string) (*FetchedImage, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock() // one request's fetches are sequential anyway; this keeps them once each
+	if r, ok := b.fetched[url]; ok {
+		return r.img, r.err
+	}
+	if len(b.fetched) >= b.limits.MaxImages {
+		return nil, Errorf(http.StatusBadRequest, "too_many_images", "",
+			"a request may reference at most %d image URLs for this model; send fewer, or inline them as data: URLs", b.limits.MaxImages)
+	}
+	remaining := b.limits.MaxTotalBytes - b.used
+	if remaining <= 0 {
+		return nil, Errorf(http.StatusRequestEntityTooLarge, "images_too_large", "",
+			"the images of this request exceed %d bytes in total", b.limits.MaxTotalBytes)
+	}
+	limits := b.limits
+	limits.MaxBytes = min(limits.MaxBytes, remaining)
+	img, err := fetchImage(ctx, url, limits)
+	if pe, ok := err.(*Error); ok && pe.Code == "image_too_large" && remaining < b.limits.MaxBytes {
+		err = Errorf(http.StatusRequestEntityTooLarge, "images_too_large", "",
+			"the images of this request exceed %d bytes in total", b.limits.MaxTotalBytes)
+	}
+	if err == nil {
+		b.used += int64(len(img.Data))
+	}
+	if ctx.Err() == nil {
+		b.fetched[url] = imageResult{img, err} // a fetch cut short by this attempt may be retried
+	}
+	return img, err
 }
 
 // FetchedImage is an image's bytes and media type.
@@ -49,8 +123,19 @@ var ErrPrivateAddress = errors.New("image URL resolves to a non-public address")
 // IP actually connected to, so DNS rebinding and redirects to internal hosts are refused too,
 // and no proxy is used (it would hide the target address). Errors are 400 *Error values that
 // name the problem without echoing response bodies.
+//
+// When ctx carries an ImageBudget (WithImageBudget), http(s) URLs are fetched through it, with
+// its limits instead of limits.
 func FetchImage(ctx context.Context, url string, limits ImageLimits) (*FetchedImage, error) {
-	limits = limits.withDefaults()
+	if b, ok := ctx.Value(imageBudgetKey{}).(*ImageBudget); ok && b != nil {
+		if _, _, isData := ParseDataURL(url); !isData {
+			return b.fetch(ctx, url)
+		}
+	}
+	return fetchImage(ctx, url, limits.withDefaults())
+}
+
+func fetchImage(ctx context.Context, url string, limits ImageLimits) (*FetchedImage, error) {
 	if media, b64, ok := ParseDataURL(url); ok {
 		if int64(len(b64))*3/4 > limits.MaxBytes {
 			return nil, Errorf(http.StatusBadRequest, "image_too_large", "", "image is larger than %d bytes", limits.MaxBytes)
@@ -89,7 +174,11 @@ func FetchImage(ctx context.Context, url string, limits ImageLimits) (*FetchedIm
 	if resp.ContentLength > limits.MaxBytes {
 		return nil, Errorf(http.StatusBadRequest, "image_too_large", "", "image is larger than %d bytes", limits.MaxBytes)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limits.MaxBytes+1))
+	// Read into a buffer sized from Content-Length (never beyond the cap), so memory stays
+	// bounded by the limit whatever the server claims or sends.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(resp.ContentLength, 0), limits.MaxBytes)+1))
+	_, err = io.Copy(buf, io.LimitReader(resp.Body, limits.MaxBytes+1))
+	data := buf.Bytes()
 	if err != nil {
 		return nil, &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Code: "image_fetch_failed",
 			Message: "the image download failed", Internal: err}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"net/http"
 	"reflect"
@@ -36,6 +35,11 @@ type ChatRequest struct {
 	// price of the call.
 	ServiceTier string `json:"service_tier"`
 	TopLogprobs *int64 `json:"top_logprobs"`
+
+	// ProviderRefs are the image URLs and file ids in the messages that name storage on the
+	// provider's side (gs://…, s3://…, file-…): the route refuses them unless the operator
+	// allowed them for the workspace.
+	ProviderRefs []string `json:"-"`
 }
 
 // Sane ranges for the numbers the gateway reads. Every bound is far above what any model
@@ -117,21 +121,14 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if req.Model == "" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "model", "you must provide a model parameter")
 	}
+	if err := CheckIdentifier("model", req.Model); err != nil {
+		return nil, err
+	}
 	if len(req.Messages) == 0 || string(req.Messages) == "null" {
 		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "you must provide a 'messages' parameter")
 	}
 	if req.Messages[0] != '[' {
 		return nil, Errorf(http.StatusBadRequest, "invalid_type", "messages", "invalid type for 'messages': expected an array")
-	}
-	n := 0
-	if err := EachElement(req.Messages, func(i int, v []byte) bool {
-		n++
-		return v[0] == '{'
-	}); err != nil {
-		return nil, Errorf(http.StatusBadRequest, "invalid_type", fmt.Sprintf("messages[%d]", n-1), "messages[%d] must be an object", n-1)
-	}
-	if n == 0 {
-		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "'messages' must be a non-empty array")
 	}
 	if len(req.Tools) > 0 && string(req.Tools) != "null" && req.Tools[0] != '[' {
 		return nil, Errorf(http.StatusBadRequest, "invalid_type", "tools", "invalid type for 'tools': expected an array")
@@ -148,6 +145,14 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	if err := CheckRange("top_logprobs", req.TopLogprobs, 0, MaxTopLogprobs); err != nil {
 		return nil, err
 	}
+	n, refs, bad := checkMessages(req.Messages)
+	if bad != nil {
+		return nil, bad
+	}
+	if n == 0 {
+		return nil, Errorf(http.StatusBadRequest, "missing_required_parameter", "messages", "'messages' must be a non-empty array")
+	}
+	req.ProviderRefs = refs
 	return req, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 )
 
 // Strategies a slug may use.
@@ -36,6 +37,10 @@ type Features struct {
 	Conversation uint64
 	// Strategy overrides the slug's strategy for this request ("" keeps it).
 	Strategy string
+	// Endpoint is the API served: "" for chat, else providers.EndpointEmbeddings,
+	// EndpointCompletions or EndpointModerations. Only models of the matching kind on
+	// providers that speak that endpoint are candidates.
+	Endpoint string
 }
 
 // expectedOutput is the output size used to compare prices when the caller gave no cap.
@@ -73,7 +78,14 @@ func (t *Table) Plan(model string, f Features) (Plan, *providers.Error) {
 		}
 		capable = append(capable, c)
 	}
+	if f.Endpoint == providers.EndpointEmbeddings && len(capable) > 1 {
+		capable = sameModel(capable)
+	}
 	if len(capable) == 0 {
+		if needs, ok := endpointNeeds[rejected]; ok {
+			return Plan{}, providers.Errorf(http.StatusBadRequest, "unsupported_model", "model",
+				"'%s' cannot serve /v1/%s: it needs %s", model, rejected, needs)
+		}
 		if rejected == "context" {
 			return Plan{}, providers.Errorf(http.StatusBadRequest, "context_length_exceeded", "messages",
 				"this request (about %d tokens plus output) exceeds the context window of every model that '%s' can use", f.InputTokens, model)
@@ -189,13 +201,72 @@ func (p *Plan) stickFirst(warm, reason string) {
 	}
 }
 
+// endpointNeeds says, for a request rejected because of its endpoint, what would serve it.
+var endpointNeeds = map[string]string{
+	"chat/completions":            "a chat model (an embedding or moderation model cannot chat)",
+	providers.EndpointEmbeddings:  "an embedding model (for example text-embedding-3-small, amazon.titan-embed-text-v2:0 or gemini-embedding-001) on an openai, openai_compatible, openrouter, simulated, bedrock, gemini or vertex provider",
+	providers.EndpointCompletions: "a completion model on an OpenAI-style provider (openai, openai_compatible, openrouter or simulated)",
+	providers.EndpointModerations: "a moderation model (for example omni-moderation-latest) on an OpenAI-style provider (openai, openai_compatible, openrouter or simulated)",
+}
+
+// servesEndpoint reports whether the target's provider and model kind fit the endpoint.
+func (t Target) servesEndpoint(endpoint string) bool {
+	kind := catalog.KindChat
+	if t.Priced {
+		kind = t.Price.Kind
+	}
+	switch endpoint {
+	case "":
+		return kind == catalog.KindChat
+	case providers.EndpointEmbeddings:
+		_, ok := t.Provider.(providers.Embedder)
+		return ok && (!t.Priced || kind == catalog.KindEmbedding)
+	case providers.EndpointCompletions:
+		_, ok := t.Provider.(providers.Forwarder)
+		return ok && kind == catalog.KindChat
+	case providers.EndpointModerations:
+		_, ok := t.Provider.(providers.Forwarder)
+		return ok && (!t.Priced || kind == catalog.KindModeration)
+	}
+	return false
+}
+
+// sameModel keeps the targets that serve the same model as the first: vectors of different
+// embedding models are not comparable, so an embeddings request fails over between hosts of
+// one model, never to another model.
+func sameModel(targets []Target) []Target {
+	first := targets[0].canonical()
+	out := targets[:0]
+	for _, t := range targets {
+		if t.canonical() == first {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (t Target) canonical() string {
+	if t.Priced {
+		return t.Price.Model
+	}
+	return t.Model
+}
+
 // cannotServe names why the target cannot take the request ("" when it can).
 func (t Target) cannotServe(f Features) string {
+	if !t.servesEndpoint(f.Endpoint) {
+		if f.Endpoint == "" {
+			return "chat/completions"
+		}
+		return f.Endpoint
+	}
 	if !t.Priced {
 		return "" // unknown model: nothing to check against
 	}
 	need := f.InputTokens + max(f.OutputCap, 1)
-	if t.Price.Context > 0 && need > t.Price.Context {
+	// An embedding model's context bounds each input, not a batch of them: the upstream
+	// enforces it per input.
+	if t.Price.Context > 0 && need > t.Price.Context && f.Endpoint != providers.EndpointEmbeddings {
 		return "context"
 	}
 	switch {

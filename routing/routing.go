@@ -54,9 +54,12 @@ type Table struct {
 	slugs     map[string]*Slug
 	slugOrder []string
 	byModel   map[string][]Target
-	prices    *catalog.Catalog
-	breaker   BreakerPolicy
-	now       func() time.Time
+	// unserved holds the shipped slugs no configured provider can serve, with the catalog
+	// models each needs, so a request for one gets an answer that says what to configure.
+	unserved map[string][]string
+	prices   *catalog.Catalog
+	breaker  BreakerPolicy
+	now      func() time.Time
 }
 
 // SlugConfig is a slug as configured: candidates as "<provider>/<model>" strings.
@@ -177,6 +180,10 @@ func (t *Table) addShippedSlugs() {
 			}
 		}
 		if len(s.Candidates) == 0 {
+			if t.unserved == nil {
+				t.unserved = map[string][]string{}
+			}
+			t.unserved[cs.Name] = cs.Models
 			continue
 		}
 		t.slugs[s.Name] = s
@@ -222,6 +229,11 @@ func (t *Table) candidates(model string) ([]Target, string, *providers.Error) {
 		// The same upstream id on several hosts: the cheapest effective price wins.
 		return append([]Target(nil), targets...), StrategyCheapest, nil
 	}
+	if needs, ok := t.unserved[model]; ok {
+		return nil, "", providers.Errorf(http.StatusNotFound, "model_not_found", "model",
+			"the model '%s' is not available on this gateway: it needs a provider that declares one of %s in its `models` (or a `model %s { candidates … }` block)",
+			model, strings.Join(needs, ", "), model)
+	}
 	return nil, "", providers.Errorf(http.StatusNotFound, "model_not_found", "model",
 		"the model '%s' does not exist or you do not have access to it", model)
 }
@@ -231,6 +243,18 @@ func (t *Table) candidates(model string) ([]Target, string, *providers.Error) {
 func (t *Table) Resolve(model string) ([]Target, *providers.Error) {
 	c, _, err := t.candidates(model)
 	return c, err
+}
+
+// Unserved lists the shipped slugs that no configured provider can serve, with the catalog
+// models each would need (sorted by slug).
+func (t *Table) Unserved() []catalog.Slug {
+	out := make([]catalog.Slug, 0, len(t.unserved))
+	for _, cs := range t.prices.Slugs() {
+		if needs, ok := t.unserved[cs.Name]; ok {
+			out = append(out, catalog.Slug{Name: cs.Name, Models: needs})
+		}
+	}
+	return out
 }
 
 // Slugs lists the public slugs: configured ones in configuration order, then shipped ones.

@@ -36,7 +36,23 @@ cat <<MSG
       -H 'Content-Type: application/json' \\
       -d '{"model":"btl-fast","messages":[{"role":"user","content":"Hello!"}]}'
 
-    curl -s http://localhost:8080/v1/usage/summary -H "Authorization: Bearer $KEY"
+  Every slug answers: btl-frontier, btl-balanced, btl-fast, btl-reasoning (chat) and
+  btl-embed (client.embeddings.create).
+
+  See a saving: send one long system prompt twice. The gateway marks it for the upstream's
+  prompt cache, so the second call is billed mostly at the cached rate:
+
+    SYSTEM=\$(printf 'Policy %s: answer politely, cite the handbook, never invent prices. ' \$(seq 1 120))
+    for q in 'Where is my order?' 'Can I return a gift?'; do
+      curl -s -o /dev/null -D - http://localhost:8080/v1/chat/completions \\
+        -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+        -d "{\\"model\\":\\"btl-balanced\\",\\"messages\\":[{\\"role\\":\\"system\\",\\"content\\":\\"\$SYSTEM\\"},{\\"role\\":\\"user\\",\\"content\\":\\"\$q\\"}]}" \\
+        | grep -i '^x-btl-\\(cost\\|baseline\\)'
+    done
+
+  x-btl-cost-usd is what the call cost, x-btl-baseline-usd what it would have cost sent
+  directly. Savings per lever: http://localhost:8080/dashboard (sign in with the key above)
+  or curl -s http://localhost:8080/v1/usage/summary -H "Authorization: Bearer $KEY"
 
   Dashboard (usage, API keys, top-ups): http://localhost:8080/dashboard — sign in with the key.
 

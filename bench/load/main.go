@@ -1,12 +1,17 @@
-// Command load measures what the btl chain costs on top of plain Caddy. In one run it starts
-// the simulated upstream, a plain Caddy reverse_proxy in front of it and a Caddy with the full
-// btl chain, and drives each (and the upstream directly) with the same requests: closed loop at
-// saturation and open loop at a fixed moderate rate, non-stream and stream. It reports req/s,
-// latency p50/p99 and the server process's CPU per request, and the btl/Caddy ratios.
+// Command load measures what the btl chain costs on top of plain Caddy, the way users run it:
+// every request body is distinct (as real traffic is: identical bodies would measure the
+// coalescer, not the gateway), the chain has its default features on and the SQLite ledger
+// records every request. In one run it starts the simulated upstream, a plain Caddy
+// reverse_proxy in front of it and a Caddy with the full btl chain, and drives them with the
+// same requests in three modes — non-stream, stream, and stream with include_usage — each as
+// a closed loop at saturation and an open loop at a paced rate. Plain Caddy and btl are
+// measured back to back in every round (their order alternating), so each round gives a paired
+// ratio; the report shows medians over the rounds and the spread (min–max) of the ratios.
 //
-// Servers share one core and the load generator gets the other (taskset), as in
-// shared/reference/performance.md; absolute numbers move with the machine, the ratios are
-// the result.
+// CPU per request is the server process's own utime+stime from /proc/PID/stat. Servers share
+// one core (GOMAXPROCS=1) and the load generator gets the other (taskset), as in
+// shared/reference/performance.md; absolute numbers move with the machine, the ratios are the
+// result.
 package main
 
 import (
@@ -31,14 +36,15 @@ import (
 
 func main() {
 	caddyBin := flag.String("caddy", "./caddy", "the gateway binary (make build)")
-	duration := flag.Duration("duration", 3*time.Second, "length of each measured run")
-	rounds := flag.Int("rounds", 3, "interleaved rounds; each row reports the median (shared machines are noisy)")
+	duration := flag.Duration("duration", 2*time.Second, "length of each measured run")
+	rounds := flag.Int("rounds", 7, "interleaved paired rounds; rows report medians (shared machines are noisy)")
 	conns := flag.Int("c", 32, "connections for the closed-loop runs")
-	rate := flag.Int("rate", 500, "requests/s for the fixed-rate runs")
+	rate := flag.Int("rate", 300, "requests/s for the paced (open-loop) runs")
+	direct := flag.Bool("direct", true, "also measure the simulated upstream alone, for reference")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
-	profileStream := flag.Bool("profile-stream", true, "profile the stream run (false: the non-stream run)")
+	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
 	flag.Parse()
 
 	bin, err := filepath.Abs(*caddyBin)
@@ -138,21 +144,25 @@ http://127.0.0.1:%d {
 		waitPort(p)
 	}
 
-	targets := []target{
-		{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid},
-		{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid},
-		{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid},
-	}
-	type sample struct{ closed, open []result }
-	samples := map[string]*sample{}
-	keyOf := func(tg target, stream bool) string { return fmt.Sprintf("%s|%v", tg.name, stream) }
+	plainT := target{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid}
+	btlT := target{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid}
+	directT := target{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid}
+	samples := map[string][]measure{}
+	keyOf := func(tg target, m mode) string { return tg.name + "|" + m.name }
 	for round := range *rounds {
-		for _, stream := range []bool{false, true} {
-			for _, tg := range targets {
-				body := requestBody(tg.model, stream)
-				warm(tg.url, body, *conns)
+		for _, m := range modes {
+			// Paired: plain Caddy and btl back to back, their order alternating by round.
+			order := []target{plainT, btlT}
+			if round%2 == 1 {
+				order = []target{btlT, plainT}
+			}
+			if *direct {
+				order = append(order, directT)
+			}
+			for _, tg := range order {
+				warm(tg, m, *conns)
 				var profDone chan struct{}
-				if *profile != "" && round == 0 && stream == *profileStream && tg.name == "btl chain" {
+				if *profile != "" && round == 0 && m.name == *profileMode && tg == btlT {
 					profDone = make(chan struct{})
 					go func() {
 						defer close(profDone)
@@ -167,36 +177,44 @@ http://127.0.0.1:%d {
 						f.Close()
 					}()
 				}
-				closed := runClosed(tg, body, *conns, *duration)
+				closed := runClosed(tg, m, *conns, *duration)
 				if profDone != nil {
 					<-profDone
 				}
-				open := runOpen(tg, body, *rate, *duration)
-				k := keyOf(tg, stream)
-				if samples[k] == nil {
-					samples[k] = &sample{}
-				}
-				samples[k].closed = append(samples[k].closed, closed)
-				samples[k].open = append(samples[k].open, open)
-				fmt.Fprintf(os.Stderr, "round %d %-28s stream=%-5v %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
-					round+1, tg.name, stream, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
+				open := runOpen(tg, m, *rate, *duration)
+				samples[keyOf(tg, m)] = append(samples[keyOf(tg, m)], measure{closed, open})
+				fmt.Fprintf(os.Stderr, "round %d %-28s %-13s %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
+					round+1, tg.name, m.name, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
 					*rate, fmtDur(open.p50), fmtDur(open.p99), closed.errors, open.errors)
 			}
 		}
 	}
-	var rows []row
-	for _, stream := range []bool{false, true} {
-		for _, tg := range targets {
-			s := samples[keyOf(tg, stream)]
-			rows = append(rows, row{target: tg.name, stream: stream, closed: median(s.closed), open: median(s.open)})
+	rep := report{conns: *conns, rate: *rate, d: *duration, rounds: *rounds}
+	for _, m := range modes {
+		c := comparison{mode: m.name, plain: samples[keyOf(plainT, m)], btl: samples[keyOf(btlT, m)]}
+		if *direct {
+			c.direct = samples[keyOf(directT, m)]
 		}
+		rep.rows = append(rep.rows, c)
 	}
-	table := render(rows, *conns, *rate, *duration)
+	table := rep.render()
 	fmt.Println(table)
 	if *out != "" {
 		check(os.WriteFile(*out, []byte(table), 0o644))
 	}
 }
+
+// mode is one way of calling the chat endpoint.
+type mode struct {
+	name         string
+	stream       bool
+	includeUsage bool
+}
+
+var modes = []mode{{"non-stream", false, false}, {"stream", true, false}, {"stream+usage", true, true}}
+
+// measure is one target's closed- and open-loop result in one round.
+type measure struct{ closed, open result }
 
 type target struct {
 	name, url, model string
@@ -211,19 +229,25 @@ type result struct {
 	n         int64
 }
 
-type row struct {
-	target string
-	stream bool
-	closed result
-	open   result
-}
+// bodySeq numbers the request bodies: no two requests of a run are identical.
+var bodySeq atomic.Int64
 
-func requestBody(model string, stream bool) []byte {
-	s := ""
-	if stream {
-		s = `,"stream":true`
+// requestBody is a chat request whose user message carries a sequence number, so every body
+// is distinct; the rest is the shape of a typical short chat call.
+func requestBody(model string, m mode) []byte {
+	b := make([]byte, 0, 320)
+	b = append(b, `{"model":"`...)
+	b = append(b, model...)
+	b = append(b, `","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Question `...)
+	b = strconv.AppendInt(b, bodySeq.Add(1), 10)
+	b = append(b, `: give me one sentence about load testing gateways."}],"max_tokens":64`...)
+	if m.stream {
+		b = append(b, `,"stream":true`...)
 	}
-	return []byte(`{"model":"` + model + `","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Give me one sentence about load testing gateways."}],"max_tokens":64` + s + `}`)
+	if m.includeUsage {
+		b = append(b, `,"stream_options":{"include_usage":true}`...)
+	}
+	return append(b, '}')
 }
 
 func newClient(conns int) *http.Client {
@@ -240,9 +264,6 @@ func doOne(c *http.Client, url string, body []byte) error {
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+apiKey)
-	// Every request must reach the upstream, as through plain Caddy: no coalescing of the
-	// identical benchmark requests (the optimizer's other work still runs).
-	req.Header.Set("X-Btl-Optimize", "-coalesce")
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
@@ -255,15 +276,15 @@ func doOne(c *http.Client, url string, body []byte) error {
 	return err
 }
 
-func warm(url string, body []byte, conns int) {
+func warm(tg target, m mode, conns int) {
 	c := newClient(conns)
 	var wg sync.WaitGroup
 	for range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range 20 {
-				_ = doOne(c, url, body)
+			for range 10 {
+				_ = doOne(c, tg.url, requestBody(tg.model, m))
 			}
 		}()
 	}
@@ -286,7 +307,7 @@ func cpuTicks(pid int) int64 {
 // clkTck is USER_HZ, 100 on Linux.
 const clkTck = 100
 
-func runClosed(tg target, body []byte, conns int, d time.Duration) result {
+func runClosed(tg target, m mode, conns int, d time.Duration) result {
 	c := newClient(conns)
 	var (
 		mu    sync.Mutex
@@ -304,6 +325,7 @@ func runClosed(tg target, body []byte, conns int, d time.Duration) result {
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
 			for !stop.Load() {
+				body := requestBody(tg.model, m)
 				s := time.Now()
 				if err := doOne(c, tg.url, body); err != nil {
 					errs.Add(1)
@@ -328,7 +350,7 @@ func runClosed(tg target, body []byte, conns int, d time.Duration) result {
 // serverPID is the measured process: taskset execs the binary, so the pid is the server's.
 func serverPID(tg target) int { return tg.pid }
 
-func runOpen(tg target, body []byte, rate int, d time.Duration) result {
+func runOpen(tg target, m mode, rate int, d time.Duration) result {
 	c := newClient(256)
 	interval := time.Second / time.Duration(rate)
 	var (
@@ -345,6 +367,7 @@ func runOpen(tg target, body []byte, rate int, d time.Duration) result {
 		if w := time.Until(due); w > 0 {
 			time.Sleep(w)
 		}
+		body := requestBody(tg.model, m)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -365,25 +388,6 @@ func runOpen(tg target, body []byte, rate int, d time.Duration) result {
 	return summarize(lats, errs.Load(), time.Since(t0), cpuTicks(tg.pid)-cpu0)
 }
 
-// median takes each field's median over rounds.
-func median(rs []result) result {
-	pick := func(get func(result) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = get(r)
-		}
-		sort.Float64s(v)
-		return v[len(v)/2]
-	}
-	return result{
-		rps:       pick(func(r result) float64 { return r.rps }),
-		p50:       time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
-		p99:       time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
-		cpuPerReq: pick(func(r result) float64 { return r.cpuPerReq }),
-		errors:    int64(pick(func(r result) float64 { return float64(r.errors) })),
-	}
-}
-
 func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicksUsed int64) result {
 	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 	r := result{errors: errs, n: int64(len(lats))}
@@ -397,40 +401,82 @@ func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicks
 	return r
 }
 
-func render(rows []row, conns, rate int, d time.Duration) string {
+// comparison is one mode's samples, round by round (index i of each is round i).
+type comparison struct {
+	mode               string
+	plain, btl, direct []measure
+}
+
+type report struct {
+	conns, rate, rounds int
+	d                   time.Duration
+	rows                []comparison
+}
+
+// stats is the median and the range of a sample.
+type stats struct{ med, lo, hi float64 }
+
+func summary(v []float64) stats {
+	if len(v) == 0 {
+		return stats{}
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return stats{s[len(s)/2], s[0], s[len(s)-1]}
+}
+
+// each applies get to every round's measure.
+func each(ms []measure, get func(measure) float64) []float64 {
+	out := make([]float64, len(ms))
+	for i, m := range ms {
+		out[i] = get(m)
+	}
+	return out
+}
+
+// paired applies f to every round's (plain, btl) pair.
+func paired(c comparison, f func(plain, btl measure) float64) []float64 {
+	out := make([]float64, 0, len(c.btl))
+	for i := range min(len(c.plain), len(c.btl)) {
+		out = append(out, f(c.plain[i], c.btl[i]))
+	}
+	return out
+}
+
+var (
+	rps    = func(m measure) float64 { return m.closed.rps }
+	p50c   = func(m measure) float64 { return float64(m.closed.p50.Microseconds()) }
+	p50o   = func(m measure) float64 { return float64(m.open.p50.Microseconds()) }
+	cpuReq = func(m measure) float64 { return m.closed.cpuPerReq }
+)
+
+func (r report) render() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Load benchmark (%s, %d cores, servers pinned to one core with GOMAXPROCS=1, %s per run, median of interleaved rounds)\n\n", host, numCPU(), d)
-	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 / p99 (c=%d) | server CPU µs/req | p50 / p99 at %d rps |\n|---|---|---:|---:|---:|---:|\n", conns, conns, rate)
-	for _, r := range rows {
-		mode := "non-stream"
-		if r.stream {
-			mode = "stream"
+	fmt.Fprintf(&b, "Load benchmark (%s, %d cores; servers pinned to one core with GOMAXPROCS=1, load generator on the other; "+
+		"distinct request bodies, default features, SQLite ledger; %s per run, %d interleaved paired rounds, medians)\n\n",
+		host, numCPU(), r.d, r.rounds)
+	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 (c=%d) | server CPU µs/req | p50 at %d rps |\n|---|---|---:|---:|---:|---:|\n", r.conns, r.conns, r.rate)
+	for _, c := range r.rows {
+		for _, t := range []struct {
+			name string
+			ms   []measure
+		}{{"direct (simulated upstream)", c.direct}, {"Caddy reverse_proxy", c.plain}, {"btl chain", c.btl}} {
+			if len(t.ms) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f µs | %.1f | %.0f µs |\n", t.name, c.mode,
+				summary(each(t.ms, rps)).med, summary(each(t.ms, p50c)).med, summary(each(t.ms, cpuReq)).med, summary(each(t.ms, p50o)).med)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %s / %s | %.1f | %s / %s |\n", r.target, mode, r.closed.rps,
-			fmtDur(r.closed.p50), fmtDur(r.closed.p99), r.closed.cpuPerReq, fmtDur(r.open.p50), fmtDur(r.open.p99))
 	}
-	b.WriteString("\nbtl chain against plain Caddy reverse_proxy, same run:\n\n| mode | throughput ratio | added p50 at fixed rate | added CPU µs/req |\n|---|---:|---:|---:|\n")
-	for _, stream := range []bool{false, true} {
-		var plain, gw row
-		for _, r := range rows {
-			if r.stream == stream && r.target == "Caddy reverse_proxy" {
-				plain = r
-			}
-			if r.stream == stream && r.target == "btl chain" {
-				gw = r
-			}
-		}
-		mode := "non-stream"
-		if stream {
-			mode = "stream"
-		}
-		ratio := 0.0
-		if plain.closed.rps > 0 {
-			ratio = gw.closed.rps / plain.closed.rps
-		}
-		fmt.Fprintf(&b, "| %s | %.0f%% | %+d µs | %+.1f |\n", mode, ratio*100,
-			(gw.open.p50 - plain.open.p50).Microseconds(), gw.closed.cpuPerReq-plain.closed.cpuPerReq)
+	b.WriteString("\nbtl chain against plain Caddy reverse_proxy, paired by round: median [min – max]\n\n" +
+		"| mode | throughput ratio | added p50 at the paced rate | added CPU µs/req |\n|---|---:|---:|---:|\n")
+	for _, c := range r.rows {
+		ratio := summary(paired(c, func(p, g measure) float64 { return rps(g) / max(rps(p), 1) }))
+		lat := summary(paired(c, func(p, g measure) float64 { return p50o(g) - p50o(p) }))
+		cpu := summary(paired(c, func(p, g measure) float64 { return cpuReq(g) - cpuReq(p) }))
+		fmt.Fprintf(&b, "| %s | %.2f× [%.2f – %.2f] | %+.0f µs [%+.0f – %+.0f] | %+.1f [%+.1f – %+.1f] |\n", c.mode,
+			ratio.med, ratio.lo, ratio.hi, lat.med, lat.lo, lat.hi, cpu.med, cpu.lo, cpu.hi)
 	}
 	return b.String()
 }

@@ -1,13 +1,27 @@
-// Command savings measures what the token-efficiency layer saves, and that it keeps what the
-// model needs. Seeded generators produce five workloads — a long system prompt shared by many
-// users, multi-turn RAG that re-pastes overlapping chunks with planted facts, an agent loop
-// with growing tool outputs, duplicate bursts, and requests without max_tokens — which run
-// twice: "direct" (straight to the simulated upstream for OpenAI-format traffic; through the
-// gateway with the optimizer off, i.e. the same translation a client SDK would do, for
-// Anthropic traffic) and through the full gateway. Effective dollars come from the
-// simulator's own usage × catalog price. Quality checks: every planted fact still reaches the
-// upstream, and every request is valid for its provider (the simulator validates as strictly
-// as the real APIs).
+// Command savings measures what the token-efficiency layer saves against independent direct
+// callers, and that it keeps what the model needs.
+//
+// Eight seeded workloads (a long system prompt shared by many users, RAG that re-pastes
+// overlapping chunks, an agent loop with growing tool outputs, duplicate bursts, requests
+// without max_tokens, a fact that changes and reverts, parallel sampled requests, runaway
+// answers without max_tokens) run against five providers (OpenAI, Anthropic, Bedrock, Claude
+// on Vertex, Gemini), each three ways:
+//
+//   - direct: the provider's own API, called the way its users write calls (native.go), sent
+//     straight to the simulated upstream — never through the gateway;
+//   - gateway: an OpenAI-SDK-shaped client through the gateway with the defaults of
+//     Caddyfile.example (a bare btl_optimize);
+//   - opt-in: the same with the opt-in levers on (mask_tool_outputs, the response cache).
+//
+// Both sides are priced from the upstream's own usage (recorded at the simulator's door) at
+// catalog prices, by the same code. Quality checks: every planted fact reaches the upstream,
+// every request is valid for its provider, every recall question is answered from the newest
+// copy of its fact, and every parallel sample reaches the upstream. The whole table runs under
+// two models of OpenAI's prompt cache: scoped by (API key, prompt_cache_key), and per machine
+// with overflow above 15 requests a minute (providers/simulated/openai_cache.go).
+//
+// Time is virtual: the simulator and the gateway's evidence record run on the benchmark's
+// clock, so arrival rates and cache lifetimes are those of the workload.
 package main
 
 import (
@@ -16,7 +30,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -25,6 +38,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -32,83 +46,76 @@ import (
 
 	_ "github.com/badtheorylabs/btl-runtime/caddymodule"
 	"github.com/badtheorylabs/btl-runtime/ledger"
-	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/providers/googleauth"
 	"github.com/badtheorylabs/btl-runtime/providers/simulated"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 )
 
-// recorder keeps what reached the upstream, for the quality checks.
-type recorder struct {
-	h      http.Handler
-	mu     sync.Mutex
-	bodies [][]byte
-	bad    int
-}
+// clock is the benchmark's virtual time.
+type clock struct{ ns atomic.Int64 }
 
-func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	b, _ := io.ReadAll(req.Body)
-	req.Body = io.NopCloser(bytes.NewReader(b))
-	sw := &statusWriter{ResponseWriter: w}
-	r.h.ServeHTTP(sw, req)
-	r.mu.Lock()
-	r.bodies = append(r.bodies, b)
-	if sw.status >= 400 {
-		r.bad++
-	}
-	r.mu.Unlock()
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(c int) { s.status = c; s.ResponseWriter.WriteHeader(c) }
-func (s *statusWriter) Flush()            { http.NewResponseController(s.ResponseWriter).Flush() }
-
-func (r *recorder) take() ([][]byte, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b, n := r.bodies, r.bad
-	r.bodies, r.bad = nil, 0
-	return b, n
-}
+func (c *clock) Now() time.Time  { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Set(t time.Time) { c.ns.Store(t.UnixNano()) }
 
 type env struct {
-	gateway, upstream string
-	rec               *recorder
-	store             ledger.Store
-	prices            *catalog.Catalog
+	gateway, optin, upstream string
+	sim                      *simulated.Server
+	rec                      *recorder
+	store                    ledger.Store
+	prices                   *catalog.Catalog
+	clock                    *clock
+	vertexToken              *googleauth.Source
+	seq                      int
 }
 
-type result struct {
-	name, provider          string
-	requests                int
-	direct, gateway         ledger.Micros
-	baseline                ledger.Micros
-	levers                  map[string]float64
-	factsLost, invalid      int
-	directFactsLost         int
-	gatewayErrors, dirError int
+// side is one way of sending a row's traffic.
+type side struct {
+	cost                       ledger.Micros
+	calls, clients, invalid    int
+	factsLost, wrong, failures int
+}
+
+type row struct {
+	workload, provider     string
+	direct, gateway, optin side
+	eachReaches            bool
 }
 
 func main() {
-	out := flag.String("out", "", "also write the markdown table here")
+	out := flag.String("out", "", "also write the markdown tables here")
+	only := flag.String("only", "", "run only workloads whose name contains this")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "btl-savings-")
 	check(err)
 	defer os.RemoveAll(dir)
 	os.Setenv("XDG_DATA_HOME", dir)
 
-	rec := &recorder{h: simulated.New(simulated.Options{})}
+	clk := &clock{}
+	clk.Set(time.Now())
+	// Answers are deterministic per request (no Options.Sampling): a sampled answer's length would
+	// differ between the direct and the gateway run and add noise to every sampled row.
+	sim := simulated.New(simulated.Options{CacheClock: clk.Now})
+	rec := &recorder{h: sim}
 	up := httptest.NewServer(rec)
 	defer up.Close()
+	sim.SetAWSCredentials("us-east-1", awsKeyID, awsSecret, "")
+	sim.SetGeminiAPIKey(geminiKey)
+	sa, err := sim.GoogleServiceAccount(up.URL + "/token")
+	check(err)
+	saFile := filepath.Join(dir, "sa.json")
+	check(os.WriteFile(saFile, sa, 0o600))
+	tok, err := newVertexToken(sa, up.URL+"/token")
+	check(err)
+	// The gateway's levers learn on the benchmark's clock.
+	evidence.Default.SetClock(clk.Now)
+
 	db := filepath.Join(dir, "btl.db")
 	store, err := ledger.OpenSQLite(context.Background(), db)
 	check(err)
-	e := &env{upstream: up.URL, rec: rec, store: store, prices: catalog.Default()}
-	port := freePort()
+	e := &env{upstream: up.URL, sim: sim, rec: rec, store: store, prices: catalog.Default(), clock: clk, vertexToken: tok}
+	port, optPort := freePort(), freePort()
 	cf := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -116,21 +123,44 @@ func main() {
 		level ERROR
 	}
 	btl {
-		storage sqlite %s
-		spool_dir %s
-		provider oai simulated {
-			base_url %s/v1
-			api_key bench-gateway
-			models gpt-4.1-mini
+		storage sqlite %[1]s
+		spool_dir %[2]s
+		provider oai openai {
+			base_url %[3]s/v1
+			api_key %[4]s
+			models gpt-4.1
 		}
 		provider anth anthropic {
-			base_url %s
-			api_key sk-ant-bench
-			models claude-sonnet-4-5
+			base_url %[3]s
+			api_key %[5]s
+		}
+		provider bed bedrock {
+			base_url %[3]s
+			region us-east-1
+			access_key_id %[6]s
+			secret_access_key %[7]s
+		}
+		provider vtx vertex {
+			base_url %[3]s
+			project btl-bench
+			location us-east5
+			credentials_file %[8]s
+		}
+		provider gem gemini {
+			base_url %[3]s
+			api_key %[9]s
 		}
 	}
 }
-http://127.0.0.1:%d {
+# The defaults of Caddyfile.example: a bare btl_optimize.
+http://127.0.0.1:%[10]d {
+	btl_auth
+	btl_meter
+	btl_optimize
+	btl_route
+}
+# The opt-in levers.
+http://127.0.0.1:%[11]d {
 	btl_auth
 	btl_meter
 	btl_optimize {
@@ -141,29 +171,45 @@ http://127.0.0.1:%d {
 	}
 	btl_route
 }
-`, db, filepath.Join(dir, "spool"), up.URL, up.URL, port)
+`, db, filepath.Join(dir, "spool"), up.URL, openAIKey, anthropicKey, awsKeyID, awsSecret, saFile, geminiKey, port, optPort)
 	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
 	check(err)
 	check(caddy.Load(cfg, true))
 	defer caddy.Stop()
 	e.gateway = fmt.Sprintf("http://127.0.0.1:%d", port)
+	e.optin = fmt.Sprintf("http://127.0.0.1:%d", optPort)
 	time.Sleep(200 * time.Millisecond)
 
-	results := []result{
-		e.run("shared system prompt", "anthropic", sharedSystem),
-		e.run("RAG with re-pasted chunks", "openai", rag),
-		e.run("agent loop, growing tool outputs", "anthropic", agent),
-		e.run("duplicate bursts", "openai", duplicates),
-		e.run("no max_tokens", "anthropic", noMaxTokens),
-	}
-	table := render(results)
-	fmt.Print(table)
-	if *out != "" {
-		check(os.WriteFile(*out, []byte(table), 0o644))
-	}
+	var report strings.Builder
 	failures := 0
-	for _, r := range results {
-		failures += r.factsLost + r.invalid + r.gatewayErrors
+	for _, model := range []struct {
+		mode  simulated.OpenAICache
+		title string
+	}{
+		{simulated.CacheByKey, "OpenAI cache scoped by (API key, prompt_cache_key)"},
+		{simulated.CacheOverflow, "OpenAI cache per machine, overflow above 15 requests/min"},
+	} {
+		sim.SetOpenAICache(model.mode)
+		var rows []row
+		for _, w := range workloads {
+			if *only != "" && !strings.Contains(w.name, *only) {
+				continue
+			}
+			for _, p := range allProviders {
+				r := e.runRow(w, p)
+				rows = append(rows, r)
+				fmt.Fprintf(os.Stderr, "%-34s %-9s direct %s  gateway %s (%.1f%%)  opt-in %s (%.1f%%)\n", w.name, p.name,
+					r.direct.cost, r.gateway.cost, pct(r.direct.cost, r.gateway.cost), r.optin.cost, pct(r.direct.cost, r.optin.cost))
+			}
+		}
+		table, f := render(model.title, rows)
+		failures += f
+		report.WriteString(table)
+		report.WriteString("\n")
+	}
+	fmt.Print(report.String())
+	if *out != "" {
+		check(os.WriteFile(*out, []byte(report.String()), 0o644))
 	}
 	if failures > 0 {
 		fmt.Fprintf(os.Stderr, "%d quality failures\n", failures)
@@ -171,165 +217,151 @@ http://127.0.0.1:%d {
 	}
 }
 
-// request is one generated call: its OpenAI chat body and the facts it carries.
-type request struct {
-	body  map[string]any
-	facts []string
+// runRow runs one workload against one provider: direct, through the gateway, opt-in.
+func (e *env) runRow(w workload, p provider) row {
+	r := row{workload: w.name, provider: p.name, eachReaches: w.eachReaches}
+	r.direct = e.runSide(w, p, "direct")
+	r.gateway = e.runSide(w, p, e.gateway)
+	r.optin = e.runSide(w, p, e.optin)
+	return r
 }
 
-type generator func(rng *rand.Rand, model string) [][]request // conversations of turns
-
-func (e *env) run(name, provider string, gen generator) result {
-	res := result{name: name, provider: provider, levers: map[string]float64{}}
-	model, pinned := "gpt-4.1-mini", "oai/gpt-4.1-mini"
-	if provider == "anthropic" {
-		model, pinned = "claude-sonnet-4-5", "anth/claude-sonnet-4-5"
-	}
-	for _, mode := range []string{"direct", "gateway"} {
-		ws, key, err := e.store.CreateWorkspace(context.Background(), name+" "+mode, 1000*ledger.Credit)
+// runSide sends the workload once, from a fresh upstream cache and a fresh workspace, on a
+// clock that starts now.
+func (e *env) runSide(w workload, p provider, target string) side {
+	e.sim.Reset()
+	e.rec.take()
+	start := time.Now()
+	e.seq++
+	var key string
+	if target != "direct" {
+		_, k, err := e.store.CreateWorkspace(context.Background(), fmt.Sprintf("%s %s %d", w.name, p.name, e.seq), 1000*ledger.Credit)
 		check(err)
-		rng := rand.New(rand.NewPCG(42, uint64(len(name))))
-		convs := gen(rng, pinned)
-		e.rec.take()
-		var facts []string
-		for _, conv := range convs {
-			for _, turn := range conv {
-				facts = append(facts, turn.facts...)
-				body, _ := json.Marshal(turn.body)
-				cost, ok := e.send(mode, provider, model, key, body)
-				if !ok {
-					if mode == "gateway" {
-						res.gatewayErrors++
-					} else {
-						res.dirError++
-					}
-					continue
+		key = k
+	}
+	rng := rand.New(rand.NewPCG(42, uint64(len(w.name))))
+	var s side
+	var facts []string
+	var mu sync.Mutex
+	for _, st := range w.gen(rng) {
+		e.clock.Set(start.Add(st.at))
+		var wg sync.WaitGroup
+		for _, rq := range st.group {
+			facts = append(facts, rq.facts...)
+			s.clients++
+			wg.Go(func() {
+				answer, err := e.send(p, target, key, rq.body)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					s.failures++
+					return
 				}
-				if mode == "direct" {
-					res.direct += cost
-					res.requests++
-				} else {
-					res.gateway += cost
+				if rq.expect != "" && !strings.Contains(answer, rq.expect) {
+					s.wrong++
 				}
-			}
+			})
 		}
-		bodies, bad := e.rec.take()
-		lost := missingFacts(facts, bodies)
-		if mode == "gateway" {
-			res.factsLost, res.invalid = lost, bad
-			sum := e.summary(ws.ID)
-			res.baseline = sum.Baseline
-			for k, v := range sum.Levers {
-				res.levers[k] = v
-			}
-		} else {
-			res.directFactsLost = lost
-		}
+		wg.Wait()
 	}
-	return res
-}
-
-// send makes one call and returns its effective cost from the upstream's own usage.
-func (e *env) send(mode, provider, model, key string, body []byte) (ledger.Micros, bool) {
-	url := e.gateway + "/v1/chat/completions"
-	direct := mode == "direct" && provider == "openai"
-	if direct {
-		// Straight to the simulated upstream, with the model name it knows.
-		body = bytes.Replace(body, []byte(`"oai/`), []byte(`"`), 1)
-		url = e.upstream + "/v1/chat/completions"
+	xs := e.rec.take()
+	price, ok := e.prices.Lookup(p.price)
+	if !ok {
+		check(fmt.Errorf("no price for %s", p.price))
 	}
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if direct {
-		req.Header.Set("Authorization", "Bearer bench-direct")
-	} else {
-		req.Header.Set("Authorization", "Bearer "+key)
+	s.cost, s.calls, s.invalid = cost(xs, price)
+	var all [][]byte
+	for _, x := range xs {
+		all = append(all, x.body)
 	}
-	if mode == "direct" {
-		req.Header.Set("X-Btl-Optimize", "off")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, false
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		fmt.Fprintf(os.Stderr, "%s %s: %d %s\n", mode, provider, resp.StatusCode, truncate(raw))
-		return 0, false
-	}
-	if direct {
-		span, ok, _ := providers.FindTopLevel(raw, "usage")
-		if !ok {
-			return 0, false
-		}
-		u, _ := providers.ParseOpenAIUsage(raw[span.Start:span.End])
-		p, _ := e.prices.Lookup(model)
-		return ledger.Micros(p.Cost(u)), true
-	}
-	var whole, frac int64
-	fmt.Sscanf(resp.Header.Get("X-Btl-Cost-Usd"), "%d.%06d", &whole, &frac)
-	return ledger.Micros(whole*1_000_000 + frac), true
-}
-
-type wsSummary struct {
-	Baseline ledger.Micros
-	Levers   map[string]float64
-}
-
-func (e *env) summary(ws string) wsSummary {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		s, err := e.store.Summary(context.Background(), ws, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "")
-		check(err)
-		if time.Now().After(deadline) || s.Total.Requests > 0 {
-			time.Sleep(300 * time.Millisecond) // let the writer finish the last batch
-			s, _ = e.store.Summary(context.Background(), ws, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "")
-			t := s.Total
-			return wsSummary{Baseline: t.Baseline, Levers: map[string]float64{
-				"prompt_cache": float64(t.SavePromptCache), "response_cache": float64(t.SaveResponseCache),
-				"compression": float64(t.SaveCompression), "dedupe": float64(t.SaveDedupe),
-				"coalesce": float64(t.SaveCoalesce), "routing": float64(t.SaveRouting)}}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// missingFacts counts planted facts that reached the upstream in no request of the run.
-func missingFacts(facts []string, bodies [][]byte) int {
-	all := bytes.Join(bodies, nil)
-	lost := 0
+	joined := bytes.Join(all, nil)
 	for _, f := range facts {
-		if !bytes.Contains(all, []byte(f)) {
-			lost++
+		if !bytes.Contains(joined, []byte(f)) {
+			s.factsLost++
 		}
 	}
-	return lost
+	if w.eachReaches && s.calls < s.clients {
+		s.failures += s.clients - s.calls
+	}
+	return s
 }
 
-func render(rs []result) string {
+// send makes one call, direct or through the gateway, and returns the answer's text.
+func (e *env) send(p provider, target, key string, body map[string]any) (string, error) {
+	if target == "direct" {
+		return e.direct(p, body)
+	}
+	b := clone(body)
+	b["model"] = p.gateway
+	raw, _ := json.Marshal(b)
+	req, _ := http.NewRequest(http.MethodPost, target+"/v1/chat/completions", bytes.NewReader(raw))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+key)
+	return call(req, "gateway "+p.name, "openai")
+}
+
+func (s side) quality() int { return s.factsLost + s.invalid + s.wrong + s.failures }
+
+// render writes one cache model's tables: saved per workload × provider, then the detail.
+func render(title string, rows []row) (string, int) {
 	var b strings.Builder
-	b.WriteString("| workload | upstream | requests | direct $ | through gateway $ | saved | gateway baseline vs direct | savings by lever | facts lost | invalid requests |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|---:|---:|\n")
-	var d, g ledger.Micros
-	for _, r := range rs {
-		d += r.direct
-		g += r.gateway
-		levers := []string{}
-		for _, l := range []string{"prompt_cache", "dedupe", "compression", "response_cache", "coalesce", "routing"} {
-			if v := r.levers[l]; v != 0 {
-				levers = append(levers, fmt.Sprintf("%s $%s", l, ledger.Micros(v).String()))
+	fmt.Fprintf(&b, "### %s\n\n", title)
+	b.WriteString("Saved against direct calls, gateway defaults (opt-in levers in brackets):\n\n| workload |")
+	for _, p := range allProviders {
+		fmt.Fprintf(&b, " %s |", p.name)
+	}
+	b.WriteString("\n|---|")
+	for range allProviders {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	var d, g, o ledger.Micros
+	failures := 0
+	byWorkload := map[string][]row{}
+	var order []string
+	for _, r := range rows {
+		if byWorkload[r.workload] == nil {
+			order = append(order, r.workload)
+		}
+		byWorkload[r.workload] = append(byWorkload[r.workload], r)
+		d += r.direct.cost
+		g += r.gateway.cost
+		o += r.optin.cost
+	}
+	for _, w := range order {
+		fmt.Fprintf(&b, "| %s |", w)
+		for _, r := range byWorkload[w] {
+			fmt.Fprintf(&b, " %.1f%% (%.1f%%) |", pct(r.direct.cost, r.gateway.cost), pct(r.direct.cost, r.optin.cost))
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "\n**Total: direct $%s, gateway $%s — %.1f%% saved with the defaults; opt-in $%s — %.1f%% saved.**\n\n",
+		d, g, pct(d, g), o, pct(d, o))
+	b.WriteString("| workload | provider | clients | upstream calls direct / gateway / opt-in | direct $ | gateway $ | saved | opt-in $ | saved | quality failures (gateway, opt-in) |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		q := r.gateway.quality() + r.optin.quality()
+		failures += q
+		// The gateway must never cost more than calling the provider directly.
+		for _, c := range []struct {
+			name string
+			s    side
+		}{{"defaults", r.gateway}, {"opt-in", r.optin}} {
+			if c.s.cost > r.direct.cost {
+				fmt.Fprintf(os.Stderr, "NEGATIVE ROW: %s / %s with %s costs %s more than direct\n", r.workload, r.provider, c.name, c.s.cost-r.direct.cost)
+				failures++
 			}
 		}
-		recon := "—"
-		if r.direct > 0 {
-			recon = fmt.Sprintf("%+.2f%%", 100*float64(r.baseline-r.direct)/float64(r.direct))
+		fmt.Fprintf(&b, "| %s | %s | %d | %d / %d / %d | %s | %s | %.1f%% | %s | %.1f%% | %d, %d |\n", r.workload, r.provider, r.direct.clients,
+			r.direct.calls, r.gateway.calls, r.optin.calls, r.direct.cost, r.gateway.cost, pct(r.direct.cost, r.gateway.cost),
+			r.optin.cost, pct(r.direct.cost, r.optin.cost), r.gateway.quality(), r.optin.quality())
+		if dq := r.direct.quality(); dq > 0 {
+			fmt.Fprintf(os.Stderr, "direct baseline of %s / %s had %d quality failures\n", r.workload, r.provider, dq)
+			failures += dq
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %.1f%% | %s | %s | %d | %d |\n", r.name, r.provider, r.requests,
-			r.direct, r.gateway, pct(r.direct, r.gateway), recon, strings.Join(levers, ", "), r.factsLost, r.invalid)
 	}
-	fmt.Fprintf(&b, "| **all** | | | %s | %s | **%.1f%%** | | | | |\n", d, g, pct(d, g))
-	return b.String()
+	return b.String(), failures
 }
 
 func pct(direct, gw ledger.Micros) float64 {

@@ -92,6 +92,10 @@ func (s *Stream) Next() ([]byte, error) {
 	}
 }
 
+// Pending reports whether Next can answer without waiting for the upstream: a translated
+// chunk is queued, or the next event's bytes have arrived (providers.Pender).
+func (s *Stream) Pending() bool { return len(s.pending) > 0 || (!s.done && s.rd.Buffered() > 0) }
+
 // Close stops the idle timer and releases the upstream connection.
 func (s *Stream) Close() error {
 	if s.timer != nil {
@@ -100,7 +104,10 @@ func (s *Stream) Close() error {
 	if s.cancel != nil {
 		s.cancel()
 	}
-	return s.body.Close()
+	err := s.body.Close()
+	s.done, s.pending = true, nil
+	s.rd.Release()
+	return err
 }
 
 // Translator is the pure event → chunk state machine behind Stream, usable on its own (and

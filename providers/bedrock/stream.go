@@ -59,6 +59,10 @@ func (s *stream) push(chunk []byte) {
 	s.queue = append(s.queue, chunk)
 }
 
+// Pending reports whether a translated chunk is queued (providers.Pender). The event-stream
+// decoder reads the body unbuffered, so one frame's chunks leave together, frames apart.
+func (s *stream) Pending() bool { return len(s.queue) > 0 }
+
 // Next returns the next chunk payload, io.EOF after the last.
 func (s *stream) Next() ([]byte, error) {
 	for len(s.queue) == 0 {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -50,6 +51,11 @@ type Price struct {
 	// prompt_cache_key). The gateway adds such a field only to models that list it: a
 	// provider rejects a field a model does not know, so the allow-list is catalog data.
 	CacheFields []string
+	// Kind is what the model does: KindChat (chat and legacy completions), KindEmbedding or
+	// KindModeration. Routing sends each endpoint only to models of its kind.
+	Kind string
+	// Dimensions is an embedding model's default vector size (0 for other kinds).
+	Dimensions int
 	// tiers holds the rates of the provider's processing tiers other than the standard one
 	// (OpenAI's service_tier "flex" and "priority"), by tier name. Read-only once parsed.
 	tiers map[string]tierRates
@@ -101,6 +107,13 @@ func (p Price) Tiers() []string {
 	return out
 }
 
+// Model kinds.
+const (
+	KindChat       = "chat"
+	KindEmbedding  = "embedding"
+	KindModeration = "moderation"
+)
+
 // Accepts reports whether the model takes the optional caching request field.
 func (p Price) Accepts(field string) bool { return slices.Contains(p.CacheFields, field) }
 
@@ -127,7 +140,9 @@ type Catalog struct {
 	slugs  []Slug
 }
 
-type fileModel struct {
+// Entry is one model's catalog record as written in prices.json (USD per 1M tokens); a
+// config may add entries for models the shipped catalog does not know.
+type Entry struct {
 	Input        float64 `json:"input"`
 	CachedInput  float64 `json:"cached_input"`
 	CacheWrite5m float64 `json:"cache_write_5m"`
@@ -155,6 +170,8 @@ type fileModel struct {
 		TTL       string   `json:"ttl"`
 		Fields    []string `json:"fields"`
 	} `json:"cache"`
+	Kind       string `json:"kind"`
+	Dimensions int    `json:"dimensions"`
 }
 
 type fileSlug struct {
@@ -163,9 +180,9 @@ type fileSlug struct {
 }
 
 type file struct {
-	AsOf   string               `json:"as_of"`
-	Models map[string]fileModel `json:"models"`
-	Slugs  map[string]fileSlug  `json:"slugs"`
+	AsOf   string              `json:"as_of"`
+	Models map[string]Entry    `json:"models"`
+	Slugs  map[string]fileSlug `json:"slugs"`
 }
 
 // Default returns the embedded catalog.
@@ -240,76 +257,129 @@ func Parse(raw []byte) (*Catalog, error) {
 		c.slugs = append(c.slugs, Slug{Name: n, Strategy: fs.Strategy, Models: fs.Models})
 	}
 	for name, m := range f.Models {
-		if m.Input < 0 || m.Output < 0 || m.CachedInput < 0 {
-			return nil, fmt.Errorf("model %s: negative price", name)
-		}
-		p := Price{
-			Input: usd(m.Input), CachedInput: usd(m.CachedInput), Output: usd(m.Output),
-			CacheWrite5m: usd(m.CacheWrite5m), CacheWrite1h: usd(m.CacheWrite1h),
-			Context: m.Context, MaxOutput: m.MaxOutput,
-		}
-		if p.CachedInput == 0 {
-			p.CachedInput = p.Input
-		}
-		if p.CacheWrite5m == 0 {
-			p.CacheWrite5m = p.Input
-		}
-		if p.CacheWrite1h == 0 {
-			p.CacheWrite1h = p.CacheWrite5m
-		}
-		p.Model = name
-		p.Caps = Caps{Tools: true, Vision: true, JSONSchema: true}
-		if m.Caps != nil {
-			p.Caps = *m.Caps
-		}
-		p.CacheMinTokens, p.CacheTTL = 1024, 5*time.Minute
-		if m.Cache != nil {
-			if m.Cache.MinTokens > 0 {
-				p.CacheMinTokens = m.Cache.MinTokens
-			}
-			if d, err := time.ParseDuration(m.Cache.TTL); err == nil && d > 0 {
-				p.CacheTTL = d
-			}
-			p.CacheFields = m.Cache.Fields
-		}
-		if lc := m.LongContext; lc != nil {
-			p.LongAbove, p.LongInput, p.LongCachedInput, p.LongOutput = lc.Above, usd(lc.Input), usd(lc.CachedInput), usd(lc.Output)
-			if p.LongCachedInput == 0 {
-				p.LongCachedInput = p.CachedInput
-			}
-			if p.LongOutput == 0 {
-				p.LongOutput = p.Output
-			}
-		}
-		for tier, r := range m.Tiers {
-			if StandardTier(tier) {
-				return nil, fmt.Errorf("model %s: tier %q is the standard tier; its rates are the model's own", name, tier)
-			}
-			if r.Input <= 0 || r.Output <= 0 || r.CachedInput < 0 || r.CacheWrite < 0 {
-				return nil, fmt.Errorf("model %s: tier %s needs positive input and output rates", name, tier)
-			}
-			tr := tierRates{Input: usd(r.Input), CachedInput: usd(r.CachedInput), CacheWrite: usd(r.CacheWrite), Output: usd(r.Output)}
-			if tr.CachedInput == 0 {
-				tr.CachedInput = tr.Input
-			}
-			if tr.CacheWrite == 0 {
-				tr.CacheWrite = tr.Input
-			}
-			if p.tiers == nil {
-				p.tiers = map[string]tierRates{}
-			}
-			p.tiers[tier] = tr
+		p, err := m.price(name)
+		if err != nil {
+			return nil, err
 		}
 		c.models[name] = p
 	}
 	return c, nil
 }
 
+// WithEntries returns a catalog with extra models added to (or replacing) c's; c is not
+// modified.
+func (c *Catalog) WithEntries(extra map[string]Entry) (*Catalog, error) {
+	out := &Catalog{AsOf: c.AsOf, models: make(map[string]Price, len(c.models)+len(extra)), slugs: c.slugs}
+	for k, v := range c.models {
+		out.models[k] = v
+	}
+	for name, e := range extra {
+		p, err := e.price(name)
+		if err != nil {
+			return nil, err
+		}
+		out.models[name] = p
+	}
+	return out, nil
+}
+
+// Models lists the catalog's model ids, sorted.
+func (c *Catalog) Models() []string {
+	out := make([]string, 0, len(c.models))
+	for m := range c.models {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Known reports whether the catalog has an entry under exactly this id (no respelling).
+func (c *Catalog) Known(model string) bool {
+	_, ok := c.models[model]
+	return ok
+}
+
+func (m Entry) price(name string) (Price, error) {
+	if m.Input < 0 || m.Output < 0 || m.CachedInput < 0 {
+		return Price{}, fmt.Errorf("model %s: negative price", name)
+	}
+	p := Price{
+		Input: usd(m.Input), CachedInput: usd(m.CachedInput), Output: usd(m.Output),
+		CacheWrite5m: usd(m.CacheWrite5m), CacheWrite1h: usd(m.CacheWrite1h),
+		Context: m.Context, MaxOutput: m.MaxOutput, Kind: m.Kind, Dimensions: m.Dimensions,
+	}
+	switch p.Kind {
+	case "":
+		p.Kind = KindChat
+	case KindChat, KindEmbedding, KindModeration:
+	default:
+		return Price{}, fmt.Errorf("model %s: unknown kind %q (chat, embedding, moderation)", name, m.Kind)
+	}
+	if p.CachedInput == 0 {
+		p.CachedInput = p.Input
+	}
+	if p.CacheWrite5m == 0 {
+		p.CacheWrite5m = p.Input
+	}
+	if p.CacheWrite1h == 0 {
+		p.CacheWrite1h = p.CacheWrite5m
+	}
+	p.Model = name
+	p.Caps = Caps{Tools: true, Vision: true, JSONSchema: true}
+	if p.Kind != KindChat {
+		p.Caps = Caps{}
+	}
+	if m.Caps != nil {
+		p.Caps = *m.Caps
+	}
+	p.CacheMinTokens, p.CacheTTL = 1024, 5*time.Minute
+	if m.Cache != nil {
+		if m.Cache.MinTokens > 0 {
+			p.CacheMinTokens = m.Cache.MinTokens
+		}
+		if d, err := time.ParseDuration(m.Cache.TTL); err == nil && d > 0 {
+			p.CacheTTL = d
+		}
+		p.CacheFields = m.Cache.Fields
+	}
+	if lc := m.LongContext; lc != nil {
+		p.LongAbove, p.LongInput, p.LongCachedInput, p.LongOutput = lc.Above, usd(lc.Input), usd(lc.CachedInput), usd(lc.Output)
+		if p.LongCachedInput == 0 {
+			p.LongCachedInput = p.CachedInput
+		}
+		if p.LongOutput == 0 {
+			p.LongOutput = p.Output
+		}
+	}
+	for tier, r := range m.Tiers {
+		if StandardTier(tier) {
+			return Price{}, fmt.Errorf("model %s: tier %q is the standard tier; its rates are the model's own", name, tier)
+		}
+		if r.Input <= 0 || r.Output <= 0 || r.CachedInput < 0 || r.CacheWrite < 0 {
+			return Price{}, fmt.Errorf("model %s: tier %s needs positive input and output rates", name, tier)
+		}
+		tr := tierRates{Input: usd(r.Input), CachedInput: usd(r.CachedInput), CacheWrite: usd(r.CacheWrite), Output: usd(r.Output)}
+		if tr.CachedInput == 0 {
+			tr.CachedInput = tr.Input
+		}
+		if tr.CacheWrite == 0 {
+			tr.CacheWrite = tr.Input
+		}
+		if p.tiers == nil {
+			p.tiers = map[string]tierRates{}
+		}
+		p.tiers[tier] = tr
+	}
+	return p, nil
+}
+
 // Lookup finds a model's price from any host's spelling of its id: the exact id; the id
 // after an "org/" prefix (OpenRouter, Together); without a Bedrock vendor or region prefix
 // ("anthropic.", "us."); with dots as dashes (OpenRouter's claude-sonnet-4.5); and without
-// trailing date or version suffixes, longest first (gpt-4o-mini-2024-07-18,
-// claude-sonnet-4-5@20250929, anthropic.claude-sonnet-4-5-20250929-v1:0).
+// trailing date or version suffixes (gpt-4o-mini-2024-07-18, claude-sonnet-4-5@20250929,
+// anthropic.claude-sonnet-4-5-20250929-v1:0, gemini-1.5-pro-002, claude-3-5-haiku-latest).
+// Only such suffixes are removed: a name is never trimmed at an arbitrary "-", so a typo
+// such as gpt-4o-mni is unknown rather than priced as gpt-4o.
 func (c *Catalog) Lookup(model string) (Price, bool) {
 	if p, ok := c.models[model]; ok {
 		return p, true
@@ -322,14 +392,28 @@ func (c *Catalog) Lookup(model string) (Price, bool) {
 			if p, ok := c.models[m]; ok {
 				return p, true
 			}
-			i := strings.LastIndexAny(m, "-@:")
-			if i <= 0 {
+			trimmed, ok := trimVersionSuffix(m)
+			if !ok {
 				break
 			}
-			m = m[:i]
+			m = trimmed
 		}
 	}
 	return Price{}, false
+}
+
+// versionSuffix matches one trailing date or version marker of a model id: a date
+// (-2024-07-18, -20250929, @20250929), a release number (-001), a Bedrock version (-v1, :0),
+// or -latest.
+var versionSuffix = regexp.MustCompile(`(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{3})|-v\d+|:\d+|-latest)$`)
+
+// trimVersionSuffix removes one date or version suffix from model.
+func trimVersionSuffix(model string) (string, bool) {
+	loc := versionSuffix.FindStringIndex(model)
+	if loc == nil || loc[0] == 0 {
+		return model, false
+	}
+	return model[:loc[0]], true
 }
 
 // bedrockPrefixes are the vendor and cross-region prefixes of Bedrock model ids.

@@ -67,6 +67,70 @@ func TestLookupSpellings(t *testing.T) {
 	}
 }
 
+// A misspelt id must be unknown, never priced as a shorter model it happens to start with:
+// sim/gpt-4o-mni was priced as gpt-4o (16× gpt-4o-mini) while the lookup trimmed at each "-".
+func TestLookupNeverTrimsToAnotherModel(t *testing.T) {
+	c := Default()
+	for _, typo := range []string{"gpt-4o-mni", "sim/gpt-4o-mni", "gpt-4o-mini-fast", "gpt-4.1-mini-x", "claude-sonnet-4-5-turbo",
+		"gpt-5-2", "claude-opus-4-9", "gemini-2.5-pro-ultra", "text-embedding-3-smal"} {
+		if p, ok := c.Lookup(typo); ok {
+			t.Errorf("%s priced as %s", typo, p.Model)
+		}
+	}
+	for spelling, want := range map[string]string{
+		"gpt-4o-mini-2024-07-18":          "gpt-4o-mini",
+		"gpt-4o-2024-08-06":               "gpt-4o",
+		"claude-3-5-haiku-latest":         "claude-3-5-haiku",
+		"claude-3-5-haiku-20241022":       "claude-3-5-haiku",
+		"amazon.titan-embed-text-v2:0":    "titan-embed-text-v2",
+		"cohere.embed-english-v3":         "embed-english-v3",
+		"omni-moderation-latest":          "omni-moderation",
+		"omni-moderation-2024-09-26":      "omni-moderation",
+		"openai/text-embedding-3-small":   "text-embedding-3-small",
+		"google/gemini-2.5-flash":         "gemini-2.5-flash",
+		"us.anthropic.claude-opus-4-5-v1": "claude-opus-4-5",
+	} {
+		if p, ok := c.Lookup(spelling); !ok || p.Model != want {
+			t.Errorf("%s → %q %v, want %s", spelling, p.Model, ok, want)
+		}
+	}
+}
+
+func TestEmbeddingKindsAndEntries(t *testing.T) {
+	c := Default()
+	p, ok := c.Lookup("text-embedding-3-small")
+	if !ok || p.Kind != KindEmbedding || p.Input != 20_000 || p.Output != 0 || p.Dimensions != 1536 || p.Caps.Tools {
+		t.Fatalf("%+v", p)
+	}
+	if p, _ := c.Lookup("gpt-4o-mini"); p.Kind != KindChat {
+		t.Fatalf("chat kind %q", p.Kind)
+	}
+	// 1,000 input tokens at $0.02 per 1M: 20 µ$.
+	if got := p.Cost(providers.Usage{InputUncached: 1000}); got != 20 {
+		t.Fatalf("cost %d", got)
+	}
+	ext, err := c.WithEntries(map[string]Entry{"llama-3.1-8b": {Input: 0.05, Output: 0.08}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := ext.Lookup("local/llama-3.1-8b"); !ok || p.Input != 50_000 || p.Output != 80_000 || p.Kind != KindChat {
+		t.Fatalf("%+v %v", p, ok)
+	}
+	if _, ok := c.Lookup("llama-3.1-8b"); ok {
+		t.Fatal("WithEntries modified the base catalog")
+	}
+	if _, err := c.WithEntries(map[string]Entry{"x": {Kind: "speech"}}); err == nil {
+		t.Fatal("unknown kind accepted")
+	}
+	slugs := map[string]bool{}
+	for _, s := range c.Slugs() {
+		slugs[s.Name] = true
+	}
+	if !slugs["btl-embed"] {
+		t.Fatal("btl-embed not shipped")
+	}
+}
+
 // TestMoneyServiceTierPriced: a processing tier is billed at its own rates; a tier the
 // catalog does not price for a model is not priced at all (the gateway refuses it).
 func TestMoneyServiceTierPriced(t *testing.T) {

@@ -250,8 +250,13 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 }
 
 func (a *Adapter) send(ctx context.Context, call *providers.Call, body []byte) (*http.Response, context.CancelFunc, error) {
+	return a.post(ctx, a.Endpoint(call.UpstreamModel, call.Stream), body)
+}
+
+// post sends body to url with the provider's credentials (API key, or a Vertex token).
+func (a *Adapter) post(ctx context.Context, url string, body []byte) (*http.Response, context.CancelFunc, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.Endpoint(call.UpstreamModel, call.Stream), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		cancel()
 		return nil, nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_misconfigured",

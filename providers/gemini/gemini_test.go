@@ -47,7 +47,9 @@ func TestBuildRequestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := BuildRequest(context.Background(), chat, BuildOptions{})
+	// The fixture's gs:// image is one the operator allowed for the caller's workspace.
+	ctx := providers.WithAllowedRefs(context.Background(), []string{"gs://bucket/"})
+	r, err := BuildRequest(ctx, chat, BuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

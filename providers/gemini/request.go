@@ -132,6 +132,12 @@ func userParts(ctx context.Context, parts []providers.Part, i int, opts BuildOpt
 				continue
 			}
 			if strings.HasPrefix(u, "gs://") {
+				// Read with the operator's identity: only what the operator allowed for the
+				// caller's workspace (the route refuses the rest before any attempt).
+				if !providers.AllowedRef(ctx, u) {
+					return nil, providers.Errorf(http.StatusBadRequest, "invalid_image_url", pp+".image_url.url",
+						"gs:// URLs are not allowed for this workspace; send an https or data: URL")
+				}
 				out = append(out, Part{FileData: &FileData{MimeType: mime.TypeByExtension(path.Ext(u)), FileURI: u}})
 				continue
 			}

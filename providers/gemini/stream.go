@@ -60,6 +60,9 @@ func (s *stream) push(chunk []byte) {
 	s.queue = append(s.queue, chunk)
 }
 
+// Pending reports whether Next can answer without waiting for the upstream (providers.Pender).
+func (s *stream) Pending() bool { return len(s.queue) > 0 || (!s.done && s.rd.Buffered() > 0) }
+
 // Next returns the next chunk payload, io.EOF after the last.
 func (s *stream) Next() ([]byte, error) {
 	for len(s.queue) == 0 {
@@ -173,5 +176,8 @@ func (s *stream) readError(err error) error {
 func (s *stream) Close() error {
 	s.timer.Stop()
 	s.cancel()
-	return s.body.Close()
+	err := s.body.Close()
+	s.done, s.queue = true, nil
+	s.rd.Release()
+	return err
 }

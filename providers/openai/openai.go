@@ -36,9 +36,12 @@ var defaultBaseURL = map[string]string{
 }
 
 func init() {
-	for _, t := range []string{TypeOpenAI, TypeOpenRouter, TypeCompatible, TypeSimulated} {
+	for _, t := range []string{TypeOpenAI, TypeOpenRouter, TypeCompatible} {
 		providers.Register(t, New, "organization", "project", "http_referer", "x_title")
 	}
+	// A simulated provider may also speak another wire format of the simulator ("format
+	// anthropic"); the btl app resolves that option before an adapter is built.
+	providers.Register(TypeSimulated, New, "organization", "project", "http_referer", "x_title", "format")
 }
 
 // maxBody bounds a non-stream answer held in memory; a chat completion is far smaller.
@@ -49,6 +52,8 @@ type Adapter struct {
 	cfg      providers.Config
 	client   *http.Client
 	endpoint string
+	// base is the API root (…/v1) that other endpoints hang off.
+	base     string
 	headers  http.Header
 	keys     *providers.KeyPool
 	timeouts providers.Timeouts
@@ -73,6 +78,7 @@ func New(cfg providers.Config, client *http.Client) (providers.Adapter, error) {
 		cfg:      cfg,
 		client:   client,
 		endpoint: strings.TrimRight(base, "/") + "/chat/completions",
+		base:     strings.TrimRight(base, "/"),
 		headers:  http.Header{},
 		timeouts: cfg.Timeouts.WithDefaults(),
 	}
@@ -210,6 +216,48 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 		out.Stream = newStream(resp.Body, cancel, a.timeouts.Idle)
 		return out, nil
 	}
+	raw, perr := readAnswer(ctx, resp, cancel)
+	if perr != nil {
+		return nil, perr
+	}
+	if call.Stream {
+		// Asked for a stream, got JSON: an OpenAI-compatible server that ignores "stream".
+		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_bad_response",
+			Message: "the upstream did not answer with an event stream", Class: providers.ClassRetryable}
+	}
+	out.Body = raw
+	return out, nil
+}
+
+// Embed passes an embeddings request through: encoding_format, dimensions and batched inputs
+// reach the upstream as the caller wrote them.
+func (a *Adapter) Embed(ctx context.Context, call *providers.EmbedCall) (*providers.Response, error) {
+	return a.Forward(ctx, providers.EndpointEmbeddings, call.Body, call.UpstreamModel)
+}
+
+// Forward posts body to another endpoint of the same API (embeddings, completions,
+// moderations) with model replaced, and returns the JSON answer.
+func (a *Adapter) Forward(ctx context.Context, endpoint string, body []byte, upstreamModel string) (*providers.Response, error) {
+	model, err := json.Marshal(upstreamModel)
+	if err != nil {
+		return nil, providers.Errorf(http.StatusBadRequest, "invalid_value", "model", "invalid model name")
+	}
+	if body, err = providers.SetTopLevel(body, "model", model); err != nil {
+		return nil, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
+	}
+	resp, cancel, perr := a.roundTrip(ctx, a.base+"/"+endpoint, body, false, 0)
+	if perr != nil {
+		return nil, perr
+	}
+	raw, perr := readAnswer(ctx, resp, cancel)
+	if perr != nil {
+		return nil, perr
+	}
+	return &providers.Response{Status: resp.StatusCode, Header: keepHeaders(resp.Header), Body: raw, UpstreamRequestID: requestID(resp.Header)}, nil
+}
+
+// readAnswer reads a whole JSON answer (bounded by maxBody) and ends the call.
+func readAnswer(ctx context.Context, resp *http.Response, cancel context.CancelFunc) ([]byte, *providers.Error) {
 	defer cancel()
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
@@ -220,13 +268,7 @@ func (a *Adapter) Chat(ctx context.Context, call *providers.Call) (*providers.Re
 		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_response_too_large",
 			Message: "the upstream response was too large", Class: providers.ClassRetryable}
 	}
-	if call.Stream {
-		// Asked for a stream, got JSON: an OpenAI-compatible server that ignores "stream".
-		return nil, &providers.Error{Status: http.StatusBadGateway, Type: "server_error", Code: "upstream_bad_response",
-			Message: "the upstream did not answer with an event stream", Class: providers.ClassRetryable}
-	}
-	out.Body = raw
-	return out, nil
+	return raw, nil
 }
 
 func isEventStream(h http.Header) bool {
@@ -360,3 +402,9 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// Interface guards
+var (
+	_ providers.Embedder  = (*Adapter)(nil)
+	_ providers.Forwarder = (*Adapter)(nil)
+)

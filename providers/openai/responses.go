@@ -106,10 +106,16 @@ func (s *responsesStream) Next() ([]byte, error) {
 	}
 }
 
+// Pending reports whether the next event has already arrived (providers.Pender).
+func (s *responsesStream) Pending() bool { return !s.done && s.rd.Buffered() > 0 }
+
 func (s *responsesStream) Close() error {
 	s.timer.Stop()
 	s.cancel()
-	return s.body.Close()
+	err := s.body.Close()
+	s.done = true
+	s.rd.Release()
+	return err
 }
 
 var _ providers.ResponsesAdapter = (*Adapter)(nil)

@@ -125,5 +125,8 @@ func (s *stream) Pending() bool { return !s.done && s.rd.Buffered() > 0 }
 func (s *stream) Close() error {
 	s.timer.Stop()
 	s.cancel()
-	return s.body.Close()
+	err := s.body.Close()
+	s.done = true
+	s.rd.Release()
+	return err
 }

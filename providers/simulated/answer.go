@@ -355,6 +355,12 @@ func (s *Server) generate(p *parsed, d *directives, st *reqState, idHash uint64)
 	switch {
 	case d.hasAnswer:
 		out = append(out, d.answer...)
+	case len(d.recall) > 0:
+		prompt := p.prompt
+		if prompt == nil {
+			prompt = st.canon
+		}
+		out = appendRecall(out, prompt, d.recall)
 	case p.format == "json_schema":
 		out = append(out, s.schemaValue(p.schema)...)
 	default:
@@ -373,6 +379,18 @@ func (s *Server) generate(p *parsed, d *directives, st *reqState, idHash uint64)
 			out = append(out, text...)
 		}
 	}
+	if d.answerTokens > 0 {
+		// A runaway answer: it goes on until it has said answerTokens tokens, or until the cap
+		// (generated only that far).
+		want := d.answerTokens * 4
+		if p.outputCap > 0 {
+			want = min(want, int(p.outputCap)*4+4)
+		}
+		for i := uint64(0); len(out) < want; i++ {
+			out = appendSentence(append(out, ' '), mix64(userHash+i))
+		}
+		out = truncRunes(out, want)
+	}
 	res.finish = "stop"
 	res.completion = tokensOf(len(out))
 	if p.outputCap > 0 && int64(res.completion) > p.outputCap {
@@ -383,4 +401,40 @@ func (s *Server) generate(p *parsed, d *directives, st *reqState, idHash uint64)
 	st.answer = out
 	res.content = out
 	return res
+}
+
+// maxAnswerTokens bounds answer_tokens (a runaway answer is generated in memory).
+const maxAnswerTokens = 200_000
+
+// appendRecall answers a question about a fact the way a model reads its prompt: from the
+// newest copy. It finds the last occurrence of phrase in the prompt outside "[sim:…]" blocks
+// and answers "Simulated answer: <phrase> <the word after it>."; a phrase the prompt does
+// not contain is answered "not found".
+func appendRecall(dst, prompt, phrase []byte) []byte {
+	dst = append(dst, "Simulated answer: "...)
+	for end := len(prompt); ; {
+		i := bytes.LastIndex(prompt[:end], phrase)
+		if i < 0 {
+			break
+		}
+		if open := bytes.LastIndex(prompt[:i], simOpen); open >= 0 && bytes.IndexByte(prompt[open:i], ']') < 0 {
+			end = open // inside a directive: look before it
+			continue
+		}
+		rest := prompt[i+len(phrase):]
+		j := 0
+		for j < len(rest) && isSpace(rest[j]) {
+			j++
+		}
+		k := j
+		for k < len(rest) && !isSpace(rest[k]) && rest[k] != '.' && rest[k] != ',' && rest[k] != '"' && rest[k] != '\\' {
+			k++
+		}
+		dst = append(dst, phrase...)
+		dst = append(dst, ' ')
+		dst = append(dst, rest[j:k]...)
+		return append(dst, '.')
+	}
+	dst = append(dst, phrase...)
+	return append(dst, ": not found."...)
 }

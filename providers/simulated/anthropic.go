@@ -360,7 +360,7 @@ func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, verte
 		}
 		bps = append(bps, anthBreak{hash: blockHash[ap.endBlocks[i]], tokens: toks, ttl: ap.ttls[i], long: ap.ttls[i] == time.Hour, block: ap.endBlocks[i]})
 	}
-	now := s.opts.Now()
+	now := s.cacheNow()
 	keyHash := mix64(fnvString(fnvOffset, key))
 	// Anthropic looks back up to about 20 blocks before each breakpoint for an earlier cache
 	// entry, so a conversation whose rolling breakpoint moved forward still reads the prefix
@@ -394,6 +394,7 @@ func (s *Server) anthropicMessages(w http.ResponseWriter, r *http.Request, verte
 	st := statePool.Get().(*reqState)
 	defer putState(st)
 	reqHash := mix64(fnvString(fnvBytes(fnvOffset^uint64(s.opts.Seed), ap.canon), ap.model))
+	ap.gen.prompt = ap.canon
 	res := s.generate(&ap.gen, &d, st, reqHash)
 	stop := anthStopReason(res.finish)
 	var stopSeq string

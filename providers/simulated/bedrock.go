@@ -90,7 +90,7 @@ func (b *bedrockState) reset() {
 // serveBedrock answers the Bedrock routes; it reports false for other paths.
 func (s *Server) serveBedrock(w http.ResponseWriter, r *http.Request) bool {
 	segs := strings.Split(r.URL.EscapedPath(), "/")
-	if len(segs) != 4 || segs[0] != "" || segs[1] != "model" || (segs[3] != "converse" && segs[3] != "converse-stream") {
+	if len(segs) != 4 || segs[0] != "" || segs[1] != "model" || (segs[3] != "converse" && segs[3] != "converse-stream" && segs[3] != "invoke") {
 		return false
 	}
 	model, err := url.PathUnescape(segs[2])
@@ -101,7 +101,39 @@ func (s *Server) serveBedrock(w http.ResponseWriter, r *http.Request) bool {
 		s.notAllowed(w, r)
 		return true
 	}
+	if segs[3] == "invoke" {
+		s.bedrockInvoke(w, r, model)
+		return true
+	}
 	s.bedrockConverse(w, r, model, segs[3] == "converse-stream")
+	return true
+}
+
+// bedrockAuthorized verifies the request's SigV4 signature over the exact bytes received,
+// answering Bedrock's error when it fails.
+func (s *Server) bedrockAuthorized(w http.ResponseWriter, r *http.Request, body []byte) bool {
+	// Authentication: SigV4 over the exact bytes received.
+	s.bedrock.mu.Lock()
+	v := &sigv4.Verifier{Region: s.bedrock.region, Service: "bedrock", Now: s.opts.Now, Secret: func(id string) (string, string, bool) {
+		k, ok := s.bedrock.keys[id]
+		return k[0], k[1], ok
+	}}
+	err := v.Verify(r, body)
+	s.bedrock.mu.Unlock()
+	if err != nil {
+		s.stats.rejected.Add(1)
+		code, msg := "InvalidSignatureException", err.Error()
+		var ve *sigv4.VerifyError
+		if errors.As(err, &ve) {
+			code, msg = ve.Code, ve.Msg
+		}
+		status := http.StatusForbidden
+		if code == "IncompleteSignatureException" {
+			status = http.StatusBadRequest
+		}
+		writeBedrockError(w, &bedrockError{status: status, typ: code, msg: msg})
+		return false
+	}
 	return true
 }
 
@@ -285,27 +317,7 @@ func (s *Server) bedrockConverse(w http.ResponseWriter, r *http.Request, model s
 	}
 	body := bytes.Clone(buf.Bytes())
 	putBody(buf)
-
-	// Authentication: SigV4 over the exact bytes received.
-	s.bedrock.mu.Lock()
-	v := &sigv4.Verifier{Region: s.bedrock.region, Service: "bedrock", Now: s.opts.Now, Secret: func(id string) (string, string, bool) {
-		k, ok := s.bedrock.keys[id]
-		return k[0], k[1], ok
-	}}
-	err = v.Verify(r, body)
-	s.bedrock.mu.Unlock()
-	if err != nil {
-		s.stats.rejected.Add(1)
-		code, msg := "InvalidSignatureException", err.Error()
-		var ve *sigv4.VerifyError
-		if errors.As(err, &ve) {
-			code, msg = ve.Code, ve.Msg
-		}
-		status := http.StatusForbidden
-		if code == "IncompleteSignatureException" {
-			status = http.StatusBadRequest
-		}
-		writeBedrockError(w, &bedrockError{status: status, typ: code, msg: msg})
+	if !s.bedrockAuthorized(w, r, body) {
 		return
 	}
 	key := strings.SplitN(strings.TrimPrefix(r.Header.Get("Authorization"), sigv4.Algorithm+" Credential="), "/", 2)[0]
@@ -375,7 +387,7 @@ func (s *Server) bedrockConverse(w http.ResponseWriter, r *http.Request, model s
 		}
 		addBound(e, i+1)
 	}
-	now := s.opts.Now()
+	now := s.cacheNow()
 	read := s.cache.lookupStore(bs, mix64(fnvString(fnvOffset^0xbed, key)), now.UnixNano(), int64(5*time.Minute))
 	write := 0
 	if n := len(bs); n > 0 && bs[n-1].tokens > read {

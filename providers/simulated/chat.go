@@ -74,7 +74,11 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	var all uint64
 	st.bounds, all = prefixBounds(st.bounds, st.canon, st.msgStarts, p.promptToks)
 	now := s.opts.Now()
-	cached := s.cache.lookupStore(st.bounds, mix64(fnvString(fnvOffset, key)), now.UnixNano(), int64(s.opts.CacheTTL))
+	cached := 0
+	cnow := s.cacheNow()
+	if scope, spilled := s.routes.scope(key, p.cacheKey, st.canon, cnow); !spilled {
+		cached = s.cache.lookupStore(st.bounds, scope, cnow.UnixNano(), int64(s.opts.CacheTTL))
+	}
 
 	reqHash := mix64(fnvString(all^uint64(s.opts.Seed), p.model))
 	if s.opts.Sampling && p.sampled {

@@ -18,9 +18,12 @@
 //
 // # Prefix caching
 //
-// Per API key (the bearer token, "" when none), prompts of at least 1024 tokens are cached at
-// every boundary 1024+128k. cached_tokens is the largest boundary whose prefix hash was seen
-// within Options.CacheTTL; every boundary of the request is then (re)stored.
+// Prompts of at least 1024 tokens are cached at every boundary 1024+128k. cached_tokens is the
+// largest boundary whose prefix hash was seen within Options.CacheTTL in the request's cache
+// scope; every boundary of the request is then (re)stored there. The scope follows
+// Options.OpenAICache (openai_cache.go): by default the API key (the bearer token) and the
+// prompt_cache_key; in the overflow models, the machine the request was routed to, where a
+// route busier than 15 requests a minute spills to other machines.
 //
 // # Directives
 //
@@ -37,6 +40,9 @@
 //	stream_error_after=N stream: send data: {"error":…} after N content chunks, then end
 //	hold=NAME            block until Server.Release(NAME), 30 s or client exit: stream after
 //	                     the first content chunk, non-stream before the headers
+//	recall=PHRASE        answer "<PHRASE> <next word>." from the newest copy of PHRASE in the
+//	                     prompt (outside directives), as a model reads a fact it was given
+//	answer_tokens=N      the answer runs on for N tokens (a runaway answer) unless capped
 //	answer=TEXT          use TEXT verbatim as the answer; must be the last item of its block
 //	                     and runs to the closing "]"
 //

@@ -152,6 +152,8 @@ type directives struct {
 	hold             string
 	answer           []byte
 	hasAnswer        bool
+	recall           []byte // answer with what follows the newest copy of this phrase in the prompt
+	answerTokens     int    // make the answer this long (a runaway answer), before any cap
 }
 
 var simOpen = []byte("[sim:")
@@ -213,6 +215,12 @@ func parseDirectives(text []byte, d *directives) {
 				}
 			case "hold":
 				d.hold = string(v)
+			case "recall":
+				d.recall = v
+			case "answer_tokens":
+				if n, err := strconv.Atoi(string(v)); err == nil && n > 0 {
+					d.answerTokens = min(n, maxAnswerTokens)
+				}
 			}
 		}
 	}

@@ -166,6 +166,10 @@ func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request) bool {
 	default:
 		return false
 	}
+	if model != "" && r.Method == http.MethodPost && ((!vertex && verb == "batchEmbedContents") || (vertex && verb == "predict")) {
+		s.googleEmbed(w, r, model, vertex)
+		return true
+	}
 	if model == "" || (verb != "generateContent" && verb != "streamGenerateContent") {
 		return false
 	}
@@ -175,6 +179,59 @@ func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request) bool {
 	}
 	s.generateContent(w, r, model, verb == "streamGenerateContent", vertex)
 	return true
+}
+
+// googleAuthorized checks a Vertex bearer token or a Gemini API key, answering Google's error
+// when it fails, and returns who called.
+func (s *Server) googleAuthorized(w http.ResponseWriter, r *http.Request, vertex bool, now time.Time) (string, bool) {
+	var principal string
+	if vertex {
+		tok := bearer(r)
+		s.google.mu.Lock()
+		t, ok := s.google.tokens[tok]
+		s.google.mu.Unlock()
+		if tok == "" || !ok || !now.Before(t.expiry) {
+			s.stats.rejected.Add(1)
+			writeGoogleError(w, http.StatusUnauthorized, "UNAUTHENTICATED",
+				"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.")
+			return "", false
+		}
+		principal = t.email
+	} else {
+		key := r.Header.Get("X-Goog-Api-Key")
+		s.google.mu.Lock()
+		want := s.google.apiKey
+		s.google.mu.Unlock()
+		switch {
+		case key == "":
+			s.stats.rejected.Add(1)
+			writeGoogleError(w, http.StatusForbidden, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.")
+			return "", false
+		case want != "" && key != want:
+			s.stats.rejected.Add(1)
+			writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+				map[string]any{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"})
+			return "", false
+		}
+		principal = key
+	}
+	return principal, true
+}
+
+// readGoogleBody reads a Gemini or Vertex request body and records it as the last request.
+func (s *Server) readGoogleBody(w http.ResponseWriter, r *http.Request, vertex bool) ([]byte, bool) {
+	buf, err := readBody(r, s.opts.MaxBodyBytes)
+	if err != nil {
+		s.stats.rejected.Add(1)
+		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request payload size exceeds the limit.")
+		return nil, false
+	}
+	body := bytes.Clone(buf.Bytes())
+	putBody(buf)
+	s.google.mu.Lock()
+	s.google.last = &GeminiRequest{Path: r.URL.Path, Vertex: vertex, Body: body}
+	s.google.mu.Unlock()
+	return body, true
 }
 
 func (s *Server) googleToken(w http.ResponseWriter, r *http.Request) {
@@ -531,53 +588,18 @@ func (s *Server) generateContent(w http.ResponseWriter, r *http.Request, model s
 	h.Set("X-Request-Id", fmt.Sprintf("sim-%08d-gemini", s.seq.Add(1)))
 	now := s.opts.Now()
 
-	// Authentication.
-	var principal string
-	if vertex {
-		tok := bearer(r)
-		s.google.mu.Lock()
-		t, ok := s.google.tokens[tok]
-		s.google.mu.Unlock()
-		if tok == "" || !ok || !now.Before(t.expiry) {
-			s.stats.rejected.Add(1)
-			writeGoogleError(w, http.StatusUnauthorized, "UNAUTHENTICATED",
-				"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.")
-			return
-		}
-		principal = t.email
-	} else {
-		key := r.Header.Get("X-Goog-Api-Key")
-		s.google.mu.Lock()
-		want := s.google.apiKey
-		s.google.mu.Unlock()
-		switch {
-		case key == "":
-			s.stats.rejected.Add(1)
-			writeGoogleError(w, http.StatusForbidden, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.")
-			return
-		case want != "" && key != want:
-			s.stats.rejected.Add(1)
-			writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
-				map[string]any{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"})
-			return
-		}
-		principal = key
+	principal, ok := s.googleAuthorized(w, r, vertex, now)
+	if !ok {
+		return
 	}
 	if stream && r.URL.Query().Get("alt") != "sse" {
 		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "the simulator streams only with alt=sse")
 		return
 	}
-	buf, err := readBody(r, s.opts.MaxBodyBytes)
-	if err != nil {
-		s.stats.rejected.Add(1)
-		writeGoogleError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request payload size exceeds the limit.")
+	body, ok := s.readGoogleBody(w, r, vertex)
+	if !ok {
 		return
 	}
-	body := bytes.Clone(buf.Bytes())
-	putBody(buf)
-	s.google.mu.Lock()
-	s.google.last = &GeminiRequest{Path: r.URL.Path, Vertex: vertex, Body: body}
-	s.google.mu.Unlock()
 
 	var wire gWire
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -619,7 +641,7 @@ func (s *Server) generateContent(w http.ResponseWriter, r *http.Request, model s
 
 	var all uint64
 	st.bounds, all = prefixBounds(st.bounds, st.canon, st.msgStarts, p.promptToks)
-	cached := s.cache.lookupStore(st.bounds, mix64(fnvString(fnvOffset^0x6e, principal)), now.UnixNano(), int64(s.opts.CacheTTL))
+	cached := s.cache.lookupStore(st.bounds, mix64(fnvString(fnvOffset^0x6e, principal)), s.cacheNow().UnixNano(), int64(s.opts.CacheTTL))
 	reqHash := mix64(fnvString(all^uint64(s.opts.Seed), model))
 	respID := string(appendHex(nil, reqHash))
 	usage := map[string]any{"promptTokenCount": p.promptToks, "totalTokenCount": p.promptToks}

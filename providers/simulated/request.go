@@ -25,6 +25,7 @@ type wireRequest struct {
 	ToolChoice          json.RawMessage     `json:"tool_choice"`
 	ParallelToolCalls   *bool               `json:"parallel_tool_calls"`
 	ResponseFormat      *wireResponseFormat `json:"response_format"`
+	PromptCacheKey      *string             `json:"prompt_cache_key"`
 }
 
 type wireStreamOptions struct {
@@ -89,6 +90,7 @@ type parsed struct {
 	format     string // "", "text", "json_object", "json_schema"
 	schema     json.RawMessage
 
+	cacheKey string // prompt_cache_key
 	// sampled: temperature absent, null or above 0; draw is this call's sample under
 	// Options.Sampling (0: the deterministic answer).
 	sampled bool
@@ -96,6 +98,7 @@ type parsed struct {
 
 	lastRole   string
 	lastUser   []byte // text of the last user message (may alias st.canon)
+	prompt     []byte // the whole prompt's text (the canonical serialization), for recall
 	lastTool   []byte // content of the last message when it is a tool result
 	promptToks int
 }
@@ -144,6 +147,9 @@ func parse(body []byte, st *reqState, p *parsed) *providers.Error {
 			Message: "you must provide a model parameter"}
 	}
 	p.model = *w.Model
+	if w.PromptCacheKey != nil {
+		p.cacheKey = *w.PromptCacheKey
+	}
 	if w.Messages == nil {
 		return missingParam("messages")
 	}
@@ -294,6 +300,7 @@ func parse(body []byte, st *reqState, p *parsed) *providers.Error {
 		return err
 	}
 	st.canon, st.msgStarts = canon, starts
+	p.prompt = canon
 	if lastUserMsg >= 0 {
 		if lastUserTxt {
 			p.lastUser = canon[lastUserA:lastUserB]

@@ -33,10 +33,20 @@ type Options struct {
 	RequireKey bool
 	// Seed varies answers, ids and the random fault sequence.
 	Seed int64
-	// Now is the clock (default time.Now); it drives "created" and cache expiry.
+	// Now is the clock (default time.Now); it drives "created", credential lifetimes and,
+	// unless CacheClock is set, cache expiry.
 	Now func() time.Time
+	// CacheClock, when set, drives what depends on traffic over time — prompt-cache expiry
+	// and the OpenAI overflow rates — so a benchmark can run its traffic on virtual time
+	// while signatures and tokens stay on the wall clock.
+	CacheClock func() time.Time
 	// MaxBodyBytes bounds request bodies (default 32 MiB); larger ones get 413.
 	MaxBodyBytes int64
+	// OpenAICache is the OpenAI side's cache model (default CacheByKey); Machines and
+	// MachineRPM tune the overflow models (defaults 64 and 15).
+	OpenAICache OpenAICache
+	Machines    int
+	MachineRPM  int
 	// Sampling models a real model's sampling on chat completions: a request that asks for a
 	// sample (temperature absent, null or above 0; OpenAI's default is 1) gets a fresh answer
 	// and id on every call. Requests with temperature 0 keep their one deterministic answer.
@@ -60,6 +70,15 @@ func (o Options) withDefaults() Options {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 32 << 20
 	}
+	if o.OpenAICache == "" {
+		o.OpenAICache = CacheByKey
+	}
+	if o.Machines <= 0 {
+		o.Machines = DefaultMachines
+	}
+	if o.MachineRPM <= 0 {
+		o.MachineRPM = DefaultMachineRPM
+	}
 	return o
 }
 
@@ -80,6 +99,8 @@ type Server struct {
 	// bedrock and google are the Bedrock and Gemini/Vertex sides (bedrock.go, gemini.go).
 	bedrock bedrockState
 	google  googleState
+	// routes scopes the OpenAI side's prefix cache (openai_cache.go).
+	routes cacheRoutes
 }
 
 // New returns a simulated upstream.
@@ -87,6 +108,7 @@ func New(opts Options) *Server {
 	opts = opts.withDefaults()
 	s := &Server{opts: opts}
 	s.cache = newPrefixCache(opts.CacheMaxEntries)
+	s.routes = cacheRoutes{mode: opts.OpenAICache, machines: opts.Machines, rpm: opts.MachineRPM}
 	s.faults.init(opts.Seed)
 	s.stats.keys = map[string]*KeyStats{}
 	s.holds.m = map[string]*hold{}
@@ -103,6 +125,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.chat(w, r)
+		return
+	case "/v1/embeddings", "/embeddings", "/v1/completions", "/completions", "/v1/moderations", "/moderations":
+		if r.Method != http.MethodPost {
+			s.notAllowed(w, r)
+			return
+		}
+		switch strings.TrimPrefix(p, "/v1") {
+		case "/embeddings":
+			s.openAIEmbeddings(w, r)
+		case "/completions":
+			s.legacyCompletion(w, r)
+		default:
+			s.moderation(w, r)
+		}
 		return
 	case "/v1/models", "/models":
 		if r.Method != http.MethodGet {
@@ -165,6 +201,10 @@ func (s *Server) notAllowed(w http.ResponseWriter, r *http.Request) {
 // Reset clears the prefix cache, the statistics and the faults.
 func (s *Server) Reset() {
 	s.cache.reset()
+	s.routes.mu.Lock()
+	clear(s.routes.m)
+	clear(s.routes.keys)
+	s.routes.mu.Unlock()
 	s.stats.reset()
 	s.SetFaults(Faults{})
 	s.anth.reset()
@@ -371,4 +411,12 @@ func ListenAndServe(ctx context.Context, addr string, opts Options) error {
 	}
 	<-errc
 	return nil
+}
+
+// cacheNow is the time prompt caches and traffic rates go by.
+func (s *Server) cacheNow() time.Time {
+	if s.opts.CacheClock != nil {
+		return s.opts.CacheClock()
+	}
+	return s.opts.Now()
 }

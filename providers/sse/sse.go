@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 )
 
 // ErrEventTooLarge is returned when one event exceeds the reader's limit.
@@ -42,13 +43,36 @@ func NewReader(r io.Reader) *Reader { return NewReaderSize(r, DefaultMaxEvent) }
 
 // NewReaderSize reads events from r, failing on any event larger than max bytes.
 func NewReaderSize(r io.Reader, max int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, 16<<10), max: max}
+	br := bufPool.Get().(*bufio.Reader)
+	br.Reset(r)
+	return &Reader{br: br, max: max}
+}
+
+// ErrReleased is returned by Next after Release.
+var ErrReleased = errors.New("sse: reader released")
+
+// bufPool holds the 16 KiB read buffers: every stream needs one, and allocating it afresh
+// per stream was a tenth of a stream's garbage.
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// Release gives the reader's buffer back for reuse by another stream. The reader, and every
+// event it returned, must not be used afterwards. Release is idempotent; it must not run
+// concurrently with Next.
+func (r *Reader) Release() {
+	if r.br != nil {
+		r.br.Reset(nil)
+		bufPool.Put(r.br)
+		r.br = nil
+	}
 }
 
 // Next returns the next event with a data field or an event name. Comment-only and empty
 // events are skipped. At the end of the input it returns io.EOF (a final event without a
 // terminating blank line is dispatched first, as most providers' last event is).
 func (r *Reader) Next() (Event, error) {
+	if r.br == nil {
+		return Event{}, ErrReleased
+	}
 	r.data, r.name, r.id = r.data[:0], r.name[:0], r.id[:0]
 	hasData := false
 	for {
@@ -95,7 +119,12 @@ func (r *Reader) Next() (Event, error) {
 
 // Buffered reports how many bytes are already read from the source but not yet returned: a
 // relay can hold its flush while more events are waiting, batching them into one write.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+func (r *Reader) Buffered() int {
+	if r.br == nil {
+		return 0
+	}
+	return r.br.Buffered()
+}
 
 func (r *Reader) event() Event {
 	return Event{Name: r.name, Data: r.data, ID: r.id}

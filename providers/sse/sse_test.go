@@ -114,3 +114,25 @@ func BenchmarkReaderOpenAIChunk(b *testing.B) {
 		}
 	}
 }
+
+// TestReleasedReader: a released reader answers ErrReleased instead of reading through a
+// buffer another stream now owns, and a second Release is harmless.
+func TestReleasedReader(t *testing.T) {
+	r := NewReader(strings.NewReader("data: one\n\ndata: two\n\n"))
+	if ev, err := r.Next(); err != nil || string(ev.Data) != "one" {
+		t.Fatalf("%q %v", ev.Data, err)
+	}
+	r.Release()
+	r.Release()
+	if _, err := r.Next(); err != ErrReleased {
+		t.Fatalf("Next after Release: %v", err)
+	}
+	if r.Buffered() != 0 {
+		t.Fatal("a released reader reports buffered bytes")
+	}
+	// The pooled buffer serves a new reader from a clean state.
+	r2 := NewReader(strings.NewReader("data: three\n\n"))
+	if ev, err := r2.Next(); err != nil || string(ev.Data) != "three" {
+		t.Fatalf("%q %v", ev.Data, err)
+	}
+}

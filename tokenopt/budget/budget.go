@@ -1,17 +1,25 @@
-// Package budget shapes the output budget of OpenAI chat-completions bodies: when the caller
-// gave no cap, it adds one per model class from the catalog, clamped to the model maximum. A
-// request that has a cap is never touched.
+// Package budget shapes the output budget of OpenAI chat-completions bodies. When the caller
+// gave no cap it adds one, clamped to the model maximum; a request that has a cap is never
+// touched. The cap is generous only where reasoning tokens count against it — the request
+// asked for reasoning (reasoning_effort, thinking, reasoning) or the model always reasons —
+// and otherwise no larger than a careful direct caller would set, until the answers this
+// workspace's traffic gets from this model, finished on their own, show that longer ones are
+// normal (evidence.Store.OutputCap).
 package budget
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 )
 
-// Default caps per model class.
+// Default caps. ChatCap is what a careful direct caller sets (Anthropic's SDK examples use
+// 1,024–8,192; the gateway takes the lower half), ReasoningCap leaves room for the thinking
+// that counts against the cap on reasoning requests.
 const (
 	ReasoningCap = 32768
 	ChatCap      = 4096
@@ -23,9 +31,13 @@ type Target struct {
 	Provider string
 	// Model is the upstream model id.
 	Model string
-	// Price is the catalog entry of Model (Caps.Reasoning and MaxOutput are used); a zero
-	// Price counts as a non-reasoning model without a known maximum.
+	// Price is the catalog entry of Model (MaxOutput is used); a zero Price means no known
+	// maximum.
 	Price catalog.Price
+	// Workspace and Evidence, when set, let the cap for a request without reasoning be learned
+	// from the workspace's natural answer lengths on Model.
+	Workspace string
+	Evidence  *evidence.Store
 }
 
 // Result says what Apply did.
@@ -37,35 +49,69 @@ type Result struct {
 	Cap int64
 	// CallerCap is true when the caller already gave a cap.
 	CallerCap bool
+	// Reasoning: the request asked for reasoning or the model always reasons.
+	Reasoning bool
+	// Learned: the cap came from the workspace's observed answer lengths.
+	Learned bool
 }
 
-// CapFor is the default cap for t: min(MaxOutput, 32768) for reasoning models, min(MaxOutput,
-// 4096) for the rest.
-func CapFor(t Target) int64 {
-	c := int64(ChatCap)
-	if reasoning(t) {
-		c = ReasoningCap
+// CapFor is the cap for t: min(MaxOutput, 32768) when reasoning counts against it, else
+// min(MaxOutput, 4096) or what the evidence learned.
+func CapFor(t Target, reasoning bool) (cap int64, learned bool) {
+	if reasoning {
+		return clampTo(ReasoningCap, t.Price.MaxOutput), false
 	}
-	if mo := t.Price.MaxOutput; mo > 0 && mo < c {
-		c = mo
+	if t.Evidence != nil {
+		return t.Evidence.OutputCap(t.Workspace, t.Model, clampTo(ChatCap, t.Price.MaxOutput), t.Price.MaxOutput)
+	}
+	return clampTo(ChatCap, t.Price.MaxOutput), false
+}
+
+func clampTo(c, modelMax int64) int64 {
+	if modelMax > 0 && modelMax < c {
+		return modelMax
 	}
 	return c
 }
 
-func reasoning(t Target) bool {
-	if t.Price.Caps.Reasoning {
-		return true
-	}
-	return openAIReasoning(t.Model)
-}
-
-func openAIReasoning(model string) bool {
+func bareModel(model string) string {
 	m := strings.ToLower(model)
 	if i := strings.LastIndexByte(m, '/'); i >= 0 {
 		m = m[i+1:]
 	}
+	return m
+}
+
+// openAIReasoning: OpenAI's o-series and GPT-5 reason on every request (and take
+// max_completion_tokens); the gpt-5 chat variants do not reason.
+func openAIReasoning(model string) bool {
+	m := bareModel(model)
+	if strings.Contains(m, "-chat") {
+		return false
+	}
 	for _, p := range []string{"gpt-5", "o1", "o3", "o4"} {
 		if strings.HasPrefix(m, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// AlwaysReasons reports a model that thinks on every request, whether asked or not: OpenAI's
+// reasoning models, Gemini 2.5 Pro and Flash and Gemini 3 (thinking on by default), and
+// dedicated reasoning models. Claude reasons only when thinking is asked for.
+func AlwaysReasons(model string) bool {
+	if openAIReasoning(model) {
+		return true
+	}
+	m := bareModel(model)
+	switch {
+	case strings.HasPrefix(m, "gemini-2.5-pro"), strings.HasPrefix(m, "gemini-3"),
+		strings.HasPrefix(m, "gemini-2.5-flash") && !strings.Contains(m, "lite"):
+		return true
+	}
+	for _, k := range []string{"reasoner", "-thinking", "qwq", "deepseek-r1"} {
+		if strings.Contains(m, k) {
 			return true
 		}
 	}
@@ -81,18 +127,39 @@ func FieldFor(t Target) string {
 	return "max_tokens"
 }
 
+// asksReasoning reports a top-level field that turns reasoning on: reasoning_effort (other
+// than "none"), Anthropic-style thinking (unless disabled) or OpenRouter-style reasoning
+// (unless disabled or "none").
+func asksReasoning(key string, v []byte) bool {
+	if string(v) == "null" || string(v) == "false" {
+		return false
+	}
+	switch key {
+	case `"reasoning_effort"`:
+		return string(v) != `"none"`
+	case `"thinking"`:
+		return !bytes.Contains(v, []byte(`"disabled"`))
+	case `"reasoning"`:
+		return !bytes.Contains(v, []byte(`"enabled":false`)) && !bytes.Contains(v, []byte(`"none"`))
+	}
+	return false
+}
+
 // Apply adds the default cap when body has neither max_tokens nor max_completion_tokens (a
 // null counts as absent). The new field goes first in the object; all other bytes are kept.
 // body must be valid JSON (the gateway validated it); one pass over its top level decides.
 func Apply(body []byte, t Target) ([]byte, Result, error) {
 	// As encoding/json and the providers read it, the last occurrence of a key wins.
 	maxTokens, maxCompletion := providers.Span{Start: -1}, providers.Span{Start: -1}
+	asked := false
 	err := providers.EachTopLevel(body, func(quoted []byte, v providers.Span) bool {
 		switch string(quoted) {
 		case `"max_tokens"`:
 			maxTokens = v
 		case `"max_completion_tokens"`:
 			maxCompletion = v
+		case `"reasoning_effort"`, `"thinking"`, `"reasoning"`:
+			asked = asked || asksReasoning(string(quoted), body[v.Start:v.End])
 		}
 		return true
 	})
@@ -103,7 +170,8 @@ func Apply(body []byte, t Target) ([]byte, Result, error) {
 	if (maxTokens.Start >= 0 && !isNull(maxTokens)) || (maxCompletion.Start >= 0 && !isNull(maxCompletion)) {
 		return body, Result{CallerCap: true}, nil
 	}
-	r := Result{Field: FieldFor(t), Cap: CapFor(t)}
+	r := Result{Field: FieldFor(t), Reasoning: asked || AlwaysReasons(t.Model)}
+	r.Cap, r.Learned = CapFor(t, r.Reasoning)
 	value := strconv.AppendInt(nil, r.Cap, 10)
 	present := maxTokens // a null cap field is replaced in place
 	if r.Field == "max_completion_tokens" {

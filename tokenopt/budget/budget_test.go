@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 )
 
 func TestApply(t *testing.T) {
@@ -14,22 +15,35 @@ func TestApply(t *testing.T) {
 		t          Target
 		want       string
 	}{
-		{"gpt-4o", `{"model":"gpt-4o","messages":[] , "x":1.50}`, Target{"openai", "gpt-4o", price("gpt-4o")},
+		{"gpt-4o", `{"model":"gpt-4o","messages":[] , "x":1.50}`, Target{Provider: "openai", Model: "gpt-4o", Price: price("gpt-4o")},
 			`{"max_tokens":4096,"model":"gpt-4o","messages":[] , "x":1.50}`},
-		{"gpt-5 reasoning", `{"model":"gpt-5","messages":[]}`, Target{"openai", "gpt-5", price("gpt-5")},
+		{"gpt-5 reasoning", `{"model":"gpt-5","messages":[]}`, Target{Provider: "openai", Model: "gpt-5", Price: price("gpt-5")},
 			`{"max_completion_tokens":32768,"model":"gpt-5","messages":[]}`},
-		{"o3 no price", `{"messages":[]}`, Target{"openai", "o3", catalog.Price{}},
+		{"o3 no price", `{"messages":[]}`, Target{Provider: "openai", Model: "o3"},
 			`{"max_completion_tokens":32768,"messages":[]}`},
-		{"clamped", `{"messages":[]}`, Target{"anthropic", "claude-3-haiku", catalog.Price{MaxOutput: 2048}},
+		{"clamped", `{"messages":[]}`, Target{Provider: "anthropic", Model: "claude-3-haiku", Price: catalog.Price{MaxOutput: 2048}},
 			`{"max_tokens":2048,"messages":[]}`},
-		{"reasoning claude", `{"messages":[]}`, Target{"anthropic", "c", catalog.Price{MaxOutput: 64000, Caps: catalog.Caps{Reasoning: true}}},
-			`{"max_tokens":32768,"messages":[]}`},
-		{"third party reasoning uses max_tokens", `{"messages":[]}`, Target{"openai_compatible", "o3", catalog.Price{}},
-			`{"max_tokens":32768,"messages":[]}`},
-		{"null counts as absent", `{"max_tokens":null,"messages":[]}`, Target{"openai", "gpt-4o", catalog.Price{}},
+		// A model that can reason but was not asked to gets what a careful direct caller sets.
+		{"claude without thinking", `{"messages":[]}`, Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: catalog.Price{MaxOutput: 64000, Caps: catalog.Caps{Reasoning: true}}},
 			`{"max_tokens":4096,"messages":[]}`},
-		{"caller cap", `{"max_tokens":7,"messages":[]}`, Target{"openai", "gpt-5", price("gpt-5")}, `{"max_tokens":7,"messages":[]}`},
-		{"caller completion cap", `{"messages":[], "max_completion_tokens": 999999}`, Target{"openai", "gpt-4o", price("gpt-4o")},
+		{"claude asked to think", `{"messages":[],"reasoning_effort":"high"}`, Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: catalog.Price{MaxOutput: 64000, Caps: catalog.Caps{Reasoning: true}}},
+			`{"max_tokens":32768,"messages":[],"reasoning_effort":"high"}`},
+		{"thinking object", `{"thinking":{"type":"enabled","budget_tokens":2048},"messages":[]}`, Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: catalog.Price{MaxOutput: 64000}},
+			`{"max_tokens":32768,"thinking":{"type":"enabled","budget_tokens":2048},"messages":[]}`},
+		{"thinking disabled", `{"thinking":{"type":"disabled"},"messages":[]}`, Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: catalog.Price{MaxOutput: 64000}},
+			`{"max_tokens":4096,"thinking":{"type":"disabled"},"messages":[]}`},
+		{"effort none", `{"reasoning_effort":"none","messages":[]}`, Target{Provider: "openai", Model: "gpt-4.1"},
+			`{"max_tokens":4096,"reasoning_effort":"none","messages":[]}`},
+		{"gemini 2.5 flash thinks by default", `{"messages":[]}`, Target{Provider: "gemini", Model: "gemini-2.5-flash", Price: catalog.Price{MaxOutput: 65535}},
+			`{"max_tokens":32768,"messages":[]}`},
+		{"gemini flash-lite does not", `{"messages":[]}`, Target{Provider: "gemini", Model: "gemini-2.5-flash-lite", Price: catalog.Price{MaxOutput: 65535}},
+			`{"max_tokens":4096,"messages":[]}`},
+		{"third party reasoning uses max_tokens", `{"messages":[]}`, Target{Provider: "openai_compatible", Model: "o3"},
+			`{"max_tokens":32768,"messages":[]}`},
+		{"null counts as absent", `{"max_tokens":null,"messages":[]}`, Target{Provider: "openai", Model: "gpt-4o"},
+			`{"max_tokens":4096,"messages":[]}`},
+		{"caller cap", `{"max_tokens":7,"messages":[]}`, Target{Provider: "openai", Model: "gpt-5", Price: price("gpt-5")}, `{"max_tokens":7,"messages":[]}`},
+		{"caller completion cap", `{"messages":[], "max_completion_tokens": 999999}`, Target{Provider: "openai", Model: "gpt-4o", Price: price("gpt-4o")},
 			`{"messages":[], "max_completion_tokens": 999999}`},
 	}
 	for _, c := range cases {
@@ -65,5 +79,30 @@ func BenchmarkApply(b *testing.B) {
 	body := []byte(`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`)
 	for b.Loop() {
 		_, _, _ = Apply(body, Target{Provider: "openai", Model: "gpt-4o"})
+	}
+}
+
+// TestLearnedCap: without reasoning, the cap follows the workspace's natural answer lengths
+// once enough were seen, and stays at the default before that.
+func TestLearnedCap(t *testing.T) {
+	ev := evidence.New()
+	tg := Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: catalog.Price{MaxOutput: 64000}, Workspace: "ws", Evidence: ev}
+	body := []byte(`{"messages":[]}`)
+	if _, r, _ := Apply(body, tg); r.Cap != ChatCap || r.Learned {
+		t.Fatalf("before evidence: %+v", r)
+	}
+	for range evidence.MinNatural {
+		ev.Observe(evidence.Observation{Workspace: "ws", Model: "claude-sonnet-4-5", GatewayCap: ChatCap, Output: 6000, Finish: "stop"})
+	}
+	if _, r, _ := Apply(body, tg); r.Cap != 9216 || !r.Learned {
+		t.Fatalf("after 6000-token answers: %+v", r)
+	}
+	// Reasoning requests keep the reasoning cap; other workspaces the default.
+	if _, r, _ := Apply([]byte(`{"reasoning_effort":"low","messages":[]}`), tg); r.Cap != ReasoningCap || r.Learned {
+		t.Fatalf("reasoning: %+v", r)
+	}
+	tg.Workspace = "other"
+	if _, r, _ := Apply(body, tg); r.Cap != ChatCap {
+		t.Fatalf("other workspace: %+v", r)
 	}
 }

@@ -304,7 +304,7 @@ func goldenCalls() []goldenCall {
 	var calls []goldenCall
 	fresh := func() (*Planner, *time.Time) {
 		clock := new(time.Time)
-		return &Planner{Now: func() time.Time { return *clock }}, clock
+		return clockedPlanner(func() time.Time { return *clock }), clock
 	}
 	bodies := goldenBodies()
 	names := make([]string, 0, len(bodies))
@@ -418,7 +418,7 @@ func TestGolden(t *testing.T) {
 			c := calls[i]
 			c.hashed = false
 			clock := new(time.Time)
-			c.p, c.clock = &Planner{Now: func() time.Time { return *clock }}, clock
+			c.p, c.clock = clockedPlanner(func() time.Time { return *clock }), clock
 			t.Errorf("mismatch:\n got  %s\n want %s\n (got in full, on a fresh Planner: %s)", got[i], want[i], goldenLine(c))
 			if bad++; bad == 10 {
 				t.Fatal("too many mismatches")

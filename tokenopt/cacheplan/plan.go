@@ -1,8 +1,12 @@
 // Package cacheplan makes OpenAI chat-completions bodies cache-friendly without changing what
 // the model sees: tool schemas in canonical key order (a byte-stable prefix), cache breakers
 // reported, automatic cache_control breakpoints for Anthropic-format targets (anthropic,
-// bedrock, Claude on Vertex) and a derived prompt_cache_key for OpenAI models that accept it.
-// It edits raw bytes: everything it does not mean to change is kept byte for byte.
+// bedrock, Claude on Vertex) and a derived prompt_cache_key for OpenAI models that accept it,
+// plus an optional per-workspace salt that keeps one tenant's cached prefixes out of another's
+// reach on a shared upstream key. Markers and key shards act on evidence (tokenopt/evidence):
+// markers stand down where their writes were not read back, and a key is sharded only after
+// its reported cache hits fell. It edits raw bytes: everything it does not mean to change is
+// kept byte for byte.
 package cacheplan
 
 import (
@@ -12,11 +16,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
 )
 
@@ -26,9 +30,6 @@ const (
 	// Lookback is how many blocks before a breakpoint the provider searches for an earlier
 	// cache entry; consecutive breakpoints are kept at most this far apart.
 	Lookback = 20
-	// ShardRate is the per-minute rate of one prompt_cache_key above which OpenAI spills
-	// requests to other machines; above it the key gets a shard suffix.
-	ShardRate = 15
 	// defaultMinTokens applies when the catalog price carries no minimum.
 	defaultMinTokens = 1024
 )
@@ -44,6 +45,14 @@ type Target struct {
 	Workspace string
 	// Price is the catalog entry of Model (CacheMinTokens is used; 0 means 1024).
 	Price catalog.Price
+	// Salt, when set, isolates the workspace's cached prefixes (see Isolate): a system message
+	// carrying it goes first in every request that will carry cache markers, a caller's own
+	// prompt_cache_key is scoped to the workspace (the derived one already is), and with
+	// SaltAutomatic the salt also goes first where the upstream caches prefixes on its own
+	// (Gemini, OpenAI-compatible servers) — isolation there costs the salt's tokens on every
+	// request, which no gateway caching earns back.
+	Salt          string
+	SaltAutomatic bool
 }
 
 // Breakpoint is one cache_control marker added.
@@ -75,8 +84,21 @@ type Report struct {
 	CallerMarkers bool
 	// BelowMinimum: the prompt is shorter than the model's minimum cacheable prefix.
 	BelowMinimum bool
-	// PromptCacheKey is the key set for OpenAI ("" when none was set).
+	// PromptCacheKey is the key set for OpenAI ("" when none was set); CacheKeyBase the key
+	// before any shard suffix, and KeyWarm whether it was in use recently enough for its
+	// prefix to be cached (both for the evidence record).
 	PromptCacheKey string
+	CacheKeyBase   string
+	KeyWarm        bool
+	// MarkersStoodDown: some kind of marker would have been placed, but the evidence says it
+	// did not pay for this workspace and model. PrefixMarked and ConvMarked say which kinds
+	// were placed, and MarkedPrefixTokens estimates the prompt up to the last prefix marker.
+	MarkersStoodDown         bool
+	PrefixMarked, ConvMarked bool
+	MarkedPrefixTokens       int
+	// Salted: the workspace salt was added. CallerKeyScoped: the caller's prompt_cache_key
+	// was scoped to its workspace.
+	Salted, CallerKeyScoped bool
 }
 
 // BreakerHeader renders the findings for a response header ("" when none).
@@ -88,17 +110,25 @@ func (r *Report) BreakerHeader() string {
 	return strings.Join(s, ", ")
 }
 
-// Planner holds the state Plan learns from traffic (prefix reuse gaps, key rates). It is safe
-// for concurrent use.
+// Planner plans with what was learned from traffic (prefix reuse gaps, key rates and hit
+// shares, marker economics), kept in an evidence store. It is safe for concurrent use.
 type Planner struct {
-	// Now is the clock (time.Now when nil).
-	Now   func() time.Time
-	reuse tracker
-	rate  tracker
+	// Evidence is the record the plan consults and feeds; nil uses one of the Planner's own.
+	Evidence *evidence.Store
+	once     sync.Once
+	own      *evidence.Store
 }
 
-// NewPlanner returns a Planner with empty trackers.
+// NewPlanner returns a Planner with an empty evidence store of its own.
 func NewPlanner() *Planner { return &Planner{} }
+
+func (p *Planner) evidence() *evidence.Store {
+	if p.Evidence != nil {
+		return p.Evidence
+	}
+	p.once.Do(func() { p.own = evidence.New() })
+	return p.own
+}
 
 var defaultPlanner = NewPlanner()
 
@@ -109,6 +139,7 @@ func Plan(body []byte, t Target) ([]byte, Report, error) { return defaultPlanner
 // (offsets into the walked body), turned into edits only for the units that get a marker.
 type unit struct {
 	tool           bool // tools[idx], else messages[idx]
+	assistant      bool
 	idx            int
 	blocks, tokens int // its own during the walk, then cumulative at its end
 	mark           markKind
@@ -208,10 +239,7 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 // prompt_cache_key), applied in one copy at the end.
 func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error) {
 	var rep Report
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
+	ev := p.evidence()
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
 		return body, rep, errBadJSON
 	}
@@ -264,40 +292,58 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 	var hexHash [16]byte // rep.PrefixHash in hex, part of the tracker keys
 	prefixHex := strconv.AppendUint(hexHash[:0], rep.PrefixHash, 16)
 
+	minTok := int(t.Price.CacheMinTokens)
+	if minTok <= 0 {
+		minTok = defaultMinTokens
+	}
 	// 3. Breakpoints for Anthropic-format targets.
+	cached := false // the upstream will cache some prefix of this request
 	if anthropicFormat(t) {
-		if hasCallerMarkers(body) {
-			rep.CallerMarkers = true
-		} else {
-			minTok := int(t.Price.CacheMinTokens)
-			if minTok <= 0 {
-				minTok = defaultMinTokens
-			}
-			if rep.TotalTokens < minTok {
-				rep.BelowMinimum = true
-			} else {
-				var kb [64]byte
-				reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
-				long := p.reuse.longGap(reuseKey, now()) && allow1h(t)
-				s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, &rep, s.edits)
-			}
+		switch {
+		case hasCallerMarkers(body):
+			rep.CallerMarkers, cached = true, true
+		case rep.TotalTokens < minTok:
+			rep.BelowMinimum = true
+		default:
+			prefix, conv := ev.MarkersPay(t.Workspace, t.Model)
+			rep.MarkersStoodDown = !prefix || !conv
+			var kb [64]byte
+			reuseKey := append(append(append(kb[:0], t.Workspace...), 0), prefixHex...)
+			long := ev.LongGap(reuseKey) && allow1h(t)
+			s.edits = placeBreakpoints(all, nTools, nSys, minTok, long, t.Salt != "", prefix, conv, &rep, s.edits)
+			cached = len(rep.Breakpoints) > 0
 		}
+	} else if t.SaltAutomatic && !keyAllowed(t) {
+		// Automatic prefix caching (Gemini and OpenAI-compatible upstreams) caches any prompt
+		// from the minimum on. (OpenAI itself is scoped by the workspace's prompt_cache_key.)
+		cached = rep.TotalTokens >= minTok
+	}
+	if t.Salt != "" && cached {
+		s.edits = append(s.edits, saltEdit(body, top.msgs, t.Salt))
+		rep.Salted = true
 	}
 
 	// 4. prompt_cache_key for OpenAI models that accept it.
 	if keyAllowed(t) {
-		if v := top.key; v == nil || string(v) == "null" {
-			var kh xxhash.Digest
-			kh.Reset()
-			_, _ = kh.WriteString(t.Workspace)
-			_, _ = kh.Write([]byte{0})
-			_, _ = kh.Write(prefixHex)
-			var sum [8]byte
+		if v := top.key; t.Salt != "" && v != nil && len(v) > 2 && v[0] == '"' {
+			// The caller's own key, scoped to its workspace: OpenAI routes (and so caches) by
+			// key and prefix, and another tenant must not be able to name this one's key.
 			var kb [64]byte
-			key := hex.AppendEncode(append(kb[:0], "btl-"...), kh.Sum(sum[:0]))
-			if rate := p.rate.rate(key, now()); rate > ShardRate {
-				shards := uint64(rate+ShardRate-1) / ShardRate
-				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(top.firstConv)%shards, 10)
+			start := len(s.ins)
+			s.ins = strconv.AppendQuote(s.ins, string(appendKey(kb[:0], "btlw-", t.Salt, v)))
+			o := offset(body, v)
+			s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
+			rep.CallerKeyScoped = true
+		} else if v == nil || string(v) == "null" {
+			var kb [64]byte
+			key := appendKey(kb[:0], "btl-", t.Workspace, prefixHex)
+			// One key per workspace and prefix; shards only while the evidence says the key
+			// overflows and sharding helps. A conversation keeps its shard (its first message
+			// picks it), so its own history stays on one machine.
+			tk := ev.Shards(key)
+			rep.CacheKeyBase, rep.KeyWarm = string(key), tk.Warm
+			if tk.Shards > 1 {
+				key = strconv.AppendUint(append(key, "-s"...), xxhash.Sum64(top.firstConv)%uint64(tk.Shards), 10)
 			}
 			rep.PromptCacheKey = string(key)
 			start := len(s.ins)
@@ -487,7 +533,8 @@ func (s *scratch) walkMessages(body []byte, at int) (end int, firstConv []byte, 
 			r := name(role)
 			system = string(r) == "system" || string(r) == "developer"
 		}
-		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls, from: start, to: it.i}
+		u := unit{idx: i, tokens: tokens.Estimate(len(m)), blocks: nCalls, from: start, to: it.i,
+			assistant: len(role) > 1 && string(name(role)) == "assistant"}
 		if len(content) > 0 {
 			switch content[0] {
 			case '"':
@@ -555,8 +602,13 @@ type choice struct {
 // placeBreakpoints picks at most MaxBreakpoints markers: the rolling last message, the end of
 // system (or tools), intermediates so consecutive markers are at most Lookback blocks apart,
 // then the end of tools. Markers whose prefix is below minTok are skipped. The prefix markers
-// take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones.
-func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Report, edits []edit) []edit {
+// take 1h when long is set; message markers 5m, so 1h markers always precede 5m ones. With
+// isolate no tool is marked: tools render before the workspace salt, so a prefix ending in
+// them would be shared across workspaces.
+// prefix and conv say which kinds the evidence allows: markers on the stable prefix (system,
+// tools) and on the conversation (the rolling last message, the previous turn's end,
+// intermediates).
+func placeBreakpoints(all []unit, nTools, nSys, minTok int, long, isolate, prefix, conv bool, rep *Report, edits []edit) []edit {
 	var chosen [MaxBreakpoints]choice // in the order picked
 	n := 0
 	// choose adds unit i; one picked twice keeps one slot and the latest TTL.
@@ -570,13 +622,15 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 		chosen[n].unit, chosen[n].ttl = i, ttl
 		n++
 	}
-	ok := func(i int) bool { return i >= 0 && all[i].mark != noMark && all[i].tokens >= minTok }
+	ok := func(i int) bool {
+		return i >= 0 && all[i].mark != noMark && all[i].tokens >= minTok && !(isolate && all[i].tool)
+	}
 	prefixTTL := "5m"
 	if long {
 		prefixTTL = "1h"
 	}
 	last := -1
-	for i := len(all) - 1; i >= nTools+nSys; i-- {
+	for i := len(all) - 1; i >= nTools+nSys && conv; i-- {
 		if ok(i) {
 			last = i
 			break
@@ -592,8 +646,27 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			break
 		}
 	}
-	if anchor >= 0 && n < MaxBreakpoints {
+	if anchor >= 0 && n < MaxBreakpoints && prefix {
 		choose(anchor, prefixTTL)
+		rep.PrefixMarked, rep.MarkedPrefixTokens = true, all[anchor].tokens
+	}
+	// The previous request's rolling marker: the message before the last assistant turn ended
+	// the conversation last time. Marking it again reads what that request wrote on an
+	// upstream that looks up only the marked positions (Bedrock's explicit cache points), at
+	// no cost where the provider also looks back (its segment is already cached).
+	prev := -1
+	if last >= 0 && conv {
+		for i := last - 1; i > nTools+nSys; i-- {
+			if all[i].assistant {
+				if ok(i-1) && i-1 > anchor {
+					prev = i - 1
+				}
+				break
+			}
+		}
+	}
+	if prev >= 0 && n < MaxBreakpoints {
+		choose(prev, "5m")
 	}
 	if last >= 0 {
 		floor := 0
@@ -601,6 +674,9 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			floor = all[anchor].blocks
 		}
 		cur := last
+		if prev >= 0 {
+			cur = prev
+		}
 		for n < MaxBreakpoints && all[cur].blocks-floor > Lookback {
 			pick := -1
 			for i := nTools + nSys; i < cur; i++ { // earliest marker within reach of cur
@@ -624,12 +700,13 @@ func placeBreakpoints(all []unit, nTools, nSys, minTok int, long bool, rep *Repo
 			cur = pick
 		}
 	}
-	if nTools > 0 && anchor >= nTools && n < MaxBreakpoints && ok(nTools-1) {
+	if nTools > 0 && anchor >= nTools && n < MaxBreakpoints && ok(nTools-1) && prefix {
 		choose(nTools-1, prefixTTL)
 	}
 	if n == 0 {
 		return edits
 	}
+	rep.ConvMarked = last >= 0
 	// Markers and the Report list them in render order.
 	picked := chosen[:n]
 	slices.SortFunc(picked, func(a, b choice) int { return a.unit - b.unit })
@@ -723,79 +800,36 @@ func keyAllowed(t Target) bool {
 	return t.Provider == "openai" && t.Price.Accepts("prompt_cache_key")
 }
 
-// tracker remembers, per key, when it was last seen and a decaying request rate. Bounded.
-type tracker struct {
-	mu sync.Mutex
-	m  map[string]*trackEntry
+// Isolate returns the salt that scopes a workspace's cached prefixes: a stable tag derived
+// from the workspace id. Providers cache per account, so on an upstream key that several
+// workspaces share, a tenant could otherwise learn from its own cache_read tokens whether
+// another tenant sent a given prompt. With the salt first, every cached prefix starts with
+// its workspace's tag, which no other workspace's request can begin with (each gets its own
+// first). The tag need not be secret; it must be stable, so caches stay warm across nodes.
+func Isolate(workspace string) string {
+	sum := xxhash.Sum64String("btl-cache-scope\x00" + workspace)
+	var b [16]byte
+	return "btl-cache-scope " + string(strconv.AppendUint(b[:0], sum, 36))
 }
 
-type trackEntry struct {
-	last    time.Time
-	longGap bool
-	// rate window: count in the current minute and in the previous one.
-	win       time.Time
-	cur, prev int
+// saltEdit inserts the salt as the first message of the messages array msgs.
+func saltEdit(body, msgs []byte, salt string) edit {
+	at := offset(body, msgs) + 1
+	ins := strconv.AppendQuote([]byte(`{"role":"system","content":`), salt)
+	ins = append(ins, '}')
+	if body[skipSpace(body, at)] != ']' {
+		ins = append(ins, ',')
+	}
+	return edit{at, at, ins}
 }
 
-const trackerMax = 1 << 16
-
-func (t *tracker) entry(key []byte, now time.Time) (*trackEntry, bool) {
-	if t.m == nil {
-		t.m = map[string]*trackEntry{}
-	}
-	e, ok := t.m[string(key)] // no allocation: only a new entry copies the key
-	if !ok {
-		if len(t.m) >= trackerMax {
-			for k, v := range t.m {
-				if now.Sub(v.last) > time.Hour {
-					delete(t.m, k)
-				}
-			}
-			if len(t.m) >= trackerMax {
-				clear(t.m)
-			}
-		}
-		e = &trackEntry{win: now}
-		t.m[string(key)] = e
-	}
-	return e, ok
-}
-
-// longGap records a use of key and reports whether it has been reused after gaps longer than
-// 5 minutes (but within an hour), where a 1h TTL keeps the entry alive and 5m would not.
-func (t *tracker) longGap(key []byte, now time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, seen := t.entry(key, now)
-	if seen {
-		switch gap := now.Sub(e.last); {
-		case gap > time.Hour:
-			e.longGap = false
-		case gap > 5*time.Minute:
-			e.longGap = true
-		}
-	}
-	e.last = now
-	return e.longGap
-}
-
-// rate records a request for key and returns the estimated requests in the last minute
-// (this one included), blending the previous minute's count.
-func (t *tracker) rate(key []byte, now time.Time) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, _ := t.entry(key, now)
-	e.last = now
-	if el := now.Sub(e.win); el >= time.Minute {
-		if el >= 2*time.Minute {
-			e.prev = 0
-		} else {
-			e.prev = e.cur
-		}
-		e.cur = 0
-		e.win = now
-	}
-	e.cur++
-	frac := 1 - float64(now.Sub(e.win))/float64(time.Minute)
-	return e.cur + int(float64(e.prev)*frac)
+// appendKey appends a prompt_cache_key: prefix and the hex of a hash of scope and value.
+func appendKey(dst []byte, prefix, scope string, value []byte) []byte {
+	var kh xxhash.Digest
+	kh.Reset()
+	_, _ = kh.WriteString(scope)
+	_, _ = kh.Write([]byte{0})
+	_, _ = kh.Write(value)
+	var sum [8]byte
+	return hex.AppendEncode(append(dst, prefix...), kh.Sum(sum[:0]))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"reflect"
 	"strings"
 	"sync"
@@ -76,14 +77,16 @@ func TestBreakpointsAnthropic(t *testing.T) {
 	for _, b := range rep.Breakpoints {
 		where = append(where, b.Where+"/"+b.TTL)
 	}
-	if !reflect.DeepEqual(where, []string{"messages[0]/5m", "messages[3]/5m"}) { // the tool alone is below the minimum
+	// The tool alone is below the minimum; q1 ended the previous request, so it is marked again
+	// (an upstream that looks up only marked positions reads what that request wrote there).
+	if !reflect.DeepEqual(where, []string{"messages[0]/5m", "messages[1]/5m", "messages[3]/5m"}) {
 		t.Fatalf("breakpoints %v", where)
 	}
 	s := string(out)
 	for _, frag := range []string{
 		`{"role":"system","content":[{"type":"text","text":"Be precise`,
 		`{"role":"user","content":[{"type":"text","text":"q2","cache_control":{"type":"ephemeral"}}]}`,
-		`{"role":"user","content":[{"type":"text","text":"q1"}]}`,
+		`{"role":"user","content":[{"type":"text","text":"q1","cache_control":{"type":"ephemeral"}}]}`,
 	} {
 		if !strings.Contains(s, frag) {
 			t.Errorf("missing %s in\n%s", frag, s)
@@ -92,13 +95,13 @@ func TestBreakpointsAnthropic(t *testing.T) {
 	// With a big tool set the end of tools is marked too, first.
 	big := strings.Replace(body, `"parameters":{"type":"object"}`, `"description":`+jsonStr(long)+`,"parameters":{"type":"object"}`, 1)
 	outBig, repBig, _ := NewPlanner().Plan([]byte(big), claude())
-	if len(repBig.Breakpoints) != 3 || repBig.Breakpoints[0].Where != "tools[0]" ||
+	if len(repBig.Breakpoints) != 4 || repBig.Breakpoints[0].Where != "tools[0]" ||
 		!strings.Contains(string(outBig), `"parameters":{"type":"object"}},"cache_control":{"type":"ephemeral"}}]`) {
 		t.Fatalf("tools marker: %+v", repBig.Breakpoints)
 	}
 	cb, _ := providers.ParseCanonical(outBig)
 	abig, _ := anthropic.BuildRequest(cb, "claude-sonnet-4-5", anthropic.BuildOptions{})
-	if w, _ := json.Marshal(abig); strings.Count(string(w), `"cache_control"`) != 3 {
+	if w, _ := json.Marshal(abig); strings.Count(string(w), `"cache_control"`) != 4 {
 		t.Fatalf("anthropic tools marker lost: %s", w)
 	}
 	// Idempotent: planning the output again changes nothing.
@@ -116,7 +119,7 @@ func TestBreakpointsAnthropic(t *testing.T) {
 		t.Fatal(err)
 	}
 	wire, _ := json.Marshal(ar)
-	if n := strings.Count(string(wire), `"cache_control":{"type":"ephemeral"}`); n != 2 {
+	if n := strings.Count(string(wire), `"cache_control":{"type":"ephemeral"}`); n != 3 {
 		t.Fatalf("anthropic request has %d markers:\n%s", n, wire)
 	}
 	c, _ = providers.ParseCanonical(out)
@@ -125,7 +128,7 @@ func TestBreakpointsAnthropic(t *testing.T) {
 		t.Fatal(err)
 	}
 	bw, _ := json.Marshal(br)
-	if n := strings.Count(string(bw), `"cachePoint"`); n != 2 {
+	if n := strings.Count(string(bw), `"cachePoint"`); n != 3 {
 		t.Fatalf("bedrock request has %d cache points:\n%s", n, bw)
 	}
 }
@@ -192,7 +195,7 @@ func agentBody(n int) string {
 
 func TestSpacingAndTTLOrder(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	p := &Planner{Now: func() time.Time { return now }}
+	p := clockedPlanner(func() time.Time { return now })
 	body := []byte(agentBody(40)) // 1 + 1 + 80 blocks
 	_, rep, err := p.Plan(body, claude())
 	if err != nil {
@@ -235,7 +238,7 @@ func TestSpacingAndTTLOrder(t *testing.T) {
 
 func TestPromptCacheKey(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	p := &Planner{Now: func() time.Time { return now }}
+	p := clockedPlanner(func() time.Time { return now })
 	body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"S"},{"role":"user","content":"q"}]}`)
 	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws1", Price: keyed}
 	out, rep, _ := p.Plan(body, tgt)
@@ -259,15 +262,49 @@ func TestPromptCacheKey(t *testing.T) {
 	if out, r, _ := p.Plan(own, Target{Provider: "openai", Model: "gpt-5", Price: keyed}); string(out) != string(own) || r.PromptCacheKey != "" {
 		t.Fatal("caller key overridden")
 	}
-	// Above ~15/min the key is sharded.
+	// A busy key is not sharded on its rate alone: that takes evidence of lost cache hits
+	// (TestShardOnlyOnEvidence).
 	tgt.Workspace = "busy"
-	sharded := false
 	for range 40 {
-		_, r, _ := p.Plan(body, tgt)
-		sharded = sharded || strings.Contains(r.PromptCacheKey, "-s")
+		if _, r, _ := p.Plan(body, tgt); r.PromptCacheKey != r.CacheKeyBase {
+			t.Fatalf("sharded without evidence: %+v", r)
+		}
 	}
-	if !sharded {
-		t.Fatal("no shard suffix at 40 req/min")
+}
+
+// TestShardOnlyOnEvidence: the Planner shards a busy key once the upstream's reported cache
+// hits fall, and each conversation keeps its shard.
+func TestShardOnlyOnEvidence(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	p := clockedPlanner(func() time.Time { return now })
+	sys := strings.Repeat("policy text ", 1000)
+	tgt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws", Price: keyed}
+	shardOf := map[string]string{}
+	for i := range 80 {
+		now = now.Add(2 * time.Second) // 30 requests a minute
+		user := fmt.Sprintf("user %d asks", i%7)
+		body := []byte(`{"model":"gpt-4o","messages":[{"role":"system","content":"` + sys + `"},{"role":"user","content":"` + user + `"}]}`)
+		_, r, err := p.Plan(body, tgt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, ok := shardOf[user]; ok && prev != r.PromptCacheKey && r.PromptCacheKey != r.CacheKeyBase && prev != r.CacheKeyBase {
+			t.Fatalf("conversation %q moved from %s to %s", user, prev, r.PromptCacheKey)
+		}
+		shardOf[user] = r.PromptCacheKey
+		// The upstream overflows: nothing cached while unsharded, everything once sharded.
+		cached := int64(0)
+		if r.PromptCacheKey != r.CacheKeyBase {
+			cached = 2944
+		}
+		p.evidence().Observe(evidence.Observation{Workspace: "ws", Model: "gpt-4o", CacheKey: r.CacheKeyBase, KeyWarm: r.KeyWarm,
+			PrefixShare: float64(r.PrefixTokens) / float64(r.TotalTokens), Prompt: int64(r.TotalTokens), CacheRead: cached})
+		if i < 16 && r.PromptCacheKey != r.CacheKeyBase {
+			t.Fatalf("request %d sharded before a window of evidence", i)
+		}
+	}
+	if ks := p.evidence().KeyStats(shardOf["user 0 asks"][:len("btl-")+16]); ks.Shards < 2 || ks.Trial {
+		t.Fatalf("want a kept shard split: %+v", ks)
 	}
 }
 
@@ -372,7 +409,7 @@ func TestConcurrentPlan(t *testing.T) {
 	bodies := [][]byte{benchBody(3000), []byte(agentBody(30)), []byte(golden["schema-deep"]), []byte(golden["tools-after"]), []byte(golden["malformed-10"])}
 	// A clock that never moves keeps the 1h TTL decision stable; the key's shard suffix
 	// depends on the call rate, so the key is compared as a placeholder.
-	p := &Planner{Now: func() time.Time { return goldenNow }}
+	p := clockedPlanner(func() time.Time { return goldenNow })
 	targets := []Target{claude(), {Provider: "openai", Model: "gpt-4o", Workspace: "w", Price: keyed}}
 	result := func(b []byte, tg Target) string {
 		out, rep, err := p.Plan(b, tg)
@@ -380,6 +417,7 @@ func TestConcurrentPlan(t *testing.T) {
 		if rep.PromptCacheKey != "" {
 			s = strings.ReplaceAll(s, rep.PromptCacheKey, "KEY")
 		}
+		s = strings.ReplaceAll(s, "KeyWarm:true", "KeyWarm:false") // the first call finds the key cold
 		return s
 	}
 	want := map[int]string{}
@@ -419,5 +457,66 @@ func TestKeyOnlyWhereTheCatalogAllowsIt(t *testing.T) {
 	}
 	if _, r, _ := NewPlanner().Plan(body, Target{Provider: "openai", Model: "gpt-4o", Workspace: "w"}); r.PromptCacheKey != "" {
 		t.Error("a model without the field in its catalog entry got a key")
+	}
+}
+
+// clockedPlanner is a Planner whose evidence runs on the given clock.
+func clockedPlanner(now func() time.Time) *Planner {
+	ev := evidence.New()
+	ev.SetClock(now)
+	return &Planner{Evidence: ev}
+}
+
+// TestIsolation: the workspace salt goes first where markers make the upstream cache (and
+// no tool is marked ahead of it); OpenAI is scoped by the key instead; automatic caching is
+// salted only in strict mode; short prompts are left alone.
+func TestIsolation(t *testing.T) {
+	salt := Isolate("ws_a")
+	if salt == Isolate("ws_b") || salt != Isolate("ws_a") {
+		t.Fatal("the salt must be stable per workspace and differ between workspaces")
+	}
+	bigTools := `[{"type":"function","function":{"name":"f","description":` + jsonStr(long) + `,"parameters":{"type":"object"}}}]`
+	longBody := `{"model":"m","tools":` + bigTools + `,"messages":[{"role":"system","content":` + jsonStr(long) + `},{"role":"user","content":"q"}]}`
+	shortBody := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+	first := `"messages":[{"role":"system","content":"` + salt + `"},`
+	gpt := Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws_a", Price: keyed, Salt: salt}
+	gem := Target{Provider: "gemini", Model: "gemini-2.5-flash", Workspace: "ws_a", Salt: salt}
+	strict := gem
+	strict.SaltAutomatic = true
+	cl := claude()
+	cl.Workspace, cl.Salt = "ws_a", salt
+	cases := []struct {
+		name, body string
+		tgt        Target
+		salted     bool
+	}{
+		{"claude with markers", longBody, cl, true},
+		{"claude below the minimum", shortBody, cl, false},
+		{"openai: scoped by key, no salt", longBody, gpt, false},
+		{"gemini: automatic caching, no salt by default", longBody, gem, false},
+		{"gemini strict", longBody, strict, true},
+		{"gemini strict, short", shortBody, strict, false},
+	}
+	for _, c := range cases {
+		out, rep, err := NewPlanner().Plan([]byte(c.body), c.tgt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(out), first); got != c.salted || rep.Salted != c.salted {
+			t.Errorf("%s: salted %v (report %v), want %v:\n%.300s", c.name, got, rep.Salted, c.salted, out)
+		}
+		for _, b := range rep.Breakpoints {
+			if strings.HasPrefix(b.Where, "tools") {
+				t.Errorf("%s: a tool marked ahead of the salt", c.name)
+			}
+		}
+	}
+	// A caller's own prompt_cache_key is scoped to its workspace.
+	own := `{"prompt_cache_key":"shared-bot","model":"gpt-4o","messages":[{"role":"user","content":"q"}]}`
+	outA, rep, _ := NewPlanner().Plan([]byte(own), gpt)
+	gpt.Workspace, gpt.Salt = "ws_b", Isolate("ws_b")
+	outB, _, _ := NewPlanner().Plan([]byte(own), gpt)
+	if !rep.CallerKeyScoped || strings.Contains(string(outA), "shared-bot") || string(outA) == string(outB) {
+		t.Fatalf("caller key not scoped per workspace:\n%s\n%s", outA, outB)
 	}
 }

@@ -85,8 +85,16 @@ func (f *Flight) Subscribe(ctx context.Context) (s *Sub, ok bool) {
 // subscriber has gone, telling the publisher to stop reading the upstream. It may wait for
 // slow subscribers (see Flight).
 func (f *Flight) Publish(event []byte) error {
-	ev := append([]byte(nil), event...)
-	n := int64(len(ev))
+	return f.publish([][]byte{append([]byte(nil), event...)})
+}
+
+// publish appends events (owned by the flight from now on) at once, so a subscriber sees a
+// burst that arrived together as one (Sub.Pending).
+func (f *Flight) publish(evs [][]byte) error {
+	var n int64
+	for _, ev := range evs {
+		n += int64(len(ev))
+	}
 	f.mu.Lock()
 	if f.done {
 		f.mu.Unlock()
@@ -124,7 +132,7 @@ func (f *Flight) Publish(event []byte) error {
 		}
 		return err
 	}
-	f.events = append(f.events, ev)
+	f.events = append(f.events, evs...)
 	f.retained += n
 	f.total += n
 	close(f.changed)
@@ -201,17 +209,29 @@ func (f *Flight) pump(open func(ctx context.Context) (Source, error)) {
 		f.Finish(err)
 		return
 	}
+	// Events already buffered upstream are published together, so subscribers relay a burst
+	// in one write as a direct stream does.
+	pender, _ := src.(interface{ Pending() bool })
 	for {
-		ev, err := src.Next()
+		var burst [][]byte
+		var ev []byte
+		for ev, err = src.Next(); err == nil; ev, err = src.Next() {
+			burst = append(burst, append([]byte(nil), ev...))
+			if pender == nil || !pender.Pending() {
+				break
+			}
+		}
+		if len(burst) > 0 {
+			if perr := f.publish(burst); perr != nil {
+				f.Finish(perr)
+				return
+			}
+		}
 		if err == io.EOF {
 			f.Finish(nil)
 			return
 		}
 		if err != nil {
-			f.Finish(err)
-			return
-		}
-		if err := f.Publish(ev); err != nil {
 			f.Finish(err)
 			return
 		}
@@ -265,6 +285,15 @@ func (s *Sub) Next(ctx context.Context) ([]byte, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Pending reports whether Next would return without waiting: an event this subscriber has not
+// read is buffered, or the flight has ended. A relay uses it to write a burst in one go.
+func (s *Sub) Pending() bool {
+	f := s.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !s.closed && (s.next < f.base+len(f.events) || f.done)
 }
 
 // Close leaves the flight. When the last subscriber leaves an unfinished flight, its upstream

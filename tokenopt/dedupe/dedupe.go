@@ -12,6 +12,13 @@
 // salient tokens (numbers, dates, percentages, money, versions, named values, negations) equal
 // the earlier copy's; otherwise it carries a changed fact and is kept.
 //
+// A chunk is never replaced by a reference to a copy that a conflicting version follows: when
+// a chunk with the same label, or a near duplicate, but different content appears after the
+// copy the reference would point to, the reader could not tell which version the reference
+// means (a document pasted, then updated, then pasted as it first was must stay literal, or
+// the newest literal copy in the prompt would be the superseded one). No dedupe is better
+// than an ambiguous reference.
+//
 // Dedupe is deterministic and idempotent, and never changes the number of messages.
 package dedupe
 
@@ -54,6 +61,7 @@ type Report struct {
 	ExactDups       int // replaced as exact duplicates
 	NearDupsRemoved int // replaced as near duplicates with the same salient facts
 	NearDupsKept    int // near duplicates kept because a number, date or named value changed
+	Conflicts       int // duplicates kept because another version of them follows the copy
 	TokensSaved     int
 }
 
@@ -83,8 +91,57 @@ type known struct {
 	words int
 	body  []byte
 	msg   int // 1-based message number; 0 for the newest message itself
+	chunk int // index among its message's chunks (or the newest message's local chunks)
 	label string
 	whole bool // a whole message, used for exact matches only
+}
+
+// conflictHamming is the SimHash distance within which a later chunk with different content
+// counts as another version of the same passage. Wider than MaxHamming: it only ever stops a
+// replacement, so erring wide costs a few tokens, never a fact.
+const conflictHamming = 12
+
+// conflicts reports a chunk after the copy at (msg, chunk) — in a later message of the
+// history, or among the newest message's chunks seen so far — that is another version of the
+// chunk being replaced (exact hash h, SimHash sim, label): the same label or a near SimHash,
+// but different content.
+func (h *history) conflicts(copyAt known, local []known, hash, sim uint64, words int, label string) bool {
+	other := func(k *known) bool {
+		if k.whole || k.exact == hash {
+			return false
+		}
+		if label != "" && k.label == label {
+			return true
+		}
+		return words >= 3 && k.words >= 3 && hamming(sim, k.sim) <= conflictHamming
+	}
+	if copyAt.msg > 0 {
+		for i := copyAt.msg - 1; i < len(h.idx); i++ {
+			mi := h.idx[i]
+			if mi == nil {
+				continue
+			}
+			from := 0
+			if i == copyAt.msg-1 {
+				from = copyAt.chunk + 1
+			}
+			for j := from; j < len(mi.chunks); j++ {
+				if other(&mi.chunks[j]) {
+					return true
+				}
+			}
+		}
+	}
+	from := 0
+	if copyAt.msg == 0 {
+		from = copyAt.chunk + 1
+	}
+	for j := from; j < len(local); j++ {
+		if other(&local[j]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Dedupe rewrites the newest message of a chat-completions body. It returns body itself when
@@ -201,13 +258,13 @@ func (h *history) findExact(hash uint64) (known, bool) {
 		for j := len(mi.chunks) - 1; j >= 0; j-- {
 			if mi.chunks[j].exact == hash {
 				k := mi.chunks[j]
-				k.msg = i + 1
+				k.msg, k.chunk = i+1, j
 				return k, true
 			}
 		}
 		if mi.whole.exact == hash && mi.textLen >= h.newestLen/3 && mi.textLen <= 3*h.newestLen {
 			k := mi.whole
-			k.msg = i + 1
+			k.msg, k.chunk = i+1, -1
 			return k, true
 		}
 	}
@@ -250,7 +307,7 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 	for _, c := range chunk(text) {
 		b := text[c.bodyStart:c.bodyEnd]
 		h, n, sim := chunkHashes(b)
-		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim})
+		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, chunk: len(mi.chunks)})
 	}
 	return mi
 }
@@ -376,7 +433,7 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 	// The whole text repeating an earlier message (an agent re-reading a file).
 	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
 		h, _ := normHash(text)
-		if k, ok := hist.findExact(h); ok {
+		if k, ok := hist.findExact(h); ok && !wholeConflicts(hist, k, text) {
 			rep.ChunksSeen++
 			rep.ExactDups++
 			ref := reference("", k)
@@ -405,6 +462,10 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 			match = &k
 		} else if li, ok := localExact[h]; ok {
 			match = &local[li]
+		}
+		if match != nil && hist.conflicts(*match, local, h, sim, n, c.label) {
+			rep.Conflicts++
+			match = nil
 		}
 		if match != nil {
 			rep.ExactDups++
@@ -437,7 +498,7 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 			if best != nil {
 				earlier := *best
 				earlier.msg = bestMsg
-				if slices.Equal(salient(b), salient(best.body)) {
+				if slices.Equal(salient(b), salient(best.body)) && !hist.conflicts(earlier, local, h, sim, n, c.label) {
 					rep.NearDupsRemoved++
 					ref := reference(c.label, earlier)
 					rep.TokensSaved += tok - o.Count(ref)
@@ -447,6 +508,7 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 				rep.NearDupsKept++
 			}
 		}
+		me.chunk = len(local)
 		local = append(local, me)
 		localExact[h] = len(local) - 1
 	}
@@ -926,4 +988,17 @@ func salient(b []byte) []string {
 func startsUpper(b []byte) bool {
 	r, _ := utf8.DecodeRune(b)
 	return unicode.IsUpper(r)
+}
+
+// wholeConflicts reports whether a later message than the whole-message copy k holds another
+// version of any chunk of text (see history.conflicts).
+func wholeConflicts(hist *history, k known, text []byte) bool {
+	at := known{msg: k.msg, chunk: 1 << 30} // the copy's own chunks are the text itself
+	for _, c := range chunk(text) {
+		h, n, sim := chunkHashes(text[c.bodyStart:c.bodyEnd])
+		if hist.conflicts(at, nil, h, sim, n, c.label) {
+			return true
+		}
+	}
+	return false
 }

@@ -381,3 +381,46 @@ func simHash(b []byte) uint64 {
 	_, _, sim := chunkHashes(b)
 	return sim
 }
+
+// TestRevertedFactStaysLiteral: a document pasted (code A), then updated (code B), then pasted
+// as it first was must not become a reference to its first copy: the newest literal version
+// in the prompt would then be the superseded one. Without the update in between, it may.
+func TestRevertedFactStaysLiteral(t *testing.T) {
+	filler := strings.Repeat("The vault procedures describe rotation, escrow and audit of every access code in detail. ", 6)
+	doc := func(label, code string) string {
+		return fmt.Sprintf("<document source=%q>\n%s The access code for vault 7 is %s. %s\n</document>", label, filler, code, filler)
+	}
+	cases := []struct {
+		name       string
+		history    []string // documents pasted in earlier user turns
+		last       string   // the newest user turn
+		wantLit    string   // must appear literally in the newest message
+		wantDedupe bool
+	}{
+		{"reverted: same label", []string{doc("kb/vault", "4417"), doc("kb/vault", "9902")}, doc("kb/vault", "4417"), "4417", false},
+		{"reverted: relabelled near duplicate", []string{doc("kb/vault", "4417"), doc("kb/vault-v2", "9902")}, doc("kb/vault", "4417"), "4417", false},
+		{"reverted within the newest message", []string{doc("kb/vault", "4417")}, doc("kb/vault", "9902") + "\n" + doc("kb/vault", "4417"), "4417", false},
+		{"plain repeat", []string{doc("kb/vault", "4417"), doc("kb/other", strings.Repeat("unrelated words about billing and invoices ", 30))}, doc("kb/vault", "4417"), "", true},
+		{"repeat of the newest version", []string{doc("kb/vault", "4417"), doc("kb/vault", "9902")}, doc("kb/vault", "9902"), "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ms := []msg{{"system", "Answer from the documents."}}
+			for _, d := range c.history {
+				ms = append(ms, msg{"user", d}, msg{"assistant", "Noted."})
+			}
+			ms = append(ms, msg{"user", c.last + "\nWhat is the access code for vault 7?"})
+			out, rep, err := Dedupe(encode(t, ms), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := lastContent(t, out)
+			if c.wantLit != "" && !strings.Contains(last, "vault 7 is "+c.wantLit) {
+				t.Fatalf("the newest copy lost its literal text (%+v):\n%s", rep, last)
+			}
+			if deduped := strings.Contains(last, refPrefix); deduped != c.wantDedupe {
+				t.Fatalf("deduped %v, want %v (%+v):\n%s", deduped, c.wantDedupe, rep, last)
+			}
+		})
+	}
+}

@@ -21,6 +21,10 @@ const (
 	DefaultMaxRatio = 2.0
 )
 
+// MaxKeys bounds the keys a Calibrator learns (keys may be per workspace and model); when
+// full, half of them are forgotten (they fall back to ratio 1 and learn again).
+const MaxKeys = 1 << 14
+
 // NewCalibrator returns a calibrator; alpha in (0,1] weighs each new observation, and ratios
 // are clamped to [lo, hi]. Zero or invalid arguments take the defaults.
 func NewCalibrator(alpha, lo, hi float64) *Calibrator {
@@ -46,6 +50,14 @@ func (c *Calibrator) Observe(model string, estimated, actual int) {
 	c.mu.Lock()
 	if old, ok := c.ratio[model]; ok {
 		r = old + c.alpha*(r-old)
+	} else if len(c.ratio) >= MaxKeys {
+		drop := true
+		for k := range c.ratio {
+			if drop {
+				delete(c.ratio, k)
+			}
+			drop = !drop
+		}
 	}
 	c.ratio[model] = r
 	c.mu.Unlock()

@@ -4,6 +4,7 @@
 package tokens
 
 import (
+	"context"
 	"strings"
 	"sync"
 
@@ -83,17 +84,13 @@ func get(name string) (*tiktoken.Tiktoken, error) {
 }
 
 // Count returns the number of tokens of text in model's encoding. Special-token strings in
-// text are counted as ordinary text. If the encoding cannot be loaded (it is embedded, so
-// this does not happen in practice) it falls back to Estimate.
+// text are counted as ordinary text. The work is bounded (see CountContext): beyond
+// ExactLimit bytes, and inside runs longer than MaxRun bytes without whitespace, the count is
+// a close estimate. If the encoding cannot be loaded (it is embedded, so this does not happen
+// in practice) it falls back to Estimate.
 func Count(model string, text string) int {
-	if text == "" {
-		return 0
-	}
-	tk, err := get(EncodingFor(model))
-	if err != nil {
-		return Estimate(len(text))
-	}
-	return len(tk.EncodeOrdinary(text))
+	n, _ := CountContext(context.Background(), model, text)
+	return n
 }
 
 // Estimate is the cheap byte-based estimate (about 4 bytes a token, rounded up) used where a
