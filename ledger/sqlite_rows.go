@@ -173,10 +173,18 @@ func (s *SQLite) ListRows(ctx context.Context, ws string, from, to time.Time, li
 		limit = 100
 	}
 	from, to = normRange(from, to)
-	q := `SELECT ` + rowColumnList + ` FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts < ?`
-	args := []any{ws, toUs(from), toUs(to)}
+	// One upper bound on ts, the earlier of the range's and the cursor's (inclusive), so the
+	// index on (workspace_id, ts, request_id) seeks to the page: SQLite scans a row-value
+	// comparison, or a second bound, from the range's end, and every page cost the rows
+	// before it.
+	upper, op := to, "<"
+	if !after.IsZero() && after.Time.Before(to) {
+		upper, op = after.Time, "<="
+	}
+	q := `SELECT ` + rowColumnList + ` FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts ` + op + ` ?`
+	args := []any{ws, toUs(from), toUs(upper)}
 	if !after.IsZero() {
-		q += ` AND (ts, request_id) < (?, ?)`
+		q += ` AND (ts < ? OR request_id < ?)`
 		args = append(args, toUs(after.Time), after.RequestID)
 	}
 	q += ` ORDER BY ts DESC, request_id DESC LIMIT ?`
@@ -211,10 +219,16 @@ func (s *SQLite) ListRows(ctx context.Context, ws string, from, to time.Time, li
 func (s *SQLite) ExportRows(ctx context.Context, ws string, from, to time.Time, fn func(Row) error) error {
 	from, to = normRange(from, to)
 	return exportPaged(fn, func(after Cursor, out []Row) ([]Row, error) {
+		// One lower bound on ts, the later of the range's and the cursor's, so the index seeks
+		// to the page (given two, SQLite may seek by the range's and scan every earlier row).
 		q := `SELECT ` + rowColumnList + ` FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts < ?`
-		args := []any{ws, toUs(from), toUs(to)}
+		lower := from
+		if !after.IsZero() && after.Time.After(from) {
+			lower = after.Time
+		}
+		args := []any{ws, toUs(lower), toUs(to)}
 		if !after.IsZero() {
-			q += ` AND (ts, request_id) > (?, ?)`
+			q += ` AND (ts > ? OR request_id > ?)`
 			args = append(args, toUs(after.Time), after.RequestID)
 		}
 		rows, err := s.r.QueryContext(ctx, q+` ORDER BY ts, request_id LIMIT ?`, append(args, exportPageRows)...)
