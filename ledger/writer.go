@@ -655,7 +655,7 @@ func (w *Writer) runReader() {
 		}
 		return true
 	}
-	if w.pendingRows.Load() == 0 && !wait() { // nothing to replay: wait for rows first
+	if w.replayedRows.Load() == 0 && !wait() { // nothing to replay: wait for rows first
 		return
 	}
 	for {
