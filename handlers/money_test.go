@@ -113,7 +113,8 @@ func TestMoneyReservationBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m.estimate(&Exchange{Request: req}, req, targets)
+		amount, _ := m.estimate(&Exchange{Request: req}, req, targets)
+		return amount
 	}
 	const msgs = `"model":"canned/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]`
 	one := reserve(`{` + msgs + `,"max_tokens":1000}`)
@@ -126,7 +127,7 @@ func TestMoneyReservationBound(t *testing.T) {
 	req, _ := providers.ParseChatRequest([]byte(`{` + msgs + `}`))
 	huge := int64(math.MaxInt64 / 4)
 	req.MaxTokens, req.N = &huge, &huge
-	if got := m.estimate(&Exchange{Request: req}, req, targets); got != math.MaxInt64/1_000_000 {
+	if got, _ := m.estimate(&Exchange{Request: req}, req, targets); got != math.MaxInt64/1_000_000 {
 		t.Fatalf("absurd bounds reserved %d µ$, want saturation", got)
 	}
 }
