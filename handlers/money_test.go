@@ -131,3 +131,48 @@ func TestMoneyReservationBound(t *testing.T) {
 		t.Fatalf("absurd bounds reserved %d µ$, want saturation", got)
 	}
 }
+
+// TestCoalescedFlightBillIsPerFlight (money2 item 2): a new flight for the same key gets a bill
+// of its own even while a caller of an earlier, finished flight still holds that one's: the
+// earlier bill is already paid, and inheriting it would record the new call as paid by
+// someone else.
+func TestCoalescedFlightBillIsPerFlight(t *testing.T) {
+	chunk := []byte(`{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+	ad := &cannedAdapter{chunks: [][]byte{chunk}}
+	h := moneyRoute(t, ad)
+	targets, perr := h.rt.Routes().Resolve("canned/gpt-4o-mini")
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	req, err := providers.ParseChatRequest([]byte(`{"model":"canned/gpt-4o-mini","temperature":0,"stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() *Exchange {
+		ex := &Exchange{WorkspaceID: "ws", Request: req}
+		resp, err := h.coalesce.call(context.Background(), ex, targets[0], &providers.Call{Request: req, Body: req.Body, UpstreamModel: "gpt-4o-mini", Stream: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := resp.Stream.Next(); err != nil {
+				break
+			}
+		}
+		ex.UsageKnown = true
+		return ex
+	}
+	first := run() // still holds its bill: its release has not run
+	if !first.settleBill() {
+		t.Fatal("the first flight's caller did not pay")
+	}
+	second := run()
+	if second.bill == first.bill || !second.settleBill() {
+		t.Fatal("a new flight's call was recorded as paid by the earlier flight's caller")
+	}
+	first.releaseBill()
+	second.releaseBill()
+	if n := len(h.coalesce.bills); n != 0 {
+		t.Fatalf("%d bills left after every caller released", n)
+	}
+}
