@@ -192,21 +192,7 @@ func TestMoneyUnpricedOptionsRefused(t *testing.T) {
 // up.
 func TestMoneyCoalescedJoinerReserves(t *testing.T) {
 	const balance = 450_000 // $0.45: one call's bound, not two
-	tl := newTestLedger(t, balance)
-	testKey = tl.ownerKey
-	sim := simulated.New(simulated.Options{})
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	base := startGateway(t, tl.withStorage(`btl {
-		provider anth anthropic {
-			base_url `+srv.URL+`
-			api_key sk-ant-test-key
-		}
-	}`), fullChain)
-	client := sdk(base)
-	params := openai.ChatCompletionNewParams{Model: "anth/claude-sonnet-4-5", MaxTokens: openai.Int(1), Temperature: openai.Float(0),
-		ReasoningEffort: shared.ReasoningEffortHigh,
-		Messages:        []openai.ChatCompletionMessageParamUnion{openai.UserMessage("think together [sim:hold=joiner-test]")}}
+	tl, sim, client, params := sharedStreamGateway(t, balance, "joiner-test")
 	leader := client.Chat.Completions.NewStreaming(context.Background(), params)
 	if !leader.Next() {
 		t.Fatalf("leader got nothing: %v", leader.Err())
@@ -258,21 +244,7 @@ func TestMoneyCoalescedJoinerReserves(t *testing.T) {
 // shared stream leaves before the usage arrives, a joiner pays the whole call; its
 // reservation covered it, so every workspace invariant still holds.
 func TestMoneyCoalescedJoinerPaysWithinReservation(t *testing.T) {
-	tl := newTestLedger(t, 10*ledger.Credit)
-	testKey = tl.ownerKey
-	sim := simulated.New(simulated.Options{})
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	base := startGateway(t, tl.withStorage(`btl {
-		provider anth anthropic {
-			base_url `+srv.URL+`
-			api_key sk-ant-test-key
-		}
-	}`), fullChain)
-	client := sdk(base)
-	params := openai.ChatCompletionNewParams{Model: "anth/claude-sonnet-4-5", MaxTokens: openai.Int(1), Temperature: openai.Float(0),
-		ReasoningEffort: shared.ReasoningEffortHigh,
-		Messages:        []openai.ChatCompletionMessageParamUnion{openai.UserMessage("think together [sim:hold=pays-test]")}}
+	tl, sim, client, params := sharedStreamGateway(t, 10*ledger.Credit, "pays-test")
 	leaderCtx, leave := context.WithCancel(context.Background())
 	leader := client.Chat.Completions.NewStreaming(leaderCtx, params)
 	if !leader.Next() {
@@ -308,6 +280,28 @@ func TestMoneyCoalescedJoinerPaysWithinReservation(t *testing.T) {
 		t.Fatalf("rows: %+v", rows)
 	}
 	checkMoney(t, store, tl.workspace, 10*ledger.Credit, rows, "")
+}
+
+// sharedStreamGateway serves Claude from the simulator on a ledger with balance; params is a
+// deterministic stream that the simulator holds after its first event until hold is
+// released, with max_tokens 1 and reasoning_effort high, which the adapter sends as 16,385.
+func sharedStreamGateway(t *testing.T, balance ledger.Micros, hold string) (*testLedger, *simulated.Server, openai.Client, openai.ChatCompletionNewParams) {
+	tl := newTestLedger(t, balance)
+	testKey = tl.ownerKey
+	sim := simulated.New(simulated.Options{})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	base := startGateway(t, tl.withStorage(`btl {
+		provider anth anthropic {
+			base_url `+srv.URL+`
+			api_key sk-ant-test-key
+		}
+	}`), fullChain)
+	client := sdk(base)
+	params := openai.ChatCompletionNewParams{Model: "anth/claude-sonnet-4-5", MaxTokens: openai.Int(1), Temperature: openai.Float(0),
+		ReasoningEffort: shared.ReasoningEffortHigh,
+		Messages:        []openai.ChatCompletionMessageParamUnion{openai.UserMessage("think together [sim:hold=" + hold + "]")}}
+	return tl, sim, client, params
 }
 
 // waitFor polls cond for up to ten seconds.
