@@ -124,7 +124,12 @@ func TestMoneyReservationBound(t *testing.T) {
 	if one < 600 || one > 620 || many < 128*600 || many > 128*600+20 || priority < 1000 || priority > 1020 {
 		t.Fatalf("reservations: one %d, n=128 %d, priority %d", one, many, priority)
 	}
-	req, _ := providers.ParseChatRequest([]byte(`{` + msgs + `}`))
+	// Tokens-per-minute counts the same bound (money2 item 5): n times the cap, plus the prompt.
+	req, _ := providers.ParseChatRequest([]byte(`{` + msgs + `,"max_tokens":1000,"n":8}`))
+	if _, tokens := m.estimate(&Exchange{Request: req}, req, targets); tokens < 8*1000 || tokens > 8*1000+100 {
+		t.Fatalf("n=8 × 1,000: %d tokens counted", tokens)
+	}
+	req, _ = providers.ParseChatRequest([]byte(`{` + msgs + `}`))
 	huge := int64(math.MaxInt64 / 4)
 	req.MaxTokens, req.N = &huge, &huge
 	if got, _ := m.estimate(&Exchange{Request: req}, req, targets); got != math.MaxInt64/1_000_000 {
