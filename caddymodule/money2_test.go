@@ -81,8 +81,11 @@ func TestMoneyUnpricedModelRefused(t *testing.T) {
 			t.Fatalf("%s: %+v", c.model, e)
 		}
 	}
-	// The Responses API and the Anthropic ingress take the same path.
-	_, err := client.Responses.New(ctx, responses.ResponseNewParams{Model: "up/vendor-model",
+	// Embeddings, the Responses API and the Anthropic ingress take the same path.
+	_, err := client.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "up/vendor-embed",
+		Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hello")}})
+	apiError4xx(t, "embeddings", err, http.StatusBadRequest, "model")
+	_, err = client.Responses.New(ctx, responses.ResponseNewParams{Model: "up/vendor-model",
 		Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hello")}})
 	apiError4xx(t, "responses", err, http.StatusBadRequest, "model")
 	if status, raw := call(t, http.MethodPost, base+"/v1/messages", tl.ownerKey,
@@ -101,7 +104,7 @@ func TestMoneyUnpricedModelRefused(t *testing.T) {
 		t.Fatalf("free model: %d upstream calls", n)
 	}
 	store := moneyLedger(t, tl)
-	rows := waitRows(t, store, tl.workspace, 6, 10*time.Second)
+	rows := waitRows(t, store, tl.workspace, 7, 10*time.Second)
 	var served []ledger.Row
 	for _, r := range rows {
 		if r.Status == http.StatusOK {
