@@ -473,8 +473,10 @@ func TestMoneyStorageReloadDrainsStreams(t *testing.T) {
 	rotated := dsn + "&password=rotated"
 	reload(t, admin, procCaddyfile(freePortFrom(admin), port, block("spool-2", rotated)))
 	wg.Wait()
-	if ans := chatCall(http.DefaultClient, gw.base, key, uniqueBody("after", 0, 100, 5)); ans.status != 200 {
-		t.Fatalf("after the reloads: %d %s", ans.status, ans.body)
+	// A fresh connection: the reload closes the old server's idle keep-alive ones.
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if ans := chatCall(fresh, gw.base, key, uniqueBody("after", 0, 100, 5)); ans.status != 200 {
+		t.Fatalf("after the reloads: %d %v %s", ans.status, ans.err, ans.body)
 	} else {
 		acked[ws.ID] = append(acked[ws.ID], ans.ack(t))
 	}
