@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/ledger/ledgertest"
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -677,4 +679,48 @@ func mustCreateWorkspace(t *testing.T, store ledger.Store, credits ledger.Micros
 		t.Fatal(err)
 	}
 	return ws.ID
+}
+
+// failingInserts is a store whose database never takes rows (they stay in the spool).
+type failingInserts struct{ ledger.Store }
+
+func (failingInserts) InsertRows(context.Context, string, []ledger.Row) error {
+	return fmt.Errorf("database away")
+}
+
+// TestLegacySpoolIsReplayed: rows left in a spool where an earlier version put it by default
+// (its directory hashed the DSN with its credentials) reach the database, and the old
+// directory goes.
+func TestLegacySpoolIsReplayed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := ledger.OpenSQLite(ctx, filepath.Join(dir, "btl.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ws, _, err := store.CreateWorkspace(ctx, "legacy", ledger.Credit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(dir, "legacy-spool")
+	w, err := ledger.NewWriter(failingInserts{store}, ledger.WriterOptions{Dir: legacy, NodeID: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := w.Append(ledger.Row{RequestID: fmt.Sprintf("req_legacy_%d", i), Time: time.Now(), WorkspaceID: ws.ID, CostMicros: 7}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_ = w.Close(short) // the rows stay in the spool
+	drainLegacySpool(ctx, store, legacy, zap.NewNop())
+	if b, _ := store.Balance(ctx, ws.ID); b != ledger.Credit-35 {
+		t.Fatalf("balance %s after replaying the legacy spool", b)
+	}
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
+		t.Fatalf("the legacy spool is still there: %v", err)
+	}
 }
