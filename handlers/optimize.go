@@ -206,6 +206,10 @@ func (p *policy) set(tech string, on bool) {
 func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ex := ExchangeFrom(r)
 	w.Header().Set("X-Btl-Request-Id", ex.ID)
+	if r.Method == http.MethodPost && r.URL.Path == PathResponses && h.CacheIsolation != CacheIsolationOff {
+		// Isolation is not a lever: it holds whatever the request's optimize policy says.
+		ex.CacheScope = cacheplan.Isolate(ex.WorkspaceID)
+	}
 	if r.Method != http.MethodPost || (r.URL.Path != PathChat && r.URL.Path != PathMessages) {
 		return next.ServeHTTP(w, r)
 	}

@@ -1,0 +1,144 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
+
+	"github.com/badtheorylabs/btl-runtime/ledger"
+)
+
+// keyedPrefixCache is an OpenAI-type upstream serving POST /v1/responses with OpenAI's prompt
+// cache as the simulator models it by default: entries scoped by API key and prompt_cache_key.
+// Every tenant reaches it through the operator's one key, so only prompt_cache_key can keep
+// tenants apart. A request reads its instructions from the cache when the same key sent them
+// before.
+type keyedPrefixCache struct {
+	mu   sync.Mutex
+	seen map[string]bool
+	keys []string // prompt_cache_key of each request, "" when absent
+}
+
+func (f *keyedPrefixCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Instructions   string  `json:"instructions"`
+		PromptCacheKey *string `json:"prompt_cache_key"`
+	}
+	raw, _ := io.ReadAll(r.Body)
+	if r.URL.Path != "/v1/responses" || json.Unmarshal(raw, &body) != nil {
+		http.Error(w, `{"error":{"message":"bad request","type":"invalid_request_error","param":null,"code":null}}`, 400)
+		return
+	}
+	key := ""
+	if body.PromptCacheKey != nil {
+		key = *body.PromptCacheKey
+	}
+	prompt := int64(len(body.Instructions)/4 + 8)
+	var cached int64
+	f.mu.Lock()
+	f.keys = append(f.keys, key)
+	if entry := key + "\x00" + body.Instructions; f.seen[entry] {
+		cached = int64(len(body.Instructions) / 4)
+	} else {
+		f.seen[entry] = true
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"id":"resp_up","object":"response","created_at":1,"status":"completed","model":"gpt-4.1",`+
+		`"output":[{"type":"message","id":"msg_up","status":"completed","role":"assistant","content":[{"type":"output_text","text":"ok","annotations":[]}]}],`+
+		`"usage":{"input_tokens":`+strconv.FormatInt(prompt, 10)+`,"input_tokens_details":{"cached_tokens":`+strconv.FormatInt(cached, 10)+
+		`},"output_tokens":1,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":`+strconv.FormatInt(prompt+1, 10)+`}}`)
+}
+
+// TestHostileCrossTenantPromptCacheResponses: the Responses API goes to OpenAI as it is, not
+// through the chat path whose cache plan scopes prompt_cache_key. Tenant B must still not
+// confirm tenant A's confidential instructions from its own cached tokens — neither by naming
+// A's prompt_cache_key nor by sending the same instructions with no key; nor can tenant C
+// with x-btl-optimize: off: isolation is not a lever a tenant can turn off. With
+// cache_isolation off the same probes do read A's cache: the control that shows the test can
+// fail.
+func TestHostileCrossTenantPromptCacheResponses(t *testing.T) {
+	secret := "CONFIDENTIAL pricing playbook of tenant A. " + strings.Repeat("Offer 31% off to accounts flagged at risk in the northern region. ", 60)
+	for _, isolation := range []string{"workspace", "off"} {
+		t.Run("cache_isolation "+isolation, func(t *testing.T) {
+			up := &keyedPrefixCache{seen: map[string]bool{}}
+			srv := httptest.NewServer(up)
+			t.Cleanup(srv.Close)
+			tl := newTestLedger(t, 10*ledger.Credit)
+			store, err := ledger.OpenSQLite(context.Background(), tl.db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// B probes with optimize on, C with it off (a tenant's probe must not find its own
+			// earlier probe in the cache).
+			_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, keyC, err := store.CreateWorkspace(context.Background(), "tenant C", 10*ledger.Credit)
+			store.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			site := "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tcache_isolation " + isolation + "\n\t}\n\tbtl_route\n"
+			base := startGateway(t, tl.withStorage(`btl {
+		provider oai openai {
+			base_url `+srv.URL+`/v1
+			api_key sk-operator
+			models gpt-4.1
+		}
+	}`), site)
+			cached := func(key string, opts ...option.RequestOption) int64 {
+				t.Helper()
+				c := openai.NewClient(append([]option.RequestOption{option.WithBaseURL(base + "/v1"), option.WithAPIKey(key), option.WithMaxRetries(0)}, opts...)...)
+				r, err := c.Responses.New(context.Background(), responses.ResponseNewParams{
+					Model: "oai/gpt-4.1", Instructions: openai.String(secret), MaxOutputTokens: openai.Int(20),
+					Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("next question")}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r.Usage.InputTokensDetails.CachedTokens
+			}
+			leaks := func(probe int64, how string) {
+				t.Helper()
+				if isolation == "off" && probe == 0 {
+					t.Fatalf("control: without isolation the probe (%s) should read A's cache", how)
+				}
+				if isolation != "off" && probe != 0 {
+					t.Fatalf("tenant B confirmed A's instructions (%s): %d cached tokens", how, probe)
+				}
+			}
+			named := option.WithJSONSet("prompt_cache_key", "support-bot")
+			optimizeOff := option.WithHeader("X-Btl-Optimize", "off")
+
+			// A's own second call reads its cache, with and without a key of its own.
+			for _, opts := range [][]option.RequestOption{{named}, nil} {
+				cached(tl.ownerKey, opts...)
+				if n := cached(tl.ownerKey, opts...); n < 500 {
+					t.Fatalf("A's own instructions are not cached (%d): the probes below would prove nothing", n)
+				}
+			}
+			leaks(cached(keyB, named), "A's prompt_cache_key")
+			leaks(cached(keyB), "the same instructions, no key")
+			leaks(cached(keyC, named, optimizeOff), "A's prompt_cache_key, optimize off")
+
+			up.mu.Lock()
+			defer up.mu.Unlock()
+			for i, k := range up.keys {
+				if isolation != "off" && (k == "" || k == "support-bot") {
+					t.Fatalf("request %d reached OpenAI with prompt_cache_key %q: not scoped to its workspace", i, k)
+				}
+			}
+		})
+	}
+}
