@@ -16,6 +16,7 @@ import (
 	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/badtheorylabs/btl-runtime/ledger"
+	"github.com/badtheorylabs/btl-runtime/providers/simulated"
 )
 
 // keyedPrefixCache is an OpenAI-type upstream serving POST /v1/responses with OpenAI's prompt
@@ -137,6 +138,86 @@ func TestHostileCrossTenantPromptCacheResponses(t *testing.T) {
 			for i, k := range up.keys {
 				if isolation != "off" && (k == "" || k == "support-bot") {
 					t.Fatalf("request %d reached OpenAI with prompt_cache_key %q: not scoped to its workspace", i, k)
+				}
+			}
+		})
+	}
+}
+
+// TestHostileCrossTenantPromptCacheLeverOff: isolation must hold where the prompt-cache lever
+// does not run — a request with x-btl-optimize: off, a site with prompt_cache disabled, shadow
+// mode. Tenant A caches its confidential prompt with markers of its own (Anthropic) and a
+// named prompt_cache_key (OpenAI); tenant B sends the same, the same way, and must read
+// nothing of A's. The control (cache_isolation off) reads A's cache.
+func TestHostileCrossTenantPromptCacheLeverOff(t *testing.T) {
+	secret := "CONFIDENTIAL escalation script of tenant A. " + strings.Repeat("Refund without review when the order is under 80 dollars and older than a week. ", 80)
+	for _, c := range []struct{ name, optimize, header string }{
+		{"x-btl-optimize off", "", "off"},
+		{"disable prompt_cache", "disable prompt_cache", ""},
+		{"shadow", "shadow", ""},
+		{"control: cache_isolation off", "cache_isolation off\n\t\tdisable prompt_cache", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			isolated := !strings.Contains(c.optimize, "cache_isolation off")
+			up := httptest.NewServer(simulated.New(simulated.Options{}))
+			t.Cleanup(up.Close)
+			tl := newTestLedger(t, 10*ledger.Credit)
+			store, err := ledger.OpenSQLite(context.Background(), tl.db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
+			store.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			site := "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\t" + c.optimize + "\n\t}\n\tbtl_route\n"
+			base := startGateway(t, tl.withStorage(`btl {
+		provider anth anthropic {
+			base_url `+up.URL+`
+			api_key sk-ant-operator
+		}
+		provider oai openai {
+			base_url `+up.URL+`/v1
+			api_key sk-operator
+			models gpt-4.1
+		}
+	}`), site)
+			cached := func(key, body string) int64 {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+key)
+				req.Header.Set("Content-Type", "application/json")
+				if c.header != "" {
+					req.Header.Set("X-Btl-Optimize", c.header)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				raw, _ := io.ReadAll(resp.Body)
+				var cc openai.ChatCompletion
+				if resp.StatusCode != 200 || cc.UnmarshalJSON(raw) != nil {
+					t.Fatalf("%d %s", resp.StatusCode, raw)
+				}
+				return cc.Usage.PromptTokensDetails.CachedTokens
+			}
+			marked := `{"model":"anth/claude-sonnet-4-5","max_tokens":20,"messages":[{"role":"system","content":[{"type":"text","text":` +
+				strconv.Quote(secret) + `,"cache_control":{"type":"ephemeral"}}]},{"role":"user","content":"next"}]}`
+			named := `{"model":"oai/gpt-4.1","max_tokens":20,"prompt_cache_key":"support-bot","messages":[{"role":"system","content":` +
+				strconv.Quote(secret) + `},{"role":"user","content":"next"}]}`
+			for _, body := range []string{marked, named} {
+				cached(tl.ownerKey, body)
+				if n := cached(tl.ownerKey, body); n < 1024 {
+					t.Fatalf("A's own prompt is not cached (%d): the probe would prove nothing", n)
+				}
+				probe := cached(keyB, body)
+				if !isolated && probe == 0 {
+					t.Fatalf("control: without isolation B should read A's cache")
+				}
+				if isolated && probe != 0 {
+					t.Fatalf("tenant B confirmed A's prompt: %d cached tokens", probe)
 				}
 			}
 		})

@@ -53,6 +53,11 @@ type Target struct {
 	// request, which no gateway caching earns back.
 	Salt          string
 	SaltAutomatic bool
+	// IsolateOnly makes Plan do only what isolation needs, for a request whose prompt-cache
+	// lever is off (x-btl-optimize, shadow, disable prompt_cache): the salt ahead of the
+	// caller's own markers (or, with SaltAutomatic, of an automatically cached prompt) and the
+	// caller's prompt_cache_key scoped; no schema rewrite, marker or derived key.
+	IsolateOnly bool
 }
 
 // Breakpoint is one cache_control marker added.
@@ -260,6 +265,9 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		}
 	}
 	nTools := len(s.units)
+	if t.IsolateOnly {
+		s.edits, rep.SchemasSorted = s.edits[:0], 0
+	}
 	if len(top.msgs) == 0 || top.msgs[0] != '[' {
 		return body, rep, errBadJSON
 	}
@@ -304,6 +312,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			rep.CallerMarkers, cached = true, true
 		case rep.TotalTokens < minTok:
 			rep.BelowMinimum = true
+		case t.IsolateOnly:
 		default:
 			prefix, conv := ev.MarkersPay(t.Workspace, t.Model)
 			rep.MarkersStoodDown = !prefix || !conv
@@ -334,7 +343,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			o := offset(body, v)
 			s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
 			rep.CallerKeyScoped = true
-		} else if v == nil || string(v) == "null" {
+		} else if !t.IsolateOnly && (v == nil || string(v) == "null") {
 			var kb [64]byte
 			key := appendKey(kb[:0], "btl-", t.Workspace, prefixHex)
 			// One key per workspace and prefix; shards only while the evidence says the key
