@@ -223,3 +223,38 @@ func TestHostileCrossTenantPromptCacheLeverOff(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileCrossTenantPromptCacheSimulator: the built-in simulated provider stands in for
+// OpenAI in Caddyfile.example and caches as OpenAI does (by API key and prompt_cache_key), so
+// the gateway scopes its key per workspace as for OpenAI: on the demo config tenant B's first
+// request must not read the prompt tenant A cached.
+func TestHostileCrossTenantPromptCacheSimulator(t *testing.T) {
+	secret := "CONFIDENTIAL onboarding checklist of tenant A. " + strings.Repeat("Grant admin rights only after the second reference call. ", 90)
+	tl := newTestLedger(t, 10*ledger.Credit)
+	store, err := ledger.OpenSQLite(context.Background(), tl.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startGateway(t, tl.withStorage(`btl {
+		provider sim simulated {
+			models gpt-4o-mini
+		}
+	}`), fullChain)
+	cached := func(key string) int64 {
+		t.Helper()
+		return rawCached(t, base, key, `{"model":"sim/gpt-4o-mini","max_tokens":20,"messages":[{"role":"system","content":`+
+			strconv.Quote(secret)+`},{"role":"user","content":"next"}]}`)
+	}
+	cached(tl.ownerKey)
+	if n := cached(tl.ownerKey); n < 1024 {
+		t.Fatalf("A's own prompt is not cached (%d): the probe would prove nothing", n)
+	}
+	if n := cached(keyB); n != 0 {
+		t.Fatalf("tenant B confirmed A's prompt: %d cached tokens", n)
+	}
+}

@@ -802,11 +802,12 @@ func allow1h(t Target) bool {
 	return false
 }
 
-// keyAllowed reports whether Plan sets prompt_cache_key for t: first-party OpenAI only (never
-// OpenAI-compatible third parties), and only models whose catalog entry lists the field,
-// since a model that does not know it rejects the request.
+// keyAllowed reports whether Plan sets prompt_cache_key for t: first-party OpenAI and the
+// built-in simulator, which models OpenAI's key-scoped cache (never OpenAI-compatible third
+// parties), and only models whose catalog entry lists the field, since a model that does not
+// know it rejects the request.
 func keyAllowed(t Target) bool {
-	return t.Provider == "openai" && t.Price.Accepts("prompt_cache_key")
+	return (t.Provider == "openai" || t.Provider == "simulated") && t.Price.Accepts("prompt_cache_key")
 }
 
 // Isolate returns the salt that scopes a workspace's cached prefixes: a stable tag derived
