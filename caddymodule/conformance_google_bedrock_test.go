@@ -60,7 +60,12 @@ func gbGateway(t *testing.T) gbEnv {
 	if err := os.WriteFile(badFile, badSA, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// gemini-3-pro-preview is not in the catalog: priced here, as an operator would.
 	block := `btl {
+		price gemini-3-pro-preview {
+			input 2
+			output 12
+		}
 		provider bed bedrock {
 			base_url ` + srv.URL + `
 			region us-east-1

@@ -198,10 +198,14 @@ func TestUnknownFieldsPassBothWays(t *testing.T) {
 	tl := newTestLedger(t, 10*ledger.Credit)
 	testKey = tl.ownerKey
 	base := startGateway(t, tl.withStorage(`btl {
+		price vendor-model {
+			input 0.1
+			output 0.4
+		}
 		provider up openai_compatible {
 			base_url `+up.URL+`/v1
 		}
-	}`), fullChain)
+	}`), "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tdisable output_budget\n\t}\n\tbtl_route\n") // a priced model gets an output cap
 
 	reqBody := `{"model":"up/vendor-model","messages":[{"role":"user","content":"hi","x_msg_field":true}],"x_top_level":{"a":[1,2,{"b":null}]},"temperature":0.3}`
 	_, _, _, body := postRaw(t, base+"/v1/chat/completions", "application/json", strings.NewReader(reqBody))

@@ -192,6 +192,7 @@ var moneyTestPrices = map[string]catalog.Entry{
 	"gpt-4o-mini-cut-chat": {Input: 0.15, CachedInput: 0.075, Output: 0.6}, "gpt-4o-mini-cut-messages": {Input: 0.15, CachedInput: 0.075, Output: 0.6},
 	"gpt-4o-mini-cut-resp-translated": {Input: 0.15, CachedInput: 0.075, Output: 0.6}, "gpt-4o-mini-cut-resp-native": {Input: 0.15, CachedInput: 0.075, Output: 0.6},
 	"claude-sonnet-4-5-cut": {Input: 3, CachedInput: 0.3, Output: 15},
+	"vendor-free":           {}, // priced at zero by its test's config
 }
 
 // TestMoneyCutStreamBilledByDeliveredText (item 7): a stream cut before its usage arrived is

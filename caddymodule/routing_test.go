@@ -105,6 +105,10 @@ func TestRetryAfterHonoured(t *testing.T) {
 	tl := newTestLedger(t, 10*ledger.Credit)
 	testKey = tl.ownerKey
 	base := startGateway(t, tl.withStorage(`btl {
+		price m {
+			input 0
+			output 0
+		}
 		provider rl openai_compatible {
 			base_url `+up.URL+`/v1
 		}

@@ -24,7 +24,10 @@ import (
 // Streams go through a shared flight, read by a goroutine detached from any one client, so the
 // first caller leaving does not cut the others off. Whoever finishes first with the upstream's
 // complete usage pays it; a caller that leaves early pays for what it used, as any abandoned
-// stream does, so a flight whose first caller left is never left unpaid.
+// stream does, so a flight whose first caller left is never left unpaid. Any caller may end
+// up paying, so each reserves what the shared call can cost: the first through its own
+// admission before the call, each later one for the bounds that admission was given (the same
+// body, so the same bounds) before it relays anything.
 type coalescer struct {
 	streams coalesce.Streams
 	gate    coalesce.Gate[*providers.Response]
@@ -45,6 +48,8 @@ func noRelease() {}
 type flightBill struct {
 	refs int
 	paid atomic.Bool
+	// sent is what the call's adapter admitted (set before the call is made).
+	sent atomic.Pointer[providers.Bounds]
 }
 
 func coalesceKey(ex *Exchange, tg routing.Target, stream bool, body []byte) string {
@@ -60,28 +65,40 @@ func coalesceKey(ex *Exchange, tg routing.Target, stream bool, body []byte) stri
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func (c *coalescer) acquire(key string) *flightBill {
+// join subscribes to the flight for key (starting it with open when there is none) and sets
+// *bill to the flight's bill: a new one for a new flight, even while callers of an earlier
+// flight for the same key still hold theirs (its paid flag must not pass to a fresh call).
+// open runs on the flight's goroutine, and reads *bill with c.flightBill: under the lock join
+// holds until *bill is set.
+func (c *coalescer) join(ctx context.Context, key string, open func(ctx context.Context) (coalesce.Source, error), bill **flightBill) (*coalesce.Sub, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	sub, shared := c.streams.Join(ctx, key, open)
 	if c.bills == nil {
 		c.bills = map[string]*flightBill{}
 	}
 	b := c.bills[key]
-	if b == nil {
+	if !shared || b == nil {
 		b = &flightBill{}
 		c.bills[key] = b
 	}
 	b.refs++
-	return b
+	*bill = b
+	return sub, shared
 }
 
-func (c *coalescer) release(key string) {
+// flightBill reads *bill under the lock join holds while it sets it.
+func (c *coalescer) flightBill(bill **flightBill) *flightBill {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b := c.bills[key]; b != nil {
-		if b.refs--; b.refs <= 0 {
-			delete(c.bills, key)
-		}
+	return *bill
+}
+
+func (c *coalescer) release(key string, b *flightBill) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b.refs--; b.refs <= 0 && c.bills[key] == b {
+		delete(c.bills, key)
 	}
 }
 
@@ -91,10 +108,16 @@ func (c *coalescer) call(ctx context.Context, ex *Exchange, tg routing.Target, p
 		return c.callOnce(ctx, ex, tg, pc)
 	}
 	key := coalesceKey(ex, tg, pc.Stream, pc.Body)
-	ex.bill = c.acquire(key)
-	ex.releaseBill = func() { c.release(key) }
-	sub, shared := c.streams.Join(ctx, key, func(ctx context.Context) (coalesce.Source, error) {
-		resp, err := tg.Provider.Chat(ctx, pc)
+	var bill *flightBill
+	// The call is made with this caller's admission, and what it admits is kept for the
+	// callers that join later.
+	lead := *pc
+	lead.Admit = func(b providers.Bounds) error {
+		c.flightBill(&bill).sent.Store(&b)
+		return providers.Admit(pc.Admit, b)
+	}
+	sub, shared := c.join(ctx, key, func(ctx context.Context) (coalesce.Source, error) {
+		resp, err := tg.Provider.Chat(ctx, &lead)
 		if err != nil {
 			return nil, err
 		}
@@ -102,9 +125,25 @@ func (c *coalescer) call(ctx context.Context, ex *Exchange, tg routing.Target, p
 			return nil, &providers.Error{Status: 502, Type: "server_error", Code: "upstream_bad_response", Message: "the upstream did not stream", Class: providers.ClassRetryable}
 		}
 		return resp.Stream, nil
-	})
-	ex.Coalesced = shared
-	return &providers.Response{Status: 200, Stream: &subStream{sub: sub, ctx: ctx}}, nil
+	}, &bill)
+	ex.bill = bill
+	ex.releaseBill = func() { c.release(key, bill) }
+	ex.Coalesced = false
+	stream := &subStream{sub: sub, ctx: ctx}
+	if shared {
+		// Before its first byte, a joiner reserves for the call as it was admitted: it may be
+		// the one that pays (its leader may leave before the usage arrives).
+		stream.first = func() error {
+			if b := bill.sent.Load(); b != nil {
+				if err := providers.Admit(ex.admitFor(tg), *b); err != nil {
+					return err
+				}
+			}
+			ex.Coalesced = true
+			return nil
+		}
+	}
+	return &providers.Response{Status: 200, Stream: stream}, nil
 }
 
 // callOnce makes a non-stream call, or waits for an identical one in flight.
@@ -143,10 +182,23 @@ func (c *coalescer) callOnce(ctx context.Context, ex *Exchange, tg routing.Targe
 type subStream struct {
 	sub *coalesce.Sub
 	ctx context.Context
+	// first, when set, runs once the first event is in, before it is returned; its error
+	// ends the stream before the caller relays anything.
+	first func() error
 }
 
-func (s *subStream) Next() ([]byte, error) { return s.sub.Next(s.ctx) }
-func (s *subStream) Close() error          { s.sub.Close(); return nil }
+func (s *subStream) Next() ([]byte, error) {
+	ev, err := s.sub.Next(s.ctx)
+	if err == nil && s.first != nil {
+		first := s.first
+		s.first = nil
+		if err := first(); err != nil {
+			return nil, err
+		}
+	}
+	return ev, err
+}
+func (s *subStream) Close() error { s.sub.Close(); return nil }
 
 // Pending passes the flight's "next event already here" through, so a coalesced stream is
 // relayed in bursts like a direct one.

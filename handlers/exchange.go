@@ -73,6 +73,8 @@ type Exchange struct {
 	Coalesced   bool
 	bill        *flightBill
 	releaseBill func()
+	// paidElsewhere is set when another caller of the same coalesced call paid for it.
+	paidElsewhere bool
 	// Ingress names a non-OpenAI API the request arrived through ("anthropic"), so errors
 	// are written in that API's shape.
 	Ingress string

@@ -205,10 +205,11 @@ func checkModel(ex *Exchange, name string, targets []routing.Target) *providers.
 		"This API key may not use the model '%s' (allowed: %s).", name, strings.Join(allowed, ", "))
 }
 
-// holdKeyLimits takes the request's tokens from the tokens-per-minute buckets and reserves
-// amount against the spend caps of the caller's key chain. Release or settle them with
+// holdKeyLimits takes the request's tokens (the meter's bound: its prompt and n times its
+// output cap, see Meter.callTokens) from the tokens-per-minute buckets and reserves amount
+// against the spend caps of the caller's key chain. Release or settle them with
 // settleKeyLimits.
-func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req *providers.ChatRequest, targets []routing.Target, amount int64) *providers.Error {
+func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, targets []routing.Target, amount, tokens int64) *providers.Error {
 	h, ex := m.h, m.ex
 	if ex.KeyID == "" {
 		return nil // anonymous use: no key, no key limits
@@ -218,7 +219,6 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, req 
 		wl := h.led.Keys.WorkspaceLimits(ctx, ex.WorkspaceID, h.logger)
 		asks := chainAsks(buf[:0], &ex.Key, ex.WorkspaceID, "tpm", func(l ledger.KeyLimits) int64 { return l.TPM }, wl.TPM, 0)
 		if len(asks) > 0 {
-			tokens := calibratedPrompt(ex.WorkspaceID, targets[0].Model, ex.OutboundBody()) + req.OutputCap()
 			for i := range asks {
 				asks[i].N = tokens
 			}
@@ -274,7 +274,7 @@ func (m *metered) settleKeyLimits(ex *Exchange) {
 	if m.tokens != nil && ex.UsageKnown {
 		u := ex.Usage
 		used := u.InputUncached + u.CacheRead + u.CacheWrite5m + u.CacheWrite1h + u.Output
-		if ex.CacheOutcome == "hit" || ex.CacheOutcome == "coalesced" {
+		if ex.CacheOutcome == "hit" || ex.CacheOutcome == "coalesced" || ex.paidElsewhere {
 			used = 0
 		}
 		m.tokens.Settle(used)

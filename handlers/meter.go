@@ -138,8 +138,12 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 		writeError(w, ex, perr)
 		return nil
 	}
-	amount := h.estimate(ex, req, targets)
-	if perr := m.holdKeyLimits(r.Context(), w, req, targets, amount); perr != nil {
+	if perr := h.checkPriced(ex, req, targets); perr != nil {
+		writeError(w, ex, perr)
+		return nil
+	}
+	amount, tokens := h.estimate(ex, req, targets)
+	if perr := m.holdKeyLimits(r.Context(), w, targets, amount, tokens); perr != nil {
 		writeError(w, ex, perr)
 		return nil
 	}
@@ -161,41 +165,80 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 
 // estimate is the reservation made before the request is optimized and routed: an upper
 // bound of what the call can cost on any of its candidates, for the request as the caller
-// wrote it (n choices of its output cap, in its service tier). Each upstream attempt then
-// re-reserves for exactly what its adapter built (admit), so a rewrite that raises the bound
-// is covered or refused before the call.
-func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []routing.Target) int64 {
+// wrote it (n choices of its output cap, in its service tier), and the most tokens it can
+// use there, which the tokens-per-minute limits count. Each upstream attempt then re-reserves
+// for exactly what its adapter built (admit), so a rewrite that raises the bound is covered
+// or refused before the call. Every candidate is priced (checkPriced).
+func (h *Meter) estimate(ex *Exchange, req *providers.ChatRequest, targets []routing.Target) (amount, tokens int64) {
 	bounds := providers.Bounds{MaxTokens: req.OutputCap(), Choices: req.Choices(), ServiceTier: req.ServiceTier}
-	var worst int64
+	prices := h.rt.PricesFor(ex.WorkspaceID)
 	for _, tg := range targets {
-		p, ok := h.rt.PricesFor(ex.WorkspaceID).Lookup(tg.Model)
+		p, ok := prices.Lookup(tg.Model)
 		if !ok {
 			continue
 		}
 		if tp, ok := p.ForTier(bounds.ServiceTier); ok {
 			p = tp // an unpriced tier is refused at admission, once the adapter says it is sent
 		}
-		worst = max(worst, h.bound(ex, tg, p, bounds))
+		in, out := h.callTokens(ex, tg, p, bounds)
+		amount = max(amount, p.Bound(in, out))
+		tokens = max(tokens, catalog.AddSat(in, out))
 	}
-	return max(worst, 1)
+	return max(amount, 1), tokens
 }
 
-// bound is what a call to tg can cost at p with the given bounds. Input tokens are
-// over-estimated at one per three bytes of body (real tokenizers average about four), or at
-// the model's calibrated estimate plus a tenth when its tokenizer has been seen to be denser
-// than that; output is the cap per choice (else the model's maximum, else
-// DefaultOutputReserve) times the choices. Saturating: see catalog.Price.Bound.
+// bound is what a call to tg can cost at p with the given bounds. Saturating: see
+// catalog.Price.Bound.
 func (h *Meter) bound(ex *Exchange, tg routing.Target, p catalog.Price, b providers.Bounds) int64 {
+	return p.Bound(h.callTokens(ex, tg, p, b))
+}
+
+// callTokens is the most tokens a call to tg with the given bounds can use: what the credit
+// reservation prices and the tokens-per-minute limits count, so the two never disagree.
+// Input tokens are over-estimated at one per three bytes of body (real tokenizers average
+// about four), or at the model's calibrated estimate plus a tenth when its tokenizer has been
+// seen to be denser than that; output is the cap per choice (else the model's maximum, else
+// DefaultOutputReserve) times the choices (n).
+func (h *Meter) callTokens(ex *Exchange, tg routing.Target, p catalog.Price, b providers.Bounds) (in, out int64) {
 	body := ex.OutboundBody()
-	inTokens := max(int64(len(body))/3+16, calibratedPrompt(ex.WorkspaceID, tg.Model, body)*11/10+16)
-	out := b.MaxTokens
+	in = max(int64(len(body))/3+16, calibratedPrompt(ex.WorkspaceID, tg.Model, body)*11/10+16)
+	out = b.MaxTokens
 	if out <= 0 {
 		out = p.MaxOutput
 	}
 	if out <= 0 {
 		out = h.DefaultOutputReserve
 	}
-	return p.Bound(inTokens, catalog.MulSat(out, max(b.Choices, 1)))
+	return in, catalog.MulSat(out, max(b.Choices, 1))
+}
+
+// checkPriced refuses, before anything is reserved or sent, a request the gateway could not
+// bill: one of whose candidates the workspace's prices do not know (a model pinned at request
+// time on a provider that declares no models list, say), or one asking for a billable option
+// the catalog has no rate for (audio, web search, plugins). A model is priced by the catalog
+// or by the config's price blocks; a free local model is one priced at zero.
+func (h *Meter) checkPriced(ex *Exchange, req *providers.ChatRequest, targets []routing.Target) *providers.Error {
+	prices := h.rt.PricesFor(ex.WorkspaceID)
+	for _, tg := range targets {
+		if _, ok := prices.Lookup(tg.Model); !ok {
+			return unpricedModel(req.Model, tg.Model)
+		}
+	}
+	if o, found := catalog.FindUnpricedOption(req); found {
+		return providers.Errorf(http.StatusBadRequest, "unsupported_parameter", o.Param,
+			"'%s' is not supported by this gateway yet: it asks for %s, which the provider bills at rates the gateway's price catalog does not have, "+
+				"and the gateway serves nothing it cannot bill. Remove '%s' from the request.", o.Param, o.What, o.Param)
+	}
+	return nil
+}
+
+// unpricedModel is the 400 for a model the gateway cannot price, naming it and how the
+// operator prices it.
+func unpricedModel(requested, upstream string) *providers.Error {
+	return providers.Errorf(http.StatusBadRequest, "model_not_priced", "model",
+		"The model '%s' is not served: this gateway has no price for '%s', and it serves nothing it cannot bill. "+
+			"The operator can price it with `price %s { input <usd per 1M tokens> output <usd per 1M tokens> }` in the btl block "+
+			"(input 0 output 0 for a model that costs nothing, such as a local one).", requested, upstream, upstream)
 }
 
 // metered carries one request's reservation to its completion.
@@ -231,7 +274,8 @@ func (m *metered) admit(tg routing.Target, b providers.Bounds) error {
 	ex.Sent = b
 	p, ok := h.rt.PricesFor(ex.WorkspaceID).Lookup(tg.Model)
 	if !ok {
-		return nil // an unpriced model is not billed (a local model, say)
+		// The meter refused unpriced candidates already; nothing unpriced is ever sent.
+		return notUpstream(unpricedModel(ex.Request.Model, tg.Model))
 	}
 	tp, ok := p.ForTier(b.ServiceTier)
 	if !ok {
@@ -302,6 +346,7 @@ func reserveStatus(err error) int {
 // complete prices the exchange, settles or releases the reservation and appends the row.
 func (m *metered) complete(ex *Exchange) {
 	h := m.h
+	ex.cacheOutcome() // fixed before the row is made: the row says what the header says
 	observePrompt(ex, h.rt.Prices())
 	observeOutput(ex)
 	h.attribute(ex)
@@ -463,7 +508,7 @@ func (h *Meter) attribute(ex *Exchange) {
 		s.ResponseCache = list.Cost(ex.Usage)
 	case ex.bill != nil && !ex.settleBill():
 		// Another caller of the same coalesced call paid for it.
-		ex.CacheOutcome = "coalesced"
+		ex.paidElsewhere = true
 		ex.CostMicros = 0
 		s.Coalesce = list.Cost(ex.Usage)
 	default:
@@ -490,6 +535,23 @@ func (h *Meter) attribute(ex *Exchange) {
 	}
 	ex.Savings = s
 	ex.BaselineMicros = ex.CostMicros + s.PromptCache + s.ResponseCache + s.Coalesce + s.Compression + s.Dedupe + s.OutputBudget + s.Routing
+}
+
+// cacheOutcome fixes and returns the request's cache outcome, the one source of the
+// X-Btl-Cache header, the ledger row, metrics and traces: "hit" (answered from the response
+// cache), "coalesced" (joined another caller's identical call in flight), "miss" (the
+// response cache was asked and had nothing) or "bypass" (no cache took part). A stream's
+// header is written before its completion and a non-stream row before its header, so both
+// call it; once set, it does not change.
+func (ex *Exchange) cacheOutcome() string {
+	switch {
+	case ex.CacheOutcome == "hit":
+	case ex.Coalesced:
+		ex.CacheOutcome = "coalesced"
+	case ex.CacheOutcome == "":
+		ex.CacheOutcome = "bypass"
+	}
+	return ex.CacheOutcome
 }
 
 // billedTier is the processing tier a call is billed in: the one the upstream says it served

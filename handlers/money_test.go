@@ -113,7 +113,8 @@ func TestMoneyReservationBound(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m.estimate(&Exchange{Request: req}, req, targets)
+		amount, _ := m.estimate(&Exchange{Request: req}, req, targets)
+		return amount
 	}
 	const msgs = `"model":"canned/gpt-4o-mini","messages":[{"role":"user","content":"hi"}]`
 	one := reserve(`{` + msgs + `,"max_tokens":1000}`)
@@ -123,10 +124,60 @@ func TestMoneyReservationBound(t *testing.T) {
 	if one < 600 || one > 620 || many < 128*600 || many > 128*600+20 || priority < 1000 || priority > 1020 {
 		t.Fatalf("reservations: one %d, n=128 %d, priority %d", one, many, priority)
 	}
-	req, _ := providers.ParseChatRequest([]byte(`{` + msgs + `}`))
+	// Tokens-per-minute counts the same bound (money2 item 5): n times the cap, plus the prompt.
+	req, _ := providers.ParseChatRequest([]byte(`{` + msgs + `,"max_tokens":1000,"n":8}`))
+	if _, tokens := m.estimate(&Exchange{Request: req}, req, targets); tokens < 8*1000 || tokens > 8*1000+100 {
+		t.Fatalf("n=8 × 1,000: %d tokens counted", tokens)
+	}
+	req, _ = providers.ParseChatRequest([]byte(`{` + msgs + `}`))
 	huge := int64(math.MaxInt64 / 4)
 	req.MaxTokens, req.N = &huge, &huge
-	if got := m.estimate(&Exchange{Request: req}, req, targets); got != math.MaxInt64/1_000_000 {
+	if got, _ := m.estimate(&Exchange{Request: req}, req, targets); got != math.MaxInt64/1_000_000 {
 		t.Fatalf("absurd bounds reserved %d µ$, want saturation", got)
+	}
+}
+
+// TestCoalescedFlightBillIsPerFlight (money2 item 2): a new flight for the same key gets a bill
+// of its own even while a caller of an earlier, finished flight still holds that one's: the
+// earlier bill is already paid, and inheriting it would record the new call as paid by
+// someone else.
+func TestCoalescedFlightBillIsPerFlight(t *testing.T) {
+	chunk := []byte(`{"id":"c","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}`)
+	ad := &cannedAdapter{chunks: [][]byte{chunk}}
+	h := moneyRoute(t, ad)
+	targets, perr := h.rt.Routes().Resolve("canned/gpt-4o-mini")
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	req, err := providers.ParseChatRequest([]byte(`{"model":"canned/gpt-4o-mini","temperature":0,"stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() *Exchange {
+		ex := &Exchange{WorkspaceID: "ws", Request: req}
+		resp, err := h.coalesce.call(context.Background(), ex, targets[0], &providers.Call{Request: req, Body: req.Body, UpstreamModel: "gpt-4o-mini", Stream: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := resp.Stream.Next(); err != nil {
+				break
+			}
+		}
+		ex.UsageKnown = true
+		return ex
+	}
+	first := run() // still holds its bill: its release has not run
+	if !first.settleBill() {
+		t.Fatal("the first flight's caller did not pay")
+	}
+	second := run()
+	if second.bill == first.bill || !second.settleBill() {
+		t.Fatal("a new flight's call was recorded as paid by the earlier flight's caller")
+	}
+	first.releaseBill()
+	second.releaseBill()
+	if n := len(h.coalesce.bills); n != 0 {
+		t.Fatalf("%d bills left after every caller released", n)
 	}
 }

@@ -397,13 +397,7 @@ func setUpstreamHeaders(hdr http.Header, ex *Exchange) {
 	if ex.UpstreamRequestID != "" {
 		hdr.Set("X-Btl-Upstream-Request-Id", ex.UpstreamRequestID)
 	}
-	if ex.Coalesced {
-		ex.CacheOutcome = "coalesced"
-	}
-	if ex.CacheOutcome == "" {
-		ex.CacheOutcome = "bypass"
-	}
-	hdr.Set("X-Btl-Cache", ex.CacheOutcome)
+	hdr.Set("X-Btl-Cache", ex.cacheOutcome())
 	if o := ex.Optimizer; o != nil {
 		if o.Breakers != "" {
 			hdr.Set("X-Btl-Cache-Breakers", o.Breakers)

@@ -49,21 +49,12 @@ func exchangeAttributes(ex *Exchange) []attribute.KeyValue {
 		requested = ex.Request.Model
 	}
 	u := ex.Usage
-	// The outcome as the response header reports it (set after completion for a call that
-	// no cache served).
-	cache := ex.CacheOutcome
-	switch {
-	case ex.Coalesced:
-		cache = "coalesced"
-	case cache == "":
-		cache = "bypass"
-	}
 	out := []attribute.KeyValue{
 		attribute.String("btl.request_id", ex.ID),
 		attribute.String("btl.model", requested),
 		attribute.String("btl.provider", ex.Provider),
 		attribute.String("btl.upstream_model", ex.UpstreamModel),
-		attribute.String("btl.cache", cache),
+		attribute.String("btl.cache", ex.cacheOutcome()),
 		attribute.Int("btl.attempts", ex.Attempts),
 		attribute.Int64("btl.tokens.input_uncached", u.InputUncached),
 		attribute.Int64("btl.tokens.cache_read", u.CacheRead),

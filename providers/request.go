@@ -35,6 +35,13 @@ type ChatRequest struct {
 	// price of the call.
 	ServiceTier string `json:"service_tier"`
 	TopLogprobs *int64 `json:"top_logprobs"`
+	// Options a provider bills beyond text tokens, raw as sent (nil when absent): audio
+	// output (modalities, audio), a fee per web search (web_search_options) and OpenRouter's
+	// plugins. The meter refuses those the catalog cannot price (catalog.FindUnpricedOption).
+	Modalities       json.RawMessage `json:"modalities"`
+	Audio            json.RawMessage `json:"audio"`
+	WebSearchOptions json.RawMessage `json:"web_search_options"`
+	Plugins          json.RawMessage `json:"plugins"`
 
 	// ProviderRefs are the image URLs and file ids in the messages that name storage on the
 	// provider's side (gs://…, s3://…, file-…): the route refuses them unless the operator
@@ -199,6 +206,18 @@ func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
 	case "response_format":
 		r.ResponseFormat = raw
 		return nil
+	case "modalities":
+		r.Modalities = raw
+		return nil
+	case "audio":
+		r.Audio = raw
+		return nil
+	case "web_search_options":
+		r.WebSearchOptions = raw
+		return nil
+	case "plugins":
+		r.Plugins = raw
+		return nil
 	case "stream":
 		dst = &r.Stream
 	case "max_tokens":
@@ -295,7 +314,7 @@ var readFields = []string{"model", "messages", "stream", "stream_options", "max_
 	"max_completion_tokens", "n", "tools", "response_format", "prompt_cache_key", "service_tier",
 	"top_logprobs", "temperature", "top_p", "top_k", "frequency_penalty", "presence_penalty",
 	"stop", "seed", "user", "metadata", "reasoning_effort", "cache_control", "tool_choice",
-	"parallel_tool_calls", "logprobs"}
+	"parallel_tool_calls", "logprobs", "modalities", "audio", "web_search_options", "plugins"}
 
 var readFieldSet = func() map[string]bool {
 	m := make(map[string]bool, len(readFields))

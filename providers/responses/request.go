@@ -517,7 +517,10 @@ func chatTools(raw json.RawMessage) ([]json.RawMessage, error) {
 			return nil, badParam("invalid_type", p, "%s must be a tool object", p)
 		}
 		if ft.Type != "function" {
-			return nil, badParam("invalid_value", p+".type", "unsupported tool type %q: only function tools are supported on this model", ft.Type)
+			// Hosted tools (web_search, file_search, code_interpreter, image_generation …)
+			// carry provider fees per call that the gateway's catalog does not price.
+			return nil, badParam("invalid_value", p+".type", "unsupported tool type %q: only function tools are supported by this gateway; "+
+				"hosted tools carry provider fees that are not priced here, and nothing is served unbilled", ft.Type)
 		}
 		if ft.Name == "" {
 			return nil, badParam("missing_required_parameter", p+".name", "%s.name is required", p)
