@@ -76,21 +76,9 @@ func TestHostileCrossTenantPromptCacheResponses(t *testing.T) {
 			srv := httptest.NewServer(up)
 			t.Cleanup(srv.Close)
 			tl := newTestLedger(t, 10*ledger.Credit)
-			store, err := ledger.OpenSQLite(context.Background(), tl.db)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// B probes with optimize on, C with it off (a tenant's probe must not find its own
 			// earlier probe in the cache).
-			_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, keyC, err := store.CreateWorkspace(context.Background(), "tenant C", 10*ledger.Credit)
-			store.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
+			keyB, keyC := tl.tenant(t, "tenant B"), tl.tenant(t, "tenant C")
 			site := "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tcache_isolation " + isolation + "\n\t}\n\tbtl_route\n"
 			base := startGateway(t, tl.withStorage(`btl {
 		provider oai openai {
@@ -162,15 +150,7 @@ func TestHostileCrossTenantPromptCacheLeverOff(t *testing.T) {
 			up := httptest.NewServer(simulated.New(simulated.Options{}))
 			t.Cleanup(up.Close)
 			tl := newTestLedger(t, 10*ledger.Credit)
-			store, err := ledger.OpenSQLite(context.Background(), tl.db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
-			store.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
+			keyB := tl.tenant(t, "tenant B")
 			site := "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\t" + c.optimize + "\n\t}\n\tbtl_route\n"
 			base := startGateway(t, tl.withStorage(`btl {
 		provider anth anthropic {
@@ -231,15 +211,7 @@ func TestHostileCrossTenantPromptCacheLeverOff(t *testing.T) {
 func TestHostileCrossTenantPromptCacheSimulator(t *testing.T) {
 	secret := "CONFIDENTIAL onboarding checklist of tenant A. " + strings.Repeat("Grant admin rights only after the second reference call. ", 90)
 	tl := newTestLedger(t, 10*ledger.Credit)
-	store, err := ledger.OpenSQLite(context.Background(), tl.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
-	store.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	keyB := tl.tenant(t, "tenant B")
 	base := startGateway(t, tl.withStorage(`btl {
 		provider sim simulated {
 			models gpt-4o-mini
@@ -257,4 +229,19 @@ func TestHostileCrossTenantPromptCacheSimulator(t *testing.T) {
 	if n := cached(keyB); n != 0 {
 		t.Fatalf("tenant B confirmed A's prompt: %d cached tokens", n)
 	}
+}
+
+// tenant adds another workspace with $10 to the test's ledger and returns its owner key.
+func (tl *testLedger) tenant(t *testing.T, name string) string {
+	t.Helper()
+	store, err := ledger.OpenSQLite(context.Background(), tl.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	_, key, err := store.CreateWorkspace(context.Background(), name, 10*ledger.Credit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
