@@ -7,7 +7,7 @@ FUZZTIME  ?= 30000x
 # The load generator gets CPU 0, the servers CPU 1 (when taskset exists).
 PIN_LOADGEN := $(shell command -v taskset >/dev/null 2>&1 && echo "taskset -c 0")
 
-.PHONY: build run test hostile vet lint fuzz bench bench-go bench-savings chaos xcaddy clean
+.PHONY: build run test jsclients hostile vet lint fuzz bench bench-go bench-savings chaos xcaddy clean
 
 build:
 	$(GO) build -o caddy ./cmd/caddy
@@ -22,9 +22,17 @@ vet:
 lint: vet
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
-test: lint
+test: lint jsclients
 	$(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
+
+# The official JavaScript SDKs that TestJSClients drives (pinned by package-lock.json). Without
+# npm or the registry the test skips instead of failing the run.
+JSCLIENTS := caddymodule/testdata/jsclients
+jsclients:
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(JSCLIENTS) --prefer-offline --no-audit --no-fund --silent || echo "jsclients: npm ci failed; TestJSClients will skip"; \
+	else echo "jsclients: npm not found; TestJSClients will skip"; fi
 
 # The hostile-tenant suite alone (make test runs it too).
 hostile:

@@ -32,21 +32,9 @@ func TestHostileCrossTenantPromptCache(t *testing.T) {
 			up := httptest.NewServer(sim)
 			t.Cleanup(up.Close)
 			tl := newTestLedger(t, 10*ledger.Credit)
-			store, err := ledger.OpenSQLite(context.Background(), tl.db)
-			if err != nil {
-				t.Fatal(err)
-			}
 			// B probes with the gateway's markers, C with markers of its own (a tenant's probe
 			// must not find its own earlier probe in the cache).
-			_, keyB, err := store.CreateWorkspace(context.Background(), "tenant B", 10*ledger.Credit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, keyC, err := store.CreateWorkspace(context.Background(), "tenant C", 10*ledger.Credit)
-			store.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
+			keyB, keyC := tl.tenant(t, "tenant B"), tl.tenant(t, "tenant C")
 			site := "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tcache_isolation " + isolation + "\n\t}\n\tbtl_route\n"
 			base := startGateway(t, tl.withStorage(`btl {
 		provider anth anthropic {

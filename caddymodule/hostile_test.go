@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -519,6 +520,10 @@ func TestHostileShippedConfigIsSafe(t *testing.T) {
 		if s.WriteTimeout != 0 {
 			t.Errorf("server %s: a write timeout would cut long streams", name)
 		}
+	}
+	// The README says the shipped config bounds request bodies with request_body.
+	if !regexp.MustCompile(`"handler":"request_body","max_size":[1-9]`).Match(raw) {
+		t.Errorf("no request_body max_size in Caddyfile.example")
 	}
 	if len(cfg.Logging.Logs) < 2 {
 		t.Fatalf("want the default log and an access log, got %d logs", len(cfg.Logging.Logs))

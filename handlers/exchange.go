@@ -62,6 +62,9 @@ type Exchange struct {
 	// upstream target (prompt-cache markers, output cap).
 	Optimizer *OptimizerReport
 	PerTarget func(body []byte, tg routing.Target) []byte
+	// CacheScope is the workspace's cache-isolation salt when btl_optimize isolates provider
+	// caches ("" otherwise): the Responses pass-through scopes prompt_cache_key with it.
+	CacheScope string
 	// CaptureUpstream and CaptureChunk, when set, see the upstream's answer as it was
 	// received (before the gateway adds usage.cost): for the response cache.
 	CaptureUpstream func(body []byte)

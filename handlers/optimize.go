@@ -206,6 +206,10 @@ func (p *policy) set(tech string, on bool) {
 func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	ex := ExchangeFrom(r)
 	w.Header().Set("X-Btl-Request-Id", ex.ID)
+	if r.Method == http.MethodPost && r.URL.Path == PathResponses && h.CacheIsolation != CacheIsolationOff {
+		// Isolation is not a lever: it holds whatever the request's optimize policy says.
+		ex.CacheScope = cacheplan.Isolate(ex.WorkspaceID)
+	}
 	if r.Method != http.MethodPost || (r.URL.Path != PathChat && r.URL.Path != PathMessages) {
 		return next.ServeHTTP(w, r)
 	}
@@ -269,12 +273,9 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 	if tg.Priced {
 		rep.price = *price
 	}
+	planned := false // the body carries the cache plan, isolation included
 	if p.promptCache && tg.Priced {
-		ct := cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *price}
-		if h.CacheIsolation != CacheIsolationOff {
-			ct.Salt = cacheplan.Isolate(ex.WorkspaceID)
-			ct.SaltAutomatic = h.CacheIsolation == CacheIsolationStrict
-		}
+		ct := h.cacheTarget(ex, tg)
 		nb, cr, err := h.plans.Plan(body, ct)
 		if err == nil {
 			rep.Breakers = cr.BreakerHeader()
@@ -287,8 +288,17 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 				rep.markedShare = float64(cr.MarkedPrefixTokens) / float64(cr.TotalTokens)
 			}
 			if !p.shadow {
-				body = nb
+				body, planned = nb, true
 			}
+		}
+	}
+	if !planned && tg.Priced && h.CacheIsolation != CacheIsolationOff {
+		// Isolation is not a lever: a tenant that turns prompt caching off (or the operator,
+		// or shadow mode) must not leave its own markers or named key readable by others.
+		ct := h.cacheTarget(ex, tg)
+		ct.IsolateOnly = true
+		if nb, _, err := h.plans.Plan(body, ct); err == nil {
+			body = nb
 		}
 	}
 	// A caller's own cap is never touched; the parse already knows whether there is one.
@@ -303,6 +313,17 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		}
 	}
 	return body
+}
+
+// cacheTarget is the cache plan's view of one upstream target, with the workspace's
+// isolation salt unless cache_isolation is off.
+func (h *Optimize) cacheTarget(ex *Exchange, tg routing.Target) cacheplan.Target {
+	ct := cacheplan.Target{Provider: tg.Provider.Type(), Model: tg.Model, Workspace: ex.WorkspaceID, Price: *tg.Price}
+	if h.CacheIsolation != CacheIsolationOff {
+		ct.Salt = cacheplan.Isolate(ex.WorkspaceID)
+		ct.SaltAutomatic = h.CacheIsolation == CacheIsolationStrict
+	}
+	return ct
 }
 
 // observe feeds the evidence record with what the upstream reported for this request. Only

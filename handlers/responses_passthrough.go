@@ -16,6 +16,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/providers/responses"
 	"github.com/badtheorylabs/btl-runtime/providers/sse"
 	"github.com/badtheorylabs/btl-runtime/routing"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
 )
 
 // responsesPassThrough is the one place that decides whether a Responses request goes to a
@@ -30,9 +31,19 @@ func responsesPassThrough(ex *Exchange, tg routing.Target) providers.ResponsesAd
 }
 
 // passThroughBody is the caller's body; a previous_response_id resolved from the gateway's
-// store is expanded into the input (the upstream does not know the gateway's ids).
-func (st *responsesState) passThroughBody() ([]byte, error) {
+// store is expanded into the input (the upstream does not know the gateway's ids), and under
+// cache isolation prompt_cache_key is scoped to the workspace (see cacheplan.ResponsesKey).
+func (st *responsesState) passThroughBody(ex *Exchange, tg routing.Target) ([]byte, error) {
 	body := st.req.Raw
+	if ex.CacheScope != "" {
+		derive := tg.Priced && tg.Price.Accepts("prompt_cache_key")
+		if key := cacheplan.ResponsesKey(ex.WorkspaceID, ex.CacheScope, st.req.PromptCacheKey, st.req.Instructions, derive); key != "" {
+			var err error
+			if body, err = providers.SetTopLevel(body, "prompt_cache_key", strconv.AppendQuote(nil, key)); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if st.req.PreviousResponseID == "" {
 		return body, nil
 	}
@@ -63,7 +74,7 @@ func (st *responsesState) passThroughBody() ([]byte, error) {
 // cancel ends the attempt's upstream call: a committed stream ends when its client leaves.
 func (h *Route) attemptResponses(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, ra providers.ResponsesAdapter) (bool, *providers.Error) {
 	st := ex.responses
-	body, err := st.passThroughBody()
+	body, err := st.passThroughBody(ex, tg)
 	if err != nil {
 		return false, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
 	}

@@ -33,11 +33,15 @@ type Price struct {
 	Output       Micros
 	Context      int64
 	MaxOutput    int64
-	// LongAbove switches to the Long* rates when the prompt exceeds it (0: no tier).
-	LongAbove       int64
-	LongInput       Micros
-	LongCachedInput Micros
-	LongOutput      Micros
+	// LongAbove switches to the Long* rates when the prompt exceeds it (0: no tier). Cache
+	// writes are priced on top of the long-context input rate (Anthropic's 1.25× and 2×
+	// multipliers stack with its long-context price).
+	LongAbove        int64
+	LongInput        Micros
+	LongCachedInput  Micros
+	LongCacheWrite5m Micros
+	LongCacheWrite1h Micros
+	LongOutput       Micros
 
 	// Model is the catalog's canonical id: upstream ids that normalise to the same Model are
 	// the same model served by different hosts (the equivalence class).
@@ -93,6 +97,7 @@ func (p Price) ForTier(tier string) (Price, bool) {
 	q.Input, q.CachedInput, q.Output = r.Input, r.CachedInput, r.Output
 	q.CacheWrite5m, q.CacheWrite1h = r.CacheWrite, r.CacheWrite
 	q.LongInput, q.LongCachedInput, q.LongOutput = max(q.LongInput, q.Input), max(q.LongCachedInput, q.CachedInput), max(q.LongOutput, q.Output)
+	q.LongCacheWrite5m, q.LongCacheWrite1h = max(q.LongCacheWrite5m, q.CacheWrite5m), max(q.LongCacheWrite1h, q.CacheWrite1h)
 	q.tiers = nil
 	return q, true
 }
@@ -151,10 +156,12 @@ type Entry struct {
 	Context      int64   `json:"context"`
 	MaxOutput    int64   `json:"max_output"`
 	LongContext  *struct {
-		Above       int64   `json:"above"`
-		Input       float64 `json:"input"`
-		CachedInput float64 `json:"cached_input"`
-		Output      float64 `json:"output"`
+		Above        int64   `json:"above"`
+		Input        float64 `json:"input"`
+		CachedInput  float64 `json:"cached_input"`
+		CacheWrite5m float64 `json:"cache_write_5m"`
+		CacheWrite1h float64 `json:"cache_write_1h"`
+		Output       float64 `json:"output"`
 	} `json:"long_context"`
 	Caps *Caps `json:"caps"`
 	// Tiers are processing tiers priced apart from the standard one: {"priority": {"input":
@@ -350,6 +357,16 @@ func (m Entry) price(name string) (Price, error) {
 		if p.LongOutput == 0 {
 			p.LongOutput = p.Output
 		}
+		// Unless given, a cache write costs the same multiple of the long input rate as of
+		// the standard one (for OpenAI and Gemini, whose writes cost the input rate, that is
+		// the long input rate itself).
+		p.LongCacheWrite5m, p.LongCacheWrite1h = usd(lc.CacheWrite5m), usd(lc.CacheWrite1h)
+		if p.LongCacheWrite5m == 0 {
+			p.LongCacheWrite5m = scaleRate(p.CacheWrite5m, p.LongInput, p.Input)
+		}
+		if p.LongCacheWrite1h == 0 {
+			p.LongCacheWrite1h = scaleRate(p.CacheWrite1h, p.LongInput, p.Input)
+		}
 	}
 	for tier, r := range m.Tiers {
 		if StandardTier(tier) {
@@ -458,15 +475,23 @@ func (p Price) Cost(u providers.Usage) Micros {
 // CostPrecise is Cost before rounding, in units of 1e-12 dollars: for comparing candidates
 // whose costs differ by less than a micro-dollar.
 func (p Price) CostPrecise(u providers.Usage) int64 {
-	in, cached, out := p.Input, p.CachedInput, p.Output
+	in, cached, w5, w1, out := p.Input, p.CachedInput, p.CacheWrite5m, p.CacheWrite1h, p.Output
 	if p.LongAbove > 0 && u.PromptTokens() > p.LongAbove {
-		in, cached, out = p.LongInput, p.LongCachedInput, p.LongOutput
+		in, cached, w5, w1, out = p.LongInput, p.LongCachedInput, p.LongCacheWrite5m, p.LongCacheWrite1h, p.LongOutput
 	}
 	sum := MulSat(u.InputUncached, in)
 	sum = AddSat(sum, MulSat(u.CacheRead, cached))
-	sum = AddSat(sum, MulSat(u.CacheWrite5m, p.CacheWrite5m))
-	sum = AddSat(sum, MulSat(u.CacheWrite1h, p.CacheWrite1h))
+	sum = AddSat(sum, MulSat(u.CacheWrite5m, w5))
+	sum = AddSat(sum, MulSat(u.CacheWrite1h, w1))
 	return AddSat(sum, MulSat(u.Output, out))
+}
+
+// scaleRate is rate × num / den, rounded half up: a rate moved to another base price.
+func scaleRate(rate, num, den Micros) Micros {
+	if den <= 0 {
+		return rate
+	}
+	return (MulSat(rate, num) + den/2) / den
 }
 
 // MicrosToUSD renders micro-dollars as a decimal dollar string without float rounding.
@@ -483,7 +508,7 @@ func MicrosToUSD(m Micros) string {
 // to the micro-dollar. It saturates rather than wraps, so an absurd request reserves more
 // than any balance, never less.
 func (p Price) Bound(inTokens, outTokens int64) Micros {
-	in := max(p.Input, p.CacheWrite1h, p.CacheWrite5m, p.LongInput)
+	in := max(p.Input, p.CacheWrite1h, p.CacheWrite5m, p.LongInput, p.LongCacheWrite1h, p.LongCacheWrite5m)
 	out := max(p.Output, p.LongOutput)
 	precise := AddSat(MulSat(inTokens, in), MulSat(outTokens, out))
 	return AddSat(precise, 999_999) / 1_000_000

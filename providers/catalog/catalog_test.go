@@ -35,6 +35,39 @@ func TestLookupAndCost(t *testing.T) {
 	}
 }
 
+// Above the long-context threshold every rate moves: Anthropic's cache-write multipliers
+// (1.25× and 2×) stack on its long-context input price, and OpenAI's GPT-5.4/5.5 bill 2× input
+// (cached input too) and 1.5× output for the whole request.
+func TestLongContextRates(t *testing.T) {
+	c := Default()
+	long := func(u providers.Usage) providers.Usage { u.InputUncached += 300_000; return u }
+	for _, tc := range []struct {
+		model string
+		usage providers.Usage
+		want  Micros
+	}{
+		// 300k uncached at $6 = 1.8; 100k 5m writes at $7.50; 100k 1h writes at $12.
+		{"claude-sonnet-4-6", long(providers.Usage{CacheWrite5m: 100_000, CacheWrite1h: 100_000}), 1_800_000 + 750_000 + 1_200_000},
+		// 300k at $10, 100k cached at $1, 10k output at $45.
+		{"gpt-5.5", long(providers.Usage{CacheRead: 100_000, Output: 10_000}), 3_000_000 + 100_000 + 450_000},
+		// 300k at $5, 100k cached at $0.50, 10k output at $22.50.
+		{"gpt-5.4", long(providers.Usage{CacheRead: 100_000, Output: 10_000}), 1_500_000 + 50_000 + 225_000},
+		// Gemini 2.5 Pro writes at the input rate: $2.50 above 200k.
+		{"gemini-2.5-pro", long(providers.Usage{CacheWrite5m: 100_000}), 750_000 + 250_000},
+	} {
+		p, ok := c.Lookup(tc.model)
+		if !ok {
+			t.Fatalf("%s not priced", tc.model)
+		}
+		if got := p.Cost(tc.usage); got != tc.want {
+			t.Errorf("%s: cost %d, want %d", tc.model, got, tc.want)
+		}
+		if b := p.Bound(tc.usage.PromptTokens(), tc.usage.Output); b < p.Cost(tc.usage) {
+			t.Errorf("%s: bound %d below the cost %d", tc.model, b, p.Cost(tc.usage))
+		}
+	}
+}
+
 func TestMicrosToUSD(t *testing.T) {
 	for m, want := range map[Micros]string{0: "0.000000", 1: "0.000001", 1_500_000: "1.500000", -25: "-0.000025"} {
 		if got := MicrosToUSD(m); got != want {
@@ -189,14 +222,14 @@ func TestMoneyCostSaturates(t *testing.T) {
 }
 
 func TestMoneyBound(t *testing.T) {
-	p, _ := Default().Lookup("claude-sonnet-4-5") // $3 in ($6 long, $6 1h write), $15 out ($22.50 long)
+	p, _ := Default().Lookup("claude-sonnet-4-5") // $3 in ($6 long, $12 long 1h write), $15 out ($22.50 long)
 	for _, c := range []struct {
 		in, out int64
 		want    Micros
 	}{
 		{0, 0, 0},
-		{1, 0, 6},
-		{1_000_000, 1_000_000, 6_000_000 + 22_500_000},
+		{1, 0, 12},
+		{1_000_000, 1_000_000, 12_000_000 + 22_500_000},
 		{0, math.MaxInt64, math.MaxInt64 / 1_000_000},
 		{math.MaxInt64, math.MaxInt64, math.MaxInt64 / 1_000_000},
 	} {

@@ -90,7 +90,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 
 	var idb [32]byte
 	id := appendHex(append(idb[:0], "chatcmpl-sim-"...), reqHash)
-	u := usage{prompt: p.promptToks, cached: cached, completion: res.completion}
+	// OpenAI generates and bills n answers; the simulator's are n copies of one.
+	u := usage{prompt: p.promptToks, cached: cached, completion: res.completion * max(p.choices, 1)}
 	h["X-Ratelimit-Remaining-Tokens"] = []string{strconv.Itoa(max(rlTokens-p.promptToks, 0))}
 	if !p.stream && d.hold != "" {
 		s.stats.note("hold")
@@ -205,23 +206,36 @@ func appendToolCalls(dst []byte, calls []genCall) []byte {
 	return append(dst, ']')
 }
 
+// appendIndex opens a choice object with its index.
+func appendIndex(dst []byte, i int) []byte {
+	return append(strconv.AppendInt(append(dst, `{"index":`...), int64(i), 10), ',')
+}
+
 // respond writes a non-stream chat.completion.
 func (s *Server) respond(w http.ResponseWriter, p *parsed, d *directives, res *result, id []byte, created int64, u usage, st *reqState) {
 	b := appendHead(st.out[:0], "chat.completion", id, created, p.model)
-	b = append(b, `,"choices":[{"index":0,"message":{"role":"assistant","content":`...)
-	if res.content != nil {
-		b = appendJSONString(b, res.content)
-	} else {
-		b = append(b, "null"...)
+	b = append(b, `,"choices":[`...)
+	for i := range max(p.choices, 1) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendIndex(b, i)
+		b = append(b, `"message":{"role":"assistant","content":`...)
+		if res.content != nil {
+			b = appendJSONString(b, res.content)
+		} else {
+			b = append(b, "null"...)
+		}
+		b = append(b, `,"refusal":null,"annotations":[]`...)
+		if len(res.toolCalls) > 0 {
+			b = append(b, ',')
+			b = appendToolCalls(b, res.toolCalls)
+		}
+		b = append(b, `},"logprobs":null,"finish_reason":"`...)
+		b = append(b, res.finish...)
+		b = append(b, `"}`...)
 	}
-	b = append(b, `,"refusal":null,"annotations":[]`...)
-	if len(res.toolCalls) > 0 {
-		b = append(b, ',')
-		b = appendToolCalls(b, res.toolCalls)
-	}
-	b = append(b, `},"logprobs":null,"finish_reason":"`...)
-	b = append(b, res.finish...)
-	b = append(b, `"}],"usage":`...)
+	b = append(b, `],"usage":`...)
 	b = u.appendJSON(b)
 	b = append(b, `,"service_tier":"default","system_fingerprint":"`+systemFingerprint+`"}`...)
 	st.out = b
@@ -290,14 +304,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *parsed, d *di
 	}
 	defer func() { st.out = buf[:0] }()
 
-	// Role chunk.
-	if res.content != nil {
-		buf = append(buf, `{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}`...)
-	} else {
-		buf = append(buf, `{"index":0,"delta":{"role":"assistant","content":null,"refusal":null},"logprobs":null,"finish_reason":null}`...)
-	}
-	if !emit() {
-		return
+	// Role chunk, one per choice (n answers are interleaved chunk by chunk, as OpenAI does).
+	choices := max(p.choices, 1)
+	for c := range choices {
+		buf = appendIndex(buf, c)
+		if res.content != nil {
+			buf = append(buf, `"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}`...)
+		} else {
+			buf = append(buf, `"delta":{"role":"assistant","content":null,"refusal":null},"logprobs":null,"finish_reason":null}`...)
+		}
+		if !emit() {
+			return
+		}
 	}
 
 	// Content pieces: the answer, or tool-call fragments.
@@ -336,29 +354,32 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *parsed, d *di
 		if i > 0 && delay > 0 && !sleepCtx(ctx, delay) {
 			return
 		}
-		switch {
-		case pc.call < 0:
-			buf = append(buf, `{"index":0,"delta":{"content":`...)
-			buf = appendJSONString(buf, pc.data)
-			buf = append(buf, `},"logprobs":null,"finish_reason":null}`...)
-		case pc.first:
-			c := res.toolCalls[pc.call]
-			buf = append(buf, `{"index":0,"delta":{"tool_calls":[{"index":`...)
-			buf = strconv.AppendInt(buf, int64(pc.call), 10)
-			buf = append(buf, `,"id":"`...)
-			buf = append(buf, c.id...)
-			buf = append(buf, `","type":"function","function":{"name":`...)
-			buf = appendJSONString(buf, c.name)
-			buf = append(buf, `,"arguments":""}}]},"logprobs":null,"finish_reason":null}`...)
-		default:
-			buf = append(buf, `{"index":0,"delta":{"tool_calls":[{"index":`...)
-			buf = strconv.AppendInt(buf, int64(pc.call), 10)
-			buf = append(buf, `,"function":{"arguments":`...)
-			buf = appendJSONString(buf, pc.data)
-			buf = append(buf, `}}]},"logprobs":null,"finish_reason":null}`...)
-		}
-		if !emit() {
-			return
+		for c := range choices {
+			buf = appendIndex(buf, c)
+			switch {
+			case pc.call < 0:
+				buf = append(buf, `"delta":{"content":`...)
+				buf = appendJSONString(buf, pc.data)
+				buf = append(buf, `},"logprobs":null,"finish_reason":null}`...)
+			case pc.first:
+				tc := res.toolCalls[pc.call]
+				buf = append(buf, `"delta":{"tool_calls":[{"index":`...)
+				buf = strconv.AppendInt(buf, int64(pc.call), 10)
+				buf = append(buf, `,"id":"`...)
+				buf = append(buf, tc.id...)
+				buf = append(buf, `","type":"function","function":{"name":`...)
+				buf = appendJSONString(buf, tc.name)
+				buf = append(buf, `,"arguments":""}}]},"logprobs":null,"finish_reason":null}`...)
+			default:
+				buf = append(buf, `"delta":{"tool_calls":[{"index":`...)
+				buf = strconv.AppendInt(buf, int64(pc.call), 10)
+				buf = append(buf, `,"function":{"arguments":`...)
+				buf = appendJSONString(buf, pc.data)
+				buf = append(buf, `}}]},"logprobs":null,"finish_reason":null}`...)
+			}
+			if !emit() {
+				return
+			}
 		}
 		if i == 0 && d.hold != "" {
 			s.stats.note("hold")
@@ -378,11 +399,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, p *parsed, d *di
 	if delay > 0 && !sleepCtx(ctx, delay) {
 		return
 	}
-	buf = append(buf, `{"index":0,"delta":{},"logprobs":null,"finish_reason":"`...)
-	buf = append(buf, res.finish...)
-	buf = append(buf, `"}`...)
-	if !emit() {
-		return
+	for c := range choices {
+		buf = appendIndex(buf, c)
+		buf = append(buf, `"delta":{},"logprobs":null,"finish_reason":"`...)
+		buf = append(buf, res.finish...)
+		buf = append(buf, `"}`...)
+		if !emit() {
+			return
+		}
 	}
 	if p.usageChunk {
 		buf = append(buf, ']')

@@ -83,6 +83,7 @@ type parsed struct {
 	usageChunk bool // stream_options.include_usage
 	obfuscate  bool
 	outputCap  int64 // 0: none
+	choices    int   // n: answers generated, each billed (1 when absent)
 	tools      []wireTool
 	toolChoice string // "", "none", "auto", "required", or "function"
 	namedTool  string
@@ -173,6 +174,10 @@ func parse(body []byte, st *reqState, p *parsed) *providers.Error {
 		if c.v != nil && *c.v < 1 {
 			return badRequest("integer_below_min_value", c.name, "Invalid '%s': integer below minimum value. Expected a value >= 1, but got %d instead.", c.name, *c.v)
 		}
+	}
+	p.choices = 1
+	if w.N != nil {
+		p.choices = int(*w.N)
 	}
 	if w.MaxCompletionTokens != nil {
 		p.outputCap = *w.MaxCompletionTokens

@@ -53,6 +53,11 @@ type Target struct {
 	// request, which no gateway caching earns back.
 	Salt          string
 	SaltAutomatic bool
+	// IsolateOnly makes Plan do only what isolation needs, for a request whose prompt-cache
+	// lever is off (x-btl-optimize, shadow, disable prompt_cache): the salt ahead of the
+	// caller's own markers (or, with SaltAutomatic, of an automatically cached prompt) and the
+	// caller's prompt_cache_key scoped; no schema rewrite, marker or derived key.
+	IsolateOnly bool
 }
 
 // Breakpoint is one cache_control marker added.
@@ -260,6 +265,9 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 		}
 	}
 	nTools := len(s.units)
+	if t.IsolateOnly {
+		s.edits, rep.SchemasSorted = s.edits[:0], 0
+	}
 	if len(top.msgs) == 0 || top.msgs[0] != '[' {
 		return body, rep, errBadJSON
 	}
@@ -304,6 +312,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			rep.CallerMarkers, cached = true, true
 		case rep.TotalTokens < minTok:
 			rep.BelowMinimum = true
+		case t.IsolateOnly:
 		default:
 			prefix, conv := ev.MarkersPay(t.Workspace, t.Model)
 			rep.MarkersStoodDown = !prefix || !conv
@@ -334,7 +343,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 			o := offset(body, v)
 			s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
 			rep.CallerKeyScoped = true
-		} else if v == nil || string(v) == "null" {
+		} else if !t.IsolateOnly && (v == nil || string(v) == "null") {
 			var kb [64]byte
 			key := appendKey(kb[:0], "btl-", t.Workspace, prefixHex)
 			// One key per workspace and prefix; shards only while the evidence says the key
@@ -793,11 +802,12 @@ func allow1h(t Target) bool {
 	return false
 }
 
-// keyAllowed reports whether Plan sets prompt_cache_key for t: first-party OpenAI only (never
-// OpenAI-compatible third parties), and only models whose catalog entry lists the field,
-// since a model that does not know it rejects the request.
+// keyAllowed reports whether Plan sets prompt_cache_key for t: first-party OpenAI and the
+// built-in simulator, which models OpenAI's key-scoped cache (never OpenAI-compatible third
+// parties), and only models whose catalog entry lists the field, since a model that does not
+// know it rejects the request.
 func keyAllowed(t Target) bool {
-	return t.Provider == "openai" && t.Price.Accepts("prompt_cache_key")
+	return (t.Provider == "openai" || t.Provider == "simulated") && t.Price.Accepts("prompt_cache_key")
 }
 
 // Isolate returns the salt that scopes a workspace's cached prefixes: a stable tag derived
