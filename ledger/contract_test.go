@@ -41,6 +41,7 @@ func runContract(t *testing.T, newStore func(t *testing.T) Store) {
 		{"WriterOutage", testWriterOutage},
 		{"WriterTornRecord", testWriterTornRecord},
 		{"Summary", testSummary},
+		{"SummaryIsOneSnapshot", testSummaryIsOneSnapshot},
 		{"ListAndExport", testListAndExport},
 		{"StoredResponses", testStoredResponses},
 	}
@@ -689,6 +690,43 @@ func testSummary(t *testing.T, s Store) {
 	}
 	if _, err := s.Summary(ctx, "ws_nope", time.Time{}, time.Time{}, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown workspace: %v", err)
+	}
+}
+
+// testSummaryIsOneSnapshot reads summaries while rows are billed: the balance and the totals
+// must come from one snapshot, so balance + billed cost is always the grant.
+func testSummaryIsOneSnapshot(t *testing.T, s Store) {
+	ctx := context.Background()
+	ws := mustWorkspace(t, s, 10*Credit)
+	done := make(chan error, 1)
+	go func() {
+		for i := range 200 {
+			if err := s.InsertRows(ctx, "n1", []Row{testRow(ws.ID, i, 7)}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for reads := 0; ; reads++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reads == 0 {
+				t.Fatal("no summary read while rows were billed")
+			}
+			return
+		default:
+		}
+		sum, err := s.Summary(ctx, ws.ID, time.Time{}, time.Time{}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Balance+sum.Total.Cost != 10*Credit {
+			t.Fatalf("read %d: balance %d + billed %d != grant %d: two snapshots", reads, sum.Balance, sum.Total.Cost, 10*Credit)
+		}
 	}
 }
 

@@ -84,13 +84,24 @@ func (p *Postgres) Summary(ctx context.Context, ws string, from, to time.Time, g
 	if err != nil {
 		return Summary{}, err
 	}
-	bal, err := p.Balance(ctx, ws)
+	// One repeatable-read transaction, so the balance and the totals come from one snapshot
+	// even while rows are being billed.
+	tx, err := p.report.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return Summary{}, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var bal Micros
+	err = tx.QueryRow(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = $1`, ws).Scan(&bal)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Summary{}, ErrNotFound
+	}
 	if err != nil {
 		return Summary{}, err
 	}
 	from, to = normRange(from, to)
 	s := Summary{WorkspaceID: ws, From: from, To: to, GroupBy: groupBy, Balance: bal}
-	rows, err := p.report.Query(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
+	rows, err := tx.Query(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
 		FROM ledger_rows WHERE workspace_id = $1 AND ts >= $2 AND ts < $3 GROUP BY 1 ORDER BY 1`, ws, from, to)
 	if err != nil {
 		return Summary{}, err

@@ -132,13 +132,24 @@ func (s *SQLite) Summary(ctx context.Context, ws string, from, to time.Time, gro
 	if err != nil {
 		return Summary{}, err
 	}
-	bal, err := s.Balance(ctx, ws)
+	// One read transaction: WAL gives it one snapshot, so the balance and the totals agree
+	// even while rows are being billed.
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return Summary{}, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	var bal Micros
+	err = tx.QueryRowContext(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = ?`, ws).Scan(&bal)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Summary{}, ErrNotFound
+	}
 	if err != nil {
 		return Summary{}, err
 	}
 	from, to = normRange(from, to)
 	sum := Summary{WorkspaceID: ws, From: from, To: to, GroupBy: groupBy, Balance: bal}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
+	rows, err := tx.QueryContext(ctx, `SELECT `+expr+` AS g, `+summaryAggregates+`
 		FROM ledger_rows WHERE workspace_id = ? AND ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1`, ws, toUs(from), toUs(to))
 	if err != nil {
 		return Summary{}, err
