@@ -91,7 +91,7 @@ func BenchmarkOptimize(b *testing.B) {
 	for _, c := range []struct {
 		tokens int
 		cold   bool
-	}{{1_000, false}, {100_000, false}, {100_000, true}} {
+	}{{1_000, false}, {10_000, false}, {100_000, false}, {100_000, true}} {
 		tokens := c.tokens
 		name := fmt.Sprintf("%dk_tokens", tokens/1000)
 		if c.cold {
