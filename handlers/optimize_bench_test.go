@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,7 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/badtheorylabs/btl-runtime/metrics"
+	btlmetrics "github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
@@ -84,6 +85,7 @@ func BenchmarkParse(b *testing.B) {
 // Each iteration is a new turn, and also runs the bare parse that every request pays without
 // the optimizer; "optimizer-us" is the difference, measured interleaved so the machine's
 // drift cancels (the target: under 50 µs at 1k tokens, under 2 ms at 100k).
+// "optimizer-B" is the bytes it allocates beyond that parse.
 //
 // The first_turn case forgets the dedupe memo and index before each request: a conversation
 // the gateway has not seen before (its history arrives whole).
@@ -108,7 +110,7 @@ func BenchmarkOptimize(b *testing.B) {
 			// completion feeds it.
 			ev := evidence.New()
 			h := &Optimize{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(),
-				plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: metrics.Default()}
+				plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: btlmetrics.Default()}
 			targets, _ := table.Resolve("btl-anth")
 			body := optimizeBody(tokens)
 			b.SetBytes(int64(len(body)))
@@ -120,21 +122,23 @@ func BenchmarkOptimize(b *testing.B) {
 				return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
 			}
 			var optimized, parsed time.Duration
+			var optimizedBytes, parsedBytes uint64
 			turn := 0
 			for b.Loop() {
 				turn++
 				r := newRequest(-turn) // a body of the same size, parsed only
-				start := time.Now()
+				start, startBytes := time.Now(), heapAllocated()
 				if _, err := ExchangeFrom(r).LoadChatRequest(r, DefaultMaxBody); err != nil {
 					b.Fatal(err)
 				}
 				parsed += time.Since(start)
+				parsedBytes += heapAllocated() - startBytes
 
 				r = newRequest(turn)
 				if c.cold {
 					forgetConversations()
 				}
-				start = time.Now()
+				start, startBytes = time.Now(), heapAllocated()
 				var ex *Exchange
 				_ = h.ServeHTTP(&discardWriter{h: http.Header{}}, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 					ex = ExchangeFrom(r)
@@ -145,8 +149,10 @@ func BenchmarkOptimize(b *testing.B) {
 				ex.Optimizer.Finish = "stop"
 				ex.Complete()
 				optimized += time.Since(start)
+				optimizedBytes += heapAllocated() - startBytes
 			}
 			b.ReportMetric(float64((optimized-parsed).Microseconds())/float64(b.N), "optimizer-us")
+			b.ReportMetric((float64(optimizedBytes)-float64(parsedBytes))/float64(b.N), "optimizer-B")
 		})
 	}
 }
@@ -194,6 +200,14 @@ func BenchmarkOptimizerParts(b *testing.B) {
 			_, _, _ = budget.Apply(body, budget.Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: p})
 		}
 	})
+}
+
+// heapAllocated is the bytes allocated on the heap so far by the whole process (the
+// benchmark runs alone, so a difference is what the code between two reads allocated).
+func heapAllocated() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // forgetConversations empties the dedupe memo and index.
