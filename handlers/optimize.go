@@ -254,7 +254,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 }
 
 // rewriteMessages dedupes and compresses the conversation on its view and writes the result
-// in one copy, returning the body and its view (nil when the result cannot be viewed).
+// in one copy, returning the body and the view of its top level.
 func (h *Optimize) rewriteMessages(ex *Exchange, req *providers.ChatRequest, p policy, view *conv.View) ([]byte, *conv.View) {
 	ch := conv.None()
 	if p.dedupe {
@@ -273,7 +273,10 @@ func (h *Optimize) rewriteMessages(ex *Exchange, req *providers.ChatRequest, p p
 			}
 		}
 	}
-	return view.Rewrite(ch)
+	// What follows reads only the top level: the messages' array goes back to the pool.
+	body, nv := view.Rewrite(ch, false)
+	view.Release()
+	return body, nv
 }
 
 // rewriteMessagesEach is rewriteMessages for a body without a view: each lever reads and

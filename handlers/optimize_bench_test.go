@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -87,17 +88,21 @@ func BenchmarkParse(b *testing.B) {
 // drift cancels (the target: under 50 µs at 1k tokens, under 2 ms at 100k).
 // "optimizer-B" is the bytes it allocates beyond that parse.
 //
-// The first_turn case forgets the dedupe memo and index before each request: a conversation
-// the gateway has not seen before (its history arrives whole).
+// The no_max_tokens case leaves the cap to the output budget. The first_turn case forgets
+// the dedupe memo and index before each request: a conversation the gateway has not seen
+// before (its history arrives whole).
 func BenchmarkOptimize(b *testing.B) {
 	for _, c := range []struct {
-		tokens int
-		cold   bool
-	}{{1_000, false}, {10_000, false}, {100_000, false}, {100_000, true}} {
+		tokens      int
+		cold, noCap bool
+	}{{1_000, false, false}, {10_000, false, false}, {100_000, false, false}, {100_000, false, true}, {100_000, true, false}} {
 		tokens := c.tokens
 		name := fmt.Sprintf("%dk_tokens", tokens/1000)
 		if c.cold {
 			name += "_first_turn"
+		}
+		if c.noCap {
+			name += "_no_max_tokens"
 		}
 		b.Run(name, func(b *testing.B) {
 			ad := &anthLike{}
@@ -113,6 +118,9 @@ func BenchmarkOptimize(b *testing.B) {
 				plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: btlmetrics.Default()}
 			targets, _ := table.Resolve("btl-anth")
 			body := optimizeBody(tokens)
+			if c.noCap { // the output budget sets one
+				body = bytes.Replace(body, []byte(`"max_tokens":500,`), nil, 1)
+			}
 			b.SetBytes(int64(len(body)))
 			b.ReportMetric(float64(len(body))/4, "tokens")
 			b.ReportAllocs()

@@ -29,14 +29,14 @@ func TestCompressViewWritesWhatCompressWrites(t *testing.T) {
 			}
 		}
 		for _, pre := range pres {
-			before, _ := v.Rewrite(pre)
+			before, _ := v.Rewrite(pre, true)
 			for _, g := range goldenOptions() {
 				want, wantRep, wantErr := Compress(before, g.o)
 				c, rep, err := CompressView(v, pre, g.o)
 				if (err != nil) != (wantErr != nil) || rep != wantRep {
 					t.Fatalf("%s/%s (pre %v): report %+v err %v, want %+v err %v", gb.name, g.name, pre.Repl != nil, rep, err, wantRep, wantErr)
 				}
-				got, nv := v.Rewrite(c)
+				got, nv := v.Rewrite(c, true)
 				if !bytes.Equal(got, want) {
 					t.Fatalf("%s/%s (pre %v): bodies differ\n got %s\nwant %s", gb.name, g.name, pre.Repl != nil, got, want)
 				}

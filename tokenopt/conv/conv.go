@@ -8,6 +8,7 @@ package conv
 import (
 	"errors"
 	"slices"
+	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
@@ -41,15 +42,43 @@ type View struct {
 // element that is not an object.
 var ErrNotChat = errors.New("conv: body has no messages array of objects")
 
-// Parse views body. Nothing is copied: the view aliases body.
+// Parse views body. Nothing is copied: the view aliases body. Its messages are held in a
+// pooled array until Release.
 func Parse(body []byte) (*View, error) {
 	v := &View{Body: body}
-	arr, msgs, top, err := msgjson.ParseAll(make([]Message, 0, 16), make([]Member, 0, 12), body, ReserveKeys[:], v.Reserve[:])
+	var msgs []Message
+	if p, ok := msgPool.Get().(*[]Message); ok {
+		msgs = (*p)[:0]
+	}
+	arr, msgs, top, err := msgjson.ParseAll(msgs, make([]Member, 0, 12), body, ReserveKeys[:], v.Reserve[:])
 	if err != nil {
 		return nil, ErrNotChat
 	}
 	v.Arr, v.Msgs, v.Top = arr, msgs, top
 	return v, nil
+}
+
+// msgPool holds message arrays for reuse: on a long conversation they are the largest thing
+// a view allocates.
+var msgPool sync.Pool
+
+// maxPooledMsgs bounds the arrays kept, so one huge conversation does not pin its size.
+const maxPooledMsgs = 1 << 14
+
+// Release ends the use of v's messages: Msgs becomes nil and its array is reused. The top
+// level stays readable.
+func (v *View) Release() {
+	if v == nil || v.Msgs == nil {
+		return
+	}
+	msgs := v.Msgs[:cap(v.Msgs)]
+	v.Msgs = nil
+	if len(msgs) > maxPooledMsgs {
+		return
+	}
+	clear(msgs) // they point into the body, which must not stay reachable
+	msgs = msgs[:0]
+	msgPool.Put(&msgs)
 }
 
 // Of reports whether b is the very body the view was made of (the same memory).
@@ -93,46 +122,45 @@ func (v *View) Len(c Change) int {
 	return n
 }
 
-// Rewrite returns the body with c applied, in one copy, and its view (nil when a replacement
-// is not a message object the view can read). With an empty change (and no compaction) it
-// returns v's body and v itself.
-func (v *View) Rewrite(c Change) ([]byte, *View) {
+// Rewrite returns the body with c applied, in one copy, and its view. With withMsgs the view
+// has the messages (nil when a replacement is not a message object the view can read);
+// without, only the top level (Top, Arr, Reserve) and Msgs is nil. With an empty change (and
+// no compaction) it returns v's body and v itself.
+func (v *View) Rewrite(c Change, withMsgs bool) ([]byte, *View) {
 	if c.Empty() && !c.Compact {
 		return v.Body, v
 	}
 	out := make([]byte, 0, v.Len(c))
-	nv := &View{Msgs: make([]Message, 0, len(v.Msgs)+1), Top: make([]Member, 0, len(v.Top))}
-	type placed struct {
-		m      Message
-		parsed bool // m is v's message as it was; else raw must be parsed
-		raw    []byte
-		at     int
-	}
-	var list []placed
-	v.emit(c, func(b []byte) { out = append(out, b...) }, func(i int, raw []byte) {
-		p := placed{raw: raw, at: len(out)}
-		if i >= 0 {
-			p.m, p.parsed = v.Msgs[i], true
+	nv := &View{Top: make([]Member, 0, len(v.Top))}
+	var msg func(i int, raw []byte)
+	bad := false
+	if withMsgs {
+		nv.Msgs = make([]Message, 0, len(v.Msgs)+1)
+		msg = func(i int, raw []byte) {
+			// out never grows past its capacity, so the bytes just written stay where they are.
+			at := len(out) - len(raw)
+			var m Message
+			if i >= 0 {
+				m = v.Msgs[i]
+			} else {
+				var err error
+				if m, err = msgjson.ParseMessage(raw); err != nil || len(m.Raw) != len(raw) {
+					bad = true
+				}
+			}
+			m.Raw = out[at:len(out):len(out)]
+			m.Pos = providers.Span{Start: at - v.Arr.Start, End: len(out) - v.Arr.Start}
+			nv.Msgs = append(nv.Msgs, m)
 		}
-		list = append(list, p)
-	})
+	}
+	v.emit(c, func(b []byte) { out = append(out, b...) }, msg)
+	if bad {
+		return out, nil
+	}
 	nv.Body = out
 	delta := len(out) - len(v.Body)
 	arrStart := v.Arr.Start
 	nv.Arr = providers.Span{Start: arrStart, End: v.Arr.End + delta}
-	for _, p := range list {
-		m := p.m
-		if !p.parsed {
-			var err error
-			if m, err = msgjson.ParseMessage(p.raw); err != nil || len(m.Raw) != len(p.raw) {
-				return out, nil
-			}
-		}
-		// p.at is where the message starts in out: the raw bytes were just written there.
-		m.Raw = out[p.at-len(p.raw) : p.at]
-		m.Pos = providers.Span{Start: p.at - len(p.raw) - arrStart, End: p.at - arrStart}
-		nv.Msgs = append(nv.Msgs, m)
-	}
 	shift := func(s providers.Span) providers.Span {
 		if s.Start >= v.Arr.End {
 			s.Start, s.End = s.Start+delta, s.End+delta

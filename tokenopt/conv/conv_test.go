@@ -79,7 +79,7 @@ func TestRewriteWritesOnceAndKeepsTheView(t *testing.T) {
 			if n := v.Len(tc.c); n != len(want) {
 				t.Errorf("%s: Len %d, want %d", tc.name, n, len(want))
 			}
-			body, nv := v.Rewrite(tc.c)
+			body, nv := v.Rewrite(tc.c, true)
 			if string(body) != want {
 				t.Fatalf("%s on %s:\n got %s\nwant %s", tc.name, b, body, want)
 			}
@@ -90,6 +90,18 @@ func TestRewriteWritesOnceAndKeepsTheView(t *testing.T) {
 				t.Fatalf("%s: the view is not of the body returned", tc.name)
 			}
 			sameView(t, nv)
+			// Without the messages: the same body and top level.
+			v2, _ := Parse([]byte(b))
+			body2, top := v2.Rewrite(tc.c, false)
+			v2.Release()
+			if string(body2) != want || top.Arr != nv.Arr || top.Reserve != nv.Reserve || len(top.Top) != len(nv.Top) || (top.Msgs != nil && !tc.c.Empty()) {
+				t.Fatalf("%s: the top-level rewrite differs", tc.name)
+			}
+			for i, m := range top.Top {
+				if string(m.Key) != string(nv.Top[i].Key) || m.Val != nv.Top[i].Val {
+					t.Fatalf("%s: member %d differs", tc.name, i)
+				}
+			}
 			if !tc.c.Empty() && &body[0] == &v.Body[0] {
 				t.Fatalf("%s: the input was written over", tc.name)
 			}
@@ -107,7 +119,7 @@ func TestRewriteOfAReplacementThatIsNotAMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, nv := v.Rewrite(Change{Repl: map[int][]byte{1: []byte(`"text"`)}, DelFrom: -1, DelTo: -1})
+	body, nv := v.Rewrite(Change{Repl: map[int][]byte{1: []byte(`"text"`)}, DelFrom: -1, DelTo: -1}, true)
 	if string(body) != `{"messages":[{"role":"user","content":"a"},"text"]}` || nv != nil {
 		t.Fatalf("got %s and view %v; want the body written and no view", body, nv)
 	}
