@@ -130,15 +130,13 @@ func (v *View) Rewrite(c Change, withMsgs bool) ([]byte, *View) {
 	if c.Empty() && !c.Compact {
 		return v.Body, v
 	}
-	out := make([]byte, 0, v.Len(c))
+	w := NewBuffer(v.Len(c))
 	nv := &View{Top: make([]Member, 0, len(v.Top))}
 	var msg func(i int, raw []byte)
 	bad := false
 	if withMsgs {
 		nv.Msgs = make([]Message, 0, len(v.Msgs)+1)
 		msg = func(i int, raw []byte) {
-			// out never grows past its capacity, so the bytes just written stay where they are.
-			at := len(out) - len(raw)
 			var m Message
 			if i >= 0 {
 				m = v.Msgs[i]
@@ -148,14 +146,19 @@ func (v *View) Rewrite(c Change, withMsgs bool) ([]byte, *View) {
 					bad = true
 				}
 			}
-			m.Raw = out[at:len(out):len(out)]
-			m.Pos = providers.Span{Start: at - v.Arr.Start, End: len(out) - v.Arr.Start}
+			// Raw is set once the body is written; Pos says where.
+			m.Pos = providers.Span{Start: w.Len() - len(raw) - v.Arr.Start, End: w.Len() - v.Arr.Start}
 			nv.Msgs = append(nv.Msgs, m)
 		}
 	}
-	v.emit(c, func(b []byte) { out = append(out, b...) }, msg)
+	v.emit(c, w.Write, msg)
+	out := w.Bytes()
 	if bad {
 		return out, nil
+	}
+	for i := range nv.Msgs {
+		m := &nv.Msgs[i]
+		m.Raw = out[v.Arr.Start+m.Pos.Start : v.Arr.Start+m.Pos.End : v.Arr.Start+m.Pos.End]
 	}
 	nv.Body = out
 	delta := len(out) - len(v.Body)
@@ -262,12 +265,13 @@ func Apply(body []byte, edits []Edit) []byte {
 	for _, e := range edits {
 		n += len(e.Repl) - (e.End - e.Start)
 	}
-	out := make([]byte, 0, n)
+	w := NewBuffer(n)
 	at := 0
 	for _, e := range edits {
-		out = append(out, body[at:e.Start]...)
-		out = append(out, e.Repl...)
+		w.Write(body[at:e.Start])
+		w.Write(e.Repl)
 		at = e.End
 	}
-	return append(out, body[at:]...)
+	w.Write(body[at:])
+	return w.Bytes()
 }
