@@ -224,8 +224,10 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	// One view of the conversation serves every lever; a body it cannot read (a message that
 	// is not an object) takes the lever-by-lever path, which handles anything that parsed.
 	var view *conv.View
-	if v, err := conv.Parse(req.Body); err == nil && v.Arr.Start == req.MessagesAt && v.Arr.End-v.Arr.Start == len(req.Messages) {
-		view = v
+	if p.dedupe || p.compression || (p.budget && req.OutputCap() == 0) {
+		if v, err := conv.Parse(req.Body); err == nil && v.Arr.Start == req.MessagesAt && v.Arr.End-v.Arr.Start == len(req.Messages) {
+			view = v
+		}
 	}
 	var body []byte
 	if view != nil {
