@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/dedupe"
 )
 
@@ -15,6 +16,9 @@ import (
 // and dedupe stops trading prompt-cache hits for the tokens it removes. Each message's result
 // is memoised by the hash of the conversation up to it, so a growing conversation costs one
 // dedupe pass per turn, not one per message.
+//
+// It is the path for a body the conversation view cannot read (dedupeView is the usual one);
+// both rewrite alike.
 func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fromHistory int64, ok bool) {
 	body, messages := req.Body, req.Messages
 	msgs := make([][]byte, 0, 64)
@@ -24,11 +28,57 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 	}) != nil || len(msgs) < 2 {
 		return nil, 0, 0, false
 	}
-	rewritten := make([][]byte, len(msgs))
-	copy(rewritten, msgs)
+	repl, fromNewest, fromHistory := dedupeMessages(msgs)
+	if len(repl) == 0 {
+		return nil, 0, 0, false
+	}
+	// One copy of the body, with the messages array rebuilt in place.
+	size := len(body) - len(messages) + 2 + len(msgs) - 1
+	for i, m := range msgs {
+		if r, ok := repl[i]; ok {
+			m = r
+		}
+		size += len(m)
+	}
+	out = make([]byte, 0, size)
+	out = append(out, body[:req.MessagesAt]...)
+	out = append(out, '[')
+	for i, m := range msgs {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		if r, ok := repl[i]; ok {
+			m = r
+		}
+		out = append(out, m...)
+	}
+	out = append(out, ']')
+	out = append(out, body[req.MessagesAt+len(messages):]...)
+	return out, fromNewest, fromHistory, true
+}
+
+// dedupeView is dedupeConversation on the request's conversation view: it returns the change
+// (the rewritten messages; the array written without whitespace, as dedupeConversation
+// writes it) for the caller to write together with the other levers' in one copy.
+func dedupeView(v *conv.View) (c conv.Change, fromNewest, fromHistory int64, ok bool) {
+	if len(v.Msgs) < 2 {
+		return c, 0, 0, false
+	}
+	repl, fromNewest, fromHistory := dedupeMessages(v.Raws())
+	if len(repl) == 0 {
+		return c, 0, 0, false
+	}
+	c = conv.None()
+	c.Repl, c.Compact = repl, true
+	return c, fromNewest, fromHistory, true
+}
+
+// dedupeMessages rewrites the user messages of msgs (see dedupeConversation) and returns the
+// rewritten ones by index; msgs is used as scratch.
+func dedupeMessages(msgs [][]byte) (repl map[int][]byte, fromNewest, fromHistory int64) {
+	rewritten := msgs // each earlier message as rewritten, which the index must see
 	var h maphash.Hash
 	h.SetSeed(memoSeed)
-	changed := false
 	// The conversation's index starts at the first memo miss and grows one message at a time,
 	// so a conversation seen for the first time is indexed once, not once per user message.
 	var conv *dedupe.Conversation
@@ -57,35 +107,20 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 		if r == nil {
 			continue
 		}
-		rewritten[i] = r
-		changed = true
+		if repl == nil {
+			repl = make(map[int][]byte)
+		}
+		repl[i] = r
 		removed := max(int64(len(m)-len(r))/4, 0)
 		if i == len(msgs)-1 {
 			fromNewest += removed
 		} else {
 			fromHistory += removed
 		}
+		// Later messages are hashed as sent, before this rewrite: only the index sees it.
+		rewritten[i] = r
 	}
-	if !changed {
-		return nil, 0, 0, false
-	}
-	// One copy of the body, with the messages array rebuilt in place.
-	size := len(body) - len(messages) + 2 + len(rewritten) - 1
-	for _, m := range rewritten {
-		size += len(m)
-	}
-	out = make([]byte, 0, size)
-	out = append(out, body[:req.MessagesAt]...)
-	out = append(out, '[')
-	for i, m := range rewritten {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, m...)
-	}
-	out = append(out, ']')
-	out = append(out, body[req.MessagesAt+len(messages):]...)
-	return out, fromNewest, fromHistory, true
+	return repl, fromNewest, fromHistory
 }
 
 var userRoleValue = []byte(`"user"`)

@@ -19,6 +19,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
 )
@@ -220,35 +221,26 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow, CoalesceSampled: p.coalesceSampled}
-	body := req.Body
-	if p.dedupe {
-		if nb, newest, history, ok := dedupeConversation(req); ok && newest+history > 0 {
-			ex.Optimizer.DedupeTokens, ex.Optimizer.DedupeHistoryTokens = newest, history
-			if !p.shadow {
-				body = nb
-			}
+	// One view of the conversation serves every lever; a body it cannot read (a message that
+	// is not an object) takes the lever-by-lever path, which handles anything that parsed.
+	var view *conv.View
+	if p.dedupe || p.compression || (p.budget && req.OutputCap() == 0) {
+		if v, err := conv.Parse(req.Body); err == nil && v.Arr.Start == req.MessagesAt && v.Arr.End-v.Arr.Start == len(req.Messages) {
+			view = v
 		}
 	}
-	if p.compression && h.mayCompress(ex, body, req, p.mask) {
-		// KeepToolOutputs also protects the newest tool outputs of an agent loop that runs
-		// under a single user message (the default protects only whole user turns).
-		opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(ex, req))}
-		if p.mask {
-			opts.Economics = h.maskEconomics(ex, req)
-		}
-		if nb, rep, err := compress.Compress(body, opts); err == nil && rep.TokensAfter < rep.TokensBefore {
-			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
-			if !p.shadow {
-				body = nb
-			}
-		}
+	var body []byte
+	if view != nil {
+		body, view = h.rewriteMessages(ex, req, p, view)
+	} else {
+		body = h.rewriteMessagesEach(ex, req, p)
 	}
 	if !bytes.Equal(body, req.Body) {
 		ex.Body = body
 	}
 	// Prompt caching and the output budget depend on the upstream target, so they run per
 	// attempt, in the route handler.
-	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg) }
+	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg, view) }
 	if !p.shadow {
 		ex.OnComplete(h.observe)
 	}
@@ -263,8 +255,68 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// perTarget plans provider-native caching and the output cap for one upstream target.
-func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Target) []byte {
+// rewriteMessages dedupes and compresses the conversation on its view and writes the result
+// in one copy, returning the body and the view of its top level.
+func (h *Optimize) rewriteMessages(ex *Exchange, req *providers.ChatRequest, p policy, view *conv.View) ([]byte, *conv.View) {
+	ch := conv.None()
+	if p.dedupe {
+		if c, newest, history, ok := dedupeView(view); ok && newest+history > 0 {
+			ex.Optimizer.DedupeTokens, ex.Optimizer.DedupeHistoryTokens = newest, history
+			if !p.shadow {
+				ch = c
+			}
+		}
+	}
+	if p.compression && h.mayCompress(ex, view.Len(ch), req, p.mask) {
+		if c, rep, err := compress.CompressView(view, ch, h.compressOptions(ex, req, p)); err == nil && rep.TokensAfter < rep.TokensBefore {
+			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
+			if !p.shadow {
+				ch = c
+			}
+		}
+	}
+	// What follows reads only the top level: the messages' array goes back to the pool.
+	body, nv := view.Rewrite(ch, false)
+	view.Release()
+	return body, nv
+}
+
+// rewriteMessagesEach is rewriteMessages for a body without a view: each lever reads and
+// writes the body on its own.
+func (h *Optimize) rewriteMessagesEach(ex *Exchange, req *providers.ChatRequest, p policy) []byte {
+	body := req.Body
+	if p.dedupe {
+		if nb, newest, history, ok := dedupeConversation(req); ok && newest+history > 0 {
+			ex.Optimizer.DedupeTokens, ex.Optimizer.DedupeHistoryTokens = newest, history
+			if !p.shadow {
+				body = nb
+			}
+		}
+	}
+	if p.compression && h.mayCompress(ex, len(body), req, p.mask) {
+		if nb, rep, err := compress.Compress(body, h.compressOptions(ex, req, p)); err == nil && rep.TokensAfter < rep.TokensBefore {
+			ex.Optimizer.CompressionTokens = int64(rep.TokensBefore - rep.TokensAfter)
+			if !p.shadow {
+				body = nb
+			}
+		}
+	}
+	return body
+}
+
+func (h *Optimize) compressOptions(ex *Exchange, req *providers.ChatRequest, p policy) compress.Options {
+	// KeepToolOutputs also protects the newest tool outputs of an agent loop that runs
+	// under a single user message (the default protects only whole user turns).
+	opts := compress.Options{DisableMask: !p.mask, KeepToolOutputs: 4, ContextWindow: int(h.contextOf(ex, req))}
+	if p.mask {
+		opts.Economics = h.maskEconomics(ex, req)
+	}
+	return opts
+}
+
+// perTarget plans provider-native caching and the output cap for one upstream target. Both
+// are edits of body written in one copy; view, when it is body's, spares the budget a walk.
+func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Target, view *conv.View) []byte {
 	rep := ex.Optimizer
 	rep.CacheMarkers, rep.CacheKey, rep.BudgetCap = 0, false, 0
 	rep.target, rep.cacheKeyBase, rep.keyWarm, rep.prefixShare = tg.Model, "", false, 0
@@ -273,10 +325,30 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 	if tg.Priced {
 		rep.price = *price
 	}
+	// A caller's own cap is never touched; the parse already knows whether there is one. The
+	// cap is decided on the body as it comes (the plan never touches the fields it reads) and
+	// written with the plan. The two inserts at the object's start are written in the order
+	// the levers ran one after the other; a body with space before its '{' keeps that order
+	// by running them so.
+	var extra []conv.Edit
+	together := len(body) > 0 && body[0] == '{'
+	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 && together {
+		var top []conv.Member
+		if view.Of(body) {
+			top = view.Top
+		}
+		e, ok, br, err := budget.Decide(body, top, h.budgetTarget(ex, tg))
+		if err == nil && !br.CallerCap && br.Cap > 0 {
+			rep.BudgetCap = br.Cap
+			if !p.shadow && ok {
+				extra = append(extra, e)
+			}
+		}
+	}
 	planned := false // the body carries the cache plan, isolation included
 	if p.promptCache && tg.Priced {
 		ct := h.cacheTarget(ex, tg)
-		nb, cr, err := h.plans.Plan(body, ct)
+		nb, cr, err := h.plans.PlanWith(body, ct, extra) // extra is empty in shadow mode
 		if err == nil {
 			rep.Breakers = cr.BreakerHeader()
 			rep.CacheMarkers = len(cr.Breakpoints)
@@ -288,7 +360,7 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 				rep.markedShare = float64(cr.MarkedPrefixTokens) / float64(cr.TotalTokens)
 			}
 			if !p.shadow {
-				body, planned = nb, true
+				body, planned, extra = nb, true, nil
 			}
 		}
 	}
@@ -297,14 +369,13 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		// or shadow mode) must not leave its own markers or named key readable by others.
 		ct := h.cacheTarget(ex, tg)
 		ct.IsolateOnly = true
-		if nb, _, err := h.plans.Plan(body, ct); err == nil {
-			body = nb
+		if nb, _, err := h.plans.PlanWith(body, ct, extra); err == nil {
+			body, extra = nb, nil
 		}
 	}
-	// A caller's own cap is never touched; the parse already knows whether there is one.
-	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 {
-		nb, br, err := budget.Apply(body, budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *price,
-			Workspace: ex.WorkspaceID, Evidence: h.ev})
+	body = conv.Apply(body, extra)
+	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 && !together {
+		nb, br, err := budget.Apply(body, h.budgetTarget(ex, tg))
 		if err == nil && !br.CallerCap && br.Cap > 0 {
 			rep.BudgetCap = br.Cap
 			if !p.shadow {
@@ -313,6 +384,10 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		}
 	}
 	return body
+}
+
+func (h *Optimize) budgetTarget(ex *Exchange, tg routing.Target) budget.Target {
+	return budget.Target{Provider: tg.Provider.Type(), Model: tg.Model, Price: *tg.Price, Workspace: ex.WorkspaceID, Evidence: h.ev}
 }
 
 // cacheTarget is the cache plan's view of one upstream target, with the workspace's
@@ -375,15 +450,15 @@ func (h *Optimize) maskEconomics(ex *Exchange, req *providers.ChatRequest) compr
 
 // mayCompress is a cheap pre-check: without masking, compression only truncates a tool
 // output above compress's 8k-token limit or trims on context overflow, and neither can happen
-// to a body smaller than that limit that fits the smallest context window.
-func (h *Optimize) mayCompress(ex *Exchange, body []byte, req *providers.ChatRequest, mask bool) bool {
+// to a body (of size bytes) smaller than that limit that fits the smallest context window.
+func (h *Optimize) mayCompress(ex *Exchange, size int, req *providers.ChatRequest, mask bool) bool {
 	if mask {
 		return true
 	}
 	const truncateAboveBytes = 8192 * 4
-	est := int64(len(body))/4 + req.OutputCap()
+	est := int64(size)/4 + req.OutputCap()
 	ctx := h.contextOf(ex, req)
-	return len(body) > truncateAboveBytes || (ctx > 0 && est > ctx*9/10)
+	return size > truncateAboveBytes || (ctx > 0 && est > ctx*9/10)
 }
 
 // contextOf is the smallest context window among the request's candidates (0: unknown).

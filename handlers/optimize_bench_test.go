@@ -1,18 +1,21 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/badtheorylabs/btl-runtime/metrics"
+	btlmetrics "github.com/badtheorylabs/btl-runtime/metrics"
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
@@ -84,18 +87,24 @@ func BenchmarkParse(b *testing.B) {
 // Each iteration is a new turn, and also runs the bare parse that every request pays without
 // the optimizer; "optimizer-us" is the difference, measured interleaved so the machine's
 // drift cancels (the target: under 50 µs at 1k tokens, under 2 ms at 100k).
+// "optimizer-B" is the bytes it allocates beyond that parse, "optimizer-cpu-us" the process
+// CPU time (GC included) it adds.
 //
-// The first_turn case forgets the dedupe memo and index before each request: a conversation
-// the gateway has not seen before (its history arrives whole).
+// The no_max_tokens case leaves the cap to the output budget. The first_turn case forgets
+// the dedupe memo and index before each request: a conversation the gateway has not seen
+// before (its history arrives whole).
 func BenchmarkOptimize(b *testing.B) {
 	for _, c := range []struct {
-		tokens int
-		cold   bool
-	}{{1_000, false}, {100_000, false}, {100_000, true}} {
+		tokens      int
+		cold, noCap bool
+	}{{1_000, false, false}, {10_000, false, false}, {100_000, false, false}, {100_000, false, true}, {100_000, true, false}} {
 		tokens := c.tokens
 		name := fmt.Sprintf("%dk_tokens", tokens/1000)
 		if c.cold {
 			name += "_first_turn"
+		}
+		if c.noCap {
+			name += "_no_max_tokens"
 		}
 		b.Run(name, func(b *testing.B) {
 			ad := &anthLike{}
@@ -108,9 +117,12 @@ func BenchmarkOptimize(b *testing.B) {
 			// completion feeds it.
 			ev := evidence.New()
 			h := &Optimize{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(),
-				plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: metrics.Default()}
+				plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: btlmetrics.Default()}
 			targets, _ := table.Resolve("btl-anth")
 			body := optimizeBody(tokens)
+			if c.noCap { // the output budget sets one
+				body = bytes.Replace(body, []byte(`"max_tokens":500,`), nil, 1)
+			}
 			b.SetBytes(int64(len(body)))
 			b.ReportMetric(float64(len(body))/4, "tokens")
 			b.ReportAllocs()
@@ -120,21 +132,25 @@ func BenchmarkOptimize(b *testing.B) {
 				return r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
 			}
 			var optimized, parsed time.Duration
+			var optimizedBytes, parsedBytes uint64
+			var optimizedCPU, parsedCPU time.Duration
 			turn := 0
 			for b.Loop() {
 				turn++
 				r := newRequest(-turn) // a body of the same size, parsed only
-				start := time.Now()
+				start, startBytes, startCPU := time.Now(), heapAllocated(), processCPU()
 				if _, err := ExchangeFrom(r).LoadChatRequest(r, DefaultMaxBody); err != nil {
 					b.Fatal(err)
 				}
 				parsed += time.Since(start)
+				parsedBytes += heapAllocated() - startBytes
+				parsedCPU += processCPU() - startCPU
 
 				r = newRequest(turn)
 				if c.cold {
 					forgetConversations()
 				}
-				start = time.Now()
+				start, startBytes, startCPU = time.Now(), heapAllocated(), processCPU()
 				var ex *Exchange
 				_ = h.ServeHTTP(&discardWriter{h: http.Header{}}, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 					ex = ExchangeFrom(r)
@@ -145,8 +161,12 @@ func BenchmarkOptimize(b *testing.B) {
 				ex.Optimizer.Finish = "stop"
 				ex.Complete()
 				optimized += time.Since(start)
+				optimizedBytes += heapAllocated() - startBytes
+				optimizedCPU += processCPU() - startCPU
 			}
 			b.ReportMetric(float64((optimized-parsed).Microseconds())/float64(b.N), "optimizer-us")
+			b.ReportMetric((float64(optimizedBytes)-float64(parsedBytes))/float64(b.N), "optimizer-B")
+			b.ReportMetric(float64((optimizedCPU-parsedCPU).Microseconds())/float64(b.N), "optimizer-cpu-us")
 		})
 	}
 }
@@ -194,6 +214,24 @@ func BenchmarkOptimizerParts(b *testing.B) {
 			_, _, _ = budget.Apply(body, budget.Target{Provider: "anthropic", Model: "claude-sonnet-4-5", Price: p})
 		}
 	})
+}
+
+// heapAllocated is the bytes allocated on the heap so far by the whole process (the
+// benchmark runs alone, so a difference is what the code between two reads allocated).
+func heapAllocated() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// processCPU is the process's user+system CPU time, which on a shared, oversubscribed
+// machine stays meaningful where wall-clock time mostly measures waiting for a core.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // forgetConversations empties the dedupe memo and index.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 )
 
@@ -149,10 +150,21 @@ func asksReasoning(key string, v []byte) bool {
 // null counts as absent). The new field goes first in the object; all other bytes are kept.
 // body must be valid JSON (the gateway validated it); one pass over its top level decides.
 func Apply(body []byte, t Target) ([]byte, Result, error) {
+	e, ok, r, err := Decide(body, nil, t)
+	if err != nil || !ok {
+		return body, r, err
+	}
+	return conv.Apply(body, []conv.Edit{e}), r, nil
+}
+
+// Decide is Apply as an edit of body, for a caller that applies it with others in one copy:
+// ok is false when there is nothing to change. top, when not nil, is body's top-level
+// members (conv.View.Top), which spares the walk.
+func Decide(body []byte, top []conv.Member, t Target) (e conv.Edit, ok bool, r Result, err error) {
 	// As encoding/json and the providers read it, the last occurrence of a key wins.
 	maxTokens, maxCompletion := providers.Span{Start: -1}, providers.Span{Start: -1}
 	asked := false
-	err := providers.EachTopLevel(body, func(quoted []byte, v providers.Span) bool {
+	visit := func(quoted []byte, v providers.Span) bool {
 		switch string(quoted) {
 		case `"max_tokens"`:
 			maxTokens = v
@@ -162,15 +174,19 @@ func Apply(body []byte, t Target) ([]byte, Result, error) {
 			asked = asked || asksReasoning(string(quoted), body[v.Start:v.End])
 		}
 		return true
-	})
-	if err != nil {
-		return body, Result{}, err
+	}
+	if top != nil {
+		for _, m := range top {
+			visit(m.Key, m.Val)
+		}
+	} else if err := providers.EachTopLevel(body, visit); err != nil {
+		return e, false, Result{}, err
 	}
 	isNull := func(v providers.Span) bool { return string(body[v.Start:v.End]) == "null" }
 	if (maxTokens.Start >= 0 && !isNull(maxTokens)) || (maxCompletion.Start >= 0 && !isNull(maxCompletion)) {
-		return body, Result{CallerCap: true}, nil
+		return e, false, Result{CallerCap: true}, nil
 	}
-	r := Result{Field: FieldFor(t), Reasoning: asked || AlwaysReasons(t.Model)}
+	r = Result{Field: FieldFor(t), Reasoning: asked || AlwaysReasons(t.Model)}
 	r.Cap, r.Learned = CapFor(t, r.Reasoning)
 	value := strconv.AppendInt(nil, r.Cap, 10)
 	present := maxTokens // a null cap field is replaced in place
@@ -178,9 +194,16 @@ func Apply(body []byte, t Target) ([]byte, Result, error) {
 		present = maxCompletion
 	}
 	if present.Start >= 0 {
-		return providers.Replace(body, present, value), r, nil
+		return conv.Edit{Start: present.Start, End: present.End, Repl: value}, true, r, nil
 	}
-	return providers.InsertTopLevel(body, r.Field, value), r, nil
+	// "field":value first in the object, as providers.InsertTopLevel writes it.
+	open := providers.SkipSpace(body, 0)
+	ins := make([]byte, 0, len(r.Field)+len(value)+4)
+	ins = append(append(append(append(ins, '"'), r.Field...), '"', ':'), value...)
+	if body[providers.SkipSpace(body, open+1)] != '}' {
+		ins = append(ins, ',')
+	}
+	return conv.Edit{Start: open + 1, End: open + 1, Repl: ins}, true, r, nil
 }
 
 // EmptyLength flags a completion cut by the output cap before it produced any content (a

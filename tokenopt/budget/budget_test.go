@@ -1,6 +1,7 @@
 package budget
 
 import (
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"testing"
 
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
@@ -104,5 +105,37 @@ func TestLearnedCap(t *testing.T) {
 	tg.Workspace = "other"
 	if _, r, _ := Apply(body, tg); r.Cap != ChatCap {
 		t.Fatalf("other workspace: %+v", r)
+	}
+}
+
+// TestDecideOnTheViewIsApply: the edit Decide makes from a view's members is what Apply
+// writes after its own walk.
+func TestDecideOnTheViewIsApply(t *testing.T) {
+	tg := Target{Provider: "openai", Model: "gpt-5-mini"}
+	for _, b := range []string{
+		`{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
+		`{"max_completion_tokens": null, "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low"}`,
+		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":null,"max_tokens":null}`,
+		`{"messages":[{"role":"user","content":"hi"}],"max_tokens":12}`,
+		`{"messages":[{"role":"user","content":"hi"}],"thinking":{"type":"disabled"},"max_tokens":null}`,
+	} {
+		for _, tg := range []Target{tg, {Provider: "anthropic", Model: "claude-sonnet-4-5"}} {
+			want, wantR, _ := Apply([]byte(b), tg)
+			v, err := conv.Parse([]byte(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, ok, r, err := Decide(v.Body, v.Top, tg)
+			if err != nil || r != wantR {
+				t.Fatalf("%s: result %+v err %v, want %+v", b, r, err, wantR)
+			}
+			got := v.Body
+			if ok {
+				got = conv.Apply(v.Body, []conv.Edit{e})
+			}
+			if string(got) != string(want) {
+				t.Fatalf("%s: got %s, want %s", b, got, want)
+			}
+		}
 	}
 }

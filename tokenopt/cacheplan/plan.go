@@ -20,6 +20,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
 )
@@ -235,14 +236,21 @@ func (s *scratch) release() {
 
 // Plan rewrites body for t. On malformed input it returns body unchanged with the error.
 func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
+	return p.PlanWith(body, t, nil)
+}
+
+// PlanWith is Plan that also applies extra, edits of body that another lever decided (the
+// output budget), in the same copy. Where an extra edit and one of Plan's are at the same
+// position, the extra one comes first. On error nothing is applied.
+func (p *Planner) PlanWith(body []byte, t Target, extra []conv.Edit) ([]byte, Report, error) {
 	s := scratchPool.Get().(*scratch)
 	defer s.release()
-	return p.plan(s, body, t)
+	return p.plan(s, body, t, extra)
 }
 
 // plan does Plan's work. Every change is an edit of body (canonical tool schemas, markers,
 // prompt_cache_key), applied in one copy at the end.
-func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error) {
+func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]byte, Report, error) {
 	var rep Report
 	ev := p.evidence()
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
@@ -368,6 +376,13 @@ func (p *Planner) plan(s *scratch, body []byte, t Target) ([]byte, Report, error
 				s.edits = append(s.edits, edit{1, 1, s.ins[start:]})
 			}
 		}
+	}
+	if len(extra) > 0 {
+		all := make([]edit, 0, len(extra)+len(s.edits))
+		for _, e := range extra {
+			all = append(all, edit{e.Start, e.End, e.Repl})
+		}
+		s.edits = append(all, s.edits...)
 	}
 	return apply(body, s.edits), rep, nil
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 )
 
 var errBadJSON = errors.New("cacheplan: malformed JSON")
@@ -308,14 +309,15 @@ func apply(body []byte, edits []edit) []byte {
 	for _, e := range edits {
 		n += len(e.repl) - (e.end - e.start)
 	}
-	out := make([]byte, 0, n)
+	w := conv.NewBuffer(n) // memory not zeroed first: every byte is written once
 	at := 0
 	for _, e := range edits {
-		out = append(out, body[at:e.start]...)
-		out = append(out, e.repl...)
+		w.Write(body[at:e.start])
+		w.Write(e.repl)
 		at = e.end
 	}
-	return append(out, body[at:]...)
+	w.Write(body[at:])
+	return w.Bytes()
 }
 
 // offset is the position of sub (a subslice of base) inside base.

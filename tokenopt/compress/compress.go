@@ -35,6 +35,7 @@ import (
 	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
 )
 
@@ -236,6 +237,66 @@ var reserveKeys = [...]string{"max_completion_tokens", "max_tokens"}
 // Compress applies truncation, epoch masking and overflow trimming to a chat-completions body.
 // It returns body itself when nothing changes.
 func Compress(body []byte, opts Options) ([]byte, Report, error) {
+	sc := scratchPool.Get().(*scratch)
+	defer sc.release()
+	var reserveAt [len(reserveKeys)]providers.Span
+	arr, msgs, err := msgjson.ParseAppend(sc.msgs, body, reserveKeys[:], reserveAt[:])
+	if err != nil {
+		return body, Report{}, ErrNoMessages
+	}
+	sc.msgs = msgs
+	c, rep := compress(sc, body, arr, msgs, reserveAt, opts)
+	if len(c.repl) == 0 && c.delFrom < 0 {
+		return body, rep, nil
+	}
+	return splice(body, arr, msgs, c.repl, c.delFrom, c.delTo, c.marker), rep, nil
+}
+
+// CompressView is Compress on the body that v's body becomes with pre applied (the changes
+// of an earlier stage), without writing that body: it returns pre with its own changes
+// added, for the caller to write in one copy (conv.View.Rewrite). pre may replace messages
+// but not remove any.
+func CompressView(v *conv.View, pre conv.Change, opts Options) (conv.Change, Report, error) {
+	if pre.DelFrom >= 0 {
+		return pre, Report{}, errors.New("compress: CompressView after a removal")
+	}
+	sc := scratchPool.Get().(*scratch)
+	defer sc.release()
+	msgs := append(sc.msgs[:0], v.Msgs...)
+	sc.msgs = msgs
+	for i, r := range pre.Repl {
+		m, err := msgjson.ParseMessage(r)
+		if err != nil {
+			return pre, Report{}, ErrNoMessages
+		}
+		m.Pos = msgs[i].Pos // not used: the caller writes the body
+		msgs[i] = m
+	}
+	c, rep := compress(sc, v.Body, v.Arr, msgs, v.Reserve, opts)
+	if len(c.repl) == 0 && c.delFrom < 0 {
+		return pre, rep, nil
+	}
+	out := conv.Change{Repl: c.repl, DelFrom: c.delFrom, DelTo: c.delTo, Marker: c.marker, Compact: pre.Compact}
+	for i, r := range pre.Repl {
+		if _, ok := out.Repl[i]; !ok {
+			out.Repl[i] = r
+		}
+	}
+	return out, rep, nil
+}
+
+// change is what compress decided: messages replaced, and [delFrom, delTo) removed with
+// marker (a message, or nil) in their place.
+type change struct {
+	repl           map[int][]byte
+	delFrom, delTo int
+	marker         []byte
+}
+
+// compress does Compress's work on the parsed messages of body (msgs may hold messages
+// replaced by an earlier stage: their Raw is not in body). Only the bytes outside the
+// messages array and the reserve fields are read from body.
+func compress(sc *scratch, body []byte, arr providers.Span, msgs []message, reserveAt [len(reserveKeys)]providers.Span, opts Options) (change, Report) {
 	o := opts.withDefaults()
 	// With the default Count, tokens only grow with length and a JSON value is never shorter
 	// than the text it holds, so a tool output's raw size bounds its tokens: the text is
@@ -243,14 +304,6 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 	// gives no such bound.
 	lenCount := opts.Count == nil
 	var rep Report
-	sc := scratchPool.Get().(*scratch)
-	defer sc.release()
-	var reserveAt [len(reserveKeys)]providers.Span
-	arr, msgs, err := msgjson.ParseAppend(sc.msgs, body, reserveKeys[:], reserveAt[:])
-	if err != nil {
-		return body, rep, ErrNoMessages
-	}
-	sc.msgs = msgs
 	reserve := outputReserve(body, reserveAt, o)
 	count := func(b []byte) int { return o.Count(msgjson.Unsafe(b)) }
 	outside := count(body[:arr.Start]) + count(body[arr.End:])
@@ -427,10 +480,7 @@ func Compress(body []byte, opts Options) ([]byte, Report, error) {
 	rep.TokensAfter = total
 	rep.Overflow = o.ContextWindow > 0 && total+reserve > o.ContextWindow
 
-	if len(repl) == 0 && delFrom < 0 {
-		return body, rep, nil
-	}
-	return splice(body, arr, msgs, repl, delFrom, delTo, newMarker), rep, nil
+	return change{repl: repl, delFrom: delFrom, delTo: delTo, marker: newMarker}, rep
 }
 
 // protectedFrom returns the effective index where the protected recent window starts.

@@ -59,6 +59,27 @@ func Parse(body []byte) (arr providers.Span, msgs []Message, err error) {
 // It reads body once: the scan that delimits the messages array also parses its elements,
 // where FindTopLevel followed by a parse would read the array two or three times.
 func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Span) (arr providers.Span, msgs []Message, err error) {
+	arr, msgs, _, err = parseTop(dst, nil, false, body, keys, spans)
+	return arr, msgs, err
+}
+
+// Member is one top-level member of a body: its key as written (quoted, escapes kept) and
+// the span of its value.
+type Member struct {
+	Key []byte
+	Val providers.Span
+}
+
+// ParseAll is ParseAppend that also appends every top-level member, in order and duplicates
+// included, to top[:0]: a later reader of the top level needs no walk of its own.
+func ParseAll(dst []Message, top []Member, body []byte, keys []string, spans []providers.Span) (arr providers.Span, msgs []Message, members []Member, err error) {
+	return parseTop(dst, top[:0], true, body, keys, spans)
+}
+
+func parseTop(dst []Message, top []Member, collect bool, body []byte, keys []string, spans []providers.Span) (arr providers.Span, msgs []Message, members []Member, err error) {
+	fail := func(err error) (providers.Span, []Message, []Member, error) {
+		return providers.Span{}, nil, nil, err
+	}
 	for k := range spans {
 		spans[k] = NoSpan
 	}
@@ -68,24 +89,24 @@ func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Sp
 	// malformed top-level value is an error.
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
-		return providers.Span{}, nil, ErrBadJSON
+		return fail(ErrBadJSON)
 	}
 	i = skipSpace(body, i+1)
 	if i < len(body) && body[i] == '}' {
-		return providers.Span{}, nil, ErrBadJSON
+		return fail(ErrBadJSON)
 	}
 	for i < len(body) {
 		if body[i] != '"' {
-			return providers.Span{}, nil, ErrBadJSON
+			return fail(ErrBadJSON)
 		}
 		ke, err := skipString(body, i)
 		if err != nil {
-			return providers.Span{}, nil, err
+			return fail(err)
 		}
 		key := body[i:ke]
 		i = skipSpace(body, ke)
 		if i >= len(body) || body[i] != ':' {
-			return providers.Span{}, nil, ErrBadJSON
+			return fail(ErrBadJSON)
 		}
 		i = skipSpace(body, i+1)
 		var ve int
@@ -95,13 +116,13 @@ func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Sp
 			ve, dst, perr = parseArray(body, i, dst[:0])
 			if perr != nil {
 				if ve, err = skipValue(body, i); err != nil {
-					return providers.Span{}, nil, err
+					return fail(err)
 				}
 			}
 			arr, found = providers.Span{Start: i, End: ve}, true
 		} else {
 			if ve, err = skipValue(body, i); err != nil {
-				return providers.Span{}, nil, err
+				return fail(err)
 			}
 			for k, name := range keys {
 				if providers.KeyEquals(key, name) {
@@ -109,22 +130,25 @@ func ParseAppend(dst []Message, body []byte, keys []string, spans []providers.Sp
 				}
 			}
 		}
+		if collect {
+			top = append(top, Member{Key: key, Val: providers.Span{Start: i, End: ve}})
+		}
 		i = skipSpace(body, ve)
 		if i >= len(body) {
-			return providers.Span{}, nil, ErrBadJSON
+			return fail(ErrBadJSON)
 		}
 		if body[i] == '}' {
 			if !found || perr != nil {
-				return providers.Span{}, nil, ErrBadJSON
+				return fail(ErrBadJSON)
 			}
-			return arr, dst, nil
+			return arr, dst, top, nil
 		}
 		if body[i] != ',' {
-			return providers.Span{}, nil, ErrBadJSON
+			return fail(ErrBadJSON)
 		}
 		i = skipSpace(body, i+1)
 	}
-	return providers.Span{}, nil, ErrBadJSON
+	return fail(ErrBadJSON)
 }
 
 // parseArray parses the array of message objects at body[i], appending to msgs. end is just
