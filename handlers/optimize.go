@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,19 +32,22 @@ import (
 // what would have been saved without changing the request. What each technique saved is
 // attributed by the meter against an honest baseline (the request as the caller wrote it).
 //
-// Defaults: on for what is safe (prompt caching, output budget, dedupe, overflow trimming),
-// opt-in for what changes semantics (the response cache; masking old tool outputs).
+// Defaults: on for what is safe (prompt caching, output budget, dedupe, overflow trimming,
+// coalescing and the response cache for deterministic requests), opt-in for what changes
+// semantics (sharing or replaying sampled answers; masking old tool outputs).
 type Optimize struct {
 	// Shadow computes savings without changing requests.
 	Shadow bool `json:"shadow,omitempty"`
 	// Disable lists techniques switched off: prompt_cache, output_budget, dedupe,
-	// compression, coalesce. Coalescing is on by default for deterministic requests only
+	// compression, coalesce, response_cache. Coalescing is on by default for deterministic requests only
 	// (temperature 0, n 1, no sampling parameters); see WorkspacePolicy.CoalesceSampled.
 	Disable []string `json:"disable,omitempty"`
 	// MaskToolOutputs turns on observation masking of old tool outputs (a semantic change,
 	// so opt-in); without it compression only trims on context overflow.
 	MaskToolOutputs bool `json:"mask_tool_outputs,omitempty"`
-	// ResponseCache, when set, answers identical deterministic requests from memory.
+	// ResponseCache bounds the response cache, which answers identical deterministic
+	// requests (temperature 0, n 1, no sampling-only parameters) of one workspace from memory.
+	// On by default (64 MiB, 10m); Disable response_cache turns it off.
 	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
 	// Workspaces tunes the policy per workspace id, on top of the settings above.
 	Workspaces map[string]*WorkspacePolicy `json:"workspaces,omitempty"`
@@ -77,7 +81,7 @@ type WorkspacePolicy struct {
 
 // ResponseCacheConfig bounds the response cache.
 type ResponseCacheConfig struct {
-	// MaxBytes bounds the cache's memory. Default: 256 MiB.
+	// MaxBytes bounds the cache's memory. Default: 64 MiB.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 	// TTL is how long an answer is reused. Default: 10m.
 	TTL caddy.Duration `json:"ttl,omitempty"`
@@ -124,9 +128,14 @@ func (h *Optimize) Provision(ctx caddy.Context) error {
 	h.ev = evidence.Default
 	h.plans = &cacheplan.Planner{Evidence: h.ev}
 	h.metrics = metrics.Default()
-	if rc := h.ResponseCache; rc != nil {
+	// The response cache is on by default: it replays only deterministic answers, within the
+	// workspace that paid for them, so a hit is the answer the caller would have got.
+	if h.ResponseCache == nil && !slices.Contains(h.Disable, TechResponseCache) {
+		h.ResponseCache = &ResponseCacheConfig{}
+	}
+	if rc := h.ResponseCache; rc != nil && !slices.Contains(h.Disable, TechResponseCache) {
 		if rc.MaxBytes <= 0 {
-			rc.MaxBytes = 256 << 20
+			rc.MaxBytes = 64 << 20
 		}
 		if rc.TTL <= 0 {
 			rc.TTL = caddy.Duration(10 * time.Minute)
