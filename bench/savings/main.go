@@ -10,8 +10,11 @@
 //   - direct: the provider's own API, called the way its users write calls (native.go), sent
 //     straight to the simulated upstream — never through the gateway;
 //   - gateway: an OpenAI-SDK-shaped client through the gateway with the defaults of
-//     Caddyfile.example (a bare btl_optimize);
-//   - opt-in: the same with the opt-in levers on (mask_tool_outputs, the response cache).
+//     Caddyfile.example (a bare btl_optimize: the response cache and coalescing for
+//     deterministic requests included);
+//   - opt-in: the same with observation masking of old tool outputs on (mask_tool_outputs).
+//     Sharing or replaying sampled answers is opt-in too, but it hands one sample to callers
+//     who asked for independent draws (a quality failure here), so no column measures it.
 //
 // Both sides are priced from the upstream's own usage (recorded at the simulator's door) at
 // catalog prices, by the same code. Quality checks: every planted fact reaches the upstream,
@@ -162,15 +165,12 @@ http://127.0.0.1:%[10]d {
 	btl_optimize
 	btl_route
 }
-# The opt-in levers.
+# The opt-in lever.
 http://127.0.0.1:%[11]d {
 	btl_auth
 	btl_meter
 	btl_optimize {
 		mask_tool_outputs
-		response_cache {
-			ttl 10m
-		}
 	}
 	btl_route
 }
@@ -310,7 +310,7 @@ func (s side) quality() int { return s.factsLost + s.invalid + s.wrong + s.failu
 func render(title string, rows []row) (string, int) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### %s\n\n", title)
-	b.WriteString("Saved against direct calls, gateway defaults (opt-in levers in brackets):\n\n| workload |")
+	b.WriteString("Saved against direct calls, gateway defaults (opt-in mask_tool_outputs in brackets):\n\n| workload |")
 	for _, p := range allProviders {
 		fmt.Fprintf(&b, " %s |", p.name)
 	}
