@@ -678,6 +678,7 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //			disable <technique>...
 //			mask_tool_outputs
 //			coalesce_sampled
+//			cache_sampled
 //		}
 //		response_cache off | {        # on by default for deterministic requests
 //			max_bytes <n>
@@ -748,6 +749,8 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 					wp.MaskToolOutputs = true
 				case "coalesce_sampled":
 					wp.CoalesceSampled = true
+				case "cache_sampled":
+					wp.CacheSampled = true
 				case "disable":
 					t, err := techniques(h)
 					if err != nil {

@@ -115,6 +115,26 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 		}
 	})
 
+	// A workspace that opted in (cache_sampled) gets sampled answers replayed; another does not.
+	t.Run("cache_sampled", func(t *testing.T) {
+		base := startGateway(t, btl, "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\tworkspace "+tl.workspace+" {\n\t\t\tcache_sampled\n\t\t}\n\t}\n\tbtl_route\n")
+		sampled := `{"model":"sim/gpt-4o-mini","temperature":0.7,"messages":[{"role":"user","content":"Name a fruit"}]}`
+		before := calls()
+		_, o1, _, a1 := sendAs(t, base, tl.ownerKey, sampled, nil)
+		_, o2, _, a2 := sendAs(t, base, tl.ownerKey, sampled, nil)
+		if o1 != "miss" || o2 != "hit" || a1 != a2 || calls()-before != 1 {
+			t.Fatalf("opted-in workspace: outcomes %s/%s, upstream calls %d", o1, o2, calls()-before)
+		}
+		for range 2 {
+			if _, o, _, _ := sendAs(t, base, keyB, sampled, nil); o == "hit" {
+				t.Fatal("a workspace that did not opt in got a replayed sample")
+			}
+		}
+		if got := calls() - before; got != 3 {
+			t.Fatalf("upstream calls %d, want 3", got)
+		}
+	})
+
 	for _, off := range []string{"disable response_cache", "response_cache off"} {
 		t.Run(off, func(t *testing.T) {
 			base := startGateway(t, btl, "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\t"+off+"\n\t}\n\tbtl_route\n")

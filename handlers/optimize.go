@@ -77,6 +77,10 @@ type WorkspacePolicy struct {
 	// temperature above 0, n > 1) share one upstream call and so one sample. Off by default:
 	// parallel sampling, best-of-n and self-consistency need independent draws.
 	CoalesceSampled bool `json:"coalesce_sampled,omitempty"`
+	// CacheSampled lets the response cache replay answers to identical sampled requests of
+	// this workspace (ResponseCacheConfig.Sampled does it for every workspace). Off by default
+	// for the same reason.
+	CacheSampled bool `json:"cache_sampled,omitempty"`
 }
 
 // ResponseCacheConfig bounds the response cache.
@@ -159,6 +163,7 @@ type policy struct {
 	promptCache, budget, dedupe  bool
 	compression, mask, respCache bool
 	coalesce, coalesceSampled    bool
+	cacheSampled                 bool
 }
 
 // policyFor combines the configuration with the x-btl-optimize header: "off" (nothing),
@@ -174,6 +179,7 @@ func (h *Optimize) policyFor(r *http.Request, workspace string) policy {
 		p.shadow = p.shadow || wp.Shadow
 		p.mask = p.mask || wp.MaskToolOutputs
 		p.coalesceSampled = wp.CoalesceSampled
+		p.cacheSampled = wp.CacheSampled
 		for _, d := range wp.Disable {
 			p.set(d, false)
 		}
@@ -267,7 +273,11 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	}
 
 	if p.respCache {
-		return h.serveCached(w, r, ex, req, next)
+		cache := h.cache
+		if p.cacheSampled {
+			cache = cache.WithPolicy(respcache.Policy{AllowSampled: true})
+		}
+		return h.serveCached(w, r, ex, req, cache, next)
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -449,12 +459,12 @@ type OptimizerReport struct {
 
 // serveCached answers from the response cache, or lets the request through and stores its
 // answer. The key is the request as the caller wrote it (before any rewrite), per workspace.
-func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Exchange, req *providers.ChatRequest, next caddyhttp.Handler) error {
-	key, ok := h.cache.Key(ex.WorkspaceID, req.Body)
+func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Exchange, req *providers.ChatRequest, cache *respcache.Cache, next caddyhttp.Handler) error {
+	key, ok := cache.Key(ex.WorkspaceID, req.Body)
 	if !ok {
 		return next.ServeHTTP(w, r)
 	}
-	if e, hit := h.cache.Get(key); hit {
+	if e, hit := cache.Get(key); hit {
 		h.replay(w, ex, req, e)
 		return nil
 	}
@@ -476,7 +486,7 @@ func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Excha
 		}
 	}
 	if captured != nil {
-		h.cache.Put(key, captured, ex.Usage)
+		cache.Put(key, captured, ex.Usage)
 	}
 	return err
 }
