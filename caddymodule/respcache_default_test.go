@@ -47,7 +47,8 @@ func sendAs(t *testing.T, base, key, body string, hdr map[string]string) (int, s
 // TestResponseCacheOnByDefault runs the defaults of Caddyfile.example (a bare btl_optimize):
 // a repeated deterministic request is answered from memory, free, within its workspace only;
 // a sampled one (no temperature, temperature 0.7, n 2, top_p 0.9) reaches the upstream every
-// time and gets a fresh draw; the per-request header and the Caddyfile turn the cache off.
+// time and gets a fresh draw; the per-request header, the Caddyfile and shadow mode turn the
+// cache off; a workspace can opt in to replayed samples.
 func TestResponseCacheOnByDefault(t *testing.T) {
 	tl := newTestLedger(t, 10*ledger.Credit)
 	keyB := tl.tenant(t, "tenant-b")
@@ -135,7 +136,8 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 		}
 	})
 
-	for _, off := range []string{"disable response_cache", "response_cache off"} {
+	// Off, and in shadow mode (which computes savings and changes nothing).
+	for _, off := range []string{"disable response_cache", "response_cache off", "shadow"} {
 		t.Run(off, func(t *testing.T) {
 			base := startGateway(t, btl, "\tbtl_auth\n\tbtl_meter\n\tbtl_optimize {\n\t\t"+off+"\n\t}\n\tbtl_route\n")
 			det := `{"model":"sim/gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"Classify ticket T-3: ` + off + `"}]}`

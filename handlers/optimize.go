@@ -272,7 +272,8 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		endSpan(span, http.StatusOK)
 	}
 
-	if p.respCache {
+	// Shadow mode changes nothing, so it answers nothing from memory either.
+	if p.respCache && !p.shadow {
 		cache := h.cache
 		if p.cacheSampled {
 			cache = cache.WithPolicy(respcache.Policy{AllowSampled: true})
