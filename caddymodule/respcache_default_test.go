@@ -107,6 +107,45 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 				t.Fatalf("%s: 3 sampled requests got %d distinct answers", c.name, len(answers))
 			}
 		}
+		// Anthropic Messages ingress: the answer is translated back by the route, so a repeat is
+		// an Anthropic message too, whatever the cache does.
+		msg := `{"model":"sim/gpt-4o-mini","max_tokens":50,"temperature":0,"messages":[{"role":"user","content":"Classify ticket T-9"}]}`
+		for i := range 2 {
+			req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(msg))
+			req.Header.Set("X-Api-Key", tl.ownerKey)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Anthropic-Version", "2023-06-01")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var m struct {
+				Type    string `json:"type"`
+				Content []struct {
+					Text string `json:"text"`
+				} `json:"content"`
+			}
+			if resp.StatusCode != 200 || json.Unmarshal(raw, &m) != nil || m.Type != "message" || len(m.Content) == 0 || m.Content[0].Text == "" {
+				t.Fatalf("messages call %d (x-btl-cache %s): %d %s", i, resp.Header.Get("X-Btl-Cache"), resp.StatusCode, raw)
+			}
+		}
+		// ... and replayed as a stream, Anthropic's events.
+		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(strings.Replace(msg, `{"model"`, `{"stream":true,"model"`, 1)))
+		req.Header.Set("X-Api-Key", tl.ownerKey)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Anthropic-Version", "2023-06-01")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get("X-Btl-Cache") != "hit" || !strings.Contains(string(raw), "event: message_start") ||
+			!strings.Contains(string(raw), "event: message_stop") || strings.Contains(string(raw), "chat.completion") {
+			t.Fatalf("messages stream replay (x-btl-cache %s): %s", resp.Header.Get("X-Btl-Cache"), raw)
+		}
 		// The caller can skip the cache for one request.
 		fresh := strings.Replace(det, "T-1", "T-2", 1)
 		before = calls()

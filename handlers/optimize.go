@@ -466,6 +466,14 @@ func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Excha
 		return next.ServeHTTP(w, r)
 	}
 	if e, hit := cache.Get(key); hit {
+		if r.URL.Path == PathMessages {
+			// The route translates answers to the Messages shape; a replay never reaches the
+			// route, so it is translated here the same way.
+			aw := &anthropicWriter{ResponseWriter: w, ex: ex}
+			h.replay(aw, ex, req, e)
+			aw.finish()
+			return nil
+		}
 		h.replay(w, ex, req, e)
 		return nil
 	}
