@@ -39,8 +39,9 @@ type Optimize struct {
 	// Shadow computes savings without changing requests.
 	Shadow bool `json:"shadow,omitempty"`
 	// Disable lists techniques switched off: prompt_cache, output_budget, dedupe,
-	// compression, coalesce, response_cache. Coalescing is on by default for deterministic requests only
-	// (temperature 0, n 1, no sampling parameters); see WorkspacePolicy.CoalesceSampled.
+	// compression, coalesce, response_cache. Coalescing and the response cache are on by
+	// default for deterministic requests only (temperature 0, n 1, no sampling parameters);
+	// see WorkspacePolicy.CoalesceSampled and CacheSampled.
 	Disable []string `json:"disable,omitempty"`
 	// MaskToolOutputs turns on observation masking of old tool outputs (a semantic change,
 	// so opt-in); without it compression only trims on context overflow.
