@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -540,10 +541,10 @@ func techniques(h httpcaddyfile.Helper) ([]string, error) {
 	var out []string
 	for _, t := range h.RemainingArgs() {
 		switch t {
-		case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce:
+		case handlers.TechPromptCache, handlers.TechOutputBudget, handlers.TechDedupe, handlers.TechCompression, handlers.TechCoalesce, handlers.TechResponseCache:
 			out = append(out, t)
 		default:
-			return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression, coalesce)", t)
+			return nil, h.Errf("btl_optimize: unknown technique '%s' (prompt_cache, output_budget, dedupe, compression, coalesce, response_cache)", t)
 		}
 	}
 	if len(out) == 0 {
@@ -670,15 +671,16 @@ func unmarshalPayments(d *caddyfile.Dispenser) (*PaymentsConfig, error) {
 //
 //	btl_optimize {
 //		shadow
-//		disable prompt_cache|output_budget|dedupe|compression|coalesce...
+//		disable prompt_cache|output_budget|dedupe|compression|coalesce|response_cache...
 //		mask_tool_outputs
 //		workspace <id> {
 //			shadow
 //			disable <technique>...
 //			mask_tool_outputs
 //			coalesce_sampled
+//			cache_sampled
 //		}
-//		response_cache {
+//		response_cache off | {        # on by default for deterministic requests
 //			max_bytes <n>
 //			ttl <duration>
 //			sampled
@@ -725,7 +727,7 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 			if err != nil {
 				return nil, err
 			}
-			o.Disable = t
+			o.Disable = append(o.Disable, t...)
 		case "workspace":
 			seen[key] = false // one block per workspace id
 			var ws string
@@ -747,6 +749,8 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 					wp.MaskToolOutputs = true
 				case "coalesce_sampled":
 					wp.CoalesceSampled = true
+				case "cache_sampled":
+					wp.CacheSampled = true
 				case "disable":
 					t, err := techniques(h)
 					if err != nil {
@@ -760,7 +764,13 @@ func parseOptimize(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) 
 			o.Workspaces[ws] = wp
 		case "response_cache":
 			if h.NextArg() {
-				return nil, h.ArgErr()
+				if h.Val() != "off" || h.NextArg() {
+					return nil, h.Errf("btl_optimize: response_cache takes 'off' or a block")
+				}
+				if !slices.Contains(o.Disable, handlers.TechResponseCache) {
+					o.Disable = append(o.Disable, handlers.TechResponseCache)
+				}
+				continue
 			}
 			rc := &handlers.ResponseCacheConfig{}
 			for n := h.Nesting(); h.NextBlock(n); {

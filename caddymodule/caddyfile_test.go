@@ -214,3 +214,47 @@ func TestUnknownModelNamesFileAndLine(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 }
+
+// TestParseOptimizeResponseCache: the response cache is on by default (no configuration
+// needed); `response_cache off` and `disable response_cache` turn it off; a block tunes it.
+func TestParseOptimizeResponseCache(t *testing.T) {
+	cases := []struct {
+		name, block string
+		want, not   []string // substrings of the handler's JSON
+		err         bool
+	}{
+		{"bare", "btl_optimize", nil, []string{`"response_cache"`, `"disable"`}, false},
+		{"off", "btl_optimize {\n\t\tresponse_cache off\n\t}", []string{`"disable":["response_cache"]`}, nil, false},
+		{"disable", "btl_optimize {\n\t\tdisable response_cache\n\t}", []string{`"disable":["response_cache"]`}, nil, false},
+		{"off with disable", "btl_optimize {\n\t\tresponse_cache off\n\t\tdisable dedupe\n\t}", []string{`"disable":["response_cache","dedupe"]`}, nil, false},
+		{"block", "btl_optimize {\n\t\tresponse_cache {\n\t\t\tttl 1m\n\t\t\tmax_bytes 1048576\n\t\t\tsampled\n\t\t}\n\t}",
+			[]string{`"response_cache":{"max_bytes":1048576,"sampled":true,"ttl":60000000000}`}, []string{`"disable"`}, false},
+		{"on is not a word", "btl_optimize {\n\t\tresponse_cache on\n\t}", nil, nil, true},
+		{"off with a block", "btl_optimize {\n\t\tresponse_cache off {\n\t\t\tttl 1m\n\t\t}\n\t}", nil, nil, true},
+		{"off twice", "btl_optimize {\n\t\tresponse_cache off off\n\t}", nil, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := adapt(t, "{\n\tbtl {\n\t}\n}\n:8080 {\n\t"+c.block+"\n}\n")
+			if c.err {
+				if err == nil {
+					t.Fatalf("accepted: %s", out)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("missing %s in %s", w, out)
+				}
+			}
+			for _, n := range c.not {
+				if strings.Contains(string(out), n) {
+					t.Errorf("unexpected %s in %s", n, out)
+				}
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,19 +33,23 @@ import (
 // what would have been saved without changing the request. What each technique saved is
 // attributed by the meter against an honest baseline (the request as the caller wrote it).
 //
-// Defaults: on for what is safe (prompt caching, output budget, dedupe, overflow trimming),
-// opt-in for what changes semantics (the response cache; masking old tool outputs).
+// Defaults: on for what is safe (prompt caching, output budget, dedupe, overflow trimming,
+// coalescing and the response cache for deterministic requests), opt-in for what changes
+// semantics (sharing or replaying sampled answers; masking old tool outputs).
 type Optimize struct {
 	// Shadow computes savings without changing requests.
 	Shadow bool `json:"shadow,omitempty"`
 	// Disable lists techniques switched off: prompt_cache, output_budget, dedupe,
-	// compression, coalesce. Coalescing is on by default for deterministic requests only
-	// (temperature 0, n 1, no sampling parameters); see WorkspacePolicy.CoalesceSampled.
+	// compression, coalesce, response_cache. Coalescing and the response cache are on by
+	// default for deterministic requests only (temperature 0, n 1, no sampling parameters);
+	// see WorkspacePolicy.CoalesceSampled and CacheSampled.
 	Disable []string `json:"disable,omitempty"`
 	// MaskToolOutputs turns on observation masking of old tool outputs (a semantic change,
 	// so opt-in); without it compression only trims on context overflow.
 	MaskToolOutputs bool `json:"mask_tool_outputs,omitempty"`
-	// ResponseCache, when set, answers identical deterministic requests from memory.
+	// ResponseCache bounds the response cache, which answers identical deterministic
+	// requests (temperature 0, n 1, no sampling-only parameters) of one workspace from memory.
+	// On by default (64 MiB, 10m); Disable response_cache turns it off.
 	ResponseCache *ResponseCacheConfig `json:"response_cache,omitempty"`
 	// Workspaces tunes the policy per workspace id, on top of the settings above.
 	Workspaces map[string]*WorkspacePolicy `json:"workspaces,omitempty"`
@@ -74,11 +79,15 @@ type WorkspacePolicy struct {
 	// temperature above 0, n > 1) share one upstream call and so one sample. Off by default:
 	// parallel sampling, best-of-n and self-consistency need independent draws.
 	CoalesceSampled bool `json:"coalesce_sampled,omitempty"`
+	// CacheSampled lets the response cache replay answers to identical sampled requests of
+	// this workspace (ResponseCacheConfig.Sampled does it for every workspace). Off by default
+	// for the same reason.
+	CacheSampled bool `json:"cache_sampled,omitempty"`
 }
 
 // ResponseCacheConfig bounds the response cache.
 type ResponseCacheConfig struct {
-	// MaxBytes bounds the cache's memory. Default: 256 MiB.
+	// MaxBytes bounds the cache's memory. Default: 64 MiB.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 	// TTL is how long an answer is reused. Default: 10m.
 	TTL caddy.Duration `json:"ttl,omitempty"`
@@ -125,9 +134,14 @@ func (h *Optimize) Provision(ctx caddy.Context) error {
 	h.ev = evidence.Default
 	h.plans = &cacheplan.Planner{Evidence: h.ev}
 	h.metrics = metrics.Default()
-	if rc := h.ResponseCache; rc != nil {
+	// The response cache is on by default: it replays only deterministic answers, within the
+	// workspace that paid for them, so a hit is the answer the caller would have got.
+	if h.ResponseCache == nil && !slices.Contains(h.Disable, TechResponseCache) {
+		h.ResponseCache = &ResponseCacheConfig{}
+	}
+	if rc := h.ResponseCache; rc != nil && !slices.Contains(h.Disable, TechResponseCache) {
 		if rc.MaxBytes <= 0 {
-			rc.MaxBytes = 256 << 20
+			rc.MaxBytes = 64 << 20
 		}
 		if rc.TTL <= 0 {
 			rc.TTL = caddy.Duration(10 * time.Minute)
@@ -151,6 +165,7 @@ type policy struct {
 	promptCache, budget, dedupe  bool
 	compression, mask, respCache bool
 	coalesce, coalesceSampled    bool
+	cacheSampled                 bool
 }
 
 // policyFor combines the configuration with the x-btl-optimize header: "off" (nothing),
@@ -166,6 +181,7 @@ func (h *Optimize) policyFor(r *http.Request, workspace string) policy {
 		p.shadow = p.shadow || wp.Shadow
 		p.mask = p.mask || wp.MaskToolOutputs
 		p.coalesceSampled = wp.CoalesceSampled
+		p.cacheSampled = wp.CacheSampled
 		for _, d := range wp.Disable {
 			p.set(d, false)
 		}
@@ -249,8 +265,13 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		endSpan(span, http.StatusOK)
 	}
 
-	if p.respCache {
-		return h.serveCached(w, r, ex, req, next)
+	// Shadow mode changes nothing, so it answers nothing from memory either.
+	if p.respCache && !p.shadow {
+		cache := h.cache
+		if p.cacheSampled {
+			cache = cache.WithPolicy(respcache.Policy{AllowSampled: true})
+		}
+		return h.serveCached(w, r, ex, req, cache, next)
 	}
 	return next.ServeHTTP(w, r)
 }
@@ -515,12 +536,20 @@ type OptimizerReport struct {
 
 // serveCached answers from the response cache, or lets the request through and stores its
 // answer. The key is the request as the caller wrote it (before any rewrite), per workspace.
-func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Exchange, req *providers.ChatRequest, next caddyhttp.Handler) error {
-	key, ok := h.cache.Key(ex.WorkspaceID, req.Body)
+func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Exchange, req *providers.ChatRequest, cache *respcache.Cache, next caddyhttp.Handler) error {
+	key, ok := cache.Key(ex.WorkspaceID, req.Body)
 	if !ok {
 		return next.ServeHTTP(w, r)
 	}
-	if e, hit := h.cache.Get(key); hit {
+	if e, hit := cache.Get(key); hit {
+		if r.URL.Path == PathMessages {
+			// The route translates answers to the Messages shape; a replay never reaches the
+			// route, so it is translated here the same way.
+			aw := &anthropicWriter{ResponseWriter: w, ex: ex}
+			h.replay(aw, ex, req, e)
+			aw.finish()
+			return nil
+		}
 		h.replay(w, ex, req, e)
 		return nil
 	}
@@ -542,7 +571,7 @@ func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Excha
 		}
 	}
 	if captured != nil {
-		h.cache.Put(key, captured, ex.Usage)
+		cache.Put(key, captured, ex.Usage)
 	}
 	return err
 }

@@ -10,8 +10,11 @@
 //   - direct: the provider's own API, called the way its users write calls (native.go), sent
 //     straight to the simulated upstream — never through the gateway;
 //   - gateway: an OpenAI-SDK-shaped client through the gateway with the defaults of
-//     Caddyfile.example (a bare btl_optimize);
-//   - opt-in: the same with the opt-in levers on (mask_tool_outputs, the response cache).
+//     Caddyfile.example (a bare btl_optimize: the response cache and coalescing for
+//     deterministic requests included);
+//   - opt-in: the same with observation masking of old tool outputs on (mask_tool_outputs).
+//     Sharing or replaying sampled answers is opt-in too, but it hands one sample to callers
+//     who asked for independent draws (a quality failure here), so no column measures it.
 //
 // Both sides are priced from the upstream's own usage (recorded at the simulator's door) at
 // catalog prices, by the same code. Quality checks: every planted fact reaches the upstream,
@@ -26,6 +29,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -36,6 +40,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,6 +78,7 @@ type env struct {
 // side is one way of sending a row's traffic.
 type side struct {
 	cost                       ledger.Micros
+	parts                      parts
 	calls, clients, invalid    int
 	factsLost, wrong, failures int
 }
@@ -159,15 +165,12 @@ http://127.0.0.1:%[10]d {
 	btl_optimize
 	btl_route
 }
-# The opt-in levers.
+# The opt-in lever.
 http://127.0.0.1:%[11]d {
 	btl_auth
 	btl_meter
 	btl_optimize {
 		mask_tool_outputs
-		response_cache {
-			ttl 10m
-		}
 	}
 	btl_route
 }
@@ -270,7 +273,7 @@ func (e *env) runSide(w workload, p provider, target string) side {
 	if !ok {
 		check(fmt.Errorf("no price for %s", p.price))
 	}
-	s.cost, s.calls, s.invalid = cost(xs, price)
+	s.cost, s.parts, s.calls, s.invalid = cost(xs, price)
 	var all [][]byte
 	for _, x := range xs {
 		all = append(all, x.body)
@@ -307,7 +310,7 @@ func (s side) quality() int { return s.factsLost + s.invalid + s.wrong + s.failu
 func render(title string, rows []row) (string, int) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### %s\n\n", title)
-	b.WriteString("Saved against direct calls, gateway defaults (opt-in levers in brackets):\n\n| workload |")
+	b.WriteString("Saved against direct calls, gateway defaults (opt-in mask_tool_outputs in brackets):\n\n| workload |")
 	for _, p := range allProviders {
 		fmt.Fprintf(&b, " %s |", p.name)
 	}
@@ -361,7 +364,49 @@ func render(title string, rows []row) (string, int) {
 			failures += dq
 		}
 	}
+	b.WriteString(whereTheMoneyIs(rows))
 	return b.String(), failures
+}
+
+// whereTheMoneyIs splits each row's direct and gateway spend by what was paid for (uncached
+// input, cache reads, cache writes, output), largest gateway spend first, with the totals: the
+// remaining spend, and which part of it a lever could still reach.
+func whereTheMoneyIs(rows []row) string {
+	var b strings.Builder
+	b.WriteString("\nWhere the money is (direct → gateway defaults, by part; rows by gateway spend):\n\n| workload | provider |")
+	for _, n := range partNames {
+		fmt.Fprintf(&b, " %s |", n)
+	}
+	b.WriteString(" gateway $ | share of gateway total |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	sorted := append([]row(nil), rows...)
+	slices.SortStableFunc(sorted, func(x, y row) int { return cmp.Compare(y.gateway.cost, x.gateway.cost) })
+	var d, g parts
+	var gt ledger.Micros
+	for _, r := range rows {
+		d.add(r.direct.parts)
+		g.add(r.gateway.parts)
+		gt += r.gateway.cost
+	}
+	for _, r := range sorted {
+		fmt.Fprintf(&b, "| %s | %s |", r.workload, r.provider)
+		for i := range partNames {
+			fmt.Fprintf(&b, " %s → %s |", r.direct.parts[i], r.gateway.parts[i])
+		}
+		fmt.Fprintf(&b, " %s | %.1f%% |\n", r.gateway.cost, share(r.gateway.cost, gt))
+	}
+	b.WriteString("| **total** | |")
+	for i := range partNames {
+		fmt.Fprintf(&b, " %s → %s |", d[i], g[i])
+	}
+	fmt.Fprintf(&b, " %s | 100%% |\n", gt)
+	return b.String()
+}
+
+func share(x, total ledger.Micros) float64 {
+	if total == 0 {
+		return 0
+	}
+	return 100 * float64(x) / float64(total)
 }
 
 func pct(direct, gw ledger.Micros) float64 {

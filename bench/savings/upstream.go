@@ -134,15 +134,54 @@ func usageOf(answer []byte) providers.Usage {
 	}
 }
 
-// cost prices the recorded calls at the model's catalog price.
-func cost(xs []exchange, price catalog.Price) (total ledger.Micros, calls, invalid int) {
+// parts is a cost split by what was paid for: uncached input, cache reads, cache writes
+// (5m and 1h), output. It shows where the money of a row sits.
+type parts [4]ledger.Micros
+
+const (
+	partInput = iota
+	partRead
+	partWrite
+	partOutput
+)
+
+var partNames = [...]string{"uncached input", "cache reads", "cache writes", "output"}
+
+func (p *parts) add(q parts) {
+	for i := range p {
+		p[i] += q[i]
+	}
+}
+
+// cost prices the recorded calls at the model's catalog price, and splits the price by part.
+func cost(xs []exchange, price catalog.Price) (total ledger.Micros, split parts, calls, invalid int) {
+	var precise [4]int64 // 1e-12 dollars, rounded once per row
 	for _, x := range xs {
 		if x.status >= 400 {
 			invalid++
 			continue
 		}
 		calls++
-		total += ledger.Micros(price.Cost(usageOf(x.answer)))
+		u := usageOf(x.answer)
+		total += ledger.Micros(price.Cost(u))
+		t := tierOf(price, u)
+		precise[partInput] += t.CostPrecise(providers.Usage{InputUncached: u.InputUncached})
+		precise[partRead] += t.CostPrecise(providers.Usage{CacheRead: u.CacheRead})
+		precise[partWrite] += t.CostPrecise(providers.Usage{CacheWrite5m: u.CacheWrite5m, CacheWrite1h: u.CacheWrite1h})
+		precise[partOutput] += t.CostPrecise(providers.Usage{Output: u.Output})
 	}
-	return total, calls, invalid
+	for i, v := range precise {
+		split[i] = ledger.Micros((v + 500_000) / 1_000_000)
+	}
+	return total, split, calls, invalid
+}
+
+// tierOf is the price a call with usage u is billed at: the long-context rates when its
+// prompt is over the tier's threshold (the tier applies to the whole call, every part).
+func tierOf(p catalog.Price, u providers.Usage) catalog.Price {
+	if p.LongAbove > 0 && u.PromptTokens() > p.LongAbove {
+		p.Input, p.CachedInput, p.CacheWrite5m, p.CacheWrite1h, p.Output = p.LongInput, p.LongCachedInput, p.LongCacheWrite5m, p.LongCacheWrite1h, p.LongOutput
+	}
+	p.LongAbove = 0
+	return p
 }

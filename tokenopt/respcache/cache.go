@@ -2,10 +2,10 @@
 // (workspace, canonical request) and replayed, as JSON or as an SSE stream, to a later identical
 // request. It is bounded by bytes (ristretto, cost = entry size) and by a TTL.
 //
-// Policy. The cache is off unless the caller opts in per route or per request; LLM output is
-// not deterministic, so caching changes semantics. Even when on, only requests for a
-// deterministic answer (temperature 0, n absent or 1) are cacheable by default; sampled
-// requests need Policy.AllowSampled, an explicit second opt-in by the caller. Errors and
+// Policy. Only requests for a deterministic answer (temperature 0, n absent or 1, no
+// sampling-only parameter such as top_p below 1 or top_k) are cacheable by default: a sampled
+// request is an independent draw, and replaying one changes what the caller asked for. Sampled
+// requests need Policy.AllowSampled, an explicit opt-in by the operator. Errors and
 // unfinished answers (cut streams, missing finish_reason) are never stored.
 //
 // Replay. Entry.Body returns the stored chat.completion verbatim: the original id, created and

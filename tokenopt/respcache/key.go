@@ -23,8 +23,8 @@ func (k Key) String() string { return hex.EncodeToString(k[:]) }
 
 // Policy tunes which requests are cacheable. The zero value is the safe default.
 type Policy struct {
-	// AllowSampled makes requests with a non-zero (or absent, i.e. default 1) temperature or
-	// n > 1 cacheable. The caller opts in per route or per request: such answers are samples,
+	// AllowSampled makes requests with a non-zero (or absent, i.e. default 1) temperature,
+	// n > 1 or a sampling-only parameter cacheable. The caller opts in per route or per request: such answers are samples,
 	// and replaying one changes what the caller asked for (a fresh sample each time).
 	AllowSampled bool
 }
@@ -52,7 +52,8 @@ var errSyntax = errors.New("respcache: malformed JSON")
 
 // MakeKey computes the key of a chat-completions body for a workspace under a policy. ok is false
 // when the request must not be cached: the body is not a JSON object, or it asks for sampled
-// output (temperature absent or non-zero, or n > 1) and the policy does not allow that.
+// output (temperature absent or non-zero, n > 1, or a sampling-only parameter: top_p other than
+// 1, top_k, min_p, typical_p, top_a, best_of) and the policy does not allow that.
 //
 // Canonical form: insignificant whitespace removed, object keys sorted recursively (byte order
 // of the unescaped key), strings re-encoded minimally (only ", \ and control characters
@@ -145,8 +146,19 @@ func (c *canon) top(b []byte) (sampled bool, err error) {
 		kept = append(kept, m)
 	}
 	for _, m := range kept {
-		if m.key == "n" && string(b[m.start:m.end]) != "null" && string(b[m.start:m.end]) != "1" {
-			sampled = true
+		v := string(b[m.start:m.end])
+		switch m.key {
+		case "n":
+			sampled = sampled || (v != "null" && v != "1")
+		case "top_p":
+			// 1 is top_p's no-op value; anything else is a caller who meant to sample, even at
+			// temperature 0 (the coalescer's rule, tokenopt/coalesce.Deterministic).
+			if v != "null" {
+				f, perr := strconv.ParseFloat(v, 64)
+				sampled = sampled || perr != nil || f != 1
+			}
+		case "top_k", "min_p", "typical_p", "top_a", "best_of":
+			sampled = sampled || v != "null"
 		}
 	}
 	return sampled, c.object(b, kept)
