@@ -426,3 +426,23 @@ func TestGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestGoldenOutputsStayJSON: whatever the plan edits (markers, schemas, the key, also after
+// leading whitespace), a valid body comes out valid.
+func TestGoldenOutputsStayJSON(t *testing.T) {
+	planned := 0
+	for _, c := range goldenCalls() {
+		*c.clock = c.at
+		out, _, err := c.p.Plan(c.body, c.tgt)
+		if err != nil || !json.Valid(c.body) {
+			continue
+		}
+		planned++
+		if !json.Valid(out) {
+			t.Fatalf("%s: valid body planned into invalid JSON:\n%s", c.name, out)
+		}
+	}
+	if planned < 100 {
+		t.Fatalf("only %d valid bodies planned", planned)
+	}
+}

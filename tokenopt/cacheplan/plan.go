@@ -369,11 +369,13 @@ func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]
 				o := offset(body, v)
 				s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
 			} else { // the first member
+				// Just after the opening brace, which may follow whitespace.
+				at := skipSpace(body, 0) + 1
 				s.ins = strconv.AppendQuote(append(s.ins, `"prompt_cache_key":`...), rep.PromptCacheKey)
-				if body[skipSpace(body, 1)] != '}' {
+				if body[skipSpace(body, at)] != '}' {
 					s.ins = append(s.ins, ',')
 				}
-				s.edits = append(s.edits, edit{1, 1, s.ins[start:]})
+				s.edits = append(s.edits, edit{at, at, s.ins[start:]})
 			}
 		}
 	}
@@ -401,7 +403,7 @@ type topLevel struct {
 // first (a malformed body, the tools).
 func (s *scratch) walkTop(body []byte) (topLevel, error) {
 	var top topLevel
-	it := objectIter(body)
+	it := objectAt(body, skipSpace(body, 0)) // plan checked that a '{' follows any whitespace
 	for {
 		k, at, ok := it.key()
 		if !ok {

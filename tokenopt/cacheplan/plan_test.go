@@ -262,6 +262,14 @@ func TestPromptCacheKey(t *testing.T) {
 	if out, r, _ := p.Plan(own, Target{Provider: "openai", Model: "gpt-5", Price: keyed}); string(out) != string(own) || r.PromptCacheKey != "" {
 		t.Fatal("caller key overridden")
 	}
+	// Whitespace before the opening brace (pretty-printed clients): the key still goes inside
+	// the object and the body stays JSON.
+	for _, spaced := range []string{" \n\t" + string(body), "  {\n  \"model\": \"gpt-4o\", \"messages\": [{\"role\":\"user\",\"content\":\"q\"}]\n}"} {
+		out, r, err := p.Plan([]byte(spaced), Target{Provider: "openai", Model: "gpt-4o", Workspace: "ws1", Price: keyed})
+		if err != nil || !json.Valid(out) || (r.PromptCacheKey != "" && !strings.Contains(string(out), `"prompt_cache_key":"`+r.PromptCacheKey+`"`)) {
+			t.Fatalf("%q → %s (%+v, %v)", spaced, out, r, err)
+		}
+	}
 	// A busy key is not sharded on its rate alone: that takes evidence of lost cache hits
 	// (TestShardOnlyOnEvidence).
 	tgt.Workspace = "busy"
