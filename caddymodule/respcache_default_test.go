@@ -75,6 +75,28 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 		if a1 == "" || a1 != a2 || cost2 != "0.000000" {
 			t.Fatalf("replay differs or was billed: %q vs %q, cost %s", a1, a2, cost2)
 		}
+		// An answer the gateway's own cap cut is not replayed: each call reaches the
+		// upstream and is flagged.
+		runaway := `{"model":"sim/gpt-4o-mini","temperature":0,"messages":[{"role":"user","content":"Rewrite the whole module. [sim:answer_tokens=30000]"}]}`
+		r0 := calls()
+		for i := range 2 {
+			req, _ := http.NewRequest(http.MethodPost, base+"/v1/chat/completions", strings.NewReader(runaway))
+			req.Header.Set("Authorization", "Bearer "+tl.ownerKey)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Btl-Capped") != "true" || resp.Header.Get("X-Btl-Cache") == "hit" {
+				t.Fatalf("capped call %d: status %d, capped %q, cache %q", i, resp.StatusCode, resp.Header.Get("X-Btl-Capped"), resp.Header.Get("X-Btl-Cache"))
+			}
+		}
+		if n := calls() - r0; n != 2 {
+			t.Fatalf("capped answers: %d upstream calls for 2 requests", n)
+		}
+		before += 2
 		// Another workspace never reads the first one's answers.
 		if _, o, _, _ := sendAs(t, base, keyB, det, nil); o != "miss" || calls()-before != 2 {
 			t.Fatalf("tenant B: outcome %s, upstream calls %d (want miss, 2)", o, calls()-before)

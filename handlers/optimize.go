@@ -565,6 +565,11 @@ func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Excha
 	if ex.Status != http.StatusOK || ex.Partial || !ex.UsageKnown || ex.UsageEstimated {
 		return err
 	}
+	if o := ex.Optimizer; o != nil && o.BudgetCap > 0 && o.Finish == "length" {
+		// Cut by the gateway's own cap: a replay would hide that (no X-Btl-Capped), and
+		// the next call may find the cap learned higher.
+		return err
+	}
 	if asm != nil {
 		if c, aerr := asm.Completion(); aerr == nil {
 			captured = c
