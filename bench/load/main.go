@@ -40,6 +40,8 @@ func main() {
 	rounds := flag.Int("rounds", 7, "interleaved paired rounds; rows report medians (shared machines are noisy)")
 	conns := flag.Int("c", 32, "connections for the closed-loop runs")
 	rate := flag.Int("rate", 300, "requests/s for the paced (open-loop) runs")
+	pacedDur := flag.Duration("paced-duration", 4*time.Second, "length of each paced run (rate × this requests per round)")
+	modeList := flag.String("modes", "non-stream,stream,stream+usage", "the modes measured, comma separated")
 	direct := flag.Bool("direct", true, "also measure the simulated upstream alone, for reference")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
@@ -149,6 +151,8 @@ http://127.0.0.1:%d {
 	directT := target{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid}
 	samples := map[string][]measure{}
 	keyOf := func(tg target, m mode) string { return tg.name + "|" + m.name }
+	modes = selectModes(*modeList)
+	servers := []int{up.Process.Pid, plain.Process.Pid, gw.Process.Pid}
 	for round := range *rounds {
 		for _, m := range modes {
 			// Paired: plain Caddy and btl back to back, their order alternating by round.
@@ -177,11 +181,16 @@ http://127.0.0.1:%d {
 						f.Close()
 					}()
 				}
+				// The paced run comes first, on quiet servers: after a saturated run a server
+				// may still be working off its backlog (the btl ledger ingests the rows of
+				// thousands of requests), and the paced latency would measure that, not the
+				// cost of one request at low load.
+				waitQuiet(servers)
+				open := runOpen(tg, m, *rate, *pacedDur)
 				closed := runClosed(tg, m, *conns, *duration)
 				if profDone != nil {
 					<-profDone
 				}
-				open := runOpen(tg, m, *rate, *duration)
 				samples[keyOf(tg, m)] = append(samples[keyOf(tg, m)], measure{closed, open})
 				fmt.Fprintf(os.Stderr, "round %d %-28s %-13s %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
 					round+1, tg.name, m.name, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
@@ -345,6 +354,44 @@ func runClosed(tg target, m mode, conns int, d time.Duration) result {
 	elapsed := time.Since(t0)
 	cpu := cpuTicks(serverPID(tg)) - cpu0
 	return summarize(lats, errs.Load(), elapsed, cpu)
+}
+
+// waitQuiet waits (at most 5s) until the servers use less than 5% of a core over 200ms.
+func waitQuiet(pids []int) {
+	const window = 200 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var before int64
+		for _, p := range pids {
+			before += cpuTicks(p)
+		}
+		time.Sleep(window)
+		var after int64
+		for _, p := range pids {
+			after += cpuTicks(p)
+		}
+		if float64(after-before)/clkTck < 0.05*window.Seconds() {
+			return
+		}
+	}
+}
+
+// selectModes picks the named modes, in the standard order.
+func selectModes(list string) []mode {
+	want := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var out []mode
+	for _, m := range modes {
+		if want[m.name] {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		check(fmt.Errorf("no known mode in %q", list))
+	}
+	return out
 }
 
 // serverPID is the measured process: taskset execs the binary, so the pid is the server's.
