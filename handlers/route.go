@@ -499,6 +499,11 @@ func (h *Route) writeCompletion(w http.ResponseWriter, ex *Exchange, resp *provi
 	hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
+	// The answer is complete (its row is spooled, ex.Complete above): send it now rather
+	// than when every handler has returned, so what they do after next (the optimizer's
+	// evidence and cache, metrics) is not in the client's latency. net/http would make the
+	// same write at the end of the request; it has nothing left to send then.
+	_ = http.NewResponseController(w).Flush()
 }
 
 func setCostHeaders(hdr http.Header, ex *Exchange) {
