@@ -47,6 +47,7 @@ func main() {
 	out := flag.String("out", "", "also write the markdown table to this file")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
 	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
+	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway's first paced run of -profile-mode to this file")
 	flag.Parse()
 
 	bin, err := filepath.Abs(*caddyBin)
@@ -102,7 +103,7 @@ http://127.0.0.1:%d {
 `, plainPort, upPort)), 0o644))
 	adminPort := freePort()
 	admin := "admin off"
-	if *profile != "" {
+	if *profile != "" || *traceOut != "" {
 		admin = fmt.Sprintf("admin 127.0.0.1:%d", adminPort)
 	}
 	btlCfg := filepath.Join(dir, "btl.caddyfile")
@@ -170,15 +171,7 @@ http://127.0.0.1:%d {
 					profDone = make(chan struct{})
 					go func() {
 						defer close(profDone)
-						resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)))
-						if err != nil {
-							fmt.Fprintln(os.Stderr, "profile:", err)
-							return
-						}
-						defer resp.Body.Close()
-						f, _ := os.Create(*profile)
-						_, _ = io.Copy(f, resp.Body)
-						f.Close()
+						fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)), *profile)
 					}()
 				}
 				// The paced run comes first, on quiet servers: after a saturated run a server
@@ -186,7 +179,20 @@ http://127.0.0.1:%d {
 				// thousands of requests), and the paced latency would measure that, not the
 				// cost of one request at low load.
 				waitQuiet(servers)
+				var traceDone chan struct{}
+				if *traceOut != "" && round == 0 && m.name == *profileMode && tg == btlT {
+					traceDone = make(chan struct{})
+					secs := max(int(pacedDur.Seconds())-1, 1)
+					go func() {
+						defer close(traceDone)
+						fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/trace?seconds=%d", adminPort, secs), *traceOut)
+					}()
+					go fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, secs), *traceOut+".cpu")
+				}
 				open := runOpen(tg, m, *rate, *pacedDur)
+				if traceDone != nil {
+					<-traceDone
+				}
 				closed := runClosed(tg, m, *conns, *duration)
 				if profDone != nil {
 					<-profDone
@@ -354,6 +360,23 @@ func runClosed(tg target, m mode, conns int, d time.Duration) result {
 	elapsed := time.Since(t0)
 	cpu := cpuTicks(serverPID(tg)) - cpu0
 	return summarize(lats, errs.Load(), elapsed, cpu)
+}
+
+// fetch saves what url answers (a profile or a trace from the admin endpoint) to path.
+func fetch(url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fetch:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fetch:", err)
+		return
+	}
+	_, _ = io.Copy(f, resp.Body)
+	f.Close()
 }
 
 // waitQuiet waits (at most 5s) until the servers use less than 5% of a core over 200ms.
