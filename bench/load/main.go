@@ -45,6 +45,7 @@ func main() {
 	direct := flag.Bool("direct", true, "also measure the simulated upstream alone, for reference")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
+	beforeBin := flag.String("before", "", "another gateway binary (an earlier build) measured as a second btl chain in the same rounds, for before/after")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
 	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
 	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway's first paced run of -profile-mode to this file")
@@ -64,7 +65,7 @@ func main() {
 			_, _ = p.Process.Wait()
 		}
 	}()
-	start := func(name string, args ...string) *exec.Cmd {
+	start := func(bin, name string, args ...string) *exec.Cmd {
 		cmdArgs := append([]string{bin}, args...)
 		var cmd *exec.Cmd
 		if *serverCPU != "" {
@@ -83,7 +84,7 @@ func main() {
 		return cmd
 	}
 
-	up := start("upstream", "btl", "simulate", "--listen", fmt.Sprintf("127.0.0.1:%d", upPort))
+	up := start(bin, "upstream", "btl", "simulate", "--listen", fmt.Sprintf("127.0.0.1:%d", upPort))
 	plainCfg := filepath.Join(dir, "plain.caddyfile")
 	check(os.WriteFile(plainCfg, []byte(fmt.Sprintf(`{
 	admin off
@@ -106,8 +107,11 @@ http://127.0.0.1:%d {
 	if *profile != "" || *traceOut != "" {
 		admin = fmt.Sprintf("admin 127.0.0.1:%d", adminPort)
 	}
-	btlCfg := filepath.Join(dir, "btl.caddyfile")
-	check(os.WriteFile(btlCfg, []byte(fmt.Sprintf(`{
+	// btlGateway writes the config of a btl chain named name on port and makes its workspace
+	// with bin (each chain has its own ledger).
+	btlGateway := func(bin, name string, port int, admin string) (cfg, key string) {
+		cfg = filepath.Join(dir, name+".caddyfile")
+		check(os.WriteFile(cfg, []byte(fmt.Sprintf(`{
 	%s
 	persist_config off
 	log {
@@ -130,36 +134,55 @@ http://127.0.0.1:%d {
 	btl_optimize
 	btl_route
 }
-`, admin, filepath.Join(dir, "btl.db"), filepath.Join(dir, "spool"), upPort, btlPort)), 0o644))
-	// A workspace with ample credits, so the chain authenticates, reserves and records as in
-	// production.
-	wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", btlCfg, "--adapter", "caddyfile",
-		"--name", "bench", "--credits", "100000").Output()
-	check(err)
-	var ws struct {
-		APIKey string `json:"api_key"`
+`, admin, filepath.Join(dir, name+".db"), filepath.Join(dir, name+"-spool"), upPort, port)), 0o644))
+		// A workspace with ample credits, so the chain authenticates, reserves and records as
+		// in production.
+		wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", cfg, "--adapter", "caddyfile",
+			"--name", "bench", "--credits", "100000").Output()
+		check(err)
+		var ws struct {
+			APIKey string `json:"api_key"`
+		}
+		check(json.Unmarshal(wsOut, &ws))
+		return cfg, ws.APIKey
 	}
-	check(json.Unmarshal(wsOut, &ws))
-	apiKey = ws.APIKey
-	plain := start("plain-caddy", "run", "--config", plainCfg, "--adapter", "caddyfile")
-	gw := start("btl-caddy", "run", "--config", btlCfg, "--adapter", "caddyfile")
-	for _, p := range []int{upPort, plainPort, btlPort} {
+	btlCfg, btlKey := btlGateway(bin, "btl", btlPort, admin)
+	plain := start(bin, "plain-caddy", "run", "--config", plainCfg, "--adapter", "caddyfile")
+	gw := start(bin, "btl-caddy", "run", "--config", btlCfg, "--adapter", "caddyfile")
+	ports := []int{upPort, plainPort, btlPort}
+	var beforeT *target
+	if *beforeBin != "" {
+		bb, err := filepath.Abs(*beforeBin)
+		check(err)
+		port := freePort()
+		cfg, key := btlGateway(bb, "before", port, "admin off")
+		p := start(bb, "before-caddy", "run", "--config", cfg, "--adapter", "caddyfile")
+		ports = append(ports, port)
+		beforeT = &target{"btl chain (before)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", port), "btl-bench", p.Process.Pid, key}
+	}
+	for _, p := range ports {
 		waitPort(p)
 	}
 
-	plainT := target{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid}
-	btlT := target{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid}
-	directT := target{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid}
+	plainT := target{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid, ""}
+	btlT := target{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid, btlKey}
+	directT := target{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid, ""}
 	samples := map[string][]measure{}
 	keyOf := func(tg target, m mode) string { return tg.name + "|" + m.name }
 	modes = selectModes(*modeList)
 	servers := []int{up.Process.Pid, plain.Process.Pid, gw.Process.Pid}
+	if beforeT != nil {
+		servers = append(servers, beforeT.pid)
+	}
 	for round := range *rounds {
 		for _, m := range modes {
 			// Paired: plain Caddy and btl back to back, their order alternating by round.
 			order := []target{plainT, btlT}
 			if round%2 == 1 {
 				order = []target{btlT, plainT}
+			}
+			if beforeT != nil {
+				order = append(order, *beforeT)
 			}
 			if *direct {
 				order = append(order, directT)
@@ -210,6 +233,9 @@ http://127.0.0.1:%d {
 		if *direct {
 			c.direct = samples[keyOf(directT, m)]
 		}
+		if beforeT != nil {
+			c.before = samples[keyOf(*beforeT, m)]
+		}
 		rep.rows = append(rep.rows, c)
 	}
 	table := rep.render()
@@ -234,6 +260,7 @@ type measure struct{ closed, open result }
 type target struct {
 	name, url, model string
 	pid              int
+	key              string // the bearer key (btl chains)
 }
 
 type result struct {
@@ -272,13 +299,13 @@ func newClient(conns int) *http.Client {
 	}, Timeout: 30 * time.Second}
 }
 
-// apiKey authenticates the btl chain; the other targets ignore it.
-var apiKey string
-
-func doOne(c *http.Client, url string, body []byte) error {
+func doOne(c *http.Client, tg target, body []byte) error {
+	url := tg.url
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if tg.key != "" {
+		req.Header.Set("Authorization", "Bearer "+tg.key)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
@@ -299,7 +326,7 @@ func warm(tg target, m mode, conns int) {
 		go func() {
 			defer wg.Done()
 			for range 10 {
-				_ = doOne(c, tg.url, requestBody(tg.model, m))
+				_ = doOne(c, tg, requestBody(tg.model, m))
 			}
 		}()
 	}
@@ -342,7 +369,7 @@ func runClosed(tg target, m mode, conns int, d time.Duration) result {
 			for !stop.Load() {
 				body := requestBody(tg.model, m)
 				s := time.Now()
-				if err := doOne(c, tg.url, body); err != nil {
+				if err := doOne(c, tg, body); err != nil {
 					errs.Add(1)
 					continue
 				}
@@ -441,7 +468,7 @@ func runOpen(tg target, m mode, rate int, d time.Duration) result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := doOne(c, tg.url, body)
+			err := doOne(c, tg, body)
 			// Latency from the scheduled time, so a stalled server is not hidden
 			// (coordinated omission).
 			l := time.Since(due)
@@ -473,8 +500,8 @@ func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicks
 
 // comparison is one mode's samples, round by round (index i of each is round i).
 type comparison struct {
-	mode               string
-	plain, btl, direct []measure
+	mode                       string
+	plain, btl, direct, before []measure
 }
 
 type report struct {
@@ -531,7 +558,7 @@ func (r report) render() string {
 		for _, t := range []struct {
 			name string
 			ms   []measure
-		}{{"direct (simulated upstream)", c.direct}, {"Caddy reverse_proxy", c.plain}, {"btl chain", c.btl}} {
+		}{{"direct (simulated upstream)", c.direct}, {"Caddy reverse_proxy", c.plain}, {"btl chain", c.btl}, {"btl chain (before)", c.before}} {
 			if len(t.ms) == 0 {
 				continue
 			}
@@ -542,11 +569,20 @@ func (r report) render() string {
 	b.WriteString("\nbtl chain against plain Caddy reverse_proxy, paired by round: median [min – max]\n\n" +
 		"| mode | throughput ratio | added p50 at the paced rate | added CPU µs/req |\n|---|---:|---:|---:|\n")
 	for _, c := range r.rows {
-		ratio := summary(paired(c, func(p, g measure) float64 { return rps(g) / max(rps(p), 1) }))
-		lat := summary(paired(c, func(p, g measure) float64 { return p50o(g) - p50o(p) }))
-		cpu := summary(paired(c, func(p, g measure) float64 { return cpuReq(g) - cpuReq(p) }))
-		fmt.Fprintf(&b, "| %s | %.2f× [%.2f – %.2f] | %+.0f µs [%+.0f – %+.0f] | %+.1f [%+.1f – %+.1f] |\n", c.mode,
-			ratio.med, ratio.lo, ratio.hi, lat.med, lat.lo, lat.hi, cpu.med, cpu.lo, cpu.hi)
+		for _, g := range []struct {
+			label string
+			ms    []measure
+		}{{"", c.btl}, {" (before)", c.before}} {
+			if len(g.ms) == 0 {
+				continue
+			}
+			pc := comparison{plain: c.plain, btl: g.ms}
+			ratio := summary(paired(pc, func(p, g measure) float64 { return rps(g) / max(rps(p), 1) }))
+			lat := summary(paired(pc, func(p, g measure) float64 { return p50o(g) - p50o(p) }))
+			cpu := summary(paired(pc, func(p, g measure) float64 { return cpuReq(g) - cpuReq(p) }))
+			fmt.Fprintf(&b, "| %s%s | %.2f× [%.2f – %.2f] | %+.0f µs [%+.0f – %+.0f] | %+.1f [%+.1f – %+.1f] |\n", c.mode, g.label,
+				ratio.med, ratio.lo, ratio.hi, lat.med, lat.lo, lat.hi, cpu.med, cpu.lo, cpu.hi)
+		}
 	}
 	return b.String()
 }
