@@ -184,7 +184,7 @@ func (h *Route) serveChat(w http.ResponseWriter, r *http.Request, ex *Exchange) 
 	// still bounds them until the first byte. A stream stops reading once its client is gone
 	// (attempt).
 	ctx, dl := withFirstByteDeadline(context.WithoutCancel(base), time.Duration(h.Deadline))
-	defer dl.cancel()
+	defer dl.release()
 	var lastErr *providers.Error
 	for i, tg := range plan.Targets {
 		if i > 0 {
@@ -321,7 +321,7 @@ type firstByteDeadline struct {
 type firstByteDeadlineKey struct{}
 
 // withFirstByteDeadline returns a context cancelled d from now unless firstByte is called on
-// it before; dl.cancel releases it.
+// it before; dl.release releases it.
 func withFirstByteDeadline(parent context.Context, d time.Duration) (context.Context, *firstByteDeadline) {
 	ctx, cancel := context.WithCancel(parent)
 	dl := &firstByteDeadline{at: time.Now().Add(d), cancel: cancel}
@@ -330,6 +330,14 @@ func withFirstByteDeadline(parent context.Context, d time.Duration) (context.Con
 		cancel()
 	})
 	return context.WithValue(ctx, firstByteDeadlineKey{}, dl), dl
+}
+
+// release stops the timer and cancels the context. The timer must be stopped: left to run
+// out, every request's timer stayed queued for the whole deadline (120s by default), holding
+// its context, which cost about 100 µs of CPU per request at load.
+func (dl *firstByteDeadline) release() {
+	dl.timer.Stop()
+	dl.cancel()
 }
 
 // expired reports that the deadline passed before the first byte.
