@@ -227,7 +227,7 @@ http://127.0.0.1:%d {
 			}
 		}
 	}
-	rep := report{conns: *conns, rate: *rate, d: *duration, rounds: *rounds}
+	rep := report{conns: *conns, rate: *rate, d: *duration, paced: *pacedDur, rounds: *rounds}
 	for _, m := range modes {
 		c := comparison{mode: m.name, plain: samples[keyOf(plainT, m)], btl: samples[keyOf(btlT, m)]}
 		if *direct {
@@ -506,7 +506,7 @@ type comparison struct {
 
 type report struct {
 	conns, rate, rounds int
-	d                   time.Duration
+	d, paced            time.Duration
 	rows                []comparison
 }
 
@@ -551,8 +551,8 @@ func (r report) render() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Load benchmark (%s, %d cores; servers pinned to one core with GOMAXPROCS=1, load generator on the other; "+
-		"distinct request bodies, default features, SQLite ledger; %s per run, %d interleaved paired rounds, medians)\n\n",
-		host, numCPU(), r.d, r.rounds)
+		"distinct request bodies, default features, SQLite ledger; %s per closed run, %s per paced run on quiet servers, %d interleaved paired rounds, medians)\n\n",
+		host, numCPU(), r.d, r.paced, r.rounds)
 	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 (c=%d) | server CPU µs/req | p50 at %d rps |\n|---|---|---:|---:|---:|---:|\n", r.conns, r.conns, r.rate)
 	for _, c := range r.rows {
 		for _, t := range []struct {
