@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -166,22 +167,36 @@ func TestCoalescingOnlyDeterministic(t *testing.T) {
 			outcomes := make([]string, 6)
 			errs := make([]error, 6)
 			var wg sync.WaitGroup
+			// Two barriers replace guessing how long six requests take to reach the gateway on
+			// a loaded machine: every request written, and for streams every first chunk
+			// received (held upstream after it, so a caller that has it joined the flight or
+			// made its own call, which the count below sees).
+			var wrote, first sync.WaitGroup
+			wrote.Add(6)
+			first.Add(6)
 			for c := range 6 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					var once sync.Once
+					firstDone := func() { once.Do(first.Done) }
+					defer firstDone()
+					var wroteOnce sync.Once
+					defer wroteOnce.Do(wrote.Done)
+					rctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wroteOnce.Do(wrote.Done) }})
 					var raw *http.Response
 					if !tc.stream {
-						resp, err := client.Chat.Completions.New(ctx, params, option.WithResponseInto(&raw))
+						resp, err := client.Chat.Completions.New(rctx, params, option.WithResponseInto(&raw))
 						if errs[c] = err; err == nil {
 							answers[c], outcomes[c] = resp.ID+" "+resp.Choices[0].Message.Content, raw.Header.Get("X-Btl-Cache")
 						}
 						return
 					}
-					s := client.Chat.Completions.NewStreaming(ctx, params, option.WithResponseInto(&raw))
+					s := client.Chat.Completions.NewStreaming(rctx, params, option.WithResponseInto(&raw))
 					var acc openai.ChatCompletionAccumulator
 					for s.Next() {
 						acc.AddChunk(s.Current())
+						firstDone()
 					}
 					if errs[c] = s.Err(); errs[c] == nil && len(acc.Choices) > 0 {
 						answers[c], outcomes[c] = acc.ID+" "+acc.Choices[0].Message.Content, raw.Header.Get("X-Btl-Cache")
@@ -194,6 +209,12 @@ func TestCoalescingOnlyDeterministic(t *testing.T) {
 			for int64(upstream.Waiting(hold)) < tc.upstream && time.Now().Before(deadline) {
 				time.Sleep(10 * time.Millisecond)
 			}
+			waitGroupFor(&wrote, time.Until(deadline))
+			if tc.stream {
+				waitGroupFor(&first, time.Until(deadline))
+			}
+			// Non-stream joiners are invisible until answered: time for the last written
+			// request to pass auth and the meter to the gate.
 			time.Sleep(300 * time.Millisecond)
 			upstream.Release(hold)
 			wg.Wait()
@@ -275,5 +296,15 @@ func TestCoalescedWaitersOutliveLeadCaller(t *testing.T) {
 		if errs[i] != nil || !strings.HasPrefix(answers[i], "Simulated answer") {
 			t.Fatalf("waiter %d: %q %v", i, answers[i], errs[i])
 		}
+	}
+}
+
+// waitGroupFor waits for wg at most d (a wrong merge must fail the test's counts, not hang it).
+func waitGroupFor(wg *sync.WaitGroup, d time.Duration) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
 	}
 }

@@ -141,6 +141,9 @@ func (h *Meter) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp
 	}
 	ex.OnComplete(m.complete)
 	r, m.span = startSpan(r, "btl.request")
+	// Deferred in this order: the exchange completes (its row spooled) before the answer is
+	// sent; metrics, log fields and the span after, off the client's latency.
+	defer m.observe()
 	defer ex.Complete()
 
 	if r.URL.Path == PathResponses {
@@ -279,6 +282,9 @@ type metered struct {
 	// ctx is the request's context without its cancellation: a top-up for a call that runs
 	// on after its client left must still be able to reach the store.
 	ctx context.Context
+	// row is the ledger row complete spooled, kept for observe.
+	row       ledger.Row
+	completed bool
 }
 
 // reserveTimeout bounds a reservation top-up that has to lease from the store.
@@ -415,11 +421,22 @@ func (m *metered) complete(ex *Exchange) {
 		h.logger.Error("ledger row not recorded", zap.String("request_id", ex.ID),
 			zap.String("workspace_id", ex.WorkspaceID), zap.Int64("cost_micros", ex.CostMicros), zap.Error(err))
 	}
+	m.row, m.completed = row, true
+}
+
+// observe reports a completed exchange to the metrics, the access log and the trace. It runs
+// when btl_meter returns, after the route flushed the answer: none of it is money, and on a
+// quiet server this bookkeeping was a measurable part of each answer's latency.
+func (m *metered) observe() {
+	if !m.completed {
+		return
+	}
+	h, ex, row := m.h, m.ex, &m.row
 	if o := ex.Optimizer; o != nil && o.EmptyLength {
 		h.metrics.EmptyLength()
 	}
 	h.metrics.Observe(metrics.Request{
-		Provider: row.Provider, ModelClass: h.modelClass(requested), Status: row.Status, CacheOutcome: row.CacheOutcome,
+		Provider: row.Provider, ModelClass: h.modelClass(row.RequestedModel), Status: row.Status, CacheOutcome: row.CacheOutcome,
 		Tokens:     [6]int64{row.InputUncached, row.CacheRead, row.CacheWrite5m, row.CacheWrite1h, row.Output, row.Reasoning},
 		CostMicros: int64(row.CostMicros), BaselineMicros: int64(row.BaselineMicros),
 		Savings: [7]int64{int64(row.SavePromptCache), int64(row.SaveResponseCache), int64(row.SaveCoalesce),
@@ -427,7 +444,7 @@ func (m *metered) complete(ex *Exchange) {
 		Latency: time.Duration(row.LatencyUs) * time.Microsecond, TTFT: ex.TTFB, Upstream: row.Provider != "",
 	})
 	if m.logFields != nil {
-		addLogFields(m.logFields, &row)
+		addLogFields(m.logFields, row)
 	}
 	if m.span != nil {
 		m.span.SetAttributes(exchangeAttributes(ex)...)

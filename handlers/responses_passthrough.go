@@ -86,6 +86,9 @@ func (h *Route) attemptResponses(ctx context.Context, cancel context.CancelFunc,
 		if err == io.EOF {
 			err, eof = nil, true
 		}
+		if err == nil && !firstByte(ctx) {
+			err = context.Canceled // the deadline fired as the first event came in
+		}
 		if err != nil {
 			_ = resp.Stream.Close()
 		}

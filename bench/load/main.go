@@ -40,11 +40,15 @@ func main() {
 	rounds := flag.Int("rounds", 7, "interleaved paired rounds; rows report medians (shared machines are noisy)")
 	conns := flag.Int("c", 32, "connections for the closed-loop runs")
 	rate := flag.Int("rate", 300, "requests/s for the paced (open-loop) runs")
+	pacedDur := flag.Duration("paced-duration", 4*time.Second, "length of each paced run (rate × this requests per round)")
+	modeList := flag.String("modes", "non-stream,stream,stream+usage", "the modes measured, comma separated")
 	direct := flag.Bool("direct", true, "also measure the simulated upstream alone, for reference")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
+	beforeBin := flag.String("before", "", "another gateway binary (an earlier build) measured as a second btl chain in the same rounds, for before/after")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
 	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
+	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway's first paced run of -profile-mode to this file")
 	flag.Parse()
 
 	bin, err := filepath.Abs(*caddyBin)
@@ -61,7 +65,7 @@ func main() {
 			_, _ = p.Process.Wait()
 		}
 	}()
-	start := func(name string, args ...string) *exec.Cmd {
+	start := func(bin, name string, args ...string) *exec.Cmd {
 		cmdArgs := append([]string{bin}, args...)
 		var cmd *exec.Cmd
 		if *serverCPU != "" {
@@ -80,7 +84,7 @@ func main() {
 		return cmd
 	}
 
-	up := start("upstream", "btl", "simulate", "--listen", fmt.Sprintf("127.0.0.1:%d", upPort))
+	up := start(bin, "upstream", "btl", "simulate", "--listen", fmt.Sprintf("127.0.0.1:%d", upPort))
 	plainCfg := filepath.Join(dir, "plain.caddyfile")
 	check(os.WriteFile(plainCfg, []byte(fmt.Sprintf(`{
 	admin off
@@ -100,11 +104,14 @@ http://127.0.0.1:%d {
 `, plainPort, upPort)), 0o644))
 	adminPort := freePort()
 	admin := "admin off"
-	if *profile != "" {
+	if *profile != "" || *traceOut != "" {
 		admin = fmt.Sprintf("admin 127.0.0.1:%d", adminPort)
 	}
-	btlCfg := filepath.Join(dir, "btl.caddyfile")
-	check(os.WriteFile(btlCfg, []byte(fmt.Sprintf(`{
+	// btlGateway writes the config of a btl chain named name on port and makes its workspace
+	// with bin (each chain has its own ledger).
+	btlGateway := func(bin, name string, port int, admin string) (cfg, key string) {
+		cfg = filepath.Join(dir, name+".caddyfile")
+		check(os.WriteFile(cfg, []byte(fmt.Sprintf(`{
 	%s
 	persist_config off
 	log {
@@ -127,34 +134,55 @@ http://127.0.0.1:%d {
 	btl_optimize
 	btl_route
 }
-`, admin, filepath.Join(dir, "btl.db"), filepath.Join(dir, "spool"), upPort, btlPort)), 0o644))
-	// A workspace with ample credits, so the chain authenticates, reserves and records as in
-	// production.
-	wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", btlCfg, "--adapter", "caddyfile",
-		"--name", "bench", "--credits", "100000").Output()
-	check(err)
-	var ws struct {
-		APIKey string `json:"api_key"`
+`, admin, filepath.Join(dir, name+".db"), filepath.Join(dir, name+"-spool"), upPort, port)), 0o644))
+		// A workspace with ample credits, so the chain authenticates, reserves and records as
+		// in production.
+		wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", cfg, "--adapter", "caddyfile",
+			"--name", "bench", "--credits", "100000").Output()
+		check(err)
+		var ws struct {
+			APIKey string `json:"api_key"`
+		}
+		check(json.Unmarshal(wsOut, &ws))
+		return cfg, ws.APIKey
 	}
-	check(json.Unmarshal(wsOut, &ws))
-	apiKey = ws.APIKey
-	plain := start("plain-caddy", "run", "--config", plainCfg, "--adapter", "caddyfile")
-	gw := start("btl-caddy", "run", "--config", btlCfg, "--adapter", "caddyfile")
-	for _, p := range []int{upPort, plainPort, btlPort} {
+	btlCfg, btlKey := btlGateway(bin, "btl", btlPort, admin)
+	plain := start(bin, "plain-caddy", "run", "--config", plainCfg, "--adapter", "caddyfile")
+	gw := start(bin, "btl-caddy", "run", "--config", btlCfg, "--adapter", "caddyfile")
+	ports := []int{upPort, plainPort, btlPort}
+	var beforeT *target
+	if *beforeBin != "" {
+		bb, err := filepath.Abs(*beforeBin)
+		check(err)
+		port := freePort()
+		cfg, key := btlGateway(bb, "before", port, "admin off")
+		p := start(bb, "before-caddy", "run", "--config", cfg, "--adapter", "caddyfile")
+		ports = append(ports, port)
+		beforeT = &target{"btl chain (before)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", port), "btl-bench", p.Process.Pid, key}
+	}
+	for _, p := range ports {
 		waitPort(p)
 	}
 
-	plainT := target{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid}
-	btlT := target{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid}
-	directT := target{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid}
+	plainT := target{"Caddy reverse_proxy", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", plainPort), "gpt-4o-mini", plain.Process.Pid, ""}
+	btlT := target{"btl chain", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", btlPort), "btl-bench", gw.Process.Pid, btlKey}
+	directT := target{"direct (simulated upstream)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", upPort), "gpt-4o-mini", up.Process.Pid, ""}
 	samples := map[string][]measure{}
 	keyOf := func(tg target, m mode) string { return tg.name + "|" + m.name }
+	modes = selectModes(*modeList)
+	servers := []int{up.Process.Pid, plain.Process.Pid, gw.Process.Pid}
+	if beforeT != nil {
+		servers = append(servers, beforeT.pid)
+	}
 	for round := range *rounds {
 		for _, m := range modes {
 			// Paired: plain Caddy and btl back to back, their order alternating by round.
 			order := []target{plainT, btlT}
 			if round%2 == 1 {
 				order = []target{btlT, plainT}
+			}
+			if beforeT != nil {
+				order = append(order, *beforeT)
 			}
 			if *direct {
 				order = append(order, directT)
@@ -166,22 +194,32 @@ http://127.0.0.1:%d {
 					profDone = make(chan struct{})
 					go func() {
 						defer close(profDone)
-						resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)))
-						if err != nil {
-							fmt.Fprintln(os.Stderr, "profile:", err)
-							return
-						}
-						defer resp.Body.Close()
-						f, _ := os.Create(*profile)
-						_, _ = io.Copy(f, resp.Body)
-						f.Close()
+						fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)), *profile)
 					}()
+				}
+				// The paced run comes first, on quiet servers: after a saturated run a server
+				// may still be working off its backlog (the btl ledger ingests the rows of
+				// thousands of requests), and the paced latency would measure that, not the
+				// cost of one request at low load.
+				waitQuiet(servers)
+				var traceDone chan struct{}
+				if *traceOut != "" && round == 0 && m.name == *profileMode && tg == btlT {
+					traceDone = make(chan struct{})
+					secs := max(int(pacedDur.Seconds())-1, 1)
+					go func() {
+						defer close(traceDone)
+						fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/trace?seconds=%d", adminPort, secs), *traceOut)
+					}()
+					go fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, secs), *traceOut+".cpu")
+				}
+				open := runOpen(tg, m, *rate, *pacedDur)
+				if traceDone != nil {
+					<-traceDone
 				}
 				closed := runClosed(tg, m, *conns, *duration)
 				if profDone != nil {
 					<-profDone
 				}
-				open := runOpen(tg, m, *rate, *duration)
 				samples[keyOf(tg, m)] = append(samples[keyOf(tg, m)], measure{closed, open})
 				fmt.Fprintf(os.Stderr, "round %d %-28s %-13s %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
 					round+1, tg.name, m.name, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
@@ -189,11 +227,14 @@ http://127.0.0.1:%d {
 			}
 		}
 	}
-	rep := report{conns: *conns, rate: *rate, d: *duration, rounds: *rounds}
+	rep := report{conns: *conns, rate: *rate, d: *duration, paced: *pacedDur, rounds: *rounds}
 	for _, m := range modes {
 		c := comparison{mode: m.name, plain: samples[keyOf(plainT, m)], btl: samples[keyOf(btlT, m)]}
 		if *direct {
 			c.direct = samples[keyOf(directT, m)]
+		}
+		if beforeT != nil {
+			c.before = samples[keyOf(*beforeT, m)]
 		}
 		rep.rows = append(rep.rows, c)
 	}
@@ -219,6 +260,7 @@ type measure struct{ closed, open result }
 type target struct {
 	name, url, model string
 	pid              int
+	key              string // the bearer key (btl chains)
 }
 
 type result struct {
@@ -257,13 +299,13 @@ func newClient(conns int) *http.Client {
 	}, Timeout: 30 * time.Second}
 }
 
-// apiKey authenticates the btl chain; the other targets ignore it.
-var apiKey string
-
-func doOne(c *http.Client, url string, body []byte) error {
+func doOne(c *http.Client, tg target, body []byte) error {
+	url := tg.url
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+apiKey)
+	if tg.key != "" {
+		req.Header.Set("Authorization", "Bearer "+tg.key)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
@@ -284,7 +326,7 @@ func warm(tg target, m mode, conns int) {
 		go func() {
 			defer wg.Done()
 			for range 10 {
-				_ = doOne(c, tg.url, requestBody(tg.model, m))
+				_ = doOne(c, tg, requestBody(tg.model, m))
 			}
 		}()
 	}
@@ -327,7 +369,7 @@ func runClosed(tg target, m mode, conns int, d time.Duration) result {
 			for !stop.Load() {
 				body := requestBody(tg.model, m)
 				s := time.Now()
-				if err := doOne(c, tg.url, body); err != nil {
+				if err := doOne(c, tg, body); err != nil {
 					errs.Add(1)
 					continue
 				}
@@ -345,6 +387,61 @@ func runClosed(tg target, m mode, conns int, d time.Duration) result {
 	elapsed := time.Since(t0)
 	cpu := cpuTicks(serverPID(tg)) - cpu0
 	return summarize(lats, errs.Load(), elapsed, cpu)
+}
+
+// fetch saves what url answers (a profile or a trace from the admin endpoint) to path.
+func fetch(url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fetch:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fetch:", err)
+		return
+	}
+	_, _ = io.Copy(f, resp.Body)
+	f.Close()
+}
+
+// waitQuiet waits (at most 5s) until the servers use less than 5% of a core over 200ms.
+func waitQuiet(pids []int) {
+	const window = 200 * time.Millisecond
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var before int64
+		for _, p := range pids {
+			before += cpuTicks(p)
+		}
+		time.Sleep(window)
+		var after int64
+		for _, p := range pids {
+			after += cpuTicks(p)
+		}
+		if float64(after-before)/clkTck < 0.05*window.Seconds() {
+			return
+		}
+	}
+}
+
+// selectModes picks the named modes, in the standard order.
+func selectModes(list string) []mode {
+	want := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var out []mode
+	for _, m := range modes {
+		if want[m.name] {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		check(fmt.Errorf("no known mode in %q", list))
+	}
+	return out
 }
 
 // serverPID is the measured process: taskset execs the binary, so the pid is the server's.
@@ -371,7 +468,7 @@ func runOpen(tg target, m mode, rate int, d time.Duration) result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := doOne(c, tg.url, body)
+			err := doOne(c, tg, body)
 			// Latency from the scheduled time, so a stalled server is not hidden
 			// (coordinated omission).
 			l := time.Since(due)
@@ -403,13 +500,13 @@ func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicks
 
 // comparison is one mode's samples, round by round (index i of each is round i).
 type comparison struct {
-	mode               string
-	plain, btl, direct []measure
+	mode                       string
+	plain, btl, direct, before []measure
 }
 
 type report struct {
 	conns, rate, rounds int
-	d                   time.Duration
+	d, paced            time.Duration
 	rows                []comparison
 }
 
@@ -454,14 +551,14 @@ func (r report) render() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Load benchmark (%s, %d cores; servers pinned to one core with GOMAXPROCS=1, load generator on the other; "+
-		"distinct request bodies, default features, SQLite ledger; %s per run, %d interleaved paired rounds, medians)\n\n",
-		host, numCPU(), r.d, r.rounds)
+		"distinct request bodies, default features, SQLite ledger; %s per closed run, %s per paced run on quiet servers, %d interleaved paired rounds, medians)\n\n",
+		host, numCPU(), r.d, r.paced, r.rounds)
 	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 (c=%d) | server CPU µs/req | p50 at %d rps |\n|---|---|---:|---:|---:|---:|\n", r.conns, r.conns, r.rate)
 	for _, c := range r.rows {
 		for _, t := range []struct {
 			name string
 			ms   []measure
-		}{{"direct (simulated upstream)", c.direct}, {"Caddy reverse_proxy", c.plain}, {"btl chain", c.btl}} {
+		}{{"direct (simulated upstream)", c.direct}, {"Caddy reverse_proxy", c.plain}, {"btl chain", c.btl}, {"btl chain (before)", c.before}} {
 			if len(t.ms) == 0 {
 				continue
 			}
@@ -472,11 +569,20 @@ func (r report) render() string {
 	b.WriteString("\nbtl chain against plain Caddy reverse_proxy, paired by round: median [min – max]\n\n" +
 		"| mode | throughput ratio | added p50 at the paced rate | added CPU µs/req |\n|---|---:|---:|---:|\n")
 	for _, c := range r.rows {
-		ratio := summary(paired(c, func(p, g measure) float64 { return rps(g) / max(rps(p), 1) }))
-		lat := summary(paired(c, func(p, g measure) float64 { return p50o(g) - p50o(p) }))
-		cpu := summary(paired(c, func(p, g measure) float64 { return cpuReq(g) - cpuReq(p) }))
-		fmt.Fprintf(&b, "| %s | %.2f× [%.2f – %.2f] | %+.0f µs [%+.0f – %+.0f] | %+.1f [%+.1f – %+.1f] |\n", c.mode,
-			ratio.med, ratio.lo, ratio.hi, lat.med, lat.lo, lat.hi, cpu.med, cpu.lo, cpu.hi)
+		for _, g := range []struct {
+			label string
+			ms    []measure
+		}{{"", c.btl}, {" (before)", c.before}} {
+			if len(g.ms) == 0 {
+				continue
+			}
+			pc := comparison{plain: c.plain, btl: g.ms}
+			ratio := summary(paired(pc, func(p, g measure) float64 { return rps(g) / max(rps(p), 1) }))
+			lat := summary(paired(pc, func(p, g measure) float64 { return p50o(g) - p50o(p) }))
+			cpu := summary(paired(pc, func(p, g measure) float64 { return cpuReq(g) - cpuReq(p) }))
+			fmt.Fprintf(&b, "| %s%s | %.2f× [%.2f – %.2f] | %+.0f µs [%+.0f – %+.0f] | %+.1f [%+.1f – %+.1f] |\n", c.mode, g.label,
+				ratio.med, ratio.lo, ratio.hi, lat.med, lat.lo, lat.hi, cpu.med, cpu.lo, cpu.hi)
+		}
 	}
 	return b.String()
 }

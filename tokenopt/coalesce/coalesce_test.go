@@ -539,3 +539,65 @@ func TestFlightManual(t *testing.T) {
 		t.Fatal("publish after finish")
 	}
 }
+
+// sliceSource streams a fixed list of events, yielding between them so joins interleave.
+type sliceSource struct {
+	evs [][]byte
+	i   int
+}
+
+func (s *sliceSource) Next() ([]byte, error) {
+	if s.i == len(s.evs) {
+		return nil, io.EOF
+	}
+	runtime.Gosched()
+	s.i++
+	return s.evs[s.i-1], nil
+}
+func (s *sliceSource) Close() error { return nil }
+
+// TestStreamsJoinRaceFullAnswerOrOwnCall: callers join one key at random moments while flights
+// stream, finish and are replaced. Every caller reads the whole answer exactly once, from the
+// first event to the last — by joining a flight (its buffered events, then live ones) or, when
+// it came too late, through a flight of its own — never a truncated or doubled one.
+func TestStreamsJoinRaceFullAnswerOrOwnCall(t *testing.T) {
+	settle(t)
+	var s Streams
+	var opens atomic.Int64
+	open := func(context.Context) (Source, error) {
+		opens.Add(1)
+		return &sliceSource{evs: want(16)}, nil
+	}
+	const callers = 200
+	var wg sync.WaitGroup
+	var shared atomic.Int64
+	errs := make(chan string, callers)
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if c%3 == 0 {
+				runtime.Gosched()
+			}
+			sub, sh := s.Join(context.Background(), "k", open)
+			if sh {
+				shared.Add(1)
+			}
+			got, err := readAll(context.Background(), sub)
+			if err != nil || !equal(got, want(16)) {
+				errs <- fmt.Sprintf("caller %d (shared %v): %d/16 events, %v", c, sh, len(got), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	// Each caller either joined or opened its own flight; nothing else.
+	if n := opens.Load() + shared.Load(); n != callers {
+		t.Fatalf("%d opens + %d joins for %d callers", opens.Load(), shared.Load(), callers)
+	}
+	t.Logf("%d flights, %d joins", opens.Load(), shared.Load())
+	waitFor(t, "flights to end", func() bool { return s.InFlight() == 0 })
+}
