@@ -573,6 +573,17 @@ func (h *Meter) attribute(ex *Exchange) {
 	}
 	ex.Savings = s
 	ex.BaselineMicros = ex.CostMicros + s.PromptCache + s.ResponseCache + s.Coalesce + s.Compression + s.Dedupe + s.OutputBudget + s.Routing
+	if o := ex.Optimizer; o != nil && o.SaltTokens > 0 && ex.CostMicros > 0 {
+		// A direct call would not carry the workspace salt. With the gateway's markers the
+		// prompt-cache saving above already counts every prompt token (the salt's too) at
+		// the input rate; without them the salt, which leads the prompt, is in the cost at
+		// the cached rate when the upstream read anything from its cache.
+		rate := p.Input
+		if o.CacheMarkers == 0 && ex.Usage.CacheRead >= o.SaltTokens {
+			rate = p.CachedInput
+		}
+		ex.BaselineMicros -= (o.SaltTokens*rate + 500_000) / 1_000_000
+	}
 }
 
 // cacheOutcome fixes and returns the request's cache outcome, the one source of the

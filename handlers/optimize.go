@@ -23,6 +23,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/tokens"
 )
 
 // Optimize decides what must be sent upstream: it dedupes retrieval chunks in the newest
@@ -382,6 +383,7 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 			}
 			if !p.shadow {
 				body, planned, extra = nb, true, nil
+				rep.SaltTokens = saltTokens(cr.Salted, ct.Salt, ct.Provider)
 			}
 		}
 	}
@@ -390,8 +392,9 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		// or shadow mode) must not leave its own markers or named key readable by others.
 		ct := h.cacheTarget(ex, tg)
 		ct.IsolateOnly = true
-		if nb, _, err := h.plans.PlanWith(body, ct, extra); err == nil {
+		if nb, cr, err := h.plans.PlanWith(body, ct, extra); err == nil {
 			body, extra = nb, nil
+			rep.SaltTokens = saltTokens(cr.Salted, ct.Salt, ct.Provider)
 		}
 	}
 	body = conv.Apply(body, extra)
@@ -405,6 +408,23 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		}
 	}
 	return body
+}
+
+// saltTokens estimates what the workspace salt message adds to the prompt: the salt's text
+// (short and fixed, so the byte estimate is as good as any tokenizer's guess of another
+// provider's count) and, on OpenAI-shaped upstreams, a message's framing (system blocks and
+// instructions elsewhere have none). It is the gateway's own addition, so the baseline
+// leaves it out.
+func saltTokens(salted bool, salt, providerType string) int64 {
+	if !salted {
+		return 0
+	}
+	n := int64(tokens.Estimate(len(salt)))
+	switch providerType {
+	case "openai", "openai_compatible", "openrouter", "simulated":
+		n += 3
+	}
+	return n
 }
 
 func (h *Optimize) budgetTarget(ex *Exchange, tg routing.Target) budget.Target {
@@ -515,9 +535,12 @@ type OptimizerReport struct {
 	DedupeHistoryTokens int64
 	CompressionTokens   int64
 	CacheMarkers        int
-	CacheKey            bool
-	BudgetCap           int64
-	Breakers            string
+	// SaltTokens is the estimated size of the workspace salt the cache plan added (0 when
+	// none): billed, as the upstream counts it, but not part of what the caller sent.
+	SaltTokens int64
+	CacheKey   bool
+	BudgetCap  int64
+	Breakers   string
 	// Finish is the answer's finish reason, recorded by the route while a gateway-set cap
 	// applies (BudgetCap > 0): the evidence for the learned cap and the cut count.
 	Finish       string
