@@ -19,6 +19,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/routing"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/cacheplan"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/coalesce"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/compress"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/evidence"
@@ -272,7 +273,11 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		if p.cacheSampled {
 			cache = cache.WithPolicy(respcache.Policy{AllowSampled: true})
 		}
-		return h.serveCached(w, r, ex, req, cache, next)
+		// Most traffic samples: a top-level look settles that before the cache key
+		// canonicalises and hashes the whole body.
+		if cache.AllowsSampled() || coalesce.Deterministic(req.Body) {
+			return h.serveCached(w, r, ex, req, cache, next)
+		}
 	}
 	return next.ServeHTTP(w, r)
 }

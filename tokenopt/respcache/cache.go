@@ -79,6 +79,9 @@ func (c *Cache) Key(workspace string, body []byte) (Key, bool) {
 	return MakeKey(workspace, body, c.policy)
 }
 
+// AllowsSampled reports whether the cache's policy replays sampled requests.
+func (c *Cache) AllowsSampled() bool { return c.policy.AllowSampled }
+
 // Get returns the live entry for k.
 func (c *Cache) Get(k Key) (*Entry, bool) {
 	e, ok := c.rc.Get(string(k[:]))
