@@ -181,10 +181,10 @@ func (u *unit) markEdits(edits []edit, long bool) []edit {
 		if u.empty {
 			m = m[1:]
 		}
-		edits = append(edits, edit{u.at, u.at, m})
+		edits = append(edits, edit{Start: u.at, End: u.at, Repl: m})
 	case markWrap:
 		// Two insertions rather than one replacement: the string is not copied twice.
-		edits = append(edits, edit{u.at, u.at, markWrapOpen}, edit{u.end, u.end, markWrapClose[ttl]})
+		edits = append(edits, edit{Start: u.at, End: u.at, Repl: markWrapOpen}, edit{Start: u.end, End: u.end, Repl: markWrapClose[ttl]})
 	}
 	return edits
 }
@@ -349,7 +349,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]
 			start := len(s.ins)
 			s.ins = strconv.AppendQuote(s.ins, string(appendKey(kb[:0], "btlw-", t.Salt, v)))
 			o := offset(body, v)
-			s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
+			s.edits = append(s.edits, edit{Start: o, End: o + len(v), Repl: s.ins[start:]})
 			rep.CallerKeyScoped = true
 		} else if !t.IsolateOnly && (v == nil || string(v) == "null") {
 			var kb [64]byte
@@ -367,7 +367,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]
 			if v != nil { // an explicit null
 				s.ins = strconv.AppendQuote(s.ins, rep.PromptCacheKey)
 				o := offset(body, v)
-				s.edits = append(s.edits, edit{o, o + len(v), s.ins[start:]})
+				s.edits = append(s.edits, edit{Start: o, End: o + len(v), Repl: s.ins[start:]})
 			} else { // the first member
 				// Just after the opening brace, which may follow whitespace.
 				at := skipSpace(body, 0) + 1
@@ -375,18 +375,15 @@ func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]
 				if body[skipSpace(body, at)] != '}' {
 					s.ins = append(s.ins, ',')
 				}
-				s.edits = append(s.edits, edit{at, at, s.ins[start:]})
+				s.edits = append(s.edits, edit{Start: at, End: at, Repl: s.ins[start:]})
 			}
 		}
 	}
 	if len(extra) > 0 {
-		all := make([]edit, 0, len(extra)+len(s.edits))
-		for _, e := range extra {
-			all = append(all, edit{e.Start, e.End, e.Repl})
-		}
-		s.edits = append(all, s.edits...)
+		// The caller's edits first: at a shared position they stay ahead of the plan's.
+		s.edits = append(append(make([]edit, 0, len(extra)+len(s.edits)), extra...), s.edits...)
 	}
-	return apply(body, s.edits), rep, nil
+	return conv.Apply(body, s.edits), rep, nil
 }
 
 // topLevel is what Plan reads at the top level of a body.
@@ -468,7 +465,7 @@ func (s *scratch) walkTools(body, tools []byte, h *xxhash.Digest, rep *Report) e
 				if changed {
 					c := s.ins[start:]
 					o := offset(body, params)
-					s.edits = append(s.edits, edit{o, o + len(params), c})
+					s.edits = append(s.edits, edit{Start: o, End: o + len(params), Repl: c})
 					rep.SchemasSorted++
 					po := o - offset(body, tool)
 					_, _ = h.Write(tool[:po])
@@ -847,7 +844,7 @@ func saltEdit(body, msgs []byte, salt string) edit {
 	if body[skipSpace(body, at)] != ']' {
 		ins = append(ins, ',')
 	}
-	return edit{at, at, ins}
+	return edit{Start: at, End: at, Repl: ins}
 }
 
 // appendKey appends a prompt_cache_key: prefix and the hex of a hash of scope and value.

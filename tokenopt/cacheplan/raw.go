@@ -292,33 +292,9 @@ func canonical(dst, v []byte, stack *[]member) ([]byte, bool, error) {
 	return dst, true, nil
 }
 
-// edit replaces body[start:end] with repl.
-type edit struct {
-	start, end int
-	repl       []byte
-}
-
-// apply performs non-overlapping edits (in any order; sorted by start, stably) on body into
-// a new slice.
-func apply(body []byte, edits []edit) []byte {
-	if len(edits) == 0 {
-		return body
-	}
-	slices.SortStableFunc(edits, func(a, b edit) int { return a.start - b.start })
-	n := len(body)
-	for _, e := range edits {
-		n += len(e.repl) - (e.end - e.start)
-	}
-	w := conv.NewBuffer(n) // memory not zeroed first: every byte is written once
-	at := 0
-	for _, e := range edits {
-		w.Write(body[at:e.start])
-		w.Write(e.repl)
-		at = e.end
-	}
-	w.Write(body[at:])
-	return w.Bytes()
-}
+// edit replaces body[Start:End] with Repl; the plan's edits are applied by conv.Apply in one
+// copy, as the optimizer's other levers' are.
+type edit = conv.Edit
 
 // offset is the position of sub (a subslice of base) inside base.
 func offset(base, sub []byte) int { return cap(base) - cap(sub) }
