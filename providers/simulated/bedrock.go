@@ -301,23 +301,30 @@ func (m *oaMsg) finish() {
 	}
 }
 
-func (s *Server) bedrockConverse(w http.ResponseWriter, r *http.Request, model string, stream bool) {
-	s.stats.requests.Add(1)
-	h := w.Header()
-	h.Set("X-Amzn-Requestid", fmt.Sprintf("sim-%08d-bedrock", s.seq.Add(1)))
+// readBedrockBody stamps the request id, reads the body and checks its SigV4 signature,
+// answering Bedrock's error when any of it fails.
+func (s *Server) readBedrockBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	w.Header().Set("X-Amzn-Requestid", fmt.Sprintf("sim-%08d-bedrock", s.seq.Add(1)))
 	buf, err := readBody(r, s.opts.MaxBodyBytes)
 	if err != nil {
 		s.stats.rejected.Add(1)
 		if errors.Is(err, errTooLarge) {
 			writeBedrockError(w, &bedrockError{http.StatusRequestEntityTooLarge, "ValidationException", "Input is too long."})
-			return
+			return nil, false
 		}
 		writeBedrockError(w, bedrockBad("could not read the request body"))
-		return
+		return nil, false
 	}
 	body := bytes.Clone(buf.Bytes())
 	putBody(buf)
-	if !s.bedrockAuthorized(w, r, body) {
+	return body, s.bedrockAuthorized(w, r, body)
+}
+
+func (s *Server) bedrockConverse(w http.ResponseWriter, r *http.Request, model string, stream bool) {
+	s.stats.requests.Add(1)
+	h := w.Header()
+	body, ok := s.readBedrockBody(w, r)
+	if !ok {
 		return
 	}
 	key := strings.SplitN(strings.TrimPrefix(r.Header.Get("Authorization"), sigv4.Algorithm+" Credential="), "/", 2)[0]

@@ -282,15 +282,8 @@ func (s *Server) moderation(w http.ResponseWriter, r *http.Request) {
 // bedrockInvoke answers InvokeModel for Titan and Cohere embedding models.
 func (s *Server) bedrockInvoke(w http.ResponseWriter, r *http.Request, model string) {
 	s.stats.requests.Add(1)
-	w.Header().Set("X-Amzn-Requestid", fmt.Sprintf("sim-%08d-bedrock", s.seq.Add(1)))
-	buf, err := readBody(r, s.opts.MaxBodyBytes)
-	if err != nil {
-		writeBedrockError(w, bedrockBad("could not read the request body"))
-		return
-	}
-	body := bytes.Clone(buf.Bytes())
-	putBody(buf)
-	if !s.bedrockAuthorized(w, r, body) {
+	body, ok := s.readBedrockBody(w, r)
+	if !ok {
 		return
 	}
 	s.recordBedrock(model, false, body, 0)
