@@ -239,6 +239,11 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow, CoalesceSampled: p.coalesceSampled}
+	if !p.shadow && (p.coalesce || p.respCache) {
+		// One top-level look for both levers that share only deterministic requests; the
+		// rewrites below never touch the sampling parameters it reads.
+		ex.Optimizer.Deterministic = coalesce.Deterministic(req.Body)
+	}
 	// One view of the conversation serves every lever; a body it cannot read (a message that
 	// is not an object) takes the lever-by-lever path, which handles anything that parsed.
 	var view *conv.View
@@ -273,9 +278,9 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		if p.cacheSampled {
 			cache = cache.WithPolicy(respcache.Policy{AllowSampled: true})
 		}
-		// Most traffic samples: a top-level look settles that before the cache key
-		// canonicalises and hashes the whole body.
-		if cache.AllowsSampled() || coalesce.Deterministic(req.Body) {
+		// Most traffic samples: that is settled before the cache key canonicalises and
+		// hashes the whole body.
+		if cache.AllowsSampled() || ex.Optimizer.Deterministic {
 			return h.serveCached(w, r, ex, req, cache, next)
 		}
 	}
@@ -532,6 +537,9 @@ type OptimizerReport struct {
 	// Coalesce lets identical in-flight deterministic requests share one upstream call;
 	// CoalesceSampled extends that to sampled ones (the workspace opted in).
 	Coalesce, CoalesceSampled bool
+	// Deterministic: the request asks for one deterministic answer (coalesce.Deterministic),
+	// the only kind coalescing and the response cache share by default.
+	Deterministic bool
 	// EmptyLength is set when the answer hit the gateway's cap with no content.
 	EmptyLength bool
 	// DedupeTokens were removed from the newest message, DedupeHistoryTokens from earlier

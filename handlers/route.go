@@ -25,7 +25,6 @@ import (
 	"github.com/badtheorylabs/btl-runtime/providers/sse"
 	"github.com/badtheorylabs/btl-runtime/routing"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/budget"
-	"github.com/badtheorylabs/btl-runtime/tokenopt/coalesce"
 )
 
 // Route sends chat completions to an upstream: it resolves the requested model to candidate
@@ -275,7 +274,7 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		Admit: ex.admitFor(tg)}
 	var resp *providers.Response
 	var err error
-	if o := ex.Optimizer; o != nil && o.Coalesce && (o.CoalesceSampled || coalesce.Deterministic(body)) {
+	if o := ex.Optimizer; o != nil && o.Coalesce && (o.CoalesceSampled || o.Deterministic) {
 		resp, err = h.coalesce.call(ctx, ex, tg, call)
 		defer ex.releaseBill()
 	} else {
