@@ -544,8 +544,15 @@ func (p *Postgres) Grant(ctx context.Context, ws string, amount Micros, source, 
 
 // Balance is granted − spent.
 func (p *Postgres) Balance(ctx context.Context, ws string) (Micros, error) {
+	return pgBalance(ctx, p.pool, ws)
+}
+
+// pgBalance reads a workspace's balance on a pool or inside a transaction.
+func pgBalance(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, ws string) (Micros, error) {
 	var b Micros
-	err := p.pool.QueryRow(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = $1`, ws).Scan(&b)
+	err := q.QueryRow(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = $1`, ws).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, ErrNotFound
 	}

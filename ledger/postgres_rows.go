@@ -91,11 +91,7 @@ func (p *Postgres) Summary(ctx context.Context, ws string, from, to time.Time, g
 		return Summary{}, err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	var bal Micros
-	err = tx.QueryRow(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = $1`, ws).Scan(&bal)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Summary{}, ErrNotFound
-	}
+	bal, err := pgBalance(ctx, tx, ws)
 	if err != nil {
 		return Summary{}, err
 	}

@@ -433,8 +433,15 @@ func (s *SQLite) Grant(ctx context.Context, ws string, amount Micros, source, id
 
 // Balance is granted − spent.
 func (s *SQLite) Balance(ctx context.Context, ws string) (Micros, error) {
+	return sqliteBalance(ctx, s.r, ws)
+}
+
+// sqliteBalance reads a workspace's balance on db or inside a transaction.
+func sqliteBalance(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, ws string) (Micros, error) {
 	var b Micros
-	err := s.r.QueryRowContext(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = ?`, ws).Scan(&b)
+	err := q.QueryRowContext(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = ?`, ws).Scan(&b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, ErrNotFound
 	}

@@ -139,11 +139,7 @@ func (s *SQLite) Summary(ctx context.Context, ws string, from, to time.Time, gro
 		return Summary{}, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	var bal Micros
-	err = tx.QueryRowContext(ctx, `SELECT granted_micros - spent_micros FROM workspaces WHERE id = ?`, ws).Scan(&bal)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Summary{}, ErrNotFound
-	}
+	bal, err := sqliteBalance(ctx, tx, ws)
 	if err != nil {
 		return Summary{}, err
 	}
