@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -65,19 +64,7 @@ func serveTwice(t *testing.T, isolation, body string) (cost, baseline [2]int64) 
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s call %d: status %d", isolation, i, resp.StatusCode)
 		}
-		cost[i], baseline[i] = usdMicros(t, resp.Header.Get("X-Btl-Cost-Usd")), usdMicros(t, resp.Header.Get("X-Btl-Baseline-Usd"))
+		cost[i], baseline[i] = int64(usdToMicros(t, resp.Header.Get("X-Btl-Cost-Usd"))), int64(usdToMicros(t, resp.Header.Get("X-Btl-Baseline-Usd")))
 	}
 	return cost, baseline
-}
-
-func usdMicros(t *testing.T, s string) int64 {
-	t.Helper()
-	whole, frac, _ := strings.Cut(s, ".")
-	frac = (frac + "000000")[:6]
-	w, err1 := strconv.ParseInt(whole, 10, 64)
-	f, err2 := strconv.ParseInt(frac, 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("bad USD header %q", s)
-	}
-	return w*1_000_000 + f
 }
