@@ -17,6 +17,7 @@ package respcache
 
 import (
 	"crypto/subtle"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -35,6 +36,15 @@ type Cache struct {
 	rc     *ristretto.Cache[string, *Entry]
 	ttl    time.Duration
 	policy Policy
+	life   *lifetime
+}
+
+// lifetime guards the ristretto cache against Close while a request still uses it: after a
+// config reload the old handler is cleaned up while its last requests may still store their
+// answers, and ristretto panics on a Set racing its Close. Shared by WithPolicy views.
+type lifetime struct {
+	mu     sync.RWMutex
+	closed bool
 }
 
 // Entry is one cached answer. It is immutable and shared by all readers.
@@ -63,7 +73,7 @@ func New(maxBytes int64, ttl time.Duration) *Cache {
 	if err != nil { // only for invalid config, which the bounds above rule out
 		panic(err)
 	}
-	return &Cache{rc: rc, ttl: ttl}
+	return &Cache{rc: rc, ttl: ttl, life: new(lifetime)}
 }
 
 // WithPolicy returns a view of the cache that computes keys under p (for a route or request
@@ -84,6 +94,11 @@ func (c *Cache) AllowsSampled() bool { return c.policy.AllowSampled }
 
 // Get returns the live entry for k.
 func (c *Cache) Get(k Key) (*Entry, bool) {
+	c.life.mu.RLock()
+	defer c.life.mu.RUnlock()
+	if c.life.closed {
+		return nil, false
+	}
 	e, ok := c.rc.Get(string(k[:]))
 	if !ok || e == nil || subtle.ConstantTimeCompare(e.key[:], k[:]) != 1 {
 		return nil, false
@@ -104,13 +119,24 @@ func (c *Cache) Put(k Key, completionJSON []byte, usage providers.Usage) bool {
 		return false
 	}
 	e := &Entry{key: k, body: append([]byte(nil), completionJSON...), usage: usage, stored: time.Now(), c: parsed}
+	c.life.mu.RLock()
+	defer c.life.mu.RUnlock()
+	if c.life.closed {
+		return false
+	}
 	ok := c.rc.SetWithTTL(string(k[:]), e, e.cost(), c.ttl)
 	c.rc.Wait()
 	return ok
 }
 
 // Delete drops k.
-func (c *Cache) Delete(k Key) { c.rc.Del(string(k[:])) }
+func (c *Cache) Delete(k Key) {
+	c.life.mu.RLock()
+	defer c.life.mu.RUnlock()
+	if !c.life.closed {
+		c.rc.Del(string(k[:]))
+	}
+}
 
 // Stats is a snapshot of the cache's counters.
 type Stats struct {
@@ -128,8 +154,16 @@ func (c *Cache) Stats() Stats {
 		Evicted: m.KeysEvicted(), SetsDenied: m.SetsRejected() + m.SetsDropped()}
 }
 
-// Close stops the cache's goroutines and drops its contents.
-func (c *Cache) Close() { c.rc.Close() }
+// Close stops the cache's goroutines and drops its contents. It waits for calls in progress;
+// later calls miss and store nothing.
+func (c *Cache) Close() {
+	c.life.mu.Lock()
+	defer c.life.mu.Unlock()
+	if !c.life.closed {
+		c.life.closed = true
+		c.rc.Close()
+	}
+}
 
 func (e *Entry) cost() int64 { return int64(len(e.body)) + e.c.size() + entryOverhead }
 

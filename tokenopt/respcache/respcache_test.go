@@ -462,6 +462,36 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 }
 
+// TestCloseWhileInUse: a reload cleans the old handler's cache up while its last requests may
+// still store answers; those calls must neither panic nor race, and miss once it is closed.
+func TestCloseWhileInUse(t *testing.T) {
+	for range 20 {
+		c := New(256<<10, time.Minute).WithPolicy(Policy{})
+		body := richCompletion()
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				for i := range 50 {
+					k := key(t, (g*7+i)%40)
+					c.Put(k, body, richUsage())
+					c.Get(k)
+					c.Delete(k)
+				}
+			})
+		}
+		c.Close()
+		wg.Wait()
+		k := key(t, 1)
+		if c.Put(k, body, richUsage()) {
+			t.Fatal("a closed cache stored an answer")
+		}
+		if _, ok := c.Get(k); ok {
+			t.Fatal("a closed cache answered")
+		}
+		c.Close()
+	}
+}
+
 func TestSplitText(t *testing.T) {
 	s := strings.Repeat("é世", 200)
 	parts := splitText(s, 256)
