@@ -19,6 +19,7 @@
 package evidence
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -167,9 +168,13 @@ type targetKey struct{ workspace, model string }
 type target struct {
 	last time.Time
 	Stats
-	natural  [NaturalSamples]int32
+	// samples are the latest answer lengths: natural ones, and answers the gateway's cap cut,
+	// stored negated (censored: the answer would have been at least that long).
+	samples  [NaturalSamples]int32
+	nSamples int
 	nNatural int
-	capAt    int // nNatural when learnedCap was computed
+	capAt    int  // nSamples when learned was computed
+	cutSince bool // a censored sample came in since
 	learned  int64
 }
 
@@ -223,7 +228,7 @@ func (s *Store) Observe(o Observation) Outcome {
 		// Only answers nobody but the gateway could have capped describe the traffic the
 		// learned cap applies to; a caller's own cap shapes its answers.
 		if !o.CallerCapped && o.Output > 0 {
-			t.natural[t.nNatural%NaturalSamples] = int32(min(o.Output, 1<<30))
+			t.push(int32(min(o.Output, 1<<30)))
 			t.nNatural++
 			t.Natural = min(t.nNatural, NaturalSamples)
 		}
@@ -232,6 +237,10 @@ func (s *Store) Observe(o Observation) Outcome {
 	}
 	if out.CutByGateway {
 		t.GatewayCuts++
+		// The cap said nothing about how long the answer wanted to be, only that it was
+		// longer: a learned cap that cuts answers must give way (OutputCap).
+		t.push(-int32(min(o.GatewayCap, 1<<30)))
+		t.cutSince = true
 	}
 	if out.EmptyLength {
 		t.EmptyLength++
@@ -317,9 +326,19 @@ func (s *Store) MarkersPay(ws, model string) (prefix, conv bool) {
 	return t.Prefix.on(now), t.Conv.on(now)
 }
 
+func (t *target) push(v int32) {
+	t.samples[t.nSamples%NaturalSamples] = v
+	t.nSamples++
+}
+
 // OutputCap is the cap for a request to (ws, model) that gave none: def until MinNatural
-// answers finished on their own, then their 99th percentile × 1.5 (at least CapFloor), and
-// never above modelMax (when known). learned says which.
+// answers finished on their own, then the 99th percentile of the latest answer lengths × 1.5
+// (at least CapFloor), and never above modelMax (when known). learned says which.
+//
+// Answers the gateway's cap cut are in the percentile at the cap they hit: when more than 1%
+// of answers are cut, the cap grows by half at each look, up to def (or to where it already
+// was, if natural answers had taken it above def), so a learned cap never keeps cutting answers
+// that the default would have let finish, while a runaway answer cannot raise it past def.
 func (s *Store) OutputCap(ws, model string, def, modelMax int64) (cap int64, learned bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -327,15 +346,19 @@ func (s *Store) OutputCap(ws, model string, def, modelMax int64) (cap int64, lea
 	if !ok || t.nNatural < MinNatural {
 		return def, false
 	}
-	// The percentile is recomputed every 16 new samples, not on every request.
-	if t.learned == 0 || t.nNatural-t.capAt >= 16 {
-		n := min(t.nNatural, NaturalSamples)
+	// The percentile is recomputed every 16 new samples or after a cut, not on every request.
+	if t.learned == 0 || t.nSamples-t.capAt >= 16 || t.cutSince {
+		n := min(t.nSamples, NaturalSamples)
 		xs := make([]int32, n)
-		copy(xs, t.natural[:n])
-		slices.Sort(xs)
-		p99 := int64(xs[(n*99+99)/100-1])
+		copy(xs, t.samples[:n])
+		slices.SortFunc(xs, func(a, b int32) int { return cmp.Compare(abs32(a), abs32(b)) })
+		at := xs[(n*99+99)/100-1]
+		p99 := int64(abs32(at))
 		c := (p99*3/2 + 255) / 256 * 256
-		t.learned, t.capAt = max(c, CapFloor), t.nNatural
+		if at < 0 { // censored: grow toward def, never past it by cuts alone
+			c = min(c, max(p99, def))
+		}
+		t.learned, t.capAt, t.cutSince = max(c, CapFloor), t.nSamples, false
 	}
 	c := t.learned
 	if modelMax > 0 {
@@ -401,3 +424,10 @@ func (s *Store) LongGap(key []byte) bool {
 // Default is the process-wide record the handlers use. It lives as long as the process, so
 // what was learned survives config reloads (like the token calibrations).
 var Default = New()
+
+func abs32(v int32) int32 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}

@@ -57,6 +57,44 @@ func TestOutputCapLearnsFromNaturalAnswers(t *testing.T) {
 	}
 }
 
+// TestLearnedCapGivesWayToCuts: a learned cap that starts cutting answers (the workspace's
+// traffic changed) grows back to the default, and cuts alone never take it past the default
+// nor lower a cap that natural answers raised above it.
+func TestLearnedCapGivesWayToCuts(t *testing.T) {
+	s, _ := clocked()
+	const def, modelMax = 4096, 64000
+	for range 100 {
+		s.Observe(Observation{Workspace: "short", Model: "m", GatewayCap: def, Output: 200, Finish: "stop"})
+	}
+	c, learned := s.OutputCap("short", "m", def, modelMax)
+	if c != CapFloor || !learned {
+		t.Fatalf("short answers: cap %d %v", c, learned)
+	}
+	var seen []int64
+	for range 40 { // every answer now runs into the learned cap
+		s.Observe(Observation{Workspace: "short", Model: "m", GatewayCap: c, Output: c, Finish: "length"})
+		c, _ = s.OutputCap("short", "m", def, modelMax)
+		seen = append(seen, c)
+	}
+	if c != def {
+		t.Fatalf("cut answers: the cap went %v, want it back at %d", seen, def)
+	}
+
+	for range 100 {
+		s.Observe(Observation{Workspace: "long", Model: "m", GatewayCap: def, Output: 5000, Finish: "stop"})
+	}
+	long, _ := s.OutputCap("long", "m", def, modelMax)
+	if long <= def {
+		t.Fatalf("long natural answers: cap %d", long)
+	}
+	for range 10 {
+		s.Observe(Observation{Workspace: "long", Model: "m", GatewayCap: long, Output: long, Finish: "length"})
+		if c, _ := s.OutputCap("long", "m", def, modelMax); c != long {
+			t.Fatalf("a runaway at a learned cap of %d moved it to %d", long, c)
+		}
+	}
+}
+
 func TestCutsAreCounted(t *testing.T) {
 	s, _ := clocked()
 	for _, c := range []struct {
