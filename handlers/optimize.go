@@ -229,8 +229,14 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		// Isolation is not a lever: it holds whatever the request's optimize policy says.
 		ex.CacheScope = cacheplan.Isolate(ex.WorkspaceID)
 	}
-	if r.Method != http.MethodPost || (r.URL.Path != PathChat && r.URL.Path != PathMessages) {
+	if r.Method != http.MethodPost || (r.URL.Path != PathChat && r.URL.Path != PathMessages && r.URL.Path != PathResponses) {
 		return next.ServeHTTP(w, r)
+	}
+	if r.URL.Path == PathResponses {
+		// A Responses request is optimised on its chat translation, which is what every
+		// provider but OpenAI receives; an attempt that passes the original through to an
+		// OpenAI upstream takes back what the rewrites claimed (OptimizerReport.passedThrough).
+		ex.startResponses(h.rt, h.logger)
 	}
 	req, perr := ex.LoadChatRequest(r, DefaultMaxBody)
 	if perr != nil {
@@ -570,6 +576,15 @@ type OptimizerReport struct {
 	markedShare  float64
 }
 
+// passedThrough takes back what the chat rewrites claimed when an attempt sends the caller's
+// original Responses body to an OpenAI upstream instead of the rewritten translation: nothing
+// of it reached the upstream, so nothing of it is credited or observed.
+func (o *OptimizerReport) passedThrough() {
+	o.DedupeTokens, o.DedupeHistoryTokens, o.CompressionTokens = 0, 0, 0
+	o.CacheMarkers, o.SaltTokens, o.CacheKey, o.BudgetCap, o.Breakers = 0, 0, false, 0, ""
+	o.target = ""
+}
+
 // serveCached answers from the response cache, or lets the request through and stores its
 // answer. The key is the request as the caller wrote it (before any rewrite), per workspace.
 func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Exchange, req *providers.ChatRequest, cache *respcache.Cache, next caddyhttp.Handler) error {
@@ -578,12 +593,19 @@ func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Excha
 		return next.ServeHTTP(w, r)
 	}
 	if e, hit := cache.Get(key); hit {
-		if r.URL.Path == PathMessages {
+		switch r.URL.Path {
+		case PathMessages:
 			// The route translates answers to the Messages shape; a replay never reaches the
 			// route, so it is translated here the same way.
 			aw := &anthropicWriter{ResponseWriter: w, ex: ex}
 			h.replay(aw, ex, req, e)
 			aw.finish()
+			return nil
+		case PathResponses:
+			// Likewise into a Response object (stored, so previous_response_id chains on it).
+			rw := &responsesWriter{ResponseWriter: w, ex: ex, st: ex.responses}
+			h.replay(rw, ex, req, e)
+			rw.finish()
 			return nil
 		}
 		h.replay(w, ex, req, e)

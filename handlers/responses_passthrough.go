@@ -74,6 +74,9 @@ func (st *responsesState) passThroughBody(ex *Exchange, tg routing.Target) ([]by
 // cancel ends the attempt's upstream call: a committed stream ends when its client leaves.
 func (h *Route) attemptResponses(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, r *http.Request, ex *Exchange, tg routing.Target, ra providers.ResponsesAdapter) (bool, *providers.Error) {
 	st := ex.responses
+	if ex.Optimizer != nil {
+		ex.Optimizer.passedThrough()
+	}
 	body, err := st.passThroughBody(ex, tg)
 	if err != nil {
 		return false, providers.Errorf(http.StatusBadRequest, "invalid_json", "", "request body is not valid JSON")
