@@ -352,11 +352,17 @@ func (s *Store) OutputCap(ws, model string, def, modelMax int64) (cap int64, lea
 		xs := make([]int32, n)
 		copy(xs, t.samples[:n])
 		slices.SortFunc(xs, func(a, b int32) int { return cmp.Compare(abs32(a), abs32(b)) })
-		at := xs[(n*99+99)/100-1]
-		p99 := int64(abs32(at))
-		c := (p99*3/2 + 255) / 256 * 256
-		if at < 0 { // censored: grow toward def, never past it by cuts alone
-			c = min(c, max(p99, def))
+		margin := func(v int64) int64 { return (v*3/2 + 255) / 256 * 256 }
+		// What the natural answers alone justify...
+		var c int64
+		natural := slices.DeleteFunc(slices.Clone(xs), func(v int32) bool { return v < 0 })
+		if len(natural) > 0 {
+			c = margin(int64(natural[(len(natural)*99+99)/100-1]))
+		}
+		// ...and, when the percentile over all answers is a cut one, half again toward def.
+		if at := xs[(n*99+99)/100-1]; at < 0 {
+			v := int64(-at)
+			c = max(c, min(margin(v), max(v, def)))
 		}
 		t.learned, t.capAt, t.cutSince = max(c, CapFloor), t.nSamples, false
 	}
