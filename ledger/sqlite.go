@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
@@ -21,6 +22,11 @@ type SQLite struct {
 	w *sql.DB // exactly one connection: every write transaction
 	r *sql.DB // readers: reports, listings, exports
 	k *sql.DB // key lookups and revocation checks: never behind a report
+
+	// The ledger's n-row inserts, prepared once on the writer's one connection: a large
+	// INSERT takes longer to parse than to run on a small batch.
+	insertMu sync.Mutex
+	inserts  map[int]*sql.Stmt
 }
 
 func sqliteDSN(path string, readOnly bool) string {
@@ -146,6 +152,12 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.w.PingContext(ctx) }
 
 // Close closes the pools.
 func (s *SQLite) Close() error {
+	s.insertMu.Lock()
+	for _, st := range s.inserts {
+		st.Close()
+	}
+	s.inserts = nil
+	s.insertMu.Unlock()
 	return errors.Join(s.k.Close(), s.r.Close(), s.w.Close())
 }
 

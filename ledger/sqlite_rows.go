@@ -27,38 +27,37 @@ func sqliteInsertSQL(n int) string {
 	return b.String()
 }
 
-var sqliteInsertFull, sqliteInsertOne = sqliteInsertSQL(sqliteInsertChunk), sqliteInsertSQL(1)
-
-// InsertRows inserts in one transaction, a hundred rows per statement. Only new rows are
-// charged: when a statement inserts fewer rows than it carries (a replay), that chunk is
+// InsertRows inserts in one transaction, up to a hundred rows per statement. Only new rows
+// are charged: when a statement inserts fewer rows than it carries (a replay), that chunk is
 // redone row by row under a savepoint to learn which.
 func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error {
 	if len(rows) == 0 {
 		return nil
 	}
+	// Prepared outside the transaction, which holds the writer's one connection.
+	sizes := []int{1, min(len(rows), sqliteInsertChunk)}
+	if tail := len(rows) % sqliteInsertChunk; tail > 0 {
+		sizes = append(sizes, tail)
+	}
+	prepared, err := s.insertStmts(ctx, sizes)
+	if err != nil {
+		return err
+	}
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		costs := map[string]Micros{}
 		args := make([]any, 0, sqliteInsertChunk*len(rowColumns))
-		var full, one *sql.Stmt
-		prepare := func(st **sql.Stmt, q string) (*sql.Stmt, error) {
-			if *st == nil {
-				var err error
-				if *st, err = tx.PrepareContext(ctx, q); err != nil {
-					return nil, err
-				}
+		inTx := map[int]*sql.Stmt{}
+		stmt := func(n int) *sql.Stmt {
+			st := inTx[n]
+			if st == nil {
+				st = tx.StmtContext(ctx, prepared[n]) // closed with the transaction
+				inTx[n] = st
 			}
-			return *st, nil
+			return st
 		}
-		defer func() {
-			for _, st := range []*sql.Stmt{full, one} {
-				if st != nil {
-					st.Close()
-				}
-			}
-		}()
 		for start := 0; start < len(rows); start += sqliteInsertChunk {
 			chunk := rows[start:min(start+sqliteInsertChunk, len(rows))]
-			if len(chunk) == sqliteInsertChunk {
+			if len(chunk) > 1 {
 				args = args[:0]
 				for i := range chunk {
 					args = appendRowArgs(args, &chunk[i])
@@ -66,11 +65,7 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 				if _, err := tx.ExecContext(ctx, "SAVEPOINT chunk"); err != nil {
 					return err
 				}
-				st, err := prepare(&full, sqliteInsertFull)
-				if err != nil {
-					return err
-				}
-				res, err := st.ExecContext(ctx, args...)
+				res, err := stmt(len(chunk)).ExecContext(ctx, args...)
 				if err != nil {
 					return err
 				}
@@ -87,12 +82,8 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 					return err
 				}
 			}
-			st, err := prepare(&one, sqliteInsertOne)
-			if err != nil {
-				return err
-			}
 			for i := range chunk {
-				res, err := st.ExecContext(ctx, appendRowArgs(args[:0], &chunk[i])...)
+				res, err := stmt(1).ExecContext(ctx, appendRowArgs(args[:0], &chunk[i])...)
 				if err != nil {
 					return err
 				}
@@ -116,6 +107,30 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 		}
 		return nil
 	})
+}
+
+// insertStmts returns the writer's prepared n-row inserts for each n in sizes, preparing the
+// missing ones (at most sqliteInsertChunk, kept until Close); database/sql prepares one again
+// by itself if the connection is ever replaced. Call outside a write transaction.
+func (s *SQLite) insertStmts(ctx context.Context, sizes []int) (map[int]*sql.Stmt, error) {
+	s.insertMu.Lock()
+	defer s.insertMu.Unlock()
+	if s.inserts == nil {
+		s.inserts = map[int]*sql.Stmt{}
+	}
+	out := make(map[int]*sql.Stmt, len(sizes))
+	for _, n := range sizes {
+		st := s.inserts[n]
+		if st == nil {
+			var err error
+			if st, err = s.w.PrepareContext(ctx, sqliteInsertSQL(n)); err != nil {
+				return nil, err
+			}
+			s.inserts[n] = st
+		}
+		out[n] = st
+	}
+	return out, nil
 }
 
 func appendRowArgs(args []any, r *Row) []any {
