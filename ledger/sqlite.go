@@ -39,6 +39,9 @@ func sqliteDSN(path string, readOnly bool) string {
 		q.Add("_pragma", "query_only(1)")
 	} else {
 		q.Set("_txlock", "immediate")
+		// The statement and savepoint journals of the ledger inserts are a few pages: kept
+		// in memory they cost no temp-file write per page (a sixth of ingest CPU).
+		q.Add("_pragma", "temp_store(MEMORY)")
 	}
 	return "file:" + path + "?" + q.Encode()
 }

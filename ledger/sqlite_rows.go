@@ -43,6 +43,7 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 	if err != nil {
 		return err
 	}
+	spend, lease := prepared[sqliteSpendStmt], prepared[sqliteLeaseStmt]
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		costs := map[string]Micros{}
 		args := make([]any, 0, sqliteInsertChunk*len(rowColumns))
@@ -92,16 +93,19 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 				}
 			}
 		}
+		var spendTx, leaseTx *sql.Stmt
 		for _, ws := range sortedKeys(costs) {
 			c := int64(costs[ws])
 			if c == 0 {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE workspaces SET spent_micros = spent_micros + ? WHERE id = ?`, c, ws); err != nil {
+			if spendTx == nil {
+				spendTx, leaseTx = tx.StmtContext(ctx, spend), tx.StmtContext(ctx, lease)
+			}
+			if _, err := spendTx.ExecContext(ctx, c, ws); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE credit_leases SET amount_micros = max(0, amount_micros - ?)
-				WHERE workspace_id = ? AND node_id = ?`, c, ws, node); err != nil {
+			if _, err := leaseTx.ExecContext(ctx, c, ws, node); err != nil {
 				return err
 			}
 		}
@@ -109,21 +113,38 @@ func (s *SQLite) InsertRows(ctx context.Context, node string, rows []Row) error 
 	})
 }
 
-// insertStmts returns the writer's prepared n-row inserts for each n in sizes, preparing the
-// missing ones (at most sqliteInsertChunk, kept until Close); database/sql prepares one again
-// by itself if the connection is ever replaced. Call outside a write transaction.
+// The statements that charge a batch's new rows, keyed beside the n-row inserts.
+const (
+	sqliteSpendStmt = -1
+	sqliteLeaseStmt = -2
+)
+
+func sqliteStmtSQL(key int) string {
+	switch key {
+	case sqliteSpendStmt:
+		return `UPDATE workspaces SET spent_micros = spent_micros + ? WHERE id = ?`
+	case sqliteLeaseStmt:
+		return `UPDATE credit_leases SET amount_micros = max(0, amount_micros - ?) WHERE workspace_id = ? AND node_id = ?`
+	}
+	return sqliteInsertSQL(key)
+}
+
+// insertStmts returns the writer's prepared statements of a batch: the n-row inserts for
+// each n in sizes and the two charging updates, preparing the missing ones (at most
+// sqliteInsertChunk+2, kept until Close); database/sql prepares one again by itself if the
+// connection is ever replaced. Call outside a write transaction.
 func (s *SQLite) insertStmts(ctx context.Context, sizes []int) (map[int]*sql.Stmt, error) {
 	s.insertMu.Lock()
 	defer s.insertMu.Unlock()
 	if s.inserts == nil {
 		s.inserts = map[int]*sql.Stmt{}
 	}
-	out := make(map[int]*sql.Stmt, len(sizes))
-	for _, n := range sizes {
+	out := make(map[int]*sql.Stmt, len(sizes)+2)
+	for _, n := range append(sizes, sqliteSpendStmt, sqliteLeaseStmt) {
 		st := s.inserts[n]
 		if st == nil {
 			var err error
-			if st, err = s.w.PrepareContext(ctx, sqliteInsertSQL(n)); err != nil {
+			if st, err = s.w.PrepareContext(ctx, sqliteStmtSQL(n)); err != nil {
 				return nil, err
 			}
 			s.inserts[n] = st
