@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -11,7 +10,6 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/responses"
 
-	"github.com/badtheorylabs/btl-runtime/ledger"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/respcache"
 )
 
@@ -76,18 +74,7 @@ func TestResponsesGetTheTokenLevers(t *testing.T) {
 // upstream goes as the caller wrote it, so the ledger credits none of the rewrites the
 // optimizer made on its chat translation (here a dedupe of a re-pasted document).
 func TestResponsesPassThroughClaimsNoRewrites(t *testing.T) {
-	tl := newTestLedger(t, 100*ledger.Credit)
-	testKey = tl.ownerKey
-	fake := &fakeOpenAIResponses{}
-	fs := httptest.NewServer(fake)
-	t.Cleanup(fs.Close)
-	base := startGateway(t, tl.withStorage(`btl {
-		provider oai openai {
-			base_url `+fs.URL+`/v1
-			api_key sk-oai-test
-		}
-	}`), fullChain)
-	c := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey(tl.ownerKey), option.WithMaxRetries(0))
+	base, c, _, fake := openAIResponsesGateway(t, "")
 	doc := "<document source=\"wiki/refunds\">Refunds are issued within 14 days of a written request. The finance team reviews every refund above 500 dollars and records the decision in the ledger. Customers on annual plans receive a prorated refund for unused months, calculated from the renewal date.</document>"
 	user := func(s string) responses.ResponseInputItemUnionParam {
 		return responses.ResponseInputItemParamOfMessage(s, responses.EasyInputMessageRoleUser)

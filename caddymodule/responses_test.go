@@ -410,26 +410,34 @@ func (f *fakeOpenAIResponses) ServeHTTP(w http.ResponseWriter, r *http.Request) 
 	}
 }
 
-func TestResponsesOpenAIPassThrough(t *testing.T) {
-	tl := newTestLedger(t, 100*ledger.Credit)
+// openAIResponsesGateway runs the full chain with provider oai (OpenAI type, answered by
+// the fake native Responses upstream) and any extra provider blocks.
+func openAIResponsesGateway(t *testing.T, extra string) (base string, c openai.Client, tl *testLedger, fake *fakeOpenAIResponses) {
+	t.Helper()
+	tl = newTestLedger(t, 100*ledger.Credit)
 	testKey = tl.ownerKey
-	fake := &fakeOpenAIResponses{}
+	fake = &fakeOpenAIResponses{}
 	fs := httptest.NewServer(fake)
 	t.Cleanup(fs.Close)
-	sim := simulated.New(simulated.Options{})
-	ss := httptest.NewServer(sim)
-	t.Cleanup(ss.Close)
-	base := startGateway(t, tl.withStorage(`btl {
+	base = startGateway(t, tl.withStorage(`btl {
 		provider oai openai {
 			base_url `+fs.URL+`/v1
 			api_key sk-oai-test
 		}
-		provider anth anthropic {
+		`+extra+`
+	}`), fullChain)
+	c = openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey(tl.ownerKey), option.WithMaxRetries(0))
+	return base, c, tl, fake
+}
+
+func TestResponsesOpenAIPassThrough(t *testing.T) {
+	sim := simulated.New(simulated.Options{})
+	ss := httptest.NewServer(sim)
+	t.Cleanup(ss.Close)
+	base, c, tl, fake := openAIResponsesGateway(t, `provider anth anthropic {
 			base_url `+ss.URL+`
 			api_key sk-ant-test-key
-		}
-	}`), fullChain)
-	c := openai.NewClient(option.WithBaseURL(base+"/v1"), option.WithAPIKey(tl.ownerKey), option.WithMaxRetries(0))
+		}`)
 
 	// Non-stream: unknown fields both ways, model rewritten, usage metered and priced.
 	r, err := c.Responses.New(context.Background(), responses.ResponseNewParams{
