@@ -23,9 +23,25 @@ const (
 const ingressAnthropic = "anthropic"
 
 func (h *Route) serveMessages(w http.ResponseWriter, r *http.Request, ex *Exchange) {
-	aw := &anthropicWriter{ResponseWriter: w, ex: ex}
+	aw, finish := ex.answerWriter(w)
 	h.serveChat(aw, r, ex)
-	aw.finish()
+	finish()
+}
+
+// answerWriter wraps w so that a chat answer written to it reaches the client in the API the
+// request came in through: a Messages message for /v1/messages, a Response object (stored for
+// chaining) for /v1/responses, the chat answer itself otherwise. finish writes what the
+// translation holds until the answer is complete.
+func (ex *Exchange) answerWriter(w http.ResponseWriter) (_ http.ResponseWriter, finish func()) {
+	switch {
+	case ex.responses != nil:
+		rw := &responsesWriter{ResponseWriter: w, ex: ex, st: ex.responses}
+		return rw, rw.finish
+	case ex.Ingress == ingressAnthropic:
+		aw := &anthropicWriter{ResponseWriter: w, ex: ex}
+		return aw, aw.finish
+	}
+	return w, func() {}
 }
 
 func (h *Route) serveCountTokens(w http.ResponseWriter, r *http.Request, ex *Exchange) {

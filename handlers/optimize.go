@@ -593,22 +593,11 @@ func (h *Optimize) serveCached(w http.ResponseWriter, r *http.Request, ex *Excha
 		return next.ServeHTTP(w, r)
 	}
 	if e, hit := cache.Get(key); hit {
-		switch r.URL.Path {
-		case PathMessages:
-			// The route translates answers to the Messages shape; a replay never reaches the
-			// route, so it is translated here the same way.
-			aw := &anthropicWriter{ResponseWriter: w, ex: ex}
-			h.replay(aw, ex, req, e)
-			aw.finish()
-			return nil
-		case PathResponses:
-			// Likewise into a Response object (stored, so previous_response_id chains on it).
-			rw := &responsesWriter{ResponseWriter: w, ex: ex, st: ex.responses}
-			h.replay(rw, ex, req, e)
-			rw.finish()
-			return nil
-		}
-		h.replay(w, ex, req, e)
+		// The route translates answers into the API the request came in through; a replay
+		// never reaches the route, so it is translated here the same way.
+		aw, finish := ex.answerWriter(w)
+		h.replay(aw, ex, req, e)
+		finish()
 		return nil
 	}
 	ex.CacheOutcome = "miss"

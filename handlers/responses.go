@@ -209,9 +209,9 @@ func (h *Route) serveResponses(w http.ResponseWriter, r *http.Request, ex *Excha
 		writeError(w, ex, perr)
 		return
 	}
-	rw := &responsesWriter{ResponseWriter: w, ex: ex, st: ex.responses}
+	rw, finish := ex.answerWriter(w)
 	h.serveChat(rw, r, ex)
-	rw.finish()
+	finish()
 }
 
 // serveStoredResponse answers GET/DELETE /v1/responses/{id} and GET …/{id}/input_items.
