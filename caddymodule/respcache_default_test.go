@@ -132,8 +132,8 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 		// Anthropic Messages ingress: the answer is translated back by the route, so a repeat is
 		// an Anthropic message too, whatever the cache does.
 		msg := `{"model":"sim/gpt-4o-mini","max_tokens":50,"temperature":0,"messages":[{"role":"user","content":"Classify ticket T-9"}]}`
-		for i := range 2 {
-			req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(msg))
+		postMessages := func(body string) (*http.Response, []byte) {
+			req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(body))
 			req.Header.Set("X-Api-Key", tl.ownerKey)
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Anthropic-Version", "2023-06-01")
@@ -143,6 +143,10 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 			}
 			raw, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			return resp, raw
+		}
+		for i := range 2 {
+			resp, raw := postMessages(msg)
 			var m struct {
 				Type    string `json:"type"`
 				Content []struct {
@@ -154,16 +158,7 @@ func TestResponseCacheOnByDefault(t *testing.T) {
 			}
 		}
 		// ... and replayed as a stream, Anthropic's events.
-		req, _ := http.NewRequest(http.MethodPost, base+"/v1/messages", strings.NewReader(strings.Replace(msg, `{"model"`, `{"stream":true,"model"`, 1)))
-		req.Header.Set("X-Api-Key", tl.ownerKey)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Anthropic-Version", "2023-06-01")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, raw := postMessages(strings.Replace(msg, `{"model"`, `{"stream":true,"model"`, 1))
 		if resp.Header.Get("X-Btl-Cache") != "hit" || !strings.Contains(string(raw), "event: message_start") ||
 			!strings.Contains(string(raw), "event: message_stop") || strings.Contains(string(raw), "chat.completion") {
 			t.Fatalf("messages stream replay (x-btl-cache %s): %s", resp.Header.Get("X-Btl-Cache"), raw)
