@@ -94,6 +94,9 @@ type known struct {
 	chunk int // index among its message's chunks (or the newest message's local chunks)
 	label string
 	whole bool // a whole message, used for exact matches only
+	// ref: the body is a reference the gateway wrote on an earlier turn. It stands for the
+	// copy it names, so it is never another version of that copy.
+	ref bool
 }
 
 // conflictHamming is the SimHash distance within which a later chunk with different content
@@ -107,7 +110,7 @@ const conflictHamming = 12
 // but different content.
 func (h *history) conflicts(copyAt known, local []known, hash, sim uint64, words int, label string) bool {
 	other := func(k *known) bool {
-		if k.whole || k.exact == hash {
+		if k.whole || k.ref || k.exact == hash {
 			return false
 		}
 		if label != "" && k.label == label {
@@ -307,7 +310,7 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 	for _, c := range chunk(text) {
 		b := text[c.bodyStart:c.bodyEnd]
 		h, n, sim := chunkHashes(b)
-		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, chunk: len(mi.chunks)})
+		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, chunk: len(mi.chunks), ref: isReference(b)})
 	}
 	return mi
 }
@@ -523,6 +526,11 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 		prev = e.end
 	}
 	return append(out, text[prev:]...), true
+}
+
+// isReference reports a chunk body that is a reference the gateway wrote.
+func isReference(b []byte) bool {
+	return bytes.HasPrefix(bytes.TrimSpace(b), []byte(refPrefix))
 }
 
 // reference is the text that replaces a duplicate chunk body.

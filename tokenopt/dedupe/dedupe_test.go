@@ -424,3 +424,53 @@ func TestRevertedFactStaysLiteral(t *testing.T) {
 		})
 	}
 }
+
+// TestSlidingWindowOverReferences: a RAG conversation whose every turn re-pastes a window of
+// documents, deduped turn by turn as the gateway does (each message against the rewritten
+// ones before it). A document the gateway already turned into a reference on an earlier turn
+// is not "another version" of itself: on the next turn it is a reference again, to its one
+// literal copy. A real update (the same label with different content) after that copy still
+// keeps a re-paste of the old version literal.
+func TestSlidingWindowOverReferences(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	docs := make([]string, 8)
+	for i := range docs {
+		docs[i] = fmt.Sprintf("<document source=\"kb/%d\">\n%s The code for vault %d is %04d. %s\n</document>", i, para(r, 120), i, 1000+i, para(r, 120))
+	}
+	window := func(from int) string {
+		return strings.Join(docs[from:from+4], "\n") + "\nWhich vault codes appear above?"
+	}
+	message := func(text string) []byte {
+		b, _ := json.Marshal(msg{"user", text})
+		return b
+	}
+	c := NewConversation(Options{})
+	c.Add(message("Answer from the documents."))
+	var last string
+	for turn := range 4 {
+		raw := message(window(turn))
+		out, _, _ := c.Rewrite(raw)
+		var m msg
+		if err := json.Unmarshal(out, &m); err != nil {
+			t.Fatal(err)
+		}
+		last = m.Content.(string)
+		if turn > 0 {
+			if n := strings.Count(last, refPrefix); n != 3 {
+				t.Fatalf("turn %d: %d of the 3 documents already in the conversation became references, want 3:\n%s", turn, n, last)
+			}
+			if !strings.Contains(last, fmt.Sprintf("vault %d is %04d", turn+3, 1000+turn+3)) {
+				t.Fatalf("turn %d: the new document is not literal:\n%s", turn, last)
+			}
+		}
+		c.Add(out)
+		c.Add([]byte(`{"role":"assistant","content":"Noted."}`))
+	}
+	// An update of document 5 after its copy: a re-paste of the old version stays literal.
+	updated := strings.Replace(docs[5], "is 1005", "is 7777", 1)
+	c.Add(message(updated))
+	out, _, _ := c.Rewrite(message(docs[5] + "\nWhat is the code for vault 5 now?"))
+	if strings.Contains(string(out), refPrefix) || !strings.Contains(string(out), "vault 5 is 1005") {
+		t.Fatalf("a re-paste after an update lost its literal text:\n%s", out)
+	}
+}
