@@ -26,6 +26,11 @@ type WriterOptions struct {
 	// FsyncInterval groups fsyncs of the spool [200ms]. Rows are written with write(2) at
 	// once, which survives a process crash; fsync only matters for power loss.
 	FsyncInterval time.Duration
+	// CheckpointInterval spaces the checkpoint (how far the store has the spool) [1s]. A
+	// checkpoint only bounds the replay after a crash, which idempotent inserts make
+	// harmless, and each is a file write and a rename: per batch they cost more than the
+	// batch's insert at a low rate.
+	CheckpointInterval time.Duration
 	// SegmentSize rotates segment files at this size [64 MiB].
 	SegmentSize int64
 	// MinBackoff and MaxBackoff bound the retry delay after a failed insert [100ms, 5s].
@@ -53,6 +58,9 @@ func (o *WriterOptions) defaults() {
 	}
 	if o.FsyncInterval <= 0 {
 		o.FsyncInterval = 200 * time.Millisecond
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = time.Second
 	}
 	if o.SegmentSize <= 0 {
 		o.SegmentSize = 64 << 20
@@ -141,6 +149,8 @@ type Writer struct {
 	closeOnce  sync.Once
 	closeErr   error
 	encPool    sync.Pool
+
+	lastCheckpoint time.Time // reader goroutine only
 
 	commitMu sync.Mutex
 	commitCh chan struct{} // closed and replaced after every commit
@@ -712,11 +722,14 @@ func (w *Writer) insert(batch []Row) bool {
 	}
 }
 
-// committed records progress: checkpoint, drop finished segments, stats, OnCommit, and
+// committed records progress: checkpoint (at most every CheckpointInterval), drop finished segments, stats, OnCommit, and
 // wake Flush waiters.
 func (w *Writer) committed(pos spoolPos, rows int, bytes int64, costs map[string]Micros) {
-	if err := writeCheckpoint(w.opts.Dir, pos); err != nil {
-		w.noteErr(fmt.Errorf("ledger: spool checkpoint: %w", err))
+	if now := time.Now(); now.Sub(w.lastCheckpoint) >= w.opts.CheckpointInterval {
+		w.lastCheckpoint = now
+		if err := writeCheckpoint(w.opts.Dir, pos); err != nil {
+			w.noteErr(fmt.Errorf("ledger: spool checkpoint: %w", err))
+		}
 	}
 	// Committed segments go even without a fresh checkpoint (a full disk cannot write one,
 	// and deleting is what frees it): recovery starts at the first segment left, and
