@@ -6,7 +6,8 @@
 // same requests in three modes — non-stream, stream, and stream with include_usage — each as
 // a closed loop at saturation and an open loop at a paced rate. Plain Caddy and btl are
 // measured back to back in every round (their order alternating), so each round gives a paired
-// ratio; the report shows medians over the rounds and the spread (min–max) of the ratios.
+// ratio; the paced run drives all targets at once, their requests interleaved on one schedule.
+// The report shows medians over the rounds and the spread (min–max) of the paired figures.
 //
 // CPU per request is the server process's own utime+stime from /proc/PID/stat. Servers share
 // one core (GOMAXPROCS=1) and the load generator gets the other (taskset), as in
@@ -40,7 +41,7 @@ func main() {
 	rounds := flag.Int("rounds", 7, "interleaved paired rounds; rows report medians (shared machines are noisy)")
 	conns := flag.Int("c", 32, "connections for the closed-loop runs")
 	rate := flag.Int("rate", 300, "requests/s for the paced (open-loop) runs")
-	pacedDur := flag.Duration("paced-duration", 4*time.Second, "length of each paced run (rate × this requests per round)")
+	pacedDur := flag.Duration("paced-duration", 4*time.Second, "length of each paced run (rate × this requests per target and round)")
 	modeList := flag.String("modes", "non-stream,stream,stream+usage", "the modes measured, comma separated")
 	direct := flag.Bool("direct", true, "also measure the simulated upstream alone, for reference")
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
@@ -48,7 +49,7 @@ func main() {
 	beforeBin := flag.String("before", "", "another gateway binary (an earlier build) measured as a second btl chain in the same rounds, for before/after")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
 	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
-	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway's first paced run of -profile-mode to this file")
+	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway during the first paced run of -profile-mode to this file")
 	flag.Parse()
 
 	bin, err := filepath.Abs(*caddyBin)
@@ -189,21 +190,19 @@ http://127.0.0.1:%d {
 			}
 			for _, tg := range order {
 				warm(tg, m, *conns)
-				var profDone chan struct{}
-				if *profile != "" && round == 0 && m.name == *profileMode && tg == btlT {
-					profDone = make(chan struct{})
-					go func() {
-						defer close(profDone)
-						fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)), *profile)
-					}()
-				}
-				// The paced run comes first, on quiet servers: after a saturated run a server
-				// may still be working off its backlog (the btl ledger ingests the rows of
-				// thousands of requests), and the paced latency would measure that, not the
-				// cost of one request at low load.
+			}
+			// The paced runs come first, on quiet servers: after a saturated run a server
+			// may still be working off its backlog (the btl ledger ingests the rows of
+			// thousands of requests), and the paced latency would measure that, not the
+			// cost of one request at low load. A btl chain is paced in one run with plain
+			// Caddy, their requests interleaved on one schedule, so both meet the same
+			// machine: a shared VM's wake-up latency drifts by hundreds of µs between runs
+			// a few seconds apart, more than the difference measured.
+			opens, refs := map[string]result{}, map[string]result{}
+			pace := func(tgs ...target) []result {
 				waitQuiet(servers)
 				var traceDone chan struct{}
-				if *traceOut != "" && round == 0 && m.name == *profileMode && tg == btlT {
+				if *traceOut != "" && round == 0 && m.name == *profileMode && len(tgs) == 2 && tgs[1] == btlT {
 					traceDone = make(chan struct{})
 					secs := max(int(pacedDur.Seconds())-1, 1)
 					go func() {
@@ -212,15 +211,40 @@ http://127.0.0.1:%d {
 					}()
 					go fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, secs), *traceOut+".cpu")
 				}
-				open := runOpen(tg, m, *rate, *pacedDur)
+				rs := runOpenTogether(tgs, m, *rate, *pacedDur)
 				if traceDone != nil {
 					<-traceDone
+				}
+				return rs
+			}
+			for _, tg := range order {
+				switch {
+				case tg == plainT:
+				case tg == directT:
+					opens[tg.name] = pace(tg)[0]
+				default:
+					rs := pace(plainT, tg)
+					opens[tg.name], refs[tg.name] = rs[1], rs[0]
+					if tg == btlT {
+						opens[plainT.name] = rs[0]
+					}
+				}
+			}
+			for _, tg := range order {
+				var profDone chan struct{}
+				if *profile != "" && round == 0 && m.name == *profileMode && tg == btlT {
+					profDone = make(chan struct{})
+					go func() {
+						defer close(profDone)
+						fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", adminPort, max(int(duration.Seconds())-1, 1)), *profile)
+					}()
 				}
 				closed := runClosed(tg, m, *conns, *duration)
 				if profDone != nil {
 					<-profDone
 				}
-				samples[keyOf(tg, m)] = append(samples[keyOf(tg, m)], measure{closed, open})
+				open := opens[tg.name]
+				samples[keyOf(tg, m)] = append(samples[keyOf(tg, m)], measure{closed, open, refs[tg.name]})
 				fmt.Fprintf(os.Stderr, "round %d %-28s %-13s %8.0f req/s  p50 %6s p99 %6s  cpu %5.1f µs/req | @%d rps p50 %6s p99 %6s  errors %d/%d\n",
 					round+1, tg.name, m.name, closed.rps, fmtDur(closed.p50), fmtDur(closed.p99), closed.cpuPerReq,
 					*rate, fmtDur(open.p50), fmtDur(open.p99), closed.errors, open.errors)
@@ -254,8 +278,9 @@ type mode struct {
 
 var modes = []mode{{"non-stream", false, false}, {"stream", true, false}, {"stream+usage", true, true}}
 
-// measure is one target's closed- and open-loop result in one round.
-type measure struct{ closed, open result }
+// measure is one target's closed- and open-loop result in one round; for a btl chain, ref is
+// plain Caddy's result in the same paced run.
+type measure struct{ closed, open, ref result }
 
 type target struct {
 	name, url, model string
@@ -447,42 +472,59 @@ func selectModes(list string) []mode {
 // serverPID is the measured process: taskset execs the binary, so the pid is the server's.
 func serverPID(tg target) int { return tg.pid }
 
-func runOpen(tg target, m mode, rate int, d time.Duration) result {
-	c := newClient(256)
+// runOpenTogether paces every target at rate requests/s for d in one open loop: each
+// interval sends one request to each target, spaced evenly and in an order that rotates, so
+// all of them are measured on the same schedule under the same machine conditions. With two
+// targets the rotation gives each the other as its predecessor half of the time, so the work
+// one leaves behind on the shared core weighs on both alike. Latency
+// counts from the scheduled time, so a stalled server is not hidden (coordinated omission).
+func runOpenTogether(tgs []target, m mode, rate int, d time.Duration) []result {
 	interval := time.Second / time.Duration(rate)
-	var (
+	slot := interval / time.Duration(len(tgs))
+	type side struct {
+		c    *http.Client
 		mu   sync.Mutex
 		lats []time.Duration
 		errs atomic.Int64
-		wg   sync.WaitGroup
-	)
-	cpu0 := cpuTicks(tg.pid)
+	}
+	sides := make([]*side, len(tgs))
+	for i := range sides {
+		sides[i] = &side{c: newClient(256)}
+	}
+	var wg sync.WaitGroup
 	t0 := time.Now()
 	n := int(d / interval)
 	for i := range n {
-		due := t0.Add(time.Duration(i) * interval)
-		if w := time.Until(due); w > 0 {
-			time.Sleep(w)
-		}
-		body := requestBody(tg.model, m)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := doOne(c, tg, body)
-			// Latency from the scheduled time, so a stalled server is not hidden
-			// (coordinated omission).
-			l := time.Since(due)
-			if err != nil {
-				errs.Add(1)
-				return
+		for k := range tgs {
+			j := (i + k) % len(tgs)
+			tg, sd := tgs[j], sides[j]
+			due := t0.Add(time.Duration(i)*interval + time.Duration(k)*slot)
+			if w := time.Until(due); w > 0 {
+				time.Sleep(w)
 			}
-			mu.Lock()
-			lats = append(lats, l)
-			mu.Unlock()
-		}()
+			body := requestBody(tg.model, m)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := doOne(sd.c, tg, body)
+				l := time.Since(due)
+				if err != nil {
+					sd.errs.Add(1)
+					return
+				}
+				sd.mu.Lock()
+				sd.lats = append(sd.lats, l)
+				sd.mu.Unlock()
+			}()
+		}
 	}
 	wg.Wait()
-	return summarize(lats, errs.Load(), time.Since(t0), cpuTicks(tg.pid)-cpu0)
+	elapsed := time.Since(t0)
+	out := make([]result, len(tgs))
+	for i, sd := range sides {
+		out[i] = summarize(sd.lats, sd.errs.Load(), elapsed, 0)
+	}
+	return out
 }
 
 func summarize(lats []time.Duration, errs int64, elapsed time.Duration, cpuTicksUsed int64) result {
@@ -551,7 +593,7 @@ func (r report) render() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Load benchmark (%s, %d cores; servers pinned to one core with GOMAXPROCS=1, load generator on the other; "+
-		"distinct request bodies, default features, SQLite ledger; %s per closed run, %s per paced run on quiet servers, %d interleaved paired rounds, medians)\n\n",
+		"distinct request bodies, default features, SQLite ledger; %s per closed run; one %s paced run per round on quiet servers with every target's requests interleaved on one schedule; %d interleaved paired rounds, medians)\n\n",
 		host, numCPU(), r.d, r.paced, r.rounds)
 	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 (c=%d) | server CPU µs/req | p50 at %d rps |\n|---|---|---:|---:|---:|---:|\n", r.conns, r.conns, r.rate)
 	for _, c := range r.rows {
@@ -578,7 +620,7 @@ func (r report) render() string {
 			}
 			pc := comparison{plain: c.plain, btl: g.ms}
 			ratio := summary(paired(pc, func(p, g measure) float64 { return rps(g) / max(rps(p), 1) }))
-			lat := summary(paired(pc, func(p, g measure) float64 { return p50o(g) - p50o(p) }))
+			lat := summary(paired(pc, func(_, g measure) float64 { return p50o(g) - float64(g.ref.p50.Microseconds()) }))
 			cpu := summary(paired(pc, func(p, g measure) float64 { return cpuReq(g) - cpuReq(p) }))
 			fmt.Fprintf(&b, "| %s%s | %.2f× [%.2f – %.2f] | %+.0f µs [%+.0f – %+.0f] | %+.1f [%+.1f – %+.1f] |\n", c.mode, g.label,
 				ratio.med, ratio.lo, ratio.hi, lat.med, lat.lo, lat.hi, cpu.med, cpu.lo, cpu.hi)
