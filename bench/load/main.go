@@ -593,7 +593,7 @@ func (r report) render() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Load benchmark (%s, %d cores; servers pinned to one core with GOMAXPROCS=1, load generator on the other; "+
-		"distinct request bodies, default features, SQLite ledger; %s per closed run; one %s paced run per round on quiet servers with every target's requests interleaved on one schedule; %d interleaved paired rounds, medians)\n\n",
+		"distinct request bodies, default features, SQLite ledger; %s per closed run; %s paced runs on quiet servers, each btl chain's with plain Caddy's requests interleaved on one schedule; %d interleaved paired rounds, medians)\n\n",
 		host, numCPU(), r.d, r.paced, r.rounds)
 	fmt.Fprintf(&b, "| target | mode | req/s (c=%d) | p50 (c=%d) | server CPU µs/req | p50 at %d rps |\n|---|---|---:|---:|---:|---:|\n", r.conns, r.conns, r.rate)
 	for _, c := range r.rows {
