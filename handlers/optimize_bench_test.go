@@ -194,6 +194,22 @@ func BenchmarkOptimizerParts(b *testing.B) {
 			dedupeConversation(next)
 		}
 	})
+	// A conversation the gateway has never seen: its whole history is indexed.
+	b.Run("dedupe_first_turn", func(b *testing.B) {
+		b.ReportAllocs()
+		turn := 0
+		for b.Loop() {
+			b.StopTimer()
+			turn++
+			next, err := providers.ParseChatRequest([]byte(nextTurn(body, turn)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			forgetConversations()
+			b.StartTimer()
+			dedupeConversation(next)
+		}
+	})
 	b.Run("compress", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

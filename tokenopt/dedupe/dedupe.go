@@ -305,14 +305,25 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 		return nil
 	}
 	mi := &msgIndex{textLen: len(text)}
-	h, n := normHash(text)
-	mi.whole = known{exact: h, words: n, whole: true}
-	for _, c := range chunk(text) {
+	chunks := chunk(text)
+	for _, c := range chunks {
 		b := text[c.bodyStart:c.bodyEnd]
 		h, n, sim := chunkHashes(b)
 		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, chunk: len(mi.chunks), ref: isReference(b)})
 	}
+	if len(chunks) == 1 && holdsAllWords(text, chunks[0]) {
+		mi.whole = known{exact: mi.chunks[0].exact, words: mi.chunks[0].words, whole: true}
+	} else {
+		h, n := normHash(text)
+		mi.whole = known{exact: h, words: n, whole: true}
+	}
 	return mi
+}
+
+// holdsAllWords reports whether c's body has every word of text (only whitespace lies outside
+// it): its normalised hash is then the whole text's, and the text need not be hashed twice.
+func holdsAllWords(text []byte, c chunkSpan) bool {
+	return len(bytes.TrimSpace(text[:c.bodyStart])) == 0 && len(bytes.TrimSpace(text[c.bodyEnd:])) == 0
 }
 
 // IndexCache remembers earlier messages' index entries across requests (see Options.Cache).
@@ -433,9 +444,35 @@ func partsText(raw []byte, out []byte) []byte {
 
 // dedupeText rewrites one text of the newest message.
 func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, bool) {
+	chunks := chunk(text)
+	// A text that is one chunk is hashed once, for the whole-text check and the chunk's.
+	var single struct {
+		ok       bool
+		h, sim   uint64
+		n        int
+		computed bool
+	}
+	if len(chunks) == 1 && holdsAllWords(text, chunks[0]) {
+		single.ok = true
+	}
+	hashChunk := func(i int, b []byte) (uint64, int, uint64) {
+		if i == 0 && single.ok {
+			if !single.computed {
+				single.h, single.n, single.sim = chunkHashes(b)
+				single.computed = true
+			}
+			return single.h, single.n, single.sim
+		}
+		return chunkHashes(b)
+	}
 	// The whole text repeating an earlier message (an agent re-reading a file).
 	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
-		h, _ := normHash(text)
+		var h uint64
+		if single.ok {
+			h, _, _ = hashChunk(0, text[chunks[0].bodyStart:chunks[0].bodyEnd])
+		} else {
+			h, _ = normHash(text)
+		}
 		if k, ok := hist.findExact(h); ok && !wholeConflicts(hist, k, text) {
 			rep.ChunksSeen++
 			rep.ExactDups++
@@ -444,7 +481,6 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 			return []byte(ref), true
 		}
 	}
-	chunks := chunk(text)
 	type edit struct {
 		start, end int
 		ref        string
@@ -452,14 +488,14 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 	var edits []edit
 	local := make([]known, 0, len(chunks))
 	localExact := make(map[uint64]int)
-	for _, c := range chunks {
+	for ci, c := range chunks {
 		rep.ChunksSeen++
 		b := text[c.bodyStart:c.bodyEnd]
 		tok := o.Count(msgjson.Unsafe(b))
 		if tok < o.MinChunkTokens {
 			continue
 		}
-		h, n, sim := chunkHashes(b)
+		h, n, sim := hashChunk(ci, b)
 		var match *known
 		if k, ok := hist.findExact(h); ok {
 			match = &k
@@ -837,11 +873,6 @@ func trimSpan(b []byte, s, e int) (int, int) {
 
 // Hashing: words are maximal runs of non-space characters, case folded.
 
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
 func mix(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9
@@ -850,44 +881,88 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
+// foldASCII maps an ASCII byte to what a word hash takes in: 0 for a space (the word ends),
+// the lower case of a letter, the byte itself otherwise (NUL as 0x80, which no other ASCII
+// byte gives).
+var foldASCII = func() (t [utf8.RuneSelf]byte) {
+	for c := range utf8.RuneSelf {
+		switch {
+		case c == 0:
+			t[c] = 0x80
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			t[c] = 0
+		case c >= 'A' && c <= 'Z':
+			t[c] = byte(c + 'a' - 'A')
+		default:
+			t[c] = byte(c)
+		}
+	}
+	return t
+}()
+
+// wordHasher hashes one word eight bytes at a time: bytes are packed into a word-sized
+// block and only a full block goes through a multiply, instead of one per byte.
+type wordHasher struct {
+	h, acc uint64
+	n      int
+}
+
+const wordSeed = 0x9e3779b97f4a7c15
+
+func (w *wordHasher) add(b byte) {
+	w.acc = w.acc<<8 | uint64(b)
+	if w.n++; w.n == 8 {
+		w.h = (w.h ^ w.acc) * 0xff51afd7ed558ccd
+		w.h ^= w.h >> 32
+		w.acc, w.n = 0, 0
+	}
+}
+
+// sum is the word's hash; the hasher starts over.
+func (w *wordHasher) sum() uint64 {
+	h := mix(w.h ^ w.acc ^ uint64(w.n)<<56)
+	*w = wordHasher{h: wordSeed}
+	return h
+}
+
 // eachWord calls fn with the folded hash of each word of b.
 func eachWord(b []byte, fn func(h uint64)) {
-	h := uint64(fnvOffset)
+	w := wordHasher{h: wordSeed}
 	in := false
 	for i := 0; i < len(b); {
 		c := b[i]
 		if c < utf8.RuneSelf {
-			if isSpace(c) || c == '\f' || c == '\v' {
+			i++
+			f := foldASCII[c]
+			if f == 0 {
 				if in {
-					fn(mix(h))
-					h, in = fnvOffset, false
+					fn(w.sum())
+					in = false
 				}
-				i++
 				continue
 			}
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			h = (h ^ uint64(c)) * fnvPrime
+			w.add(f)
 			in = true
-			i++
 			continue
 		}
 		r, size := utf8.DecodeRune(b[i:])
 		i += size
 		if unicode.IsSpace(r) {
 			if in {
-				fn(mix(h))
-				h, in = fnvOffset, false
+				fn(w.sum())
+				in = false
 			}
 			continue
 		}
+		// A rune goes in as three bytes with the high bit set, which no ASCII byte has.
 		r = unicode.ToLower(r)
-		h = (h ^ uint64(r)) * fnvPrime
+		w.add(byte(0x80 | r>>14&0x7f))
+		w.add(byte(0x80 | r>>7&0x7f))
+		w.add(byte(0x80 | r&0x7f))
 		in = true
 	}
 	if in {
-		fn(mix(h))
+		fn(w.sum())
 	}
 }
 

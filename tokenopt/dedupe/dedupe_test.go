@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -85,6 +86,9 @@ func TestGoldenExactDuplicate(t *testing.T) {
 }
 
 func TestNearDuplicates(t *testing.T) {
+	if a, b := salient([]byte("The refund window is 30 days.")), salient([]byte("The refund window is not 30 days.")); slices.Equal(a, b) {
+		t.Fatalf("a negation is not salient: %q vs %q", a, b)
+	}
 	r := rand.New(rand.NewPCG(2, 2))
 	base := para(r, 120) + " The refund window is 30 days and the fee is $12.50 since 2026-01-15."
 	// Same facts, different boilerplate whitespace and one filler word changed.
@@ -102,7 +106,10 @@ func TestNearDuplicates(t *testing.T) {
 		{"near same facts", "[1] " + same, 1, 0},
 		{"changed number kept", "[1] " + changed, 0, 1},
 		{"changed date kept", "[1] " + strings.Replace(base, "2026-01-15", "2026-02-15", 1), 0, 1},
-		{"negation kept", "[1] " + strings.Replace(base, "The refund window is", "The refund window is not", 1), 0, 1},
+		// Whether one inserted word lands within MaxHamming of the original depends on the hash
+		// (3 of ~120 shingles change); either way the chunk must stay literal, and the salient
+		// tokens that keep it when it is near are checked below.
+		{"negation kept", "[1] " + strings.Replace(base, "The refund window is", "The refund window is not", 1), 0, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := encode(t, []msg{{"user", "[1] " + base}, {"assistant", "ok"}, {"user", tc.newest}})
@@ -110,11 +117,11 @@ func TestNearDuplicates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rep.NearDupsRemoved != tc.removed || rep.NearDupsKept != tc.kept || rep.ExactDups != 0 {
+			if rep.NearDupsRemoved != tc.removed || (tc.kept >= 0 && rep.NearDupsKept != tc.kept) || rep.ExactDups != 0 {
 				t.Fatalf("report %+v", rep)
 			}
 			got := lastContent(t, out)
-			if tc.kept == 1 && got != tc.newest {
+			if tc.kept != 0 && got != tc.newest {
 				t.Fatalf("changed fact collapsed: %q", got)
 			}
 			if tc.removed == 1 && got != `[1] [duplicate of the document "[1]" in message 1 — omitted by gateway]` {
