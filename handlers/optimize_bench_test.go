@@ -180,36 +180,31 @@ func BenchmarkOptimizerParts(b *testing.B) {
 			_, _ = providers.ParseChatRequest(body)
 		}
 	})
-	b.Run("dedupe", func(b *testing.B) {
-		b.ReportAllocs()
-		turn := 0
-		for b.Loop() {
-			b.StopTimer()
-			turn++
-			next, err := providers.ParseChatRequest([]byte(nextTurn(body, turn)))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
-			dedupeConversation(next)
+	// dedupe is one new turn; dedupe_first_turn a conversation the gateway has never seen,
+	// whose whole history is indexed.
+	for _, cold := range []bool{false, true} {
+		name := "dedupe"
+		if cold {
+			name += "_first_turn"
 		}
-	})
-	// A conversation the gateway has never seen: its whole history is indexed.
-	b.Run("dedupe_first_turn", func(b *testing.B) {
-		b.ReportAllocs()
-		turn := 0
-		for b.Loop() {
-			b.StopTimer()
-			turn++
-			next, err := providers.ParseChatRequest([]byte(nextTurn(body, turn)))
-			if err != nil {
-				b.Fatal(err)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			turn := 0
+			for b.Loop() {
+				b.StopTimer()
+				turn++
+				next, err := providers.ParseChatRequest([]byte(nextTurn(body, turn)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if cold {
+					forgetConversations()
+				}
+				b.StartTimer()
+				dedupeConversation(next)
 			}
-			forgetConversations()
-			b.StartTimer()
-			dedupeConversation(next)
-		}
-	})
+		})
+	}
 	b.Run("compress", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
