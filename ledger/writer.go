@@ -722,8 +722,8 @@ func (w *Writer) insert(batch []Row) bool {
 	}
 }
 
-// committed records progress: checkpoint (at most every CheckpointInterval), drop finished segments, stats, OnCommit, and
-// wake Flush waiters.
+// committed records progress: checkpoint (at most every CheckpointInterval), drop finished
+// segments, stats, OnCommit, and wake Flush waiters.
 func (w *Writer) committed(pos spoolPos, rows int, bytes int64, costs map[string]Micros) {
 	if now := time.Now(); now.Sub(w.lastCheckpoint) >= w.opts.CheckpointInterval {
 		w.lastCheckpoint = now

@@ -445,31 +445,17 @@ func partsText(raw []byte, out []byte) []byte {
 // dedupeText rewrites one text of the newest message.
 func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, bool) {
 	chunks := chunk(text)
-	// A text that is one chunk is hashed once, for the whole-text check and the chunk's.
-	var single struct {
-		ok       bool
-		h, sim   uint64
-		n        int
-		computed bool
-	}
-	if len(chunks) == 1 && holdsAllWords(text, chunks[0]) {
-		single.ok = true
-	}
-	hashChunk := func(i int, b []byte) (uint64, int, uint64) {
-		if i == 0 && single.ok {
-			if !single.computed {
-				single.h, single.n, single.sim = chunkHashes(b)
-				single.computed = true
-			}
-			return single.h, single.n, single.sim
-		}
-		return chunkHashes(b)
-	}
+	// A text that is one chunk is hashed once, for the whole-text check and for its chunk:
+	// firstH, firstN and firstSim hold its hashes once taken (firstN < 0: not yet).
+	single := len(chunks) == 1 && holdsAllWords(text, chunks[0])
+	var firstH, firstSim uint64
+	firstN := -1
 	// The whole text repeating an earlier message (an agent re-reading a file).
 	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
 		var h uint64
-		if single.ok {
-			h, _, _ = hashChunk(0, text[chunks[0].bodyStart:chunks[0].bodyEnd])
+		if single {
+			firstH, firstN, firstSim = chunkHashes(text[chunks[0].bodyStart:chunks[0].bodyEnd])
+			h = firstH
 		} else {
 			h, _ = normHash(text)
 		}
@@ -495,7 +481,10 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 		if tok < o.MinChunkTokens {
 			continue
 		}
-		h, n, sim := hashChunk(ci, b)
+		h, n, sim := firstH, firstN, firstSim
+		if ci > 0 || n < 0 {
+			h, n, sim = chunkHashes(b)
+		}
 		var match *known
 		if k, ok := hist.findExact(h); ok {
 			match = &k
