@@ -26,6 +26,7 @@ import (
 	"bytes"
 	"errors"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"strconv"
 	"sync"
@@ -304,8 +305,8 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 	if len(text) == 0 {
 		return nil
 	}
-	mi := &msgIndex{textLen: len(text)}
 	chunks := chunk(text)
+	mi := &msgIndex{textLen: len(text), chunks: make([]known, 0, len(chunks))}
 	for _, c := range chunks {
 		b := text[c.bodyStart:c.bodyEnd]
 		h, n, sim := chunkHashes(b)
@@ -957,13 +958,23 @@ func eachWord(b []byte, fn func(h uint64)) {
 
 // normHash hashes the whitespace-collapsed, case-folded text; n is its word count.
 func normHash(b []byte) (uint64, int) {
-	acc := uint64(0x9e3779b97f4a7c15)
+	acc := uint64(normSeed)
 	n := 0
 	eachWord(b, func(h uint64) {
-		acc = mix(acc ^ h + uint64(n))
+		acc = chain(acc, h)
 		n++
 	})
-	return acc, n
+	return mix(acc ^ uint64(n)), n
+}
+
+const normSeed = 0x9e3779b97f4a7c15
+
+// chain folds the next word's hash into a text's running hash. The word hashes are already
+// mixed (wordHasher.sum), so one multiply keeps the order; the text's hash is mixed once, at
+// the end, with the word count.
+func chain(acc, h uint64) uint64 {
+	acc = (acc ^ h) * 0xff51afd7ed558ccd
+	return acc ^ acc>>29
 }
 
 // chunkHashes is normHash and a SimHash (Charikar's, 64 bits, over word 3-shingles) in one
@@ -971,7 +982,7 @@ func normHash(b []byte) (uint64, int) {
 // cost. SimHash bit counts are kept in byte lanes (8 features' bits per uint64 add) and
 // flushed every 255 features.
 func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
-	norm = 0x9e3779b97f4a7c15
+	norm = normSeed
 	var counts [64]int
 	var lanes [8]uint64
 	pending := 0
@@ -998,7 +1009,7 @@ func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
 		}
 	}
 	eachWord(b, func(h uint64) {
-		norm = mix(norm ^ h + uint64(words))
+		norm = chain(norm, h)
 		words++
 		if words >= 3 {
 			feature(mix(w0*31 ^ w1*17 ^ h))
@@ -1008,6 +1019,7 @@ func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
 	if words < 3 && words > 0 {
 		feature(mix(w0 ^ w1))
 	}
+	norm = mix(norm ^ uint64(words))
 	flush()
 	for i := 0; i < 64; i++ {
 		if 2*counts[i] > total {
@@ -1017,15 +1029,7 @@ func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
 	return norm, words, sim
 }
 
-func hamming(a, b uint64) int {
-	x := a ^ b
-	n := 0
-	for x != 0 {
-		x &= x - 1
-		n++
-	}
-	return n
-}
+func hamming(a, b uint64) int { return bits.OnesCount64(a ^ b) }
 
 // salient returns the sorted tokens that carry facts: anything with a digit (numbers, dates,
 // times, percentages, money, versions, ids), currency amounts, capitalised words that do not
