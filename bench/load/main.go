@@ -47,6 +47,7 @@ func main() {
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
 	beforeBin := flag.String("before", "", "another gateway binary (an earlier build) measured as a second btl chain in the same rounds, for before/after")
+	beforeChain := flag.String("before-chain", "btl_auth,btl_meter,btl_optimize,btl_route", "the handlers of the -before chain, comma separated (an ablation: -before with this binary and fewer handlers)")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
 	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
 	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway during the first paced run of -profile-mode to this file")
@@ -110,7 +111,7 @@ http://127.0.0.1:%d {
 	}
 	// btlGateway writes the config of a btl chain named name on port and makes its workspace
 	// with bin (each chain has its own ledger).
-	btlGateway := func(bin, name string, port int, admin string) (cfg, key string) {
+	btlGateway := func(bin, name string, port int, admin, chain string) (cfg, key string) {
 		cfg = filepath.Join(dir, name+".caddyfile")
 		check(os.WriteFile(cfg, []byte(fmt.Sprintf(`{
 	%s
@@ -130,12 +131,9 @@ http://127.0.0.1:%d {
 	}
 }
 http://127.0.0.1:%d {
-	btl_auth
-	btl_meter
-	btl_optimize
-	btl_route
+	%s
 }
-`, admin, filepath.Join(dir, name+".db"), filepath.Join(dir, name+"-spool"), upPort, port)), 0o644))
+`, admin, filepath.Join(dir, name+".db"), filepath.Join(dir, name+"-spool"), upPort, port, strings.ReplaceAll(chain, ",", "\n\t"))), 0o644))
 		// A workspace with ample credits, so the chain authenticates, reserves and records as
 		// in production.
 		wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", cfg, "--adapter", "caddyfile",
@@ -147,7 +145,7 @@ http://127.0.0.1:%d {
 		check(json.Unmarshal(wsOut, &ws))
 		return cfg, ws.APIKey
 	}
-	btlCfg, btlKey := btlGateway(bin, "btl", btlPort, admin)
+	btlCfg, btlKey := btlGateway(bin, "btl", btlPort, admin, "btl_auth,btl_meter,btl_optimize,btl_route")
 	plain := start(bin, "plain-caddy", "run", "--config", plainCfg, "--adapter", "caddyfile")
 	gw := start(bin, "btl-caddy", "run", "--config", btlCfg, "--adapter", "caddyfile")
 	ports := []int{upPort, plainPort, btlPort}
@@ -156,7 +154,7 @@ http://127.0.0.1:%d {
 		bb, err := filepath.Abs(*beforeBin)
 		check(err)
 		port := freePort()
-		cfg, key := btlGateway(bb, "before", port, "admin off")
+		cfg, key := btlGateway(bb, "before", port, "admin off", *beforeChain)
 		p := start(bb, "before-caddy", "run", "--config", cfg, "--adapter", "caddyfile")
 		ports = append(ports, port)
 		beforeT = &target{"btl chain (before)", fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", port), "btl-bench", p.Process.Pid, key}
@@ -476,8 +474,12 @@ func serverPID(tg target) int { return tg.pid }
 // interval sends one request to each target, spaced evenly and in an order that rotates, so
 // all of them are measured on the same schedule under the same machine conditions. With two
 // targets the rotation gives each the other as its predecessor half of the time, so the work
-// one leaves behind on the shared core weighs on both alike. Latency
-// counts from the scheduled time, so a stalled server is not hidden (coordinated omission).
+// one leaves behind on the shared core weighs on both alike.
+//
+// Latency counts from when the request is sent, not from its scheduled time: each request has
+// its own goroutine, so a slow server never holds back the next send (no coordinated
+// omission), while the sender's own sleep overshoots by 0.1–1 ms on this VM (measured), noise
+// several times the difference measured.
 func runOpenTogether(tgs []target, m mode, rate int, d time.Duration) []result {
 	interval := time.Second / time.Duration(rate)
 	slot := interval / time.Duration(len(tgs))
@@ -506,8 +508,9 @@ func runOpenTogether(tgs []target, m mode, rate int, d time.Duration) []result {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				sent := time.Now()
 				err := doOne(sd.c, tg, body)
-				l := time.Since(due)
+				l := time.Since(sent)
 				if err != nil {
 					sd.errs.Add(1)
 					return
