@@ -227,7 +227,8 @@ func readChatRequest(r *http.Request, maxBody int64) (*providers.ChatRequest, *p
 
 // readBody reads a JSON request body within the limit.
 func readBody(r *http.Request, maxBody int64) ([]byte, *providers.Error) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	// The SDKs send exactly "application/json"; only anything else is parsed.
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && mt != "text/json") {
 			return nil, providers.Errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "",

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -496,11 +497,21 @@ func scaleRate(rate, num, den Micros) Micros {
 
 // MicrosToUSD renders micro-dollars as a decimal dollar string without float rounding.
 func MicrosToUSD(m Micros) string {
-	sign := ""
+	// Three of these go into every answer's headers: strconv, not fmt.
+	var buf [32]byte
+	b := buf[:0]
+	u := uint64(m)
 	if m < 0 {
-		sign, m = "-", -m
+		b, u = append(b, '-'), -u // -u is right for the most negative value too
 	}
-	return fmt.Sprintf("%s%d.%06d", sign, m/1_000_000, m%1_000_000)
+	b = strconv.AppendUint(b, u/1_000_000, 10)
+	frac := u % 1_000_000
+	b = append(b, '.', '0', '0', '0', '0', '0', '0')
+	for i := len(b) - 1; frac > 0; i-- {
+		b[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	return string(b)
 }
 
 // Bound is the most a call can cost at p: inTokens at the highest input rate (uncached, a

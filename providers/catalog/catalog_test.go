@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -69,11 +70,31 @@ func TestLongContextRates(t *testing.T) {
 }
 
 func TestMicrosToUSD(t *testing.T) {
-	for m, want := range map[Micros]string{0: "0.000000", 1: "0.000001", 1_500_000: "1.500000", -25: "-0.000025"} {
+	for m, want := range map[Micros]string{0: "0.000000", 1: "0.000001", 1_500_000: "1.500000", -25: "-0.000025",
+		-1_000_001: "-1.000001", 123_456_789_012: "123456.789012", math.MaxInt64: "9223372036854.775807",
+		math.MinInt64: "-9223372036854.775808"} {
 		if got := MicrosToUSD(m); got != want {
-			t.Fatalf("%d: %s", m, got)
+			t.Fatalf("%d: %s, want %s", m, got, want)
 		}
 	}
+}
+
+func FuzzMicrosToUSD(f *testing.F) {
+	f.Add(int64(0))
+	f.Add(int64(-999_999))
+	f.Fuzz(func(t *testing.T, m int64) {
+		if m == math.MinInt64 {
+			return // its negation does not fit in an int64; checked above
+		}
+		a := max(m, -m)
+		sign := ""
+		if m < 0 {
+			sign = "-"
+		}
+		if got, want := MicrosToUSD(m), fmt.Sprintf("%s%d.%06d", sign, a/1_000_000, a%1_000_000); got != want {
+			t.Fatalf("%d: %s, want %s", m, got, want)
+		}
+	})
 }
 
 func TestLookupSpellings(t *testing.T) {
