@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -300,5 +301,90 @@ func TestMoneySmallBalanceServesEveryNode(t *testing.T) {
 	}
 	if bal, _ := s.Balance(ctx, ws.ID); bal != 0 {
 		t.Fatalf("balance %s, want 0", bal)
+	}
+}
+
+// TestMoneyConcurrentNodesNeverOverspend: two nodes on one store serve 400 concurrent
+// requests against a balance of 150 units. Each reserves 3 units (the gateway reserves a
+// bound) and holds its reservation for a moment, as an upstream call does, then costs 1 unit
+// or, one request in three, its whole bound. However reservations, give-backs, top-ups and
+// commits interleave, what is charged never exceeds the grants and the balance ends at
+// exactly grants − costs.
+func TestMoneyConcurrentNodesNeverOverspend(t *testing.T) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		t.Run(kind, func(t *testing.T) {
+			var s Store
+			if kind == "sqlite" {
+				s = newSQLiteStore(t)
+			} else {
+				s = newPGStore(t)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			const unit = 8_000
+			grant := Micros(150 * unit)
+			ws := mustWorkspace(t, s, grant)
+			names := []string{"a", "b"}
+			nodes, writers := make([]*Credits, len(names)), make([]*Writer, len(names))
+			for i, n := range names {
+				c := NewCredits(s, n, CreditsOptions{TickInterval: 10 * time.Millisecond})
+				w, err := NewWriter(s, WriterOptions{Dir: t.TempDir(), NodeID: n, OnCommit: c.Committed, FlushInterval: time.Millisecond})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Adopt(ctx); err != nil { // as the gateway does once its spool is replayed
+					t.Fatal(err)
+				}
+				defer c.Close(ctx)
+				defer w.Close(ctx)
+				nodes[i], writers[i] = c, w
+			}
+			var served, refused, charged atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 400 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n := i % len(names)
+					res, err := nodes[n].Reserve(ctx, ws.ID, 3*unit)
+					if errors.Is(err, ErrInsufficientCredits) {
+						refused.Add(1)
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					time.Sleep(time.Duration(i%7) * 300 * time.Microsecond)
+					cost := Micros(unit)
+					if i%3 == 0 {
+						cost = 3 * unit
+					}
+					res.Settle(cost)
+					row := testRow(ws.ID, i, cost)
+					row.NodeID = names[n]
+					if err := writers[n].Append(row); err != nil {
+						t.Error(err)
+						return
+					}
+					served.Add(1)
+					charged.Add(int64(cost))
+				}()
+			}
+			wg.Wait()
+			for _, w := range writers {
+				if err := w.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			bal, err := s.Balance(ctx, ws.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if charged.Load() > int64(grant) || served.Load() == 0 || bal != grant-Micros(charged.Load()) || bal < 0 {
+				t.Fatalf("served %d, refused %d: charged %d of grants %d, balance %d", served.Load(), refused.Load(), charged.Load(), grant, bal)
+			}
+			t.Logf("served %d, refused %d; charged %s of %s", served.Load(), refused.Load(), Micros(charged.Load()), grant)
+		})
 	}
 }
