@@ -117,12 +117,16 @@ type wsLease struct {
 	mu  sync.Mutex // guards the fields below; never held across I/O
 
 	lease, reserved, settled Micros
-	usableUntil              time.Time // local clock; a margin before the database expiry
-	lastUsed                 time.Time
-	avg                      Micros // moving average reservation size
-	dead                     bool   // removed from the map; callers must re-get
-	scarce                   bool   // small balance: borrow per reservation, give back at once
-	topping, returning       atomic.Bool
+	// committed is the running total of cost Committed took out of the lease. A database
+	// call compares it before and after (sync): a commit that lands while the call is out
+	// may or may not be in the figure the call read.
+	committed          Micros
+	usableUntil        time.Time // local clock; a margin before the database expiry
+	lastUsed           time.Time
+	avg                Micros // moving average reservation size
+	dead               bool   // removed from the map; callers must re-get
+	scarce             bool   // small balance: borrow per reservation, give back at once
+	topping, returning atomic.Bool
 }
 
 // NewCredits starts the background renew/release loop; call Close to stop it and give
@@ -266,6 +270,7 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		if l.scarce {
 			want = need
 		}
+		before := l.committed
 		l.mu.Unlock()
 
 		c.acquires.Add(1)
@@ -275,9 +280,10 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		var short *ShortError
 		if errors.As(err, &short) && c.adopted.Load() {
 			l.mu.Lock()
-			healed := short.Own > l.lease
+			own := max(0, short.Own-(l.committed-before)) // as in sync
+			healed := own > l.lease
 			if healed { // the database holds more for us than we knew (see sync)
-				l.lease = short.Own
+				l.lease = own
 			}
 			l.mu.Unlock()
 			if healed {
@@ -316,7 +322,7 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		}
 		attempt++
 		l.mu.Lock()
-		c.sync(l, l.lease+lease.Granted, lease.Amount)
+		c.sync(l, l.lease+lease.Granted, lease.Amount, before)
 		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
 		l.scarce = lease.Available < c.target(l, amount)
 		l.mu.Unlock()
@@ -335,7 +341,15 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 // settled amount, so the database figure is safe to take whole, which heals that drift;
 // before, the database may also hold a previous process's unreplayed rows, so only the
 // smaller figure is safe.
-func (c *Credits) sync(l *wsLease, expected, db Micros) {
+//
+// db was read while the call was out, and a commit may have landed meanwhile: if Committed
+// already took its cost out of the local lease (l.committed moved past before, its value when
+// the call started), db may still hold that cost, and taking db as it is would count the money
+// twice, once spent and once as lease, which lets this node spend it again. So those costs
+// come off db. If db did not hold them, this counts them twice the other way: the local lease
+// then believes in less than the database holds, which is safe, and the next call heals it.
+func (c *Credits) sync(l *wsLease, expected, db, before Micros) {
+	db = max(0, db-(l.committed-before))
 	if c.adopted.Load() {
 		l.lease = db
 	} else {
@@ -363,6 +377,7 @@ func (c *Credits) topUpAsync(l *wsLease) {
 			l.mu.Unlock()
 			return
 		}
+		before := l.committed
 		l.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -375,7 +390,7 @@ func (c *Credits) topUpAsync(l *wsLease) {
 			return
 		}
 		l.mu.Lock()
-		c.sync(l, l.lease+lease.Granted, lease.Amount)
+		c.sync(l, l.lease+lease.Granted, lease.Amount, before)
 		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
 		l.scarce = lease.Available < t
 		l.mu.Unlock()
@@ -453,6 +468,7 @@ func (c *Credits) Committed(costs map[string]Micros) {
 		l.mu.Lock()
 		l.settled -= min(l.settled, cost)
 		l.lease = max(0, l.lease-cost) // as the database did (floor 0)
+		l.committed += cost
 		l.mu.Unlock()
 	}
 }
@@ -581,13 +597,16 @@ func (c *Credits) renew(l *wsLease) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
+	l.mu.Lock()
+	before := l.committed
+	l.mu.Unlock()
 	lease, err := c.store.RenewLease(ctx, l.id, c.node, c.opts.LeaseTTL)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case err == nil:
 		l.usableUntil = start.Add(c.opts.LeaseTTL - c.margin())
-		c.sync(l, l.lease, lease.Amount)
+		c.sync(l, l.lease, lease.Amount, before)
 	case errors.Is(err, ErrNotFound): // an operator released it: nothing left to spend
 		l.lease, l.usableUntil = 0, time.Time{}
 	default:

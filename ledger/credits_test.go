@@ -388,3 +388,63 @@ func TestMoneyConcurrentNodesNeverOverspend(t *testing.T) {
 		})
 	}
 }
+
+// commitDuring is a store whose next lease call has a batch of rows committed (the writer's
+// InsertRows and its OnCommit) after the database answered and before the answer returns.
+type commitDuring struct {
+	Store
+	hook atomic.Pointer[func()]
+}
+
+func (s *commitDuring) AcquireLease(ctx context.Context, ws, node string, want, min Micros, ttl time.Duration) (Lease, error) {
+	l, err := s.Store.AcquireLease(ctx, ws, node, want, min, ttl)
+	if f := s.hook.Swap(nil); f != nil {
+		(*f)()
+	}
+	return l, err
+}
+
+// TestMoneyCommitDuringLeaseCall: a lease call reads the node's database lease, a batch of
+// rows commits (its cost leaves that lease for spent) and the local lease gives the cost up,
+// then the call's answer arrives. The figure it carries still holds the cost: taken as it is,
+// the node would believe in money it has already spent, and spend it again. (This is how two
+// nodes once served 55 requests on a balance for 50.)
+func TestMoneyCommitDuringLeaseCall(t *testing.T) {
+	ctx := context.Background()
+	base := newSQLiteStore(t)
+	s := &commitDuring{Store: base}
+	const unit = 8_000
+	ws := mustWorkspace(t, base, 100*unit)
+	c := NewCredits(s, "a", CreditsOptions{MinLease: 10 * unit, MaxLease: 10 * unit, Growth: 1})
+	defer c.Close(ctx)
+	if err := c.Adopt(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r1, err := c.Reserve(ctx, ws.ID, 3*unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1.Settle(3 * unit) // a row of 3 units waits in the spool
+	commit := func() {
+		row := testRow(ws.ID, 1, 3*unit)
+		row.NodeID = "a"
+		if err := base.InsertRows(ctx, "a", []Row{row}); err != nil {
+			t.Error(err)
+		}
+		c.Committed(map[string]Micros{ws.ID: 3 * unit})
+	}
+	s.hook.Store(&commit)
+	if _, err := c.Reserve(ctx, ws.ID, 8*unit); err != nil { // more than the headroom: a lease call
+		t.Fatal(err)
+	}
+	if s.hook.Load() != nil {
+		t.Fatal("the reservation made no lease call")
+	}
+	leases, err := base.ListLeases(ctx, "a")
+	if err != nil || len(leases) != 1 {
+		t.Fatalf("leases %+v, %v", leases, err)
+	}
+	if local, _, _ := c.LocalState(ws.ID); local > leases[0].Amount {
+		t.Fatalf("local lease %s above the database's %s: the committed cost counted as lease again", local, leases[0].Amount)
+	}
+}
