@@ -44,21 +44,31 @@ func startGateway(t testing.TB, btlBlock, site string) string {
 func startSites(t testing.TB, btlBlock string, sites func(port int) string) string {
 	t.Helper()
 	caddyMu.Lock()
-	port := freePort(t)
-	cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\n%s", btlBlock, sites(port))
-	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
-	if err != nil {
-		caddyMu.Unlock()
-		t.Fatalf("adapt: %v\n%s", err, cf)
-	}
-	for _, w := range warnings {
-		if !strings.Contains(w.Message, "fmt") {
-			t.Logf("adapt warning: %s", w.Message)
+	var port int
+	// A port found free can be taken by another test process before Caddy binds it (and
+	// Caddy binds every interface, where the probe checked only loopback): try another.
+	for attempt := 1; ; attempt++ {
+		port = freePort(t)
+		cf := fmt.Sprintf("{\n\tadmin off\n\tpersist_config off\n\tgrace_period 1s\n\tlog {\n\t\tlevel ERROR\n\t}\n\t%s\n}\n%s", btlBlock, sites(port))
+		cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cf), map[string]any{"filename": "Caddyfile"})
+		if err != nil {
+			caddyMu.Unlock()
+			t.Fatalf("adapt: %v\n%s", err, cf)
 		}
-	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
-		caddyMu.Unlock()
-		t.Fatalf("load: %v", err)
+		for _, w := range warnings {
+			if !strings.Contains(w.Message, "fmt") {
+				t.Logf("adapt warning: %s", w.Message)
+			}
+		}
+		err = caddy.Load(cfgJSON, true)
+		if err == nil {
+			break
+		}
+		// Caddy's error carries the bind failure as text.
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+			caddyMu.Unlock()
+			t.Fatalf("load: %v", err)
+		}
 	}
 	t.Cleanup(func() {
 		_ = caddy.Stop()
