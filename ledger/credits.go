@@ -280,7 +280,7 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		var short *ShortError
 		if errors.As(err, &short) && c.adopted.Load() {
 			l.mu.Lock()
-			own := max(0, short.Own-(l.committed-before)) // as in sync
+			own := l.since(short.Own, before)
 			healed := own > l.lease
 			if healed { // the database holds more for us than we knew (see sync)
 				l.lease = own
@@ -349,12 +349,18 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 // come off db. If db did not hold them, this counts them twice the other way: the local lease
 // then believes in less than the database holds, which is safe, and the next call heals it.
 func (c *Credits) sync(l *wsLease, expected, db, before Micros) {
-	db = max(0, db-(l.committed-before))
+	db = l.since(db, before)
 	if c.adopted.Load() {
 		l.lease = db
 	} else {
 		l.lease = min(expected, db)
 	}
+}
+
+// since is a database lease figure read by a call that started when l.committed was before,
+// less the costs Committed took out of the local lease since (see sync). l.mu must be held.
+func (l *wsLease) since(db, before Micros) Micros {
+	return max(0, db-(l.committed-before))
 }
 
 // topUpAsync grows a lease in the background when it runs low, so the hot path rarely
