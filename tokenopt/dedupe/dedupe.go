@@ -32,6 +32,7 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
@@ -184,6 +185,11 @@ type Conversation struct {
 	// pending are added messages not indexed yet: indexing waits for a message that could
 	// change, so a conversation whose new message is short never indexes its history.
 	pending [][]byte
+	// rewritten and rewrittenIdx are the last message Rewrite left unchanged and the index
+	// it built for it: when that message is added next, as it usually is, it is not
+	// hashed again.
+	rewritten    []byte
+	rewrittenIdx *msgIndex
 }
 
 // NewConversation starts an empty conversation.
@@ -206,9 +212,14 @@ func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
 		return raw, rep, false
 	}
 	for _, p := range c.pending {
+		if c.rewrittenIdx != nil && len(p) == len(c.rewritten) && unsafe.SliceData(p) == unsafe.SliceData(c.rewritten) {
+			c.hist.idx = append(c.hist.idx, c.o.Cache.adopt(p, c.rewrittenIdx))
+			continue
+		}
 		c.hist.idx = append(c.hist.idx, c.o.Cache.indexRaw(p))
 	}
 	c.pending = c.pending[:0]
+	c.rewritten, c.rewrittenIdx = nil, nil
 	out, changed := c.rewrite(&m, &rep)
 	return out, rep, changed
 }
@@ -224,6 +235,21 @@ func (c *Conversation) Add(raw []byte) {
 func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
 	segs := segments(m)
 	c.hist.newestLen = m.Content.End - m.Content.Start
+	// A string content is indexed as the history indexes a message, and dedupe takes its
+	// hashes from that index: the message is hashed once, here, even when it joins the
+	// history next (see Conversation.rewritten).
+	if len(segs) == 1 && m.ContentRaw()[0] == '"' {
+		if text := messageText(m); len(text) > 0 {
+			mi, chunks := indexText(text)
+			out, did := dedupeText(text, chunks, mi, &c.hist, c.o, rep)
+			if !did {
+				c.rewritten, c.rewrittenIdx = m.Raw, mi
+				return m.Raw, false
+			}
+			v := msgjson.AppendString(make([]byte, 0, len(out)+16), msgjson.Unsafe(out))
+			return providers.Replace(m.Raw, segs[0], v), true
+		}
+	}
 	newRaw := m.Raw
 	changed := false
 	for si := len(segs) - 1; si >= 0; si-- {
@@ -232,7 +258,7 @@ func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
 		if !ok {
 			continue
 		}
-		out, did := dedupeText(text, &c.hist, c.o, rep)
+		out, did := dedupeText(text, chunk(text), nil, &c.hist, c.o, rep)
 		if !did {
 			continue
 		}
@@ -285,6 +311,13 @@ type msgIndex struct {
 
 // buildIndex chunks and hashes one earlier message's text. Chunk bodies alias text.
 func buildIndex(m *msgjson.Message) *msgIndex {
+	mi, _ := indexText(messageText(m))
+	return mi
+}
+
+// messageText is the text of a message's content: the string decoded (the content itself
+// when it has no escapes), or an array's text parts joined by blank lines.
+func messageText(m *msgjson.Message) []byte {
 	raw := m.ContentRaw()
 	if len(raw) == 0 {
 		return nil
@@ -302,8 +335,13 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 	} else if raw[0] == '[' {
 		text = partsText(raw, nil)
 	}
+	return text
+}
+
+// indexText chunks and hashes a text, and returns its chunks too.
+func indexText(text []byte) (*msgIndex, []chunkSpan) {
 	if len(text) == 0 {
-		return nil
+		return nil, nil
 	}
 	chunks := chunk(text)
 	mi := &msgIndex{textLen: len(text), chunks: make([]known, 0, len(chunks))}
@@ -318,7 +356,7 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 		h, n := normHash(text)
 		mi.whole = known{exact: h, words: n, whole: true}
 	}
-	return mi
+	return mi, chunks
 }
 
 // holdsAllWords reports whether c's body has every word of text (only whitespace lies outside
@@ -351,6 +389,14 @@ func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
 		return buildIndex(m)
 	}
 	return c.lookupOrBuild(m.Raw, func() *msgIndex { return buildIndex(m) })
+}
+
+// adopt is index for a message whose entry was built already (Conversation.rewritten).
+func (c *IndexCache) adopt(raw []byte, mi *msgIndex) *msgIndex {
+	if c == nil {
+		return mi
+	}
+	return c.lookupOrBuild(raw, func() *msgIndex { return mi })
 }
 
 // indexRaw is index for a message object not parsed yet: a cached message is not parsed.
@@ -443,9 +489,9 @@ func partsText(raw []byte, out []byte) []byte {
 	return out
 }
 
-// dedupeText rewrites one text of the newest message.
-func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, bool) {
-	chunks := chunk(text)
+// dedupeText rewrites one text of the newest message, whose chunks are chunks. pre, when
+// set, is the text's index (indexText), which has every hash dedupe needs.
+func dedupeText(text []byte, chunks []chunkSpan, pre *msgIndex, hist *history, o Options, rep *Report) ([]byte, bool) {
 	// A text that is one chunk is hashed once, for the whole-text check and for its chunk:
 	// firstH, firstN and firstSim hold its hashes once taken (firstN < 0: not yet).
 	single := len(chunks) == 1 && holdsAllWords(text, chunks[0])
@@ -454,7 +500,9 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 	// The whole text repeating an earlier message (an agent re-reading a file).
 	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
 		var h uint64
-		if single {
+		if pre != nil {
+			h = pre.whole.exact
+		} else if single {
 			firstH, firstN, firstSim = chunkHashes(text[chunks[0].bodyStart:chunks[0].bodyEnd])
 			h = firstH
 		} else {
@@ -483,7 +531,10 @@ func dedupeText(text []byte, hist *history, o Options, rep *Report) ([]byte, boo
 			continue
 		}
 		h, n, sim := firstH, firstN, firstSim
-		if ci > 0 || n < 0 {
+		if pre != nil {
+			k := &pre.chunks[ci]
+			h, n, sim = k.exact, k.words, k.sim
+		} else if ci > 0 || n < 0 {
 			h, n, sim = chunkHashes(b)
 		}
 		var match *known
@@ -890,88 +941,110 @@ var foldASCII = func() (t [utf8.RuneSelf]byte) {
 	return t
 }()
 
-// wordHasher hashes one word eight bytes at a time: bytes are packed into a word-sized
-// block and only a full block goes through a multiply, instead of one per byte.
-type wordHasher struct {
-	h, acc uint64
-	n      int
-}
+// Words are hashed eight bytes at a time: bytes are packed into a word-sized block and
+// only a full block goes through a multiply, instead of one per byte.
 
 const wordSeed = 0x9e3779b97f4a7c15
 
-func (w *wordHasher) add(b byte) {
-	w.acc = w.acc<<8 | uint64(b)
-	if w.n++; w.n == 8 {
-		w.h = (w.h ^ w.acc) * 0xff51afd7ed558ccd
-		w.h ^= w.h >> 32
-		w.acc, w.n = 0, 0
+// pushByte adds one folded byte to a word's running hash (h, block acc holding k bytes).
+func pushByte(h, acc uint64, k int, f byte) (uint64, uint64, int) {
+	acc = acc<<8 | uint64(f)
+	if k++; k == 8 {
+		h = (h ^ acc) * 0xff51afd7ed558ccd
+		h ^= h >> 32
+		acc, k = 0, 0
 	}
+	return h, acc, k
 }
 
-// sum is the word's hash; the hasher starts over.
-func (w *wordHasher) sum() uint64 {
-	h := mix(w.h ^ w.acc ^ uint64(w.n)<<56)
-	*w = wordHasher{h: wordSeed}
-	return h
+// wordBlock is how many word hashes a wordScanner hands over at once.
+const wordBlock = 128
+
+// wordScanner yields the folded hashes of a text's words a block at a time: the loops that
+// consume them (normHash, chunkHashes) then run without a call per word and keep their state
+// in registers, which a callback per word prevented (it was a third of the hashing time).
+type wordScanner struct {
+	b []byte
+	i int
 }
 
-// eachWord calls fn with the folded hash of each word of b.
-func eachWord(b []byte, fn func(h uint64)) {
-	w := wordHasher{h: wordSeed}
-	in := false
-	for i := 0; i < len(b); {
-		c := b[i]
-		if c < utf8.RuneSelf {
-			i++
-			f := foldASCII[c]
-			if f == 0 {
-				if in {
-					fn(w.sum())
-					in = false
+// next fills buf with the next words' hashes and returns how many; 0 at the end.
+func (s *wordScanner) next(buf *[wordBlock]uint64) int {
+	b, i, n := s.b, s.i, 0
+	for n < wordBlock {
+		// Skip to the word's first byte.
+		for i < len(b) {
+			c := b[i]
+			if c < utf8.RuneSelf {
+				if foldASCII[c] != 0 {
+					break
 				}
+				i++
 				continue
 			}
-			w.add(f)
-			in = true
-			continue
-		}
-		r, size := utf8.DecodeRune(b[i:])
-		i += size
-		if unicode.IsSpace(r) {
-			if in {
-				fn(w.sum())
-				in = false
+			r, size := utf8.DecodeRune(b[i:])
+			if !unicode.IsSpace(r) {
+				break
 			}
-			continue
+			i += size
 		}
-		// A rune goes in as three bytes with the high bit set, which no ASCII byte has.
-		r = unicode.ToLower(r)
-		w.add(byte(0x80 | r>>14&0x7f))
-		w.add(byte(0x80 | r>>7&0x7f))
-		w.add(byte(0x80 | r&0x7f))
-		in = true
+		if i >= len(b) {
+			break
+		}
+		h, acc, k := uint64(wordSeed), uint64(0), 0
+		for i < len(b) {
+			c := b[i]
+			if c < utf8.RuneSelf {
+				f := foldASCII[c]
+				if f == 0 {
+					break
+				}
+				i++
+				h, acc, k = pushByte(h, acc, k, f)
+				continue
+			}
+			r, size := utf8.DecodeRune(b[i:])
+			if unicode.IsSpace(r) {
+				break
+			}
+			i += size
+			// A rune goes in as three bytes with the high bit set, which no ASCII byte has.
+			r = unicode.ToLower(r)
+			h, acc, k = pushByte(h, acc, k, byte(0x80|r>>14&0x7f))
+			h, acc, k = pushByte(h, acc, k, byte(0x80|r>>7&0x7f))
+			h, acc, k = pushByte(h, acc, k, byte(0x80|r&0x7f))
+		}
+		buf[n] = mix(h ^ acc ^ uint64(k)<<56)
+		n++
 	}
-	if in {
-		fn(w.sum())
-	}
+	s.i = i
+	return n
 }
 
 // normHash hashes the whitespace-collapsed, case-folded text; n is its word count.
 func normHash(b []byte) (uint64, int) {
 	acc := uint64(normSeed)
 	n := 0
-	eachWord(b, func(h uint64) {
-		acc = chain(acc, h)
-		n++
-	})
+	s := wordScanner{b: b}
+	var buf [wordBlock]uint64
+	for {
+		k := s.next(&buf)
+		if k == 0 {
+			break
+		}
+		for _, h := range buf[:k] {
+			acc = chain(acc, h)
+		}
+		n += k
+	}
 	return mix(acc ^ uint64(n)), n
 }
 
 const normSeed = 0x9e3779b97f4a7c15
 
 // chain folds the next word's hash into a text's running hash. The word hashes are already
-// mixed (wordHasher.sum), so one multiply keeps the order; the text's hash is mixed once, at
-// the end, with the word count.
+// mixed, so one multiply keeps the order; the text's hash is mixed once, at the end, with
+// the word count.
 func chain(acc, h uint64) uint64 {
 	acc = (acc ^ h) * 0xff51afd7ed558ccd
 	return acc ^ acc>>29
@@ -984,38 +1057,52 @@ func chain(acc, h uint64) uint64 {
 func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
 	norm = normSeed
 	var counts [64]int
-	var lanes [8]uint64
-	pending := 0
-	total := 0
-	var w0, w1 uint64
+	// Eight lanes, written out so they stay in registers: lane j holds, in byte k, how many
+	// pending features have bit 8k+j set.
+	var l0, l1, l2, l3, l4, l5, l6, l7 uint64
+	pending, total := 0, 0
 	flush := func() {
-		for j := 0; j < 8; j++ {
-			v := lanes[j]
+		for j, v := range [8]uint64{l0, l1, l2, l3, l4, l5, l6, l7} {
 			for k := 0; k < 8; k++ {
 				counts[k*8+j] += int(v >> (8 * k) & 0xFF)
 			}
-			lanes[j] = 0
 		}
+		l0, l1, l2, l3, l4, l5, l6, l7 = 0, 0, 0, 0, 0, 0, 0, 0
 		pending = 0
 	}
+	const ones = 0x0101010101010101
 	feature := func(f uint64) {
-		for j := 0; j < 8; j++ {
-			lanes[j] += f >> j & 0x0101010101010101
-		}
+		l0 += f & ones
+		l1 += f >> 1 & ones
+		l2 += f >> 2 & ones
+		l3 += f >> 3 & ones
+		l4 += f >> 4 & ones
+		l5 += f >> 5 & ones
+		l6 += f >> 6 & ones
+		l7 += f >> 7 & ones
 		pending++
 		total++
 		if pending == 255 {
 			flush()
 		}
 	}
-	eachWord(b, func(h uint64) {
-		norm = chain(norm, h)
-		words++
-		if words >= 3 {
-			feature(mix(w0*31 ^ w1*17 ^ h))
+	var w0, w1 uint64
+	s := wordScanner{b: b}
+	var buf [wordBlock]uint64
+	for {
+		k := s.next(&buf)
+		if k == 0 {
+			break
 		}
-		w0, w1 = w1, h
-	})
+		for _, h := range buf[:k] {
+			norm = chain(norm, h)
+			words++
+			if words >= 3 {
+				feature(mix(w0*31 ^ w1*17 ^ h))
+			}
+			w0, w1 = w1, h
+		}
+	}
 	if words < 3 && words > 0 {
 		feature(mix(w0 ^ w1))
 	}
