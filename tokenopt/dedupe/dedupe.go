@@ -190,6 +190,7 @@ type Conversation struct {
 	// hashed again.
 	rewritten    []byte
 	rewrittenIdx *msgIndex
+	scratch      []byte // the text rewrite writes before encoding it
 }
 
 // NewConversation starts an empty conversation.
@@ -239,15 +240,20 @@ func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
 	// hashes from that index: the message is hashed once, here, even when it joins the
 	// history next (see Conversation.rewritten).
 	if len(segs) == 1 && m.ContentRaw()[0] == '"' {
-		if text := messageText(m); len(text) > 0 {
-			mi, chunks := indexText(text)
-			out, did := dedupeText(text, chunks, mi, &c.hist, c.o, rep)
+		if text, borrowed := messageText(m); len(text) > 0 {
+			mi, chunks := indexText(text, borrowed)
+			out, did := dedupeText(c.scratch[:0], text, chunks, mi, &c.hist, c.o, rep)
+			c.scratch = out[:0]
 			if !did {
 				c.rewritten, c.rewrittenIdx = m.Raw, mi
 				return m.Raw, false
 			}
-			v := msgjson.AppendString(make([]byte, 0, len(out)+16), msgjson.Unsafe(out))
-			return providers.Replace(m.Raw, segs[0], v), true
+			// The message written in one buffer, with room for a few escapes.
+			seg := segs[0]
+			nr := make([]byte, 0, len(m.Raw)-(seg.End-seg.Start)+len(out)+len(out)/8+16)
+			nr = append(nr, m.Raw[:seg.Start]...)
+			nr = msgjson.AppendString(nr, msgjson.Unsafe(out))
+			return append(nr, m.Raw[seg.End:]...), true
 		}
 	}
 	newRaw := m.Raw
@@ -258,7 +264,7 @@ func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
 		if !ok {
 			continue
 		}
-		out, did := dedupeText(text, chunk(text), nil, &c.hist, c.o, rep)
+		out, did := dedupeText(nil, text, chunk(text), nil, &c.hist, c.o, rep)
 		if !did {
 			continue
 		}
@@ -307,44 +313,49 @@ type msgIndex struct {
 	textLen int
 	whole   known
 	chunks  []known
+	// borrowed: the chunk bodies alias the message's bytes (its text had no escapes), so
+	// an entry that outlives the request must copy them; otherwise they are the index's own.
+	borrowed bool
 }
 
 // buildIndex chunks and hashes one earlier message's text. Chunk bodies alias text.
 func buildIndex(m *msgjson.Message) *msgIndex {
-	mi, _ := indexText(messageText(m))
+	text, borrowed := messageText(m)
+	mi, _ := indexText(text, borrowed)
 	return mi
 }
 
-// messageText is the text of a message's content: the string decoded (the content itself
-// when it has no escapes), or an array's text parts joined by blank lines.
-func messageText(m *msgjson.Message) []byte {
+// messageText is the text of a message's content: the string decoded, or an array's text
+// parts joined by blank lines. borrowed: the text is the content itself (a string without
+// escapes), not a copy.
+func messageText(m *msgjson.Message) (text []byte, borrowed bool) {
 	raw := m.ContentRaw()
 	if len(raw) == 0 {
-		return nil
+		return nil, false
 	}
-	var text []byte
 	if raw[0] == '"' {
 		if bytes.IndexByte(raw, '\\') < 0 {
-			text = raw[1 : len(raw)-1]
-		} else {
-			var ok bool
-			if text, ok = msgjson.DecodeString(raw, nil); !ok {
-				return nil
-			}
+			return raw[1 : len(raw)-1], true
 		}
+		text, ok := msgjson.DecodeString(raw, nil)
+		if !ok {
+			return nil, false
+		}
+		return text, false
 	} else if raw[0] == '[' {
-		text = partsText(raw, nil)
+		return partsText(raw, nil), false
 	}
-	return text
+	return nil, false
 }
 
-// indexText chunks and hashes a text, and returns its chunks too.
-func indexText(text []byte) (*msgIndex, []chunkSpan) {
+// indexText chunks and hashes a text (borrowed as messageText says), and returns its chunks
+// too.
+func indexText(text []byte, borrowed bool) (*msgIndex, []chunkSpan) {
 	if len(text) == 0 {
 		return nil, nil
 	}
 	chunks := chunk(text)
-	mi := &msgIndex{textLen: len(text), chunks: make([]known, 0, len(chunks))}
+	mi := &msgIndex{textLen: len(text), chunks: make([]known, 0, len(chunks)), borrowed: borrowed}
 	for _, c := range chunks {
 		b := text[c.bodyStart:c.bodyEnd]
 		h, n, sim := chunkHashes(b)
@@ -391,6 +402,14 @@ func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
 	return c.lookupOrBuild(m.Raw, func() *msgIndex { return buildIndex(m) })
 }
 
+// Warm indexes the message objects raws into the cache, so that a Conversation using the
+// cache finds them indexed. It lets a caller index a long history on another core.
+func (c *IndexCache) Warm(raws [][]byte) {
+	for _, raw := range raws {
+		c.indexRaw(raw)
+	}
+}
+
 // adopt is index for a message whose entry was built already (Conversation.rewritten).
 func (c *IndexCache) adopt(raw []byte, mi *msgIndex) *msgIndex {
 	if c == nil {
@@ -425,10 +444,21 @@ func (c *IndexCache) lookupOrBuild(raw []byte, build func() *msgIndex) *msgIndex
 	mi = build()
 	size := 64
 	if mi != nil {
+		own := 0
 		for i := range mi.chunks {
 			k := &mi.chunks[i]
-			k.body = bytes.Clone(k.body)
+			own += len(k.body)
 			size += len(k.body) + len(k.label) + 96
+		}
+		if mi.borrowed {
+			// One copy of the bodies for the whole message.
+			buf := make([]byte, 0, own)
+			for i := range mi.chunks {
+				k := &mi.chunks[i]
+				buf = append(buf, k.body...)
+				k.body = buf[len(buf)-len(k.body) : len(buf) : len(buf)]
+			}
+			mi.borrowed = false
 		}
 	}
 	c.mu.Lock()
@@ -491,7 +521,7 @@ func partsText(raw []byte, out []byte) []byte {
 
 // dedupeText rewrites one text of the newest message, whose chunks are chunks. pre, when
 // set, is the text's index (indexText), which has every hash dedupe needs.
-func dedupeText(text []byte, chunks []chunkSpan, pre *msgIndex, hist *history, o Options, rep *Report) ([]byte, bool) {
+func dedupeText(dst, text []byte, chunks []chunkSpan, pre *msgIndex, hist *history, o Options, rep *Report) ([]byte, bool) {
 	// A text that is one chunk is hashed once, for the whole-text check and for its chunk:
 	// firstH, firstN and firstSim hold its hashes once taken (firstN < 0: not yet).
 	single := len(chunks) == 1 && holdsAllWords(text, chunks[0])
@@ -513,7 +543,7 @@ func dedupeText(text []byte, chunks []chunkSpan, pre *msgIndex, hist *history, o
 			rep.ExactDups++
 			ref := reference("", k)
 			rep.TokensSaved += o.Count(msgjson.Unsafe(text)) - o.Count(ref)
-			return []byte(ref), true
+			return append(dst, ref...), true
 		}
 	}
 	type edit struct {
@@ -593,9 +623,9 @@ func dedupeText(text []byte, chunks []chunkSpan, pre *msgIndex, hist *history, o
 		localExact[h] = len(local) - 1
 	}
 	if len(edits) == 0 {
-		return text, false
+		return dst, false
 	}
-	out := make([]byte, 0, len(text))
+	out := slices.Grow(dst, len(text))
 	prev := 0
 	for _, e := range edits {
 		out = append(out, text[prev:e.start]...)

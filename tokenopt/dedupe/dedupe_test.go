@@ -485,3 +485,41 @@ func TestSlidingWindowOverReferences(t *testing.T) {
 		t.Fatalf("a re-paste after an update lost its literal text:\n%s", out)
 	}
 }
+
+// TestCachedEntriesOwnTheirBytes: an index entry outlives the request it was built from, so
+// it keeps its own copy of the text: a near duplicate is still judged on the cached copy's
+// facts after the first request's buffer is overwritten. Both ways into the cache are
+// covered: a message indexed as history, and one Rewrite read unchanged and Add adopted.
+func TestCachedEntriesOwnTheirBytes(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	base := "[1] " + para(r, 120) + " The refund window is 30 days and the fee is $12.50 since 2026-01-15."
+	words := strings.Fields(base)
+	words[5] = "policy" // one filler word changed: near, with the same facts
+	same := strings.Join(words, " ")
+	raws := rawMessages(t, encode(t, []msg{{"system", "Answer from the documents."}, {"user", base}, {"user", same}}))
+	system, newest := raws[0], raws[2]
+	for _, adopt := range []bool{false, true} {
+		cache := NewIndexCache(1 << 20)
+		first := bytes.Clone(raws[1])
+		c := NewConversation(Options{Cache: cache})
+		c.Add(system)
+		if adopt {
+			if _, _, changed := c.Rewrite(first); changed {
+				t.Fatal("the first copy changed")
+			}
+		}
+		c.Add(first)
+		if _, rep, _ := c.Rewrite(newest); rep.NearDupsRemoved != 1 {
+			t.Fatalf("adopt=%v: the near duplicate was not found: %+v", adopt, rep)
+		}
+		for i := range first {
+			first[i] = 'x' // the first request's buffer, reused
+		}
+		c = NewConversation(Options{Cache: cache})
+		c.Add(system)
+		c.Add(bytes.Clone(raws[1]))
+		if _, rep, _ := c.Rewrite(newest); rep.NearDupsRemoved != 1 {
+			t.Fatalf("adopt=%v: the cached entry lost its text: %+v", adopt, rep)
+		}
+	}
+}
