@@ -28,7 +28,7 @@ func dedupeConversation(req *providers.ChatRequest) (out []byte, fromNewest, fro
 	}) != nil || len(msgs) < 2 {
 		return nil, 0, 0, false
 	}
-	repl, fromNewest, fromHistory := dedupeMessages(msgs)
+	repl, fromNewest, fromHistory := dedupeMessages(body, msgs)
 	if len(repl) == 0 {
 		return nil, 0, 0, false
 	}
@@ -64,7 +64,7 @@ func dedupeView(v *conv.View) (c conv.Change, fromNewest, fromHistory int64, ok 
 	if len(v.Msgs) < 2 {
 		return c, 0, 0, false
 	}
-	repl, fromNewest, fromHistory := dedupeMessages(v.Raws())
+	repl, fromNewest, fromHistory := dedupeMessages(v.Body, v.Raws())
 	if len(repl) == 0 {
 		return c, 0, 0, false
 	}
@@ -73,9 +73,9 @@ func dedupeView(v *conv.View) (c conv.Change, fromNewest, fromHistory int64, ok 
 	return c, fromNewest, fromHistory, true
 }
 
-// dedupeMessages rewrites the user messages of msgs (see dedupeConversation) and returns the
-// rewritten ones by index; msgs is used as scratch.
-func dedupeMessages(msgs [][]byte) (repl map[int][]byte, fromNewest, fromHistory int64) {
+// dedupeMessages rewrites the user messages of msgs, slices of body (see
+// dedupeConversation), and returns the rewritten ones by index; msgs is used as scratch.
+func dedupeMessages(body []byte, msgs [][]byte) (repl map[int][]byte, fromNewest, fromHistory int64) {
 	rewritten := msgs // each earlier message as rewritten, which the index must see
 	var h maphash.Hash
 	h.SetSeed(memoSeed)
@@ -86,6 +86,7 @@ func dedupeMessages(msgs [][]byte) (repl map[int][]byte, fromNewest, fromHistory
 	warmFrom := len(msgs) // where a helper indexes the history from, when there is one
 	var warming sync.WaitGroup
 	defer warming.Wait()
+	seen := false // a user message's rewrite was memoised: the gateway has seen the conversation
 	for i, m := range msgs {
 		h.Write(m)
 		if i == 0 || !isUserMessage(m) {
@@ -93,11 +94,17 @@ func dedupeMessages(msgs [][]byte) (repl map[int][]byte, fromNewest, fromHistory
 		}
 		key := h.Sum64()
 		r, hit := dedupeMemo.get(key)
+		seen = seen || hit
 		if !hit {
 			if conv == nil {
-				index := dedupeIndex
-				conv = dedupe.NewConversation(dedupe.Options{Cache: index})
-				warmFrom = warmHistory(&warming, index, msgs, i)
+				opts := dedupe.Options{Cache: dedupeIndex}
+				if !seen {
+					// Seen for the first time: its whole history is indexed now, and the
+					// index keeps the body rather than a copy of most of it.
+					opts.Source = body
+				}
+				conv = dedupe.NewConversation(opts)
+				warmFrom = warmHistory(&warming, conv, msgs, i)
 			}
 			if i > warmFrom {
 				warming.Wait() // the messages from warmFrom on are indexed (or being indexed)
@@ -140,7 +147,7 @@ var warmMinBytes = 64 << 10 // a variable so a test can turn the split off
 // for the first time from message from on: the messages other than user messages (which
 // dedupe rewrites, so they are indexed as rewritten) from the returned index on, about half
 // of the bytes to index. It returns len(msgs) when the history is too short to split.
-func warmHistory(wg *sync.WaitGroup, index *dedupe.IndexCache, msgs [][]byte, from int) int {
+func warmHistory(wg *sync.WaitGroup, conv *dedupe.Conversation, msgs [][]byte, from int) int {
 	total := 0
 	for _, m := range msgs[from : len(msgs)-1] {
 		total += len(m)
@@ -157,7 +164,7 @@ func warmHistory(wg *sync.WaitGroup, index *dedupe.IndexCache, msgs [][]byte, fr
 			share += len(msgs[mid])
 		}
 	}
-	wg.Go(func() { index.Warm(raws) })
+	wg.Go(func() { conv.Warm(raws) })
 	return mid
 }
 

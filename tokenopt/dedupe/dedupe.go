@@ -53,6 +53,12 @@ type Options struct {
 	// whole history. The result is the same with or without it. It must not be shared
 	// between calls with different Count functions.
 	Cache *IndexCache
+	// Source, when set, is the request body that a Conversation's messages are slices of.
+	// The cache may then keep references into it instead of copying the messages' text,
+	// and counts the whole body against its bound, once. That pays when the conversation
+	// indexes most of the body (one seen for the first time), not when it adds a message
+	// or two to a history already cached. Nothing may write to the body afterwards.
+	Source []byte
 
 	bytesCount bool // Count is the default, monotonic in bytes
 }
@@ -191,11 +197,26 @@ type Conversation struct {
 	rewritten    []byte
 	rewrittenIdx *msgIndex
 	scratch      []byte // the text rewrite writes before encoding it
+	decoded      []byte // the text rewrite decodes
+	src          *source
 }
 
 // NewConversation starts an empty conversation.
 func NewConversation(opts Options) *Conversation {
-	return &Conversation{o: opts.withDefaults()}
+	c := &Conversation{o: opts.withDefaults()}
+	if c.o.Source != nil && c.o.Cache != nil {
+		c.src = &source{body: c.o.Source}
+	}
+	return c
+}
+
+// Warm indexes the message objects raws into the cache, as Add and Rewrite would, so that
+// they find them indexed: a caller can index a long history on another goroutine. It may
+// run concurrently with the Conversation's other methods.
+func (c *Conversation) Warm(raws [][]byte) {
+	for _, raw := range raws {
+		c.o.Cache.indexRaw(raw, c.src)
+	}
 }
 
 // Rewrite returns the message object raw as Dedupe would rewrite it if it were the newest
@@ -214,10 +235,10 @@ func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
 	}
 	for _, p := range c.pending {
 		if c.rewrittenIdx != nil && len(p) == len(c.rewritten) && unsafe.SliceData(p) == unsafe.SliceData(c.rewritten) {
-			c.hist.idx = append(c.hist.idx, c.o.Cache.adopt(p, c.rewrittenIdx))
+			c.hist.idx = append(c.hist.idx, c.o.Cache.adopt(p, c.rewrittenIdx, c.src))
 			continue
 		}
-		c.hist.idx = append(c.hist.idx, c.o.Cache.indexRaw(p))
+		c.hist.idx = append(c.hist.idx, c.o.Cache.indexRaw(p, c.src))
 	}
 	c.pending = c.pending[:0]
 	c.rewritten, c.rewrittenIdx = nil, nil
@@ -240,8 +261,13 @@ func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
 	// hashes from that index: the message is hashed once, here, even when it joins the
 	// history next (see Conversation.rewritten).
 	if len(segs) == 1 && m.ContentRaw()[0] == '"' {
-		if text, borrowed := messageText(m); len(text) > 0 {
+		// The text is decoded into a buffer the next message reuses: the index keeps its
+		// own copy only if the message joins the history unchanged (adopt).
+		if text, borrowed := messageText(m, c.decoded[:0]); len(text) > 0 {
 			mi, chunks := indexText(text, borrowed)
+			if !borrowed {
+				c.decoded, mi.transient = text[:0], true
+			}
 			out, did := dedupeText(c.scratch[:0], text, chunks, mi, &c.hist, c.o, rep)
 			c.scratch = out[:0]
 			if !did {
@@ -316,11 +342,31 @@ type msgIndex struct {
 	// borrowed: the chunk bodies alias the message's bytes (its text had no escapes), so
 	// an entry that outlives the request must copy them; otherwise they are the index's own.
 	borrowed bool
+	// transient: the chunk bodies alias a buffer the Conversation reuses (its decoded
+	// text), so the entry copies them before it joins the history.
+	transient bool
+}
+
+// ownBodies gives the entry its own copy of the chunk bodies, in one buffer, and returns
+// their size.
+func (mi *msgIndex) ownBodies() int {
+	own := 0
+	for i := range mi.chunks {
+		own += len(mi.chunks[i].body)
+	}
+	buf := make([]byte, 0, own)
+	for i := range mi.chunks {
+		k := &mi.chunks[i]
+		buf = append(buf, k.body...)
+		k.body = buf[len(buf)-len(k.body) : len(buf) : len(buf)]
+	}
+	mi.borrowed, mi.transient = false, false
+	return own
 }
 
 // buildIndex chunks and hashes one earlier message's text. Chunk bodies alias text.
 func buildIndex(m *msgjson.Message) *msgIndex {
-	text, borrowed := messageText(m)
+	text, borrowed := messageText(m, nil)
 	mi, _ := indexText(text, borrowed)
 	return mi
 }
@@ -328,7 +374,7 @@ func buildIndex(m *msgjson.Message) *msgIndex {
 // messageText is the text of a message's content: the string decoded, or an array's text
 // parts joined by blank lines. borrowed: the text is the content itself (a string without
 // escapes), not a copy.
-func messageText(m *msgjson.Message) (text []byte, borrowed bool) {
+func messageText(m *msgjson.Message, dst []byte) (text []byte, borrowed bool) {
 	raw := m.ContentRaw()
 	if len(raw) == 0 {
 		return nil, false
@@ -337,7 +383,7 @@ func messageText(m *msgjson.Message) (text []byte, borrowed bool) {
 		if bytes.IndexByte(raw, '\\') < 0 {
 			return raw[1 : len(raw)-1], true
 		}
-		text, ok := msgjson.DecodeString(raw, nil)
+		text, ok := msgjson.DecodeString(raw, dst)
 		if !ok {
 			return nil, false
 		}
@@ -383,43 +429,41 @@ type IndexCache struct {
 	m        map[uint64]*msgIndex
 	size     int
 	maxBytes int
+	gen      uint64 // counts the times the cache started over, from 1
 }
 
 // NewIndexCache returns a cache holding about maxBytes of message text.
 func NewIndexCache(maxBytes int) *IndexCache {
-	return &IndexCache{m: map[uint64]*msgIndex{}, maxBytes: maxBytes}
+	return &IndexCache{m: map[uint64]*msgIndex{}, maxBytes: maxBytes, gen: 1}
 }
 
 var cacheSeed = maphash.MakeSeed()
 
 // index returns the message's index entry, from the cache when there is one. Cached entries
-// own their bytes (they outlive the request); like every entry they carry their SimHash
-// precomputed, so they are never written after they are shared.
+// outlive the request: they own their bytes, or alias a body the cache counts whole
+// (Options.Source). Like every entry they carry their SimHash precomputed, so they are never
+// written after they are shared.
 func (c *IndexCache) index(m *msgjson.Message) *msgIndex {
 	if c == nil {
 		return buildIndex(m)
 	}
-	return c.lookupOrBuild(m.Raw, func() *msgIndex { return buildIndex(m) })
-}
-
-// Warm indexes the message objects raws into the cache, so that a Conversation using the
-// cache finds them indexed. It lets a caller index a long history on another core.
-func (c *IndexCache) Warm(raws [][]byte) {
-	for _, raw := range raws {
-		c.indexRaw(raw)
-	}
+	return c.lookupOrBuild(m.Raw, nil, func() *msgIndex { return buildIndex(m) })
 }
 
 // adopt is index for a message whose entry was built already (Conversation.rewritten).
-func (c *IndexCache) adopt(raw []byte, mi *msgIndex) *msgIndex {
+func (c *IndexCache) adopt(raw []byte, mi *msgIndex, src *source) *msgIndex {
+	if mi != nil && mi.transient {
+		mi.ownBodies()
+	}
 	if c == nil {
 		return mi
 	}
-	return c.lookupOrBuild(raw, func() *msgIndex { return mi })
+	return c.lookupOrBuild(raw, src, func() *msgIndex { return mi })
 }
 
 // indexRaw is index for a message object not parsed yet: a cached message is not parsed.
-func (c *IndexCache) indexRaw(raw []byte) *msgIndex {
+// src, when not nil, is the body raw is a slice of (Options.Source).
+func (c *IndexCache) indexRaw(raw []byte, src *source) *msgIndex {
 	build := func() *msgIndex {
 		m, err := msgjson.ParseMessage(raw)
 		if err != nil {
@@ -430,10 +474,17 @@ func (c *IndexCache) indexRaw(raw []byte) *msgIndex {
 	if c == nil {
 		return build()
 	}
-	return c.lookupOrBuild(raw, build)
+	return c.lookupOrBuild(raw, src, build)
 }
 
-func (c *IndexCache) lookupOrBuild(raw []byte, build func() *msgIndex) *msgIndex {
+// source is a request body that cache entries may alias (Options.Source), and the cache
+// generation that counted it against the bound (0: none). gen is guarded by the cache's mutex.
+type source struct {
+	body []byte
+	gen  uint64
+}
+
+func (c *IndexCache) lookupOrBuild(raw []byte, src *source, build func() *msgIndex) *msgIndex {
 	key := maphash.Bytes(cacheSeed, raw) ^ uint64(len(raw))
 	c.mu.Lock()
 	mi, ok := c.m[key]
@@ -443,31 +494,41 @@ func (c *IndexCache) lookupOrBuild(raw []byte, build func() *msgIndex) *msgIndex
 	}
 	mi = build()
 	size := 64
+	keep := false // the bodies stay slices of src.body, which the bound counts instead
 	if mi != nil {
 		own := 0
 		for i := range mi.chunks {
 			k := &mi.chunks[i]
 			own += len(k.body)
-			size += len(k.body) + len(k.label) + 96
+			size += len(k.label) + 96
 		}
-		if mi.borrowed {
-			// One copy of the bodies for the whole message.
-			buf := make([]byte, 0, own)
-			for i := range mi.chunks {
-				k := &mi.chunks[i]
-				buf = append(buf, k.body...)
-				k.body = buf[len(buf)-len(k.body) : len(buf) : len(buf)]
-			}
-			mi.borrowed = false
+		switch {
+		case mi.borrowed && src != nil:
+			keep = true
+		case mi.borrowed:
+			size += mi.ownBodies()
+		default:
+			size += own
 		}
 	}
 	c.mu.Lock()
-	if c.size+size > c.maxBytes {
+	charge := 0
+	if keep && src.gen != c.gen {
+		charge = len(src.body)
+	}
+	if c.size+size+charge > c.maxBytes {
 		clear(c.m)
 		c.size = 0
+		c.gen++
+		if keep {
+			charge = len(src.body)
+		}
+	}
+	if keep {
+		src.gen = c.gen
 	}
 	c.m[key] = mi
-	c.size += size
+	c.size += size + charge
 	c.mu.Unlock()
 	return mi
 }

@@ -489,18 +489,32 @@ func TestSlidingWindowOverReferences(t *testing.T) {
 // TestCachedEntriesOwnTheirBytes: an index entry outlives the request it was built from, so
 // it keeps its own copy of the text: a near duplicate is still judged on the cached copy's
 // facts after the first request's buffer is overwritten. Both ways into the cache are
-// covered: a message indexed as history, and one Rewrite read unchanged and Add adopted.
+// covered: a message indexed as history, and one Rewrite read unchanged and Add adopted
+// (its text, which has escapes, was decoded into a buffer the next Rewrite reuses).
 func TestCachedEntriesOwnTheirBytes(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 2))
-	base := "[1] " + para(r, 120) + " The refund window is 30 days and the fee is $12.50 since 2026-01-15."
-	words := strings.Fields(base)
-	words[5] = "policy" // one filler word changed: near, with the same facts
-	same := strings.Join(words, " ")
-	raws := rawMessages(t, encode(t, []msg{{"system", "Answer from the documents."}, {"user", base}, {"user", same}}))
-	system, newest := raws[0], raws[2]
+	filler := para(r, 120)
+	// The first copy with and without characters JSON escapes: kept as decoded, or as a
+	// slice of the request.
+	for _, escaped := range []bool{false, true} {
+		base := "[1] " + filler + " The refund window is 30 days and the fee is $12.50 since 2026-01-15."
+		if escaped {
+			base = strings.Replace(base, " The refund", "\n\"The refund", 1)
+		}
+		words := strings.Fields(base)
+		words[5] = "policy" // one filler word changed: near, with the same facts
+		same := strings.Join(words, " ")
+		other := "[2] " + strings.Repeat("Unrelated \"quoted\" text about 7 other things.\n", 40)
+		raws := rawMessages(t, encode(t, []msg{{"system", "Answer from the documents."}, {"user", base}, {"user", same}, {"user", other}}))
+		cachedOwnTheirBytes(t, raws[0], raws[1], raws[2], raws[3])
+	}
+}
+
+// cachedOwnTheirBytes is TestCachedEntriesOwnTheirBytes for one first copy.
+func cachedOwnTheirBytes(t *testing.T, system, firstRaw, newest, third []byte) {
 	for _, adopt := range []bool{false, true} {
 		cache := NewIndexCache(1 << 20)
-		first := bytes.Clone(raws[1])
+		first := bytes.Clone(firstRaw)
 		c := NewConversation(Options{Cache: cache})
 		c.Add(system)
 		if adopt {
@@ -512,14 +526,71 @@ func TestCachedEntriesOwnTheirBytes(t *testing.T) {
 		if _, rep, _ := c.Rewrite(newest); rep.NearDupsRemoved != 1 {
 			t.Fatalf("adopt=%v: the near duplicate was not found: %+v", adopt, rep)
 		}
+		c.Add(newest)
+		c.Rewrite(third) // reuses the conversation's buffers
 		for i := range first {
 			first[i] = 'x' // the first request's buffer, reused
 		}
 		c = NewConversation(Options{Cache: cache})
 		c.Add(system)
-		c.Add(bytes.Clone(raws[1]))
+		c.Add(bytes.Clone(firstRaw))
 		if _, rep, _ := c.Rewrite(newest); rep.NearDupsRemoved != 1 {
 			t.Fatalf("adopt=%v: the cached entry lost its text: %+v", adopt, rep)
+		}
+	}
+}
+
+// TestSourceCountedWhole: entries that keep slices of the request body (Options.Source) count
+// the whole body against the cache's bound, once per generation of the cache, instead of
+// their text.
+func TestSourceCountedWhole(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	var ms []msg
+	for i := range 6 {
+		ms = append(ms, msg{"tool", fmt.Sprintf("[%d] %s", i, para(r, 200))})
+	}
+	ms = append(ms, msg{"user", "[9] " + para(r, 200)})
+	body := encode(t, ms)
+	raws := rawMessages(t, body)
+	for _, source := range []bool{false, true} {
+		cache := NewIndexCache(64 << 20)
+		opts := Options{Cache: cache}
+		if source {
+			opts.Source = body
+		}
+		c := NewConversation(opts)
+		text := 0
+		for _, raw := range raws[:len(raws)-1] {
+			c.Add(raw)
+			text += len(raw)
+		}
+		c.Rewrite(raws[len(raws)-1])
+		cache.mu.Lock()
+		size, n := cache.size, len(cache.m)
+		cache.mu.Unlock()
+		overhead := n * (64 + 96) // one chunk per message, no labels beyond "[n]"
+		switch {
+		case n != len(raws)-1:
+			t.Fatalf("source=%v: %d entries cached, want %d", source, n, len(raws)-1)
+		case source && (size < len(body) || size > len(body)+overhead+64):
+			t.Fatalf("source: cache counts %d bytes for a %d-byte body", size, len(body))
+		case !source && (size < text*9/10 || size > text+overhead):
+			t.Fatalf("copies: cache counts %d bytes for %d bytes of messages", size, text)
+		}
+		// Another conversation on the same body adds nothing: the body is counted already.
+		c = NewConversation(opts)
+		c.Add(raws[0])
+		var rest [][]byte
+		for _, raw := range raws[1 : len(raws)-1] {
+			rest = append(rest, raw)
+		}
+		c.Warm(rest)
+		c.Rewrite(raws[len(raws)-1])
+		cache.mu.Lock()
+		again := cache.size
+		cache.mu.Unlock()
+		if again != size {
+			t.Fatalf("source=%v: the same messages again grew the count from %d to %d", source, size, again)
 		}
 	}
 }
