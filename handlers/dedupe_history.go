@@ -83,9 +83,8 @@ func dedupeMessages(body []byte, msgs [][]byte) (repl map[int][]byte, fromNewest
 	// so a conversation seen for the first time is indexed once, not once per user message.
 	var conv *dedupe.Conversation
 	added := 0
-	warmFrom := len(msgs) // where a helper indexes the history from, when there is one
-	var warming sync.WaitGroup
-	defer warming.Wait()
+	var ahead sync.WaitGroup // a goroutine indexing the history too, when it is long
+	defer ahead.Wait()
 	seen := false // a user message's rewrite was memoised: the gateway has seen the conversation
 	for i, m := range msgs {
 		h.Write(m)
@@ -104,10 +103,9 @@ func dedupeMessages(body []byte, msgs [][]byte) (repl map[int][]byte, fromNewest
 					opts.Source = body
 				}
 				conv = dedupe.NewConversation(opts)
-				warmFrom = warmHistory(&warming, conv, msgs, i)
-			}
-			if i > warmFrom {
-				warming.Wait() // the messages from warmFrom on are indexed (or being indexed)
+				if run := indexAhead(conv, msgs, i); run != nil {
+					ahead.Go(run)
+				}
 			}
 			for ; added < i; added++ {
 				conv.Add(rewritten[added])
@@ -138,34 +136,29 @@ func dedupeMessages(body []byte, msgs [][]byte) (repl map[int][]byte, fromNewest
 	return repl, fromNewest, fromHistory
 }
 
-// warmMinBytes is the history that a conversation seen for the first time must have for its
-// indexing to be split with another core: a goroutine costs a few microseconds, indexing
-// 64 KB about 200.
-var warmMinBytes = 64 << 10 // a variable so a test can turn the split off
+// aheadMinBytes is the history a conversation must bring, from its first memo miss, for its
+// indexing to be shared with another goroutine: starting one costs a few microseconds,
+// indexing 64 KB about 200.
+var aheadMinBytes = 64 << 10 // a variable so a test can turn the sharing off
 
-// warmHistory starts indexing, on another goroutine, the later part of a conversation seen
-// for the first time from message from on: the messages other than user messages (which
-// dedupe rewrites, so they are indexed as rewritten) from the returned index on, about half
-// of the bytes to index. It returns len(msgs) when the history is too short to split.
-func warmHistory(wg *sync.WaitGroup, conv *dedupe.Conversation, msgs [][]byte, from int) int {
+// indexAhead hands the messages after msgs[from] that dedupe adds unchanged (all but user
+// messages, which it adds as rewritten) to conv.IndexAhead, and returns the work for the
+// other goroutine; nil when the history is too short to share.
+func indexAhead(conv *dedupe.Conversation, msgs [][]byte, from int) (run func()) {
 	total := 0
 	for _, m := range msgs[from : len(msgs)-1] {
 		total += len(m)
 	}
-	if total < warmMinBytes {
-		return len(msgs)
+	if total < aheadMinBytes {
+		return nil
 	}
 	var raws [][]byte
-	mid, share := len(msgs)-1, 0
-	for mid > from && share < total/2 {
-		mid--
-		if !isUserMessage(msgs[mid]) {
-			raws = append(raws, msgs[mid])
-			share += len(msgs[mid])
+	for _, m := range msgs[from+1 : len(msgs)-1] {
+		if !isUserMessage(m) {
+			raws = append(raws, m)
 		}
 	}
-	wg.Go(func() { conv.Warm(raws) })
-	return mid
+	return conv.IndexAhead(raws)
 }
 
 var userRoleValue = []byte(`"user"`)

@@ -7,14 +7,14 @@ import (
 	"github.com/badtheorylabs/btl-runtime/providers"
 )
 
-// TestWarmedHistoryRewritesAlike: a long conversation seen for the first time, whose index is
-// split with another goroutine, is rewritten exactly as when one goroutine indexes it all.
-func TestWarmedHistoryRewritesAlike(t *testing.T) {
+// TestIndexAheadRewritesAlike: a long conversation seen for the first time, whose index is
+// shared with another goroutine, is rewritten exactly as when one goroutine indexes it all.
+func TestIndexAheadRewritesAlike(t *testing.T) {
 	body := []byte(nextTurn(optimizeBody(100_000), 1))
 	run := func(split bool) ([]byte, int64, int64) {
-		defer func(v int) { warmMinBytes = v }(warmMinBytes)
+		defer func(v int) { aheadMinBytes = v }(aheadMinBytes)
 		if !split {
-			warmMinBytes = 1 << 62
+			aheadMinBytes = 1 << 62
 		}
 		forgetConversations()
 		req, err := providers.ParseChatRequest(body)

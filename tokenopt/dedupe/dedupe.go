@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 	"unsafe"
@@ -199,6 +200,7 @@ type Conversation struct {
 	scratch      []byte // the text rewrite writes before encoding it
 	decoded      []byte // the text rewrite decodes
 	src          *source
+	ahead        ahead
 }
 
 // NewConversation starts an empty conversation.
@@ -210,13 +212,64 @@ func NewConversation(opts Options) *Conversation {
 	return c
 }
 
-// Warm indexes the message objects raws into the cache, as Add and Rewrite would, so that
-// they find them indexed: a caller can index a long history on another goroutine. It may
-// run concurrently with the Conversation's other methods.
-func (c *Conversation) Warm(raws [][]byte) {
-	for _, raw := range raws {
-		c.o.Cache.indexRaw(raw, c.src)
+// IndexAhead shares the indexing of a long history with another goroutine. raws are
+// messages the caller will Add later, in this order and unchanged; run, which the caller
+// runs on another goroutine, indexes them into the cache from the last one down, while
+// the Conversation indexes them as it needs them, from the first one up. Each message is
+// indexed once: the two sides claim messages until they meet, and the Conversation waits
+// for run only when it needs a message run has claimed (run then has at most that one
+// left). It needs a cache; the caller must let run finish before the raws' memory is reused.
+func (c *Conversation) IndexAhead(raws [][]byte) (run func()) {
+	if c.o.Cache == nil || len(raws) == 0 || c.ahead.raws != nil {
+		return func() {}
 	}
+	a := &c.ahead
+	a.raws, a.done = raws, make(chan struct{})
+	a.claims.Store(uint64(len(raws))) // nothing claimed from below (0), nothing from above
+	return func() {
+		defer close(a.done)
+		for {
+			cl := a.claims.Load()
+			lo, hi := cl>>32, cl&0xFFFFFFFF
+			if hi <= lo {
+				return
+			}
+			if a.claims.CompareAndSwap(cl, lo<<32|(hi-1)) {
+				c.o.Cache.indexRaw(a.raws[hi-1], c.src)
+			}
+		}
+	}
+}
+
+// ahead is the state IndexAhead shares with its goroutine: claims holds, in its high half,
+// how many of raws the Conversation claimed (from the first) and, in its low half, the
+// index below which the other goroutine has claimed nothing (it claims from the last).
+type ahead struct {
+	raws   [][]byte
+	next   int // the next of raws the Conversation expects to index
+	claims atomic.Uint64
+	done   chan struct{}
+}
+
+// index is the entry for raw, the next message to index: one of IndexAhead's, claimed here
+// or taken from the cache once the other goroutine is done with it, or any other message.
+func (c *Conversation) index(raw []byte) *msgIndex {
+	a := &c.ahead
+	if a.next < len(a.raws) && len(raw) == len(a.raws[a.next]) && unsafe.SliceData(raw) == unsafe.SliceData(a.raws[a.next]) {
+		i := uint64(a.next)
+		a.next++
+		for {
+			cl := a.claims.Load()
+			if hi := cl & 0xFFFFFFFF; i >= hi {
+				<-a.done // claimed by the other side, which has no more to claim
+				break
+			}
+			if a.claims.CompareAndSwap(cl, (i+1)<<32|cl&0xFFFFFFFF) {
+				break
+			}
+		}
+	}
+	return c.o.Cache.indexRaw(raw, c.src)
 }
 
 // Rewrite returns the message object raw as Dedupe would rewrite it if it were the newest
@@ -238,7 +291,7 @@ func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
 			c.hist.idx = append(c.hist.idx, c.o.Cache.adopt(p, c.rewrittenIdx, c.src))
 			continue
 		}
-		c.hist.idx = append(c.hist.idx, c.o.Cache.indexRaw(p, c.src))
+		c.hist.idx = append(c.hist.idx, c.index(p))
 	}
 	c.pending = c.pending[:0]
 	c.rewritten, c.rewrittenIdx = nil, nil

@@ -584,7 +584,7 @@ func TestSourceCountedWhole(t *testing.T) {
 		for _, raw := range raws[1 : len(raws)-1] {
 			rest = append(rest, raw)
 		}
-		c.Warm(rest)
+		c.IndexAhead(rest)() // indexes them all: the conversation claims none
 		c.Rewrite(raws[len(raws)-1])
 		cache.mu.Lock()
 		again := cache.size
