@@ -454,16 +454,17 @@ func indexText(text []byte, borrowed bool) (*msgIndex, []chunkSpan) {
 		return nil, nil
 	}
 	chunks := chunk(text)
-	mi := &msgIndex{textLen: len(text), chunks: make([]known, 0, len(chunks)), borrowed: borrowed}
-	for _, c := range chunks {
+	mi := &msgIndex{textLen: len(text), chunks: make([]known, len(chunks)), borrowed: borrowed}
+	for i, c := range chunks {
 		b := text[c.bodyStart:c.bodyEnd]
-		h, n, sim := chunkHashes(b)
-		mi.chunks = append(mi.chunks, known{exact: h, words: n, body: b, label: c.label, sim: sim, chunk: len(mi.chunks), ref: isReference(b)})
+		mi.chunks[i] = known{body: b, label: c.label, chunk: i, ref: isReference(b)}
 	}
 	if len(chunks) == 1 && holdsAllWords(text, chunks[0]) {
-		mi.whole = known{exact: mi.chunks[0].exact, words: mi.chunks[0].words, whole: true}
+		k := &mi.chunks[0]
+		k.exact, k.words, k.sim = chunkHashes(k.body)
+		mi.whole = known{exact: k.exact, words: k.words, whole: true}
 	} else {
-		h, n := normHash(text)
+		h, n := textHashes(text, chunks, mi.chunks)
 		mi.whole = known{exact: h, words: n, whole: true}
 	}
 	return mi, chunks
@@ -1112,10 +1113,11 @@ type wordScanner struct {
 	i int
 }
 
-// next fills buf with the next words' hashes and returns how many; 0 at the end.
-func (s *wordScanner) next(buf *[wordBlock]uint64) int {
+// next fills buf with the next words' hashes and returns how many; 0 at the end. spans,
+// when not nil, receives each word's start and end offsets in the text.
+func (s *wordScanner) next(buf []uint64, spans [][2]int32) int {
 	b, i, n := s.b, s.i, 0
-	for n < wordBlock {
+	for n < len(buf) {
 		// Skip to the word's first byte.
 		for i < len(b) {
 			c := b[i]
@@ -1135,6 +1137,7 @@ func (s *wordScanner) next(buf *[wordBlock]uint64) int {
 		if i >= len(b) {
 			break
 		}
+		start := i
 		h, acc, k := uint64(wordSeed), uint64(0), 0
 		for i < len(b) {
 			c := b[i]
@@ -1159,10 +1162,21 @@ func (s *wordScanner) next(buf *[wordBlock]uint64) int {
 			h, acc, k = pushByte(h, acc, k, byte(0x80|r&0x7f))
 		}
 		buf[n] = mix(h ^ acc ^ uint64(k)<<56)
+		if spans != nil {
+			spans[n] = [2]int32{int32(start), int32(i)}
+		}
 		n++
 	}
 	s.i = i
 	return n
+}
+
+// hashWord is the hash of the first word of b[i:].
+func hashWord(b []byte, i int) uint64 {
+	var h [1]uint64
+	s := wordScanner{b: b, i: i}
+	s.next(h[:], nil)
+	return h[0]
 }
 
 // normHash hashes the whitespace-collapsed, case-folded text; n is its word count.
@@ -1172,7 +1186,7 @@ func normHash(b []byte) (uint64, int) {
 	s := wordScanner{b: b}
 	var buf [wordBlock]uint64
 	for {
-		k := s.next(&buf)
+		k := s.next(buf[:], nil)
 		if k == 0 {
 			break
 		}
@@ -1194,70 +1208,138 @@ func chain(acc, h uint64) uint64 {
 	return acc ^ acc>>29
 }
 
-// chunkHashes is normHash and a SimHash (Charikar's, 64 bits, over word 3-shingles) in one
-// pass over the words: every chunk is hashed both ways, and the word scan is most of the
-// cost. SimHash bit counts are kept in byte lanes (8 features' bits per uint64 add) and
-// flushed every 255 features.
-func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
-	norm = normSeed
-	var counts [64]int
-	// Eight lanes, written out so they stay in registers: lane j holds, in byte k, how many
-	// pending features have bit 8k+j set.
-	var l0, l1, l2, l3, l4, l5, l6, l7 uint64
-	pending, total := 0, 0
-	flush := func() {
-		for j, v := range [8]uint64{l0, l1, l2, l3, l4, l5, l6, l7} {
-			for k := 0; k < 8; k++ {
-				counts[k*8+j] += int(v >> (8 * k) & 0xFF)
-			}
-		}
-		l0, l1, l2, l3, l4, l5, l6, l7 = 0, 0, 0, 0, 0, 0, 0, 0
-		pending = 0
+// chunkAcc computes chunkHashes word by word: normHash and a SimHash (Charikar's, 64 bits,
+// over word 3-shingles). SimHash bit counts are kept in byte lanes (8 features' bits per
+// uint64 add) and flushed every 255 features.
+type chunkAcc struct {
+	norm           uint64
+	words          int
+	w0, w1         uint64
+	lanes          [8]uint64
+	counts         [64]int32
+	pending, total int
+}
+
+func newChunkAcc() chunkAcc { return chunkAcc{norm: normSeed} }
+
+// add takes the chunk's next word.
+func (a *chunkAcc) add(h uint64) {
+	a.norm = chain(a.norm, h)
+	a.words++
+	if a.words >= 3 {
+		a.feature(mix(a.w0*31 ^ a.w1*17 ^ h))
 	}
+	a.w0, a.w1 = a.w1, h
+}
+
+func (a *chunkAcc) feature(f uint64) {
 	const ones = 0x0101010101010101
-	feature := func(f uint64) {
-		l0 += f & ones
-		l1 += f >> 1 & ones
-		l2 += f >> 2 & ones
-		l3 += f >> 3 & ones
-		l4 += f >> 4 & ones
-		l5 += f >> 5 & ones
-		l6 += f >> 6 & ones
-		l7 += f >> 7 & ones
-		pending++
-		total++
-		if pending == 255 {
-			flush()
+	l := &a.lanes
+	l[0] += f & ones
+	l[1] += f >> 1 & ones
+	l[2] += f >> 2 & ones
+	l[3] += f >> 3 & ones
+	l[4] += f >> 4 & ones
+	l[5] += f >> 5 & ones
+	l[6] += f >> 6 & ones
+	l[7] += f >> 7 & ones
+	a.total++
+	if a.pending++; a.pending == 255 {
+		a.flush()
+	}
+}
+
+func (a *chunkAcc) flush() {
+	for j, v := range a.lanes {
+		for k := 0; k < 8; k++ {
+			a.counts[k*8+j] += int32(v >> (8 * k) & 0xFF)
 		}
 	}
-	var w0, w1 uint64
+	a.lanes, a.pending = [8]uint64{}, 0
+}
+
+// sum returns the chunk's hashes.
+func (a *chunkAcc) sum() (norm uint64, words int, sim uint64) {
+	if a.words < 3 && a.words > 0 {
+		a.feature(mix(a.w0 ^ a.w1))
+	}
+	a.flush()
+	for i, c := range a.counts {
+		if 2*int(c) > a.total {
+			sim |= 1 << i
+		}
+	}
+	return mix(a.norm ^ uint64(a.words)), a.words, sim
+}
+
+// chunkHashes is normHash and a SimHash in one pass over the words (chunkAcc): every chunk
+// is hashed both ways, and the word scan is most of the cost.
+func chunkHashes(b []byte) (norm uint64, words int, sim uint64) {
+	a := newChunkAcc()
 	s := wordScanner{b: b}
 	var buf [wordBlock]uint64
 	for {
-		k := s.next(&buf)
+		k := s.next(buf[:], nil)
 		if k == 0 {
 			break
 		}
 		for _, h := range buf[:k] {
-			norm = chain(norm, h)
+			a.add(h)
+		}
+	}
+	return a.sum()
+}
+
+// textHashes is normHash of text and chunkHashes of each of its chunks (chunk's spans, in
+// order), written to out, in one pass over the text's words: a word inside a chunk is the
+// chunk's word too; one that a chunk's edge cuts is hashed again, as the part inside. (Chunk
+// edges are next to ASCII bytes, so the text's words and a chunk's agree on every rune.)
+func textHashes(text []byte, chunks []chunkSpan, out []known) (whole uint64, words int) {
+	whole = normSeed
+	j := 0
+	a := newChunkAcc()
+	finish := func() {
+		out[j].exact, out[j].words, out[j].sim = a.sum()
+		a = newChunkAcc()
+		j++
+	}
+	s := wordScanner{b: text}
+	var buf [wordBlock]uint64
+	var spans [wordBlock][2]int32
+	for {
+		k := s.next(buf[:], spans[:])
+		if k == 0 {
+			break
+		}
+		for w, h := range buf[:k] {
+			whole = chain(whole, h)
 			words++
-			if words >= 3 {
-				feature(mix(w0*31 ^ w1*17 ^ h))
+			ws, we := int(spans[w][0]), int(spans[w][1])
+			for j < len(chunks) {
+				c := chunks[j]
+				if c.bodyEnd <= ws || c.bodyStart >= c.bodyEnd {
+					finish() // the chunk is behind the word, or empty
+					continue
+				}
+				if we <= c.bodyStart {
+					break // the word is before the chunk
+				}
+				if ws >= c.bodyStart && we <= c.bodyEnd {
+					a.add(h)
+				} else {
+					a.add(hashWord(text[:min(we, c.bodyEnd)], max(ws, c.bodyStart)))
+				}
+				if we < c.bodyEnd {
+					break // the chunk goes on after the word
+				}
+				finish()
 			}
-			w0, w1 = w1, h
 		}
 	}
-	if words < 3 && words > 0 {
-		feature(mix(w0 ^ w1))
+	for j < len(chunks) {
+		finish()
 	}
-	norm = mix(norm ^ uint64(words))
-	flush()
-	for i := 0; i < 64; i++ {
-		if 2*counts[i] > total {
-			sim |= 1 << i
-		}
-	}
-	return norm, words, sim
+	return mix(whole ^ uint64(words)), words
 }
 
 func hamming(a, b uint64) int { return bits.OnesCount64(a ^ b) }

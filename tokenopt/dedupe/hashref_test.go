@@ -173,3 +173,33 @@ func BenchmarkChunkHashes(b *testing.B) {
 		})
 	}
 }
+
+// FuzzTextHashes: one pass over a text gives its normHash and each chunk's chunkHashes, for
+// the chunks chunk finds (documents whose tags touch their words, labelled sections,
+// paragraphs, empty documents).
+func FuzzTextHashes(f *testing.F) {
+	for _, s := range []string{
+		"plain text", "step 3: <document source=\"kb/3\">Refunds are issued.</document> thanks",
+		"<doc>a b c</doc><doc>d e f</doc>x", "<document></document> after", "<doc>  </doc>",
+		"# Title\nbody one two\n## Next\nthree four", "[1] first passage\n[2] second passage",
+		"para one\n\npara two\n\n\npara three", "1. item one\n2. item two", "---\nabove\n---\nbelow",
+		"<doc>über ÉTÉ\u00a0x\vy\u2003z</doc>\u00a0tail", "Source: a\nbody\nSource: b\nmore",
+		"<document source=x><source>S</source>body</document>",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, text []byte) {
+		chunks := chunk(text)
+		out := make([]known, len(chunks))
+		whole, n := textHashes(text, chunks, out)
+		if ww, wn := normHash(text); whole != ww || n != wn {
+			t.Fatalf("whole %q: %x %d, normHash %x %d", text, whole, n, ww, wn)
+		}
+		for i, c := range chunks {
+			h, w, sim := chunkHashes(text[c.bodyStart:c.bodyEnd])
+			if k := out[i]; k.exact != h || k.words != w || k.sim != sim {
+				t.Fatalf("chunk %d %q of %q: %x %d %x, chunkHashes %x %d %x", i, text[c.bodyStart:c.bodyEnd], text, k.exact, k.words, k.sim, h, w, sim)
+			}
+		}
+	})
+}
