@@ -778,8 +778,12 @@ func servedTier(body []byte) string {
 	if !ok || body[span.Start] != '"' {
 		return ""
 	}
+	q := body[span.Start:span.End]
+	if bytes.IndexByte(q, '\\') < 0 { // the tier names have no escapes; spare the decoder
+		return string(q[1 : len(q)-1])
+	}
 	var tier string
-	_ = json.Unmarshal(body[span.Start:span.End], &tier)
+	_ = json.Unmarshal(q, &tier)
 	return tier
 }
 
