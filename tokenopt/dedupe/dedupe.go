@@ -1180,23 +1180,7 @@ func hashWord(b []byte, i int) uint64 {
 }
 
 // normHash hashes the whitespace-collapsed, case-folded text; n is its word count.
-func normHash(b []byte) (uint64, int) {
-	acc := uint64(normSeed)
-	n := 0
-	s := wordScanner{b: b}
-	var buf [wordBlock]uint64
-	for {
-		k := s.next(buf[:], nil)
-		if k == 0 {
-			break
-		}
-		for _, h := range buf[:k] {
-			acc = chain(acc, h)
-		}
-		n += k
-	}
-	return mix(acc ^ uint64(n)), n
-}
+func normHash(b []byte) (uint64, int) { return textHashes(b, nil, nil) }
 
 const normSeed = 0x9e3779b97f4a7c15
 
