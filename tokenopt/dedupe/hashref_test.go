@@ -154,6 +154,9 @@ func FuzzHashesMatchReference(f *testing.F) {
 		if n, w := normHash(b); n != rn || w != rw {
 			t.Fatalf("normHash(%q) = %x %d, reference %x %d", b, n, w, rn, rw)
 		}
+		if n, w := refNormHash(b); n != rn || w != rw {
+			t.Fatalf("the references disagree on %q: %x %d and %x %d", b, n, w, rn, rw)
+		}
 	})
 }
 
