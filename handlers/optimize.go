@@ -245,17 +245,22 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	_, span := startSpan(r, "btl.optimize")
 	p := h.policyFor(r, ex.WorkspaceID)
 	ex.Optimizer = &OptimizerReport{Shadow: p.shadow, Coalesce: p.coalesce && !p.shadow, CoalesceSampled: p.coalesceSampled}
-	if !p.shadow && (p.coalesce || p.respCache) {
-		// One top-level look for both levers that share only deterministic requests; the
-		// rewrites below never touch the sampling parameters it reads.
-		ex.Optimizer.Deterministic = coalesce.Deterministic(req.Body)
-	}
 	// One view of the conversation serves every lever; a body it cannot read (a message that
 	// is not an object) takes the lever-by-lever path, which handles anything that parsed.
 	var view *conv.View
 	if p.dedupe || p.compression || (p.budget && req.OutputCap() == 0) {
 		if v, err := conv.Parse(req.Body); err == nil && v.Arr.Start == req.MessagesAt && v.Arr.End-v.Arr.Start == len(req.Messages) {
 			view = v
+		}
+	}
+	if !p.shadow && (p.coalesce || p.respCache) {
+		// One top-level look for both levers that share only deterministic requests (the
+		// view's, when there is one); the rewrites below never touch the sampling
+		// parameters it reads.
+		if view != nil {
+			ex.Optimizer.Deterministic = coalesce.DeterministicMembers(req.Body, view.Top)
+		} else {
+			ex.Optimizer.Deterministic = coalesce.Deterministic(req.Body)
 		}
 	}
 	var body []byte

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
 )
 
 // Deterministic reports whether a chat-completions body asks for one deterministic answer: the
@@ -24,33 +25,58 @@ import (
 // The body must be valid JSON (it passed providers.ParseChatRequest); a key that cannot be
 // read counts as sampled, so an answer is never shared by mistake.
 func Deterministic(body []byte) bool {
-	zeroTemperature, det := false, true
+	var d verdict
 	err := providers.EachTopLevel(body, func(quoted []byte, v providers.Span) bool {
-		key, ok := keyText(quoted)
-		if !ok {
-			det = false
-			return false
-		}
-		raw := body[v.Start:v.End]
-		null := string(raw) == "null"
-		switch string(key) {
-		case "temperature":
-			zeroTemperature = !null && numberIs(raw, 0)
-		case "n":
-			det = null || numberIs(raw, 1)
-		case "top_p":
-			det = null || numberIs(raw, 1)
-		case "top_k", "min_p", "typical_p", "top_a", "best_of":
-			det = null
-		default:
-			return true
-		}
-		// As in encoding/json, a repeated key counts by its last value; a sampled verdict on
-		// any key other than temperature is final.
-		return det
+		return d.member(quoted, body[v.Start:v.End])
 	})
-	return err == nil && det && zeroTemperature
+	return err == nil && d.deterministic()
 }
+
+// DeterministicMembers is Deterministic on a body's top-level members found already, in
+// order and duplicates included (conv.View.Top): a large body is not walked again.
+func DeterministicMembers(body []byte, top []msgjson.Member) bool {
+	var d verdict
+	for _, m := range top {
+		if !d.member(m.Key, body[m.Val.Start:m.Val.End]) {
+			break
+		}
+	}
+	return d.deterministic()
+}
+
+// verdict is Deterministic's judgement, member by member.
+type verdict struct{ zeroTemperature, sampled bool }
+
+// member takes one top-level member (the key as written, the raw value) and reports whether
+// the walk should go on.
+func (d *verdict) member(quoted, raw []byte) bool {
+	key, ok := keyText(quoted)
+	if !ok {
+		d.sampled = true
+		return false
+	}
+	null := string(raw) == "null"
+	det := true
+	switch string(key) {
+	case "temperature":
+		d.zeroTemperature = !null && numberIs(raw, 0)
+		return true
+	case "n":
+		det = null || numberIs(raw, 1)
+	case "top_p":
+		det = null || numberIs(raw, 1)
+	case "top_k", "min_p", "typical_p", "top_a", "best_of":
+		det = null
+	default:
+		return true
+	}
+	// As in encoding/json, a repeated key counts by its last value; a sampled verdict on
+	// any key other than temperature is final.
+	d.sampled = !det
+	return det
+}
+
+func (d *verdict) deterministic() bool { return !d.sampled && d.zeroTemperature }
 
 // numberIs reports whether raw is a JSON number equal to want (0, 0.0, -0, 0e5 are all 0).
 func numberIs(raw []byte, want float64) bool {

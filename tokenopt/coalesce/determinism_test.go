@@ -1,6 +1,10 @@
 package coalesce
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
+)
 
 func TestDeterministic(t *testing.T) {
 	msgs := `"messages":[{"role":"user","content":"temperature 0"}]`
@@ -35,6 +39,12 @@ func TestDeterministic(t *testing.T) {
 	} {
 		if got := Deterministic([]byte(tc.body)); got != tc.want {
 			t.Errorf("%s: Deterministic(%s) = %v, want %v", tc.name, tc.body, got, tc.want)
+		}
+		// The same verdict from the members a view of the body found.
+		if _, _, top, err := msgjson.ParseAll(nil, nil, []byte(tc.body), nil, nil); err == nil {
+			if got := DeterministicMembers([]byte(tc.body), top); got != tc.want {
+				t.Errorf("%s: DeterministicMembers(%s) = %v, want %v", tc.name, tc.body, got, tc.want)
+			}
 		}
 	}
 }
