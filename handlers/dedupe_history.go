@@ -3,6 +3,7 @@ package handlers
 import (
 	"bytes"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"github.com/badtheorylabs/btl-runtime/providers"
@@ -141,9 +142,9 @@ func dedupeMessages(body []byte, msgs [][]byte) (repl map[int][]byte, fromNewest
 // indexing 64 KB about 200.
 var aheadMinBytes = 64 << 10 // a variable so a test can turn the sharing off
 
-// indexAhead hands the messages after msgs[from] that dedupe adds unchanged (all but user
-// messages, which it adds as rewritten) to conv.IndexAhead, and returns the work for the
-// other goroutine; nil when the history is too short to share.
+// indexAhead hands the messages after msgs[from] to conv.IndexAhead: the user messages, which
+// dedupe rewrites, to hash, the others to index. It returns the work for the other
+// goroutine; nil when the history is too short to share.
 func indexAhead(conv *dedupe.Conversation, msgs [][]byte, from int) (run func()) {
 	total := 0
 	for _, m := range msgs[from : len(msgs)-1] {
@@ -152,13 +153,13 @@ func indexAhead(conv *dedupe.Conversation, msgs [][]byte, from int) (run func())
 	if total < aheadMinBytes {
 		return nil
 	}
-	var raws [][]byte
-	for _, m := range msgs[from+1 : len(msgs)-1] {
-		if !isUserMessage(m) {
-			raws = append(raws, m)
-		}
+	// A copy: dedupeMessages writes rewrites over msgs while the other goroutine reads.
+	raws := slices.Clone(msgs[from+1 : len(msgs)-1])
+	rewrites := make([]bool, len(raws))
+	for i, m := range raws {
+		rewrites[i] = isUserMessage(m)
 	}
-	return conv.IndexAhead(raws)
+	return conv.IndexAhead(raws, rewrites)
 }
 
 var userRoleValue = []byte(`"user"`)

@@ -176,7 +176,7 @@ func Dedupe(body []byte, opts Options) ([]byte, Report, error) {
 	for i := range msgs[:len(msgs)-1] {
 		c.hist.idx = append(c.hist.idx, o.Cache.index(&msgs[i]))
 	}
-	newRaw, changed := c.rewrite(last, &rep)
+	newRaw, changed := c.rewrite(last, nil, &rep)
 	if !changed {
 		return body, rep, nil
 	}
@@ -212,30 +212,49 @@ func NewConversation(opts Options) *Conversation {
 	return c
 }
 
-// IndexAhead shares the indexing of a long history with another goroutine. raws are
-// messages the caller will Add later, in this order and unchanged; run, which the caller
-// runs on another goroutine, indexes them into the cache from the last one down, while
-// the Conversation indexes them as it needs them, from the first one up. Each message is
-// indexed once: the two sides claim messages until they meet, and the Conversation waits
-// for run only when it needs a message run has claimed (run then has at most that one
-// left). It needs a cache; the caller must let run finish before the raws' memory is reused.
-func (c *Conversation) IndexAhead(raws [][]byte) (run func()) {
-	if c.o.Cache == nil || len(raws) == 0 || c.ahead.raws != nil {
+// IndexAhead shares the indexing of a long history with another goroutine. raws are the
+// messages the caller will give the Conversation later, in this order: to Rewrite where
+// rewrites says so (the goroutine hashes them as Rewrite would), otherwise to Add unchanged
+// (it indexes them into the cache). run, which the caller runs on another goroutine, takes
+// them from the last one down, while the Conversation takes them from the first one up as
+// it needs them. Each message is worked on once: the two sides claim messages until they
+// meet, and the Conversation waits for run only when it needs a message run has claimed
+// (run then has at most that one left). It needs a cache; the caller must let run finish
+// before the raws' memory is reused.
+func (c *Conversation) IndexAhead(raws [][]byte, rewrites []bool) (run func()) {
+	if c.o.Cache == nil || len(raws) == 0 || c.ahead.raws != nil || len(rewrites) != len(raws) {
 		return func() {}
 	}
 	a := &c.ahead
-	a.raws, a.done = raws, make(chan struct{})
+	a.raws, a.rewrites, a.hashed, a.done = raws, rewrites, make([]*msgIndex, len(raws)), make(chan struct{})
 	a.claims.Store(uint64(len(raws))) // nothing claimed from below (0), nothing from above
 	return func() {
 		defer close(a.done)
+		var buf []byte // the texts decoded, one at a time
 		for {
 			cl := a.claims.Load()
 			lo, hi := cl>>32, cl&0xFFFFFFFF
 			if hi <= lo {
 				return
 			}
-			if a.claims.CompareAndSwap(cl, lo<<32|(hi-1)) {
+			if !a.claims.CompareAndSwap(cl, lo<<32|(hi-1)) {
+				continue
+			}
+			if !a.rewrites[hi-1] {
 				c.o.Cache.indexRaw(a.raws[hi-1], c.src)
+				continue
+			}
+			if m, err := msgjson.ParseMessage(a.raws[hi-1]); err == nil && stringContent(&m) {
+				text, _ := messageText(&m, buf[:0])
+				if mi, _ := indexText(text, false); mi != nil {
+					for i := range mi.chunks {
+						mi.chunks[i].body = nil // a slice of buf: Rewrite slices its own text
+					}
+					a.hashed[hi-1] = mi
+				}
+				if cap(text) > cap(buf) {
+					buf = text
+				}
 			}
 		}
 	}
@@ -244,32 +263,51 @@ func (c *Conversation) IndexAhead(raws [][]byte) (run func()) {
 // ahead is the state IndexAhead shares with its goroutine: claims holds, in its high half,
 // how many of raws the Conversation claimed (from the first) and, in its low half, the
 // index below which the other goroutine has claimed nothing (it claims from the last).
+// hashed holds what the goroutine hashed of the messages to rewrite, without chunk bodies.
 type ahead struct {
-	raws   [][]byte
-	next   int // the next of raws the Conversation expects to index
-	claims atomic.Uint64
-	done   chan struct{}
+	raws     [][]byte
+	rewrites []bool
+	hashed   []*msgIndex
+	next     int // where the Conversation looks for the next of raws
+	claims   atomic.Uint64
+	done     chan struct{}
 }
 
-// index is the entry for raw, the next message to index: one of IndexAhead's, claimed here
-// or taken from the cache once the other goroutine is done with it, or any other message.
-func (c *Conversation) index(raw []byte) *msgIndex {
-	a := &c.ahead
-	if a.next < len(a.raws) && len(raw) == len(a.raws[a.next]) && unsafe.SliceData(raw) == unsafe.SliceData(a.raws[a.next]) {
-		i := uint64(a.next)
-		a.next++
+// claim finds raw among IndexAhead's messages, from the last one found on, and claims it. It
+// reports the message's index and whether the other goroutine has it, once it is done;
+// -1 when raw is not one of them.
+func (a *ahead) claim(raw []byte) (int, bool) {
+	for s := a.next; s < len(a.raws); s++ {
+		if len(raw) != len(a.raws[s]) || unsafe.SliceData(raw) != unsafe.SliceData(a.raws[s]) {
+			continue
+		}
+		a.next = s + 1
 		for {
 			cl := a.claims.Load()
-			if hi := cl & 0xFFFFFFFF; i >= hi {
+			if hi := cl & 0xFFFFFFFF; uint64(s) >= hi {
 				<-a.done // claimed by the other side, which has no more to claim
-				break
+				return s, true
 			}
-			if a.claims.CompareAndSwap(cl, (i+1)<<32|cl&0xFFFFFFFF) {
-				break
+			if a.claims.CompareAndSwap(cl, uint64(s+1)<<32|cl&0xFFFFFFFF) {
+				return s, false
 			}
 		}
 	}
+	return -1, false
+}
+
+// index is the entry for raw, a message to add: from the cache when IndexAhead's goroutine
+// indexed it, else built here.
+func (c *Conversation) index(raw []byte) *msgIndex {
+	c.ahead.claim(raw)
 	return c.o.Cache.indexRaw(raw, c.src)
+}
+
+// stringContent reports a message whose content is one string: the content Rewrite
+// hashes the way the history does (see rewrite).
+func stringContent(m *msgjson.Message) bool {
+	raw := m.ContentRaw()
+	return len(raw) > 0 && raw[0] == '"'
 }
 
 // Rewrite returns the message object raw as Dedupe would rewrite it if it were the newest
@@ -295,7 +333,11 @@ func (c *Conversation) Rewrite(raw []byte) ([]byte, Report, bool) {
 	}
 	c.pending = c.pending[:0]
 	c.rewritten, c.rewrittenIdx = nil, nil
-	out, changed := c.rewrite(&m, &rep)
+	var hashed *msgIndex
+	if s, theirs := c.ahead.claim(raw); theirs {
+		hashed = c.ahead.hashed[s]
+	}
+	out, changed := c.rewrite(&m, hashed, &rep)
 	return out, rep, changed
 }
 
@@ -306,18 +348,22 @@ func (c *Conversation) Add(raw []byte) {
 }
 
 // rewrite dedupes the text segments of m against the history, last to first so the spans
-// stay valid.
-func (c *Conversation) rewrite(m *msgjson.Message, rep *Report) ([]byte, bool) {
+// stay valid. hashed, when not nil, is m's index as IndexAhead's goroutine built it, without
+// chunk bodies.
+func (c *Conversation) rewrite(m *msgjson.Message, hashed *msgIndex, rep *Report) ([]byte, bool) {
 	segs := segments(m)
 	c.hist.newestLen = m.Content.End - m.Content.Start
 	// A string content is indexed as the history indexes a message, and dedupe takes its
 	// hashes from that index: the message is hashed once, here, even when it joins the
 	// history next (see Conversation.rewritten).
-	if len(segs) == 1 && m.ContentRaw()[0] == '"' {
+	if len(segs) == 1 && stringContent(m) {
 		// The text is decoded into a buffer the next message reuses: the index keeps its
 		// own copy only if the message joins the history unchanged (adopt).
 		if text, borrowed := messageText(m, c.decoded[:0]); len(text) > 0 {
-			mi, chunks := indexText(text, borrowed)
+			mi, chunks := withBodies(hashed, text, borrowed)
+			if mi == nil {
+				mi, chunks = indexText(text, borrowed)
+			}
 			if !borrowed {
 				c.decoded, mi.transient = text[:0], true
 			}
@@ -467,6 +513,23 @@ func indexText(text []byte, borrowed bool) (*msgIndex, []chunkSpan) {
 		h, n := textHashes(text, chunks, mi.chunks)
 		mi.whole = known{exact: h, words: n, whole: true}
 	}
+	return mi, chunks
+}
+
+// withBodies completes an index built without chunk bodies (IndexAhead) with text's, the
+// same text decoded again; nil when there is none.
+func withBodies(mi *msgIndex, text []byte, borrowed bool) (*msgIndex, []chunkSpan) {
+	if mi == nil || mi.textLen != len(text) {
+		return nil, nil
+	}
+	chunks := chunk(text)
+	if len(chunks) != len(mi.chunks) {
+		return nil, nil
+	}
+	for i, c := range chunks {
+		mi.chunks[i].body = text[c.bodyStart:c.bodyEnd]
+	}
+	mi.borrowed = borrowed
 	return mi, chunks
 }
 

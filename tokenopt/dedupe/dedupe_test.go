@@ -584,7 +584,7 @@ func TestSourceCountedWhole(t *testing.T) {
 		for _, raw := range raws[1 : len(raws)-1] {
 			rest = append(rest, raw)
 		}
-		c.IndexAhead(rest)() // indexes them all: the conversation claims none
+		c.IndexAhead(rest, make([]bool, len(rest)))() // indexes them all: the conversation claims none
 		c.Rewrite(raws[len(raws)-1])
 		cache.mu.Lock()
 		again := cache.size
@@ -592,5 +592,56 @@ func TestSourceCountedWhole(t *testing.T) {
 		if again != size {
 			t.Fatalf("source=%v: the same messages again grew the count from %d to %d", source, size, again)
 		}
+	}
+}
+
+// TestIndexAheadSameResult: a conversation whose later messages another goroutine indexed or
+// hashed first (here all of them, before the conversation reaches any) rewrites every
+// message as one that did all the work itself.
+func TestIndexAheadSameResult(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	docs := []string{para(r, 80), para(r, 90), para(r, 70)}
+	var ms []msg
+	ms = append(ms, msg{"system", "Answer from the documents."})
+	for i := range 12 {
+		ms = append(ms,
+			msg{"user", fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>\nthanks", i, i%3, docs[i%3])},
+			msg{"tool", fmt.Sprintf("[%d] %s", i, para(r, 60))})
+	}
+	raws := rawMessages(t, encode(t, ms))
+	run := func(ahead bool) (outs [][]byte, reps []Report) {
+		c := NewConversation(Options{Cache: NewIndexCache(64 << 20)})
+		c.Add(raws[0])
+		if ahead {
+			rest := make([][]byte, 0, len(raws)-1)
+			rewrites := make([]bool, 0, len(raws)-1)
+			for i, raw := range raws[1:] {
+				rest = append(rest, raw)
+				rewrites = append(rewrites, i%2 == 0) // the user messages
+			}
+			c.IndexAhead(rest, rewrites)() // the other side takes every message
+		}
+		for i, raw := range raws[1:] {
+			if i%2 == 1 {
+				c.Add(raw)
+				continue
+			}
+			out, rep, _ := c.Rewrite(raw)
+			outs, reps = append(outs, out), append(reps, rep)
+			c.Add(out)
+		}
+		return outs, reps
+	}
+	want, wantReps := run(false)
+	got, gotReps := run(true)
+	replaced := 0
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) || gotReps[i] != wantReps[i] {
+			t.Fatalf("message %d: %s (%+v), want %s (%+v)", i, got[i], gotReps[i], want[i], wantReps[i])
+		}
+		replaced += wantReps[i].ExactDups
+	}
+	if replaced == 0 {
+		t.Fatal("nothing was replaced: the test proves nothing")
 	}
 }
