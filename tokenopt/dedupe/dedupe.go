@@ -601,6 +601,16 @@ type source struct {
 	gen  uint64
 }
 
+// holds reports whether b lies in the body (a message the caller rewrote does not).
+func (s *source) holds(b []byte) bool {
+	if s == nil || len(b) == 0 || len(s.body) == 0 {
+		return false
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(s.body)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return at >= start && at+uintptr(len(b)) <= start+uintptr(len(s.body))
+}
+
 func (c *IndexCache) lookupOrBuild(raw []byte, src *source, build func() *msgIndex) *msgIndex {
 	key := maphash.Bytes(cacheSeed, raw) ^ uint64(len(raw))
 	c.mu.Lock()
@@ -620,7 +630,7 @@ func (c *IndexCache) lookupOrBuild(raw []byte, src *source, build func() *msgInd
 			size += len(k.label) + 96
 		}
 		switch {
-		case mi.borrowed && src != nil:
+		case mi.borrowed && src.holds(raw):
 			keep = true
 		case mi.borrowed:
 			size += mi.ownBodies()

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/benchcpu"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/internal/msgjson"
 )
 
 type msg struct {
@@ -551,7 +552,14 @@ func TestSourceCountedWhole(t *testing.T) {
 	}
 	ms = append(ms, msg{"user", "[9] " + para(r, 200)})
 	body := encode(t, ms)
-	raws := rawMessages(t, body)
+	_, parsed, err := msgjson.Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raws [][]byte // slices of body, as the gateway hands them over
+	for _, m := range parsed {
+		raws = append(raws, m.Raw)
+	}
 	for _, source := range []bool{false, true} {
 		cache := NewIndexCache(64 << 20)
 		opts := Options{Cache: cache}
@@ -580,10 +588,7 @@ func TestSourceCountedWhole(t *testing.T) {
 		// Another conversation on the same body adds nothing: the body is counted already.
 		c = NewConversation(opts)
 		c.Add(raws[0])
-		var rest [][]byte
-		for _, raw := range raws[1 : len(raws)-1] {
-			rest = append(rest, raw)
-		}
+		rest := raws[1 : len(raws)-1]
 		c.IndexAhead(rest, make([]bool, len(rest)))() // indexes them all: the conversation claims none
 		c.Rewrite(raws[len(raws)-1])
 		cache.mu.Lock()
@@ -591,6 +596,22 @@ func TestSourceCountedWhole(t *testing.T) {
 		cache.mu.Unlock()
 		if again != size {
 			t.Fatalf("source=%v: the same messages again grew the count from %d to %d", source, size, again)
+		}
+		// A message that is not a slice of the Source (one the caller rewrote) is copied and
+		// counted.
+		elsewhere := "[7] " + para(r, 150)
+		other := rawMessages(t, encode(t, []msg{{"tool", elsewhere}}))[0]
+		if source {
+			opts.Source = []byte("{}") // a body other holds nothing of
+		}
+		c = NewConversation(opts)
+		c.Add(other)
+		c.Rewrite(raws[len(raws)-1])
+		cache.mu.Lock()
+		grown := cache.size - again
+		cache.mu.Unlock()
+		if grown < len(elsewhere)*9/10 {
+			t.Fatalf("source=%v: a %d-byte message from elsewhere counted %d bytes", source, len(elsewhere), grown)
 		}
 	}
 }
