@@ -423,8 +423,8 @@ func (h *history) findExact(hash uint64) (known, bool) {
 				return k, true
 			}
 		}
-		if mi.whole.exact == hash && mi.textLen >= h.newestLen/3 && mi.textLen <= 3*h.newestLen {
-			k := mi.whole
+		if mi.wholeExact == hash && mi.textLen >= h.newestLen/3 && mi.textLen <= 3*h.newestLen {
+			k := known{exact: mi.wholeExact, words: mi.wholeWords, whole: true}
 			k.msg, k.chunk = i+1, -1
 			return k, true
 		}
@@ -436,8 +436,10 @@ func (h *history) findExact(hash uint64) (known, bool) {
 // message's bytes, not on where the message sits, so it can be reused across turns.
 type msgIndex struct {
 	textLen int
-	whole   known
-	chunks  []known
+	// The whole text's normalised hash and word count, for a copy of a whole message.
+	wholeExact uint64
+	wholeWords int
+	chunks     []known
 	// borrowed: the chunk bodies alias the message's bytes (its text had no escapes), so
 	// an entry that outlives the request must copy them; otherwise they are the index's own.
 	borrowed bool
@@ -508,10 +510,10 @@ func indexText(text []byte, borrowed bool) (*msgIndex, []chunkSpan) {
 	if len(chunks) == 1 && holdsAllWords(text, chunks[0]) {
 		k := &mi.chunks[0]
 		k.exact, k.words, k.sim = chunkHashes(k.body)
-		mi.whole = known{exact: k.exact, words: k.words, whole: true}
+		mi.wholeExact, mi.wholeWords = k.exact, k.words
 	} else {
 		h, n := textHashes(text, chunks, mi.chunks)
-		mi.whole = known{exact: h, words: n, whole: true}
+		mi.wholeExact, mi.wholeWords = h, n
 	}
 	return mi, chunks
 }
@@ -719,7 +721,7 @@ func dedupeText(dst, text []byte, chunks []chunkSpan, pre *msgIndex, hist *histo
 	if o.Count(msgjson.Unsafe(text)) >= o.MinChunkTokens {
 		var h uint64
 		if pre != nil {
-			h = pre.whole.exact
+			h = pre.wholeExact
 		} else if single {
 			firstH, firstN, firstSim = chunkHashes(text[chunks[0].bodyStart:chunks[0].bodyEnd])
 			h = firstH
