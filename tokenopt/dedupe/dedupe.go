@@ -835,18 +835,20 @@ func reference(label string, earlier known) string {
 	if label == "" {
 		label = earlier.label
 	}
-	s := refPrefix
+	// Written in one buffer: one allocation per reference instead of one per piece.
+	b := make([]byte, 0, len(refPrefix)+len(label)+64)
+	b = append(b, refPrefix...)
 	if label != "" {
-		s += "the document \"" + label + "\""
+		b = append(append(append(b, "the document \""...), label...), '"')
 	} else {
-		s += "a passage"
+		b = append(b, "a passage"...)
 	}
 	if earlier.msg > 0 {
-		s += " in message " + strconv.Itoa(earlier.msg)
+		b = strconv.AppendInt(append(b, " in message "...), int64(earlier.msg), 10)
 	} else {
-		s += " earlier in this message"
+		b = append(b, " earlier in this message"...)
 	}
-	return s + " — omitted by gateway]"
+	return msgjson.Unsafe(append(b, " — omitted by gateway]"...)) // b is not written again
 }
 
 // chunkSpan is one chunk of a text: its body [bodyStart, bodyEnd) and its display label.
