@@ -245,15 +245,15 @@ func (c *Conversation) IndexAhead(raws [][]byte, rewrites []bool) (run func()) {
 				continue
 			}
 			if m, err := msgjson.ParseMessage(a.raws[hi-1]); err == nil && stringContent(&m) {
-				text, _ := messageText(&m, buf[:0])
+				text, borrowed := messageText(&m, buf[:0])
 				if mi, _ := indexText(text, false); mi != nil {
 					for i := range mi.chunks {
-						mi.chunks[i].body = nil // a slice of buf: Rewrite slices its own text
+						mi.chunks[i].body = nil // Rewrite slices its own text
 					}
 					a.hashed[hi-1] = mi
 				}
-				if cap(text) > cap(buf) {
-					buf = text
+				if !borrowed { // a borrowed text is the request's: never decode into it
+					buf = text[:0]
 				}
 			}
 		}

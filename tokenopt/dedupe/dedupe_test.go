@@ -625,11 +625,24 @@ func TestIndexAheadSameResult(t *testing.T) {
 	var ms []msg
 	ms = append(ms, msg{"system", "Answer from the documents."})
 	for i := range 12 {
-		ms = append(ms,
-			msg{"user", fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>\nthanks", i, i%3, docs[i%3])},
-			msg{"tool", fmt.Sprintf("[%d] %s", i, para(r, 60))})
+		// Every other user message has no character JSON escapes, so its text is a slice of
+		// the body rather than a decoded copy.
+		user := fmt.Sprintf("[%d] %s", i%3, docs[i%3])
+		if i%2 == 1 {
+			user = fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>\nthanks", i, i%3, docs[i%3])
+		}
+		ms = append(ms, msg{"user", user}, msg{"tool", fmt.Sprintf("[%d] %s", i, para(r, 60))})
 	}
-	raws := rawMessages(t, encode(t, ms))
+	body := encode(t, ms)
+	sent := bytes.Clone(body)
+	_, parsed, err := msgjson.Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raws [][]byte // slices of one body, as the gateway hands them over
+	for _, m := range parsed {
+		raws = append(raws, m.Raw)
+	}
 	run := func(ahead bool) (outs [][]byte, reps []Report) {
 		c := NewConversation(Options{Cache: NewIndexCache(64 << 20)})
 		c.Add(raws[0])
@@ -664,5 +677,8 @@ func TestIndexAheadSameResult(t *testing.T) {
 	}
 	if replaced == 0 {
 		t.Fatal("nothing was replaced: the test proves nothing")
+	}
+	if !bytes.Equal(body, sent) {
+		t.Fatal("the request body was written to")
 	}
 }
