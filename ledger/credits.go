@@ -248,7 +248,7 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		}
 	}()
 	waited := time.Duration(0)
-	for attempt := 0; attempt < 3; {
+	for calls, clean := 0, 0; ; {
 		now := time.Now()
 		l.mu.Lock()
 		if l.dead {
@@ -261,6 +261,11 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 			r.init(c, l, amount, now)
 			l.mu.Unlock()
 			return r, nil
+		}
+		if clean >= cleanLeaseCalls || calls >= maxLeaseCalls {
+			l.mu.Unlock()
+			c.refused(l)
+			return nil, ErrInsufficientCredits
 		}
 		if !now.Before(l.usableUntil) {
 			headroom = 0 // an expired lease is kept, not used, until it is renewed
@@ -285,8 +290,15 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 			if healed { // the database holds more for us than we knew (see sync)
 				l.lease = own
 			}
+			// A commit while the call was out may have left the figure too small (see
+			// sync): ask again rather than refuse on it.
+			disturbed := l.committed != before
 			l.mu.Unlock()
 			if healed {
+				continue
+			}
+			if disturbed && calls < maxLeaseCalls {
+				calls++
 				continue
 			}
 		}
@@ -313,23 +325,45 @@ func (c *Credits) reserveSlow(ctx context.Context, l *wsLease, amount Micros) (*
 		}
 		if err != nil {
 			if errors.Is(err, ErrInsufficientCredits) || errors.Is(err, ErrNotFound) {
-				c.insufficient.Add(1)
 				l.mu.Lock()
 				l.scarce = true
 				l.mu.Unlock()
+				c.refused(l)
 			}
 			return nil, err
 		}
-		attempt++
+		calls++
 		l.mu.Lock()
+		if l.committed == before {
+			clean++
+		}
 		c.sync(l, l.lease+lease.Granted, lease.Amount, before)
 		l.usableUntil = now.Add(c.opts.LeaseTTL - c.margin())
 		l.scarce = lease.Available < c.target(l, amount)
 		l.mu.Unlock()
 	}
-	c.insufficient.Add(1)
-	return nil, ErrInsufficientCredits
 }
+
+// refused counts a refusal; on a scarce lease it gives back what this reservation's calls
+// borrowed, so other nodes can serve with it.
+func (c *Credits) refused(l *wsLease) {
+	c.insufficient.Add(1)
+	l.mu.Lock()
+	unused := l.scarce && l.lease > l.reserved+l.settled
+	l.mu.Unlock()
+	if unused {
+		c.giveBackAsync(l)
+	}
+}
+
+// A reservation is refused after cleanLeaseCalls granted lease calls that still left it
+// short, or maxLeaseCalls granted or overlapped ones in all. A call that a commit overlapped
+// does not count as clean: its figure may be short by that commit's cost (see sync), and the
+// next call sees the true one.
+const (
+	cleanLeaseCalls = 3
+	maxLeaseCalls   = 9
+)
 
 // sync sets the local lease after a database call that reported the node's whole lease
 // (db); expected is what the local copy would be without it. l.mu must be held.

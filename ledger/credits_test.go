@@ -448,3 +448,76 @@ func TestMoneyCommitDuringLeaseCall(t *testing.T) {
 		t.Fatalf("local lease %s above the database's %s: the committed cost counted as lease again", local, leases[0].Amount)
 	}
 }
+
+// commitBeforeRead is a store whose next lease calls each have a batch of rows committed
+// just before the database reads the node's lease, with OnCommit arriving only once the
+// read is done: the figure already lacks the batch's cost, and the node, unable to tell
+// this from a commit after the read, takes the cost off again.
+type commitBeforeRead struct {
+	Store
+	mu       sync.Mutex
+	batches  [][]Row
+	onCommit func(map[string]Micros)
+}
+
+func (s *commitBeforeRead) AcquireLease(ctx context.Context, ws, node string, want, min Micros, ttl time.Duration) (Lease, error) {
+	s.mu.Lock()
+	var batch []Row
+	if len(s.batches) > 0 {
+		batch, s.batches = s.batches[0], s.batches[1:]
+	}
+	s.mu.Unlock()
+	costs := map[string]Micros{}
+	if batch != nil {
+		if err := s.Store.InsertRows(ctx, node, batch); err != nil {
+			return Lease{}, err
+		}
+		for _, r := range batch {
+			costs[r.WorkspaceID] += r.CostMicros
+		}
+	}
+	l, err := s.Store.AcquireLease(ctx, ws, node, want, min, ttl)
+	if batch != nil {
+		s.onCommit(costs)
+	}
+	return l, err
+}
+
+// TestMoneyCommitsBeforeLeaseReadsStillServe: commits that land just before successive lease
+// calls read the database make each call's figure look smaller than it is (the safe side).
+// A reservation must still be served once a call sees the true figure, not refused because
+// it ran out of calls while the workspace had money. (Two nodes on one balance once refused
+// one request in about a hundred runs this way.)
+func TestMoneyCommitsBeforeLeaseReadsStillServe(t *testing.T) {
+	ctx := context.Background()
+	base := newSQLiteStore(t)
+	s := &commitBeforeRead{Store: base}
+	const unit = 8_000
+	ws := mustWorkspace(t, base, 100*unit)
+	c := NewCredits(s, "a", CreditsOptions{MinLease: unit, MaxLease: unit, Growth: 1})
+	defer c.Close(ctx)
+	s.onCommit = c.Committed
+	if err := c.Adopt(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pending []Row
+	for i := range 3 { // three rows of a unit wait in the spool
+		r, err := c.Reserve(ctx, ws.ID, unit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Settle(unit)
+		row := testRow(ws.ID, i, unit)
+		row.NodeID = "a"
+		pending = append(pending, row)
+	}
+	// The first lease call commits one row, the second the other two: each call's figure
+	// is short by more than the one before it recovers.
+	s.batches = [][]Row{pending[:1], pending[1:]}
+	if _, err := c.Reserve(ctx, ws.ID, unit); err != nil {
+		t.Fatalf("refused with %s of balance left: %v", Micros(97*unit), err)
+	}
+	if len(s.batches) != 0 {
+		t.Fatal("the reservation made fewer lease calls than the test arranges")
+	}
+}
