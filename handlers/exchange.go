@@ -44,6 +44,9 @@ type Exchange struct {
 	Scopes      []ledger.Scope
 	// Key is the caller's key record with its limits and its ancestors' (zero without auth).
 	Key ledger.Key
+	// The workspace's limits, read once (workspaceLimits).
+	wsLimits     ledger.WorkspaceLimits
+	wsLimitsRead bool
 
 	// The parsed request (read once by whichever handler needs it first).
 	Request    *providers.ChatRequest

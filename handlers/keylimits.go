@@ -46,7 +46,7 @@ func (h *Auth) admitRequest(w http.ResponseWriter, r *http.Request, ex *Exchange
 		return true
 	}
 	var buf [4]ratelimit.Ask
-	wl := h.led.Keys.WorkspaceLimits(r.Context(), ex.WorkspaceID, h.logger)
+	wl := ex.workspaceLimits(r.Context(), h.led.Keys, h.logger)
 	asks := chainAsks(buf[:0], &ex.Key, ex.WorkspaceID, "rpm", func(l ledger.KeyLimits) int64 { return l.RPM }, wl.RPM, 1)
 	if r.URL.Path == PathCountTokens && h.CountTokensRPM >= 0 {
 		n := h.CountTokensRPM
@@ -161,6 +161,15 @@ func (c *KeyCache) fetchWorkspaceLimits(ctx context.Context, ws string, logger *
 	return w.Limits
 }
 
+// workspaceLimits reads the caller's workspace limits once per request: auth and the meter
+// both need them, and each cache read costs a push to the cache's policy buffer.
+func (ex *Exchange) workspaceLimits(ctx context.Context, keys *KeyCache, logger *zap.Logger) ledger.WorkspaceLimits {
+	if !ex.wsLimitsRead {
+		ex.wsLimits, ex.wsLimitsRead = keys.WorkspaceLimits(ctx, ex.WorkspaceID, logger), true
+	}
+	return ex.wsLimits
+}
+
 // ForgetWorkspace drops a workspace's cached limits (after the owner changed them).
 func (c *KeyCache) ForgetWorkspace(ws string) { c.workspaces.Del(ws) }
 
@@ -216,7 +225,7 @@ func (m *metered) holdKeyLimits(ctx context.Context, w http.ResponseWriter, targ
 	}
 	if lim := h.led.Limits; lim != nil && len(targets) > 0 {
 		var buf [4]ratelimit.Ask
-		wl := h.led.Keys.WorkspaceLimits(ctx, ex.WorkspaceID, h.logger)
+		wl := ex.workspaceLimits(ctx, h.led.Keys, h.logger)
 		asks := chainAsks(buf[:0], &ex.Key, ex.WorkspaceID, "tpm", func(l ledger.KeyLimits) int64 { return l.TPM }, wl.TPM, 0)
 		if len(asks) > 0 {
 			for i := range asks {
