@@ -389,6 +389,17 @@ func TestMoneyConcurrentNodesNeverOverspend(t *testing.T) {
 	}
 }
 
+// adoptedNode is node "a" on s, adopted (its spool replayed), closed when the test ends.
+func adoptedNode(t *testing.T, s Store, opts CreditsOptions) *Credits {
+	t.Helper()
+	c := NewCredits(s, "a", opts)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	if err := c.Adopt(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // commitDuring is a store whose next lease call has a batch of rows committed (the writer's
 // InsertRows and its OnCommit) after the database answered and before the answer returns.
 type commitDuring struct {
@@ -415,11 +426,7 @@ func TestMoneyCommitDuringLeaseCall(t *testing.T) {
 	s := &commitDuring{Store: base}
 	const unit = 8_000
 	ws := mustWorkspace(t, base, 100*unit)
-	c := NewCredits(s, "a", CreditsOptions{MinLease: 10 * unit, MaxLease: 10 * unit, Growth: 1})
-	defer c.Close(ctx)
-	if err := c.Adopt(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c := adoptedNode(t, s, CreditsOptions{MinLease: 10 * unit, MaxLease: 10 * unit, Growth: 1})
 	r1, err := c.Reserve(ctx, ws.ID, 3*unit)
 	if err != nil {
 		t.Fatal(err)
@@ -494,12 +501,8 @@ func TestMoneyCommitsBeforeLeaseReadsStillServe(t *testing.T) {
 	s := &commitBeforeRead{Store: base}
 	const unit = 8_000
 	ws := mustWorkspace(t, base, 100*unit)
-	c := NewCredits(s, "a", CreditsOptions{MinLease: unit, MaxLease: unit, Growth: 1})
-	defer c.Close(ctx)
+	c := adoptedNode(t, s, CreditsOptions{MinLease: unit, MaxLease: unit, Growth: 1})
 	s.onCommit = c.Committed
-	if err := c.Adopt(ctx); err != nil {
-		t.Fatal(err)
-	}
 	var pending []Row
 	for i := range 3 { // three rows of a unit wait in the spool
 		r, err := c.Reserve(ctx, ws.ID, unit)
