@@ -682,3 +682,82 @@ func TestIndexAheadSameResult(t *testing.T) {
 		t.Fatal("the request body was written to")
 	}
 }
+
+// FuzzIndexAhead: however a never-seen conversation's messages are made (escaped or not,
+// repeated or not, documents or plain text) and whichever side of IndexAhead takes which
+// message, Rewrite writes the same bytes and reports the same as without it, and the request
+// body, which entries borrow from (Options.Source), is never written to.
+func FuzzIndexAhead(f *testing.F) {
+	f.Add([]byte("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda\x00<b>quoted \"text\"</b>\nnew line\x00short"), uint8(3))
+	f.Add([]byte("one two three four five six seven eight nine ten eleven twelve thirteen"), uint8(17))
+	f.Add([]byte("tab\there and a \\ backslash, repeated words words words words words\x00x"), uint8(250))
+	f.Fuzz(func(t *testing.T, data []byte, shape uint8) {
+		pieces := bytes.Split(data, []byte{0})
+		pieces = pieces[:min(len(pieces), 8)]
+		ms := []msg{{"system", "Answer from the documents."}}
+		for i := range 2 + int(shape%12) {
+			p := string(pieces[i%len(pieces)])
+			user := p
+			if (i+int(shape))%2 == 1 {
+				user = fmt.Sprintf("step %d: <document source=\"kb/%d\">%s</document>", i, i%len(pieces), p)
+			}
+			tool := string(pieces[(i*(int(shape>>4)+1)+1)%len(pieces)])
+			ms = append(ms, msg{"user", user}, msg{"tool", tool})
+		}
+		body := encode(t, ms)
+		sent := bytes.Clone(body)
+		_, parsed, err := msgjson.Parse(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws := make([][]byte, len(parsed))
+		for i, m := range parsed {
+			raws[i] = m.Raw
+		}
+		// mode 0: no IndexAhead; 1: the other side takes every message first; 2: it runs
+		// on its own goroutine, as the gateway runs it.
+		run := func(mode int) (outs [][]byte, reps []Report) {
+			c := NewConversation(Options{Cache: NewIndexCache(64 << 20), Source: body})
+			c.Add(raws[0])
+			var done chan struct{}
+			if mode > 0 {
+				rewrites := make([]bool, len(raws)-1)
+				for i := range rewrites {
+					rewrites[i] = i%2 == 0 // the user messages
+				}
+				ahead := c.IndexAhead(raws[1:], rewrites)
+				if mode == 1 {
+					ahead()
+				} else {
+					done = make(chan struct{})
+					go func() { defer close(done); ahead() }()
+				}
+			}
+			for i, raw := range raws[1:] {
+				if i%2 == 1 {
+					c.Add(raw)
+					continue
+				}
+				out, rep, _ := c.Rewrite(raw)
+				outs, reps = append(outs, bytes.Clone(out)), append(reps, rep)
+				c.Add(out)
+			}
+			if done != nil {
+				<-done
+			}
+			return outs, reps
+		}
+		want, wantReps := run(0)
+		for mode := 1; mode <= 2; mode++ {
+			got, gotReps := run(mode)
+			for i := range want {
+				if !bytes.Equal(got[i], want[i]) || gotReps[i] != wantReps[i] {
+					t.Fatalf("mode %d, message %d: %s (%+v), want %s (%+v)", mode, i, got[i], gotReps[i], want[i], wantReps[i])
+				}
+			}
+		}
+		if !bytes.Equal(body, sent) {
+			t.Fatal("the request body was written to")
+		}
+	})
+}
