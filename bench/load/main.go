@@ -182,7 +182,7 @@ http://127.0.0.1:%d {
 			}
 			if beforeT != nil {
 				// The two btl chains alternate too: a chain paced after the other read
-				// 6–30 µs slower in either order, which a fixed order added to the
+				// 6–31 µs slower in either order, which a fixed order added to the
 				// before/after difference.
 				if round%2 == 1 {
 					order = append([]target{*beforeT}, order...)
