@@ -774,16 +774,7 @@ func servedTier(body []byte) string {
 	if !bytes.Contains(body, serviceTierKey) {
 		return ""
 	}
-	span, ok, _ := providers.FindTopLevel(body, "service_tier")
-	if !ok || body[span.Start] != '"' {
-		return ""
-	}
-	q := body[span.Start:span.End]
-	if bytes.IndexByte(q, '\\') < 0 { // the tier names have no escapes; spare the decoder
-		return string(q[1 : len(q)-1])
-	}
-	var tier string
-	_ = json.Unmarshal(q, &tier)
+	tier, _ := providers.StringMember(body, "service_tier")
 	return tier
 }
 

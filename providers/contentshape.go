@@ -141,7 +141,7 @@ func checkContent(raw []byte, i int, refs []string) ([]string, *Error) {
 
 // checkPart checks one part object: a known type, and the member that type needs.
 func checkPart(part []byte, i, j int, refs []string) ([]string, *Error) {
-	typ, ok := stringMember(part, "type")
+	typ, ok := StringMember(part, "type")
 	if !ok {
 		return refs, shapeError("missing_required_parameter", partParam(i, j, ".type"), "is required and must be a string")
 	}
@@ -161,7 +161,7 @@ func checkPart(part []byte, i, j int, refs []string) ([]string, *Error) {
 	v := part[s.Start:s.End]
 	switch typ {
 	case PartImageURL:
-		u, ok := stringMember(v, "url")
+		u, ok := StringMember(v, "url")
 		if !ok || u == "" {
 			return refs, shapeError("invalid_type", partParam(i, j, ".image_url"), "must be an object with a url string")
 		}
@@ -172,7 +172,7 @@ func checkPart(part []byte, i, j int, refs []string) ([]string, *Error) {
 		if v[0] != '{' {
 			return refs, shapeError("invalid_type", partParam(i, j, "."+member), "must be an object")
 		}
-		if id, ok := stringMember(v, "file_id"); ok && id != "" {
+		if id, ok := StringMember(v, "file_id"); ok && id != "" {
 			refs = append(refs, id)
 		}
 	default: // text and refusal
@@ -232,11 +232,9 @@ func jsonString(raw []byte) (string, bool) {
 	return v, json.Unmarshal(raw, &v) == nil
 }
 
-// stringMember is the decoded string value of a top-level member of obj.
-func stringMember(obj []byte, key string) (string, bool) {
-	if len(obj) == 0 || obj[0] != '{' {
-		return "", false
-	}
+// StringMember is the decoded string value of a top-level member of obj (false when obj is
+// not an object, or the member is absent or not a string).
+func StringMember(obj []byte, key string) (string, bool) {
 	s, ok, err := FindTopLevel(obj, key)
 	if err != nil || !ok {
 		return "", false
