@@ -47,7 +47,7 @@ func main() {
 	serverCPU := flag.String("server-cpu", "1", "CPU list for the servers (taskset); empty: no pinning")
 	out := flag.String("out", "", "also write the markdown table to this file")
 	beforeBin := flag.String("before", "", "another gateway binary (an earlier build) measured as a second btl chain in the same rounds, for before/after")
-	beforeChain := flag.String("before-chain", "btl_auth,btl_meter,btl_optimize,btl_route", "the handlers of the -before chain, comma separated (an ablation: -before with this binary and fewer handlers)")
+	beforeChain := flag.String("before-chain", "btl_auth,btl_meter,btl_optimize,btl_route", "the handlers of the -before chain, comma separated, a semicolon starting a new line within one (an ablation: -before with this binary and fewer handlers, or \"btl_optimize {;disable dedupe;}\")")
 	profile := flag.String("profile", "", "write a CPU profile of the btl gateway to this file")
 	profileMode := flag.String("profile-mode", "stream", "the mode profiled: non-stream, stream or stream+usage")
 	traceOut := flag.String("trace", "", "write a Go execution trace of the btl gateway during the first paced run of -profile-mode to this file")
@@ -133,7 +133,7 @@ http://127.0.0.1:%d {
 http://127.0.0.1:%d {
 	%s
 }
-`, admin, filepath.Join(dir, name+".db"), filepath.Join(dir, name+"-spool"), upPort, port, strings.ReplaceAll(chain, ",", "\n\t"))), 0o644))
+`, admin, filepath.Join(dir, name+".db"), filepath.Join(dir, name+"-spool"), upPort, port, strings.NewReplacer(",", "\n\t", ";", "\n\t").Replace(chain))), 0o644))
 		// A workspace with ample credits, so the chain authenticates, reserves and records as
 		// in production.
 		wsOut, err := exec.Command(bin, "btl", "workspace", "create", "--config", cfg, "--adapter", "caddyfile",
