@@ -267,3 +267,49 @@ func forgetConversations() {
 	dedupeMemo.mu.Unlock()
 	dedupeIndex = dedupe.NewIndexCache(64 << 20)
 }
+
+// BenchmarkOptimizeShortChat is btl_optimize on the request bench/load sends: a short chat
+// call that opens a new conversation every time (a system prompt and one distinct question,
+// a caller's max_tokens), for an OpenAI-compatible target, with the default levers and with
+// every lever off. Each iteration builds and parses its request too, so the difference of
+// the two is what the levers cost on most traffic, where they find nothing to do.
+func BenchmarkOptimizeShortChat(b *testing.B) {
+	b.Run("defaults", func(b *testing.B) { benchShortChat(b, nil) })
+	b.Run("levers_off", func(b *testing.B) {
+		benchShortChat(b, []string{TechPromptCache, TechOutputBudget, TechDedupe, TechCompression, TechResponseCache, TechCoalesce})
+	})
+}
+
+func benchShortChat(b *testing.B, disable []string) {
+	table, err := routing.New([]providers.Adapter{&cannedAdapter{}}, nil,
+		[]routing.SlugConfig{{Name: "btl-bench", Candidates: []string{"canned/gpt-4o-mini"}}}, nil, catalog.Default(), routing.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := evidence.New()
+	h := &Optimize{rt: &benchRuntime{routes: table, prices: catalog.Default()}, logger: zap.NewNop(),
+		plans: &cacheplan.Planner{Evidence: ev}, ev: ev, metrics: btlmetrics.Default(), CacheIsolation: CacheIsolationWorkspace, Disable: disable}
+	targets, _ := table.Resolve("btl-bench")
+	b.ReportAllocs()
+	turn := 0
+	for b.Loop() {
+		turn++
+		body := `{"model":"btl-bench","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Question ` +
+			strconv.Itoa(turn) + `: give me one sentence about load testing gateways."}],"max_tokens":64}`
+		r, _ := http.NewRequest(http.MethodPost, PathChat, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, map[string]any{}))
+		ex := ExchangeFrom(r)
+		ex.WorkspaceID = "ws_bench"
+		if _, err := ex.LoadChatRequest(r, DefaultMaxBody); err != nil {
+			b.Fatal(err)
+		}
+		_ = h.ServeHTTP(&discardWriter{h: http.Header{}}, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
+		if ex.PerTarget != nil {
+			_ = ex.PerTarget(ex.OutboundBody(), targets[0])
+		}
+		ex.Usage, ex.UsageKnown, ex.Provider = providers.Usage{InputUncached: 30, Output: 20}, true, "canned"
+		ex.Optimizer.Finish = "stop"
+		ex.Complete()
+	}
+}
