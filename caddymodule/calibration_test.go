@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,8 +69,13 @@ func TestCutStreamBilledAtCalibratedRate(t *testing.T) {
 // TestCountTokensLearnsTheModelsTokenizer: /v1/messages/count_tokens counts with tiktoken and
 // corrects by what the model's upstream reported for earlier requests. Here the upstream's
 // tokenizer counts 1.5 times tiktoken's, as a non-OpenAI tokenizer might.
+// calibrationRuns numbers TestCountTokensLearnsTheModelsTokenizer's runs.
+var calibrationRuns atomic.Int64
+
 func TestCountTokensLearnsTheModelsTokenizer(t *testing.T) {
-	const model = "claude-opus-4-1" // used by no other test: the calibration is process-wide
+	// The calibration is process-wide and per model: a model no other test (nor an earlier
+	// run of this one, under -count) has used.
+	model := fmt.Sprintf("calibrated-model-%d", calibrationRuns.Add(1))
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		prompt := tokens.CountChat(model, b) * 3 / 2
