@@ -130,7 +130,35 @@ func (v *View) Rewrite(c Change, withMsgs bool) ([]byte, *View) {
 	if c.Empty() && !c.Compact {
 		return v.Body, v
 	}
-	w := NewBuffer(v.Len(c))
+	return v.rewrite(c, withMsgs, NewBuffer(v.Len(c)))
+}
+
+// RewriteAppend is Rewrite without the messages, writing the body after dst's contents (in
+// dst's memory when it has the room) instead of into new memory: for a reader of the
+// rewritten body that is done with it before dst is reused. It returns the body written
+// (without dst's contents) and its view, and always writes, even an empty change.
+func (v *View) RewriteAppend(dst []byte, c Change) ([]byte, *View) {
+	return v.rewrite(c, false, &appendBuffer{b: slices.Grow(dst, v.Len(c)), base: len(dst)})
+}
+
+// sink is where rewrite writes: a Buffer, or a caller's slice.
+type sink interface {
+	Write(p []byte)
+	Len() int
+	Bytes() []byte
+}
+
+// appendBuffer is a sink appending to a slice from base on; Len and Bytes see only that part.
+type appendBuffer struct {
+	b    []byte
+	base int
+}
+
+func (w *appendBuffer) Write(p []byte) { w.b = append(w.b, p...) }
+func (w *appendBuffer) Len() int       { return len(w.b) - w.base }
+func (w *appendBuffer) Bytes() []byte  { return w.b[w.base:] }
+
+func (v *View) rewrite(c Change, withMsgs bool, w sink) ([]byte, *View) {
 	nv := &View{Top: make([]Member, 0, len(v.Top))}
 	var msg func(i int, raw []byte)
 	bad := false
@@ -247,6 +275,46 @@ func (v *View) emit(c Change, w func([]byte), msg func(i int, raw []byte)) {
 }
 
 var comma = []byte{','}
+
+// RewriteWith returns Apply(body, edits) for the body Rewrite(c) returns (edits' positions
+// are in that body), written in one copy: the rewritten body is never written on its own.
+// edits is sorted in place.
+func (v *View) RewriteWith(c Change, edits []Edit) []byte {
+	if c.Empty() && !c.Compact {
+		return Apply(v.Body, edits)
+	}
+	slices.SortStableFunc(edits, func(a, b Edit) int { return a.Start - b.Start })
+	n := v.Len(c)
+	for _, e := range edits {
+		n += len(e.Repl) - (e.End - e.Start)
+	}
+	w := NewBuffer(n)
+	pos, skip := 0, 0 // where the next run starts in the rewritten body; bytes still replaced
+	v.emit(c, func(run []byte) {
+		base := pos
+		pos += len(run)
+		i := min(skip, len(run)) // an edit may replace past the run it starts in
+		skip -= i
+		for len(edits) > 0 && edits[0].Start < pos {
+			e := edits[0]
+			edits = edits[1:]
+			if s := e.Start - base; s > i {
+				w.Write(run[i:s])
+				i = s
+			}
+			w.Write(e.Repl)
+			if end := e.End - base; end > i {
+				i = min(end, len(run))
+				skip = end - i
+			}
+		}
+		w.Write(run[i:])
+	}, nil)
+	for _, e := range edits { // insertions at the very end
+		w.Write(e.Repl)
+	}
+	return w.Bytes()
+}
 
 // Edit replaces Body[Start:End] with Repl.
 type Edit struct {

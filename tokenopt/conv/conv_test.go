@@ -2,6 +2,8 @@ package conv
 
 import (
 	"bytes"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -105,7 +107,66 @@ func TestRewriteWritesOnceAndKeepsTheView(t *testing.T) {
 			if !tc.c.Empty() && &body[0] == &v.Body[0] {
 				t.Fatalf("%s: the input was written over", tc.name)
 			}
+			// Into a caller's buffer, after what it holds: the same body and top level.
+			v3, _ := Parse([]byte(b))
+			dst := append(make([]byte, 0, 8), "prefix"...)
+			buf, top3 := v3.RewriteAppend(dst, tc.c)
+			if string(buf) != want || string(buf[:cap(buf)][:0]) != "" || string(dst) != "prefix" || string(top3.Body) != want || top3.Arr != nv.Arr || len(top3.Top) != len(nv.Top) {
+				t.Fatalf("%s: RewriteAppend gave %s", tc.name, buf)
+			}
+			for i, m := range top3.Top {
+				if string(m.Key) != string(nv.Top[i].Key) || m.Val != nv.Top[i].Val {
+					t.Fatalf("%s: RewriteAppend's member %d differs", tc.name, i)
+				}
+			}
+			sameEditsAsApply(t, v3, tc.c, tc.name)
 		}
+	}
+}
+
+// sameEditsAsApply checks that RewriteWith writes what Apply writes on Rewrite's body, for
+// edits at every position (each boundary between the runs a rewrite is written in included)
+// and for random sets of them.
+func sameEditsAsApply(t *testing.T, v *View, c Change, name string) {
+	t.Helper()
+	body, _ := v.Rewrite(c, false)
+	n := len(body)
+	check := func(edits []Edit) {
+		t.Helper()
+		want := Apply(body, slices.Clone(edits))
+		if got := v.RewriteWith(c, slices.Clone(edits)); !bytes.Equal(got, want) {
+			t.Fatalf("%s with edits %+v:\n got %s\nwant %s", name, edits, got, want)
+		}
+	}
+	check(nil)
+	for p := 0; p <= n; p++ {
+		check([]Edit{{Start: p, End: p, Repl: []byte("<ins>")}})
+		for _, k := range []int{1, 7, 40} {
+			if p+k <= n {
+				check([]Edit{{Start: p, End: p + k, Repl: []byte("<rep>")}})
+				check([]Edit{{Start: p, End: p + k}})
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(uint64(n), 7))
+	for range 300 {
+		var edits []Edit
+		for at := r.IntN(n + 1); at <= n && len(edits) < 6; {
+			end := min(at+r.IntN(12), n)
+			if r.IntN(3) == 0 {
+				end = at // an insertion
+			}
+			edits = append(edits, Edit{Start: at, End: end, Repl: []byte("<" + string(rune('a'+len(edits))) + ">")})
+			at = end + r.IntN(30)
+		}
+		// In any order, but edits at one position keep theirs (an insertion before the
+		// edit that starts where it is).
+		order := map[int]int{}
+		for _, e := range edits {
+			order[e.Start] = r.IntN(1000)
+		}
+		slices.SortStableFunc(edits, func(a, b Edit) int { return order[a.Start] - order[b.Start] })
+		check(edits)
 	}
 }
 
