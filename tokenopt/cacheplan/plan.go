@@ -243,14 +243,22 @@ func (p *Planner) Plan(body []byte, t Target) ([]byte, Report, error) {
 // output budget), in the same copy. Where an extra edit and one of Plan's are at the same
 // position, the extra one comes first. On error nothing is applied.
 func (p *Planner) PlanWith(body []byte, t Target, extra []conv.Edit) ([]byte, Report, error) {
+	return p.PlanApply(body, t, extra, func(edits []conv.Edit) []byte { return conv.Apply(body, edits) })
+}
+
+// PlanApply is PlanWith that writes its result with apply, given every edit of body (extra's
+// included), instead of with conv.Apply: a caller that planned on a copy of the body (one
+// that will be reused) writes the result from where that copy came from. apply runs once on
+// success, even with no edits, before PlanApply returns; nothing it is given may be kept.
+func (p *Planner) PlanApply(body []byte, t Target, extra []conv.Edit, apply func([]conv.Edit) []byte) ([]byte, Report, error) {
 	s := scratchPool.Get().(*scratch)
 	defer s.release()
-	return p.plan(s, body, t, extra)
+	return p.plan(s, body, t, extra, apply)
 }
 
 // plan does Plan's work. Every change is an edit of body (canonical tool schemas, markers,
 // prompt_cache_key), applied in one copy at the end.
-func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]byte, Report, error) {
+func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit, apply func([]conv.Edit) []byte) ([]byte, Report, error) {
 	var rep Report
 	ev := p.evidence()
 	if i := skipSpace(body, 0); i >= len(body) || body[i] != '{' {
@@ -383,7 +391,7 @@ func (p *Planner) plan(s *scratch, body []byte, t Target, extra []conv.Edit) ([]
 		// The caller's edits first: at a shared position they stay ahead of the plan's.
 		s.edits = append(append(make([]edit, 0, len(extra)+len(s.edits)), extra...), s.edits...)
 	}
-	return conv.Apply(body, s.edits), rep, nil
+	return apply(s.edits), rep, nil
 }
 
 // topLevel is what Plan reads at the top level of a body.
