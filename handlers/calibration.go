@@ -44,13 +44,13 @@ const (
 	countSampleMaxBytes = 32 << 10
 )
 
-// estimatedPrompt is the body's prompt estimate before calibration.
-func estimatedPrompt(body []byte) int64 { return int64(tokens.Estimate(len(body))) }
+// estimatedPrompt is the prompt estimate of a body of size bytes before calibration.
+func estimatedPrompt(size int) int64 { return int64(tokens.Estimate(size)) }
 
-// calibratedPrompt is the prompt estimate for body on model, corrected by what was learned
-// from workspace's own traffic.
-func calibratedPrompt(workspace, model string, body []byte) int64 {
-	return int64(promptCalibration.Adjust(promptKey(workspace, model), int(estimatedPrompt(body))))
+// calibratedPrompt is the prompt estimate for a body of size bytes on model, corrected by what
+// was learned from workspace's own traffic.
+func calibratedPrompt(workspace, model string, size int) int64 {
+	return int64(promptCalibration.Adjust(promptKey(workspace, model), int(estimatedPrompt(size))))
 }
 
 func promptKey(workspace, model string) string { return workspace + "\x00" + model }
@@ -61,16 +61,16 @@ func observePrompt(ex *Exchange, prices *catalog.Catalog) {
 	if !ex.UsageKnown || ex.UsageEstimated || ex.Partial || ex.UpstreamModel == "" || ex.Provider == "cache" {
 		return
 	}
-	body, actual := ex.OutboundBody(), int(ex.Usage.PromptTokens())
-	promptCalibration.Observe(promptKey(ex.WorkspaceID, ex.UpstreamModel), int(estimatedPrompt(body)), actual)
-	if !countsWanted.Load() || len(body) > countSampleMaxBytes {
+	size, actual := ex.OutboundLen(), int(ex.Usage.PromptTokens())
+	promptCalibration.Observe(promptKey(ex.WorkspaceID, ex.UpstreamModel), int(estimatedPrompt(size)), actual)
+	if !countsWanted.Load() || size > countSampleMaxBytes {
 		return
 	}
 	model := canonicalModel(prices, ex.UpstreamModel)
 	if !countSampler.take(model, time.Now()) {
 		return
 	}
-	body = append([]byte(nil), body...) // the exchange's buffers are not ours after return
+	body := append([]byte(nil), ex.OutboundBody()...) // the exchange's buffers are not ours after return
 	go countCalibration.Observe(model, tokens.CountChat(model, body), actual)
 }
 

@@ -82,7 +82,7 @@ func (h *Route) attemptEndpoint(ctx context.Context, w http.ResponseWriter, ex *
 	if _, hasUsage, _ := providers.FindTopLevel(resp.Body, "usage"); !hasUsage && resp.Usage == nil {
 		// Moderations report no usage (OpenAI does not bill them): record the input size so
 		// the row says what was sent; the catalog prices moderation models at zero.
-		u := providers.Usage{InputUncached: calibratedPrompt(ex.WorkspaceID, tg.Model, body)}
+		u := providers.Usage{InputUncached: calibratedPrompt(ex.WorkspaceID, tg.Model, len(body))}
 		resp.Usage = &u
 		ex.UsageEstimated = true
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/badtheorylabs/btl-runtime/providers/anthropic"
 	"github.com/badtheorylabs/btl-runtime/providers/catalog"
 	"github.com/badtheorylabs/btl-runtime/routing"
+	"github.com/badtheorylabs/btl-runtime/tokenopt/conv"
 )
 
 // exchangeVar is the Caddy request var holding the *Exchange. A var (not a context value) so
@@ -58,13 +59,19 @@ type Exchange struct {
 	candidatesModel string
 	resolved        bool
 
-	// Body to send upstream, when the optimizer rewrote it (nil: Request.Body).
-	Body         []byte
+	// Body to send upstream, when the optimizer rewrote it (nil: Request.Body, unless a
+	// rewrite is pending). Read it with OutboundBody.
+	Body []byte
+	// rewrite is the optimizer's rewrite of the messages when it is not written yet: the body
+	// is written once, per upstream target with that target's edits (PerTarget), unless
+	// something reads it whole first (OutboundBody).
+	rewrite      *pendingRewrite
 	CacheOutcome string
-	// Optimizer reports what btl_optimize did; PerTarget, when set, rewrites the body for one
-	// upstream target (prompt-cache markers, output cap).
+	// Optimizer reports what btl_optimize did; PerTarget, when set, returns the body for one
+	// upstream target (prompt-cache markers, output cap), from OutboundBody or the pending
+	// rewrite.
 	Optimizer *OptimizerReport
-	PerTarget func(body []byte, tg routing.Target) []byte
+	PerTarget func(tg routing.Target) []byte
 	// CacheScope is the workspace's cache-isolation salt when btl_optimize isolates provider
 	// caches ("" otherwise): the Responses pass-through scopes prompt_cache_key with it.
 	CacheScope string
@@ -182,12 +189,33 @@ func (ex *Exchange) Complete() {
 // Completed reports whether Complete has run.
 func (ex *Exchange) Completed() bool { return ex.completed }
 
-// OutboundBody is the body to send upstream.
+// pendingRewrite is a rewrite of the request body not yet written: the body's view and the
+// change to its messages.
+type pendingRewrite struct {
+	view *conv.View
+	ch   conv.Change
+	len  int // of the rewritten body
+}
+
+// OutboundBody is the body to send upstream (before the per-target edits), written now if
+// the optimizer's rewrite is pending.
 func (ex *Exchange) OutboundBody() []byte {
+	if ex.rewrite != nil {
+		ex.Body, _ = ex.rewrite.view.Rewrite(ex.rewrite.ch, false)
+		ex.rewrite = nil
+	}
 	if ex.Body != nil {
 		return ex.Body
 	}
 	return ex.Request.Body
+}
+
+// OutboundLen is len(OutboundBody()), without writing a pending rewrite.
+func (ex *Exchange) OutboundLen() int {
+	if ex.rewrite != nil {
+		return ex.rewrite.len
+	}
+	return len(ex.OutboundBody())
 }
 
 // LoadChatRequest reads and parses the chat body once; later calls return the same result.

@@ -223,8 +223,8 @@ func (h *Meter) bound(ex *Exchange, tg routing.Target, p catalog.Price, b provid
 // seen to be denser than that; output is the cap per choice (else the model's maximum, else
 // DefaultOutputReserve) times the choices (n).
 func (h *Meter) callTokens(ex *Exchange, tg routing.Target, p catalog.Price, b providers.Bounds) (in, out int64) {
-	body := ex.OutboundBody()
-	in = max(int64(len(body))/3+16, calibratedPrompt(ex.WorkspaceID, tg.Model, body)*11/10+16)
+	size := ex.OutboundLen()
+	in = max(int64(size)/3+16, calibratedPrompt(ex.WorkspaceID, tg.Model, size)*11/10+16)
 	out = b.MaxTokens
 	if out <= 0 {
 		out = p.MaxOutput

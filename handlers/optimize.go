@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -263,18 +264,19 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 			ex.Optimizer.Deterministic = coalesce.Deterministic(req.Body)
 		}
 	}
-	var body []byte
 	if view != nil {
-		body, view = h.rewriteMessages(ex, req, p, view)
-	} else {
-		body = h.rewriteMessagesEach(ex, req, p)
-	}
-	if !bytes.Equal(body, req.Body) {
+		if ch := h.rewriteMessages(ex, req, p, view); !ch.Empty() || ch.Compact {
+			// Not written here: perTarget writes it once with each target's edits.
+			ex.rewrite = &pendingRewrite{view: view, ch: ch, len: view.Len(ch)}
+		} else {
+			view.Release() // what follows reads only the top level
+		}
+	} else if body := h.rewriteMessagesEach(ex, req, p); !bytes.Equal(body, req.Body) {
 		ex.Body = body
 	}
 	// Prompt caching and the output budget depend on the upstream target, so they run per
 	// attempt, in the route handler.
-	ex.PerTarget = func(b []byte, tg routing.Target) []byte { return h.perTarget(ex, p, b, tg, view) }
+	ex.PerTarget = func(tg routing.Target) []byte { return h.perTarget(ex, p, tg, view) }
 	if !p.shadow {
 		ex.OnComplete(h.observe)
 	}
@@ -298,9 +300,9 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	return next.ServeHTTP(w, r)
 }
 
-// rewriteMessages dedupes and compresses the conversation on its view and writes the result
-// in one copy, returning the body and the view of its top level.
-func (h *Optimize) rewriteMessages(ex *Exchange, req *providers.ChatRequest, p policy, view *conv.View) ([]byte, *conv.View) {
+// rewriteMessages dedupes and compresses the conversation on its view, returning the change
+// to its messages (written later, once: see perTarget).
+func (h *Optimize) rewriteMessages(ex *Exchange, req *providers.ChatRequest, p policy, view *conv.View) conv.Change {
 	ch := conv.None()
 	if p.dedupe {
 		if c, newest, history, ok := dedupeView(view); ok && newest+history > 0 {
@@ -318,10 +320,7 @@ func (h *Optimize) rewriteMessages(ex *Exchange, req *providers.ChatRequest, p p
 			}
 		}
 	}
-	// What follows reads only the top level: the messages' array goes back to the pool.
-	body, nv := view.Rewrite(ch, false)
-	view.Release()
-	return body, nv
+	return ch
 }
 
 // rewriteMessagesEach is rewriteMessages for a body without a view: each lever reads and
@@ -357,9 +356,64 @@ func (h *Optimize) compressOptions(ex *Exchange, req *providers.ChatRequest, p p
 	return opts
 }
 
-// perTarget plans provider-native caching and the output cap for one upstream target. Both
-// are edits of body written in one copy; view, when it is body's, spares the budget a walk.
-func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Target, view *conv.View) []byte {
+// perTarget is the body for one upstream target: the request as rewritten, with the
+// prompt-cache plan and output cap for tg. A pending rewrite is written once, with those
+// edits: the plan reads it in reused memory. view, when it is of the body, spares the budget
+// a walk.
+func (h *Optimize) perTarget(ex *Exchange, p policy, tg routing.Target, view *conv.View) []byte {
+	if pr := ex.rewrite; pr != nil {
+		body, top := pr.view.RewriteAppend(planBufs.get(), pr.ch)
+		out := h.planTarget(ex, p, body, tg, top, func(edits []conv.Edit) []byte { return pr.view.RewriteWith(pr.ch, edits) })
+		planBufs.put(body)
+		return out
+	}
+	body := ex.OutboundBody()
+	return h.planTarget(ex, p, body, tg, view, func(edits []conv.Edit) []byte { return conv.Apply(body, edits) })
+}
+
+// planBufs are the buffers perTarget writes a rewritten body in for the plan to read. They
+// are kept across garbage collections, unlike a sync.Pool's: the large bodies that need them
+// come seldom, and new memory that size costs several times the copy (measured 100–120 µs
+// against 14 µs for 400 KB).
+var planBufs = &bufList{max: 4, maxBytes: 4 << 20}
+
+// bufList keeps up to max buffers of at most maxBytes each.
+type bufList struct {
+	mu            sync.Mutex
+	free          [][]byte
+	max, maxBytes int
+}
+
+// get returns an empty buffer, nil when none is free.
+func (l *bufList) get() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.free)
+	if n == 0 {
+		return nil
+	}
+	b := l.free[n-1]
+	l.free[n-1] = nil
+	l.free = l.free[:n-1]
+	return b
+}
+
+// put gives b back for reuse; its contents are garbage from now on.
+func (l *bufList) put(b []byte) {
+	if cap(b) > l.maxBytes {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.free) < l.max {
+		l.free = append(l.free, b[:0])
+	}
+}
+
+// planTarget plans provider-native caching and the output cap of body for tg. Both are edits
+// of body, which write writes in one copy: the result never shares body's memory, unless
+// write returns it.
+func (h *Optimize) planTarget(ex *Exchange, p policy, body []byte, tg routing.Target, view *conv.View, write func([]conv.Edit) []byte) []byte {
 	rep := ex.Optimizer
 	rep.CacheMarkers, rep.CacheKey, rep.BudgetCap = 0, false, 0
 	rep.target, rep.cacheKeyBase, rep.keyWarm, rep.prefixShare = tg.Model, "", false, 0
@@ -389,9 +443,10 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		}
 	}
 	planned := false // the body carries the cache plan, isolation included
+	written := false // body is write's
 	if p.promptCache && tg.Priced {
 		ct := h.cacheTarget(ex, tg)
-		nb, cr, err := h.plans.PlanWith(body, ct, extra) // extra is empty in shadow mode
+		nb, cr, err := h.plans.PlanApply(body, ct, extra, write) // extra is empty in shadow mode
 		if err == nil {
 			rep.Breakers = cr.BreakerHeader()
 			rep.CacheMarkers = len(cr.Breakpoints)
@@ -403,7 +458,7 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 				rep.markedShare = float64(cr.MarkedPrefixTokens) / float64(cr.TotalTokens)
 			}
 			if !p.shadow {
-				body, planned, extra = nb, true, nil
+				body, planned, written, extra = nb, true, true, nil
 				rep.SaltTokens = saltTokens(cr.Salted, ct.Salt, ct.Provider)
 			}
 		}
@@ -413,12 +468,14 @@ func (h *Optimize) perTarget(ex *Exchange, p policy, body []byte, tg routing.Tar
 		// or shadow mode) must not leave its own markers or named key readable by others.
 		ct := h.cacheTarget(ex, tg)
 		ct.IsolateOnly = true
-		if nb, cr, err := h.plans.PlanWith(body, ct, extra); err == nil {
-			body, extra = nb, nil
+		if nb, cr, err := h.plans.PlanApply(body, ct, extra, write); err == nil {
+			body, written, extra = nb, true, nil
 			rep.SaltTokens = saltTokens(cr.Salted, ct.Salt, ct.Provider)
 		}
 	}
-	body = conv.Apply(body, extra)
+	if !written {
+		body = write(extra)
+	}
 	if p.budget && tg.Priced && ex.Request.OutputCap() == 0 && !together {
 		nb, br, err := budget.Apply(body, h.budgetTarget(ex, tg))
 		if err == nil && !br.CallerCap && br.Cap > 0 {

@@ -160,7 +160,7 @@ func BenchmarkOptimize(b *testing.B) {
 					ex = ExchangeFrom(r)
 					return nil
 				}))
-				_ = ex.PerTarget(ex.OutboundBody(), targets[0])
+				_ = ex.PerTarget(targets[0])
 				ex.Usage, ex.UsageKnown, ex.Provider = providers.Usage{InputUncached: 200, CacheRead: int64(tokens), Output: 150}, true, "anth"
 				ex.Optimizer.Finish = "stop"
 				ex.Complete()
@@ -306,7 +306,7 @@ func benchShortChat(b *testing.B, disable []string) {
 		}
 		_ = h.ServeHTTP(&discardWriter{h: http.Header{}}, r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
 		if ex.PerTarget != nil {
-			_ = ex.PerTarget(ex.OutboundBody(), targets[0])
+			_ = ex.PerTarget(targets[0])
 		}
 		ex.Usage, ex.UsageKnown, ex.Provider = providers.Usage{InputUncached: 30, Output: 20}, true, "canned"
 		ex.Optimizer.Finish = "stop"

@@ -266,9 +266,11 @@ func (h *Route) attempt(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	if ra := responsesPassThrough(ex, tg); ra != nil {
 		return h.attemptResponses(ctx, cancel, w, r, ex, tg, ra)
 	}
-	body := ex.OutboundBody()
+	var body []byte
 	if ex.PerTarget != nil {
-		body = ex.PerTarget(body, tg)
+		body = ex.PerTarget(tg)
+	} else {
+		body = ex.OutboundBody()
 	}
 	call := &providers.Call{Request: req, Body: body, UpstreamModel: tg.Model, Stream: req.Stream, Affinity: ex.Conversation,
 		Admit: ex.admitFor(tg)}
@@ -384,9 +386,8 @@ func backoff(try int, retryAfter time.Duration) time.Duration {
 
 // requestFeatures estimates what routing needs from the raw body without decoding it.
 func requestFeatures(ex *Exchange, req *providers.ChatRequest) routing.Features {
-	body := ex.OutboundBody()
 	f := routing.Features{
-		InputTokens: int64(len(body)) / 4,
+		InputTokens: int64(ex.OutboundLen()) / 4,
 		OutputCap:   req.OutputCap(),
 		Tools:       len(req.Tools) > 2, // more than "[]"
 		Vision:      bytes.Contains(req.Messages, imageURLKey),
@@ -754,7 +755,7 @@ const statusClientClosed = 499
 // is billed for what it delivered, neither for its JSON envelopes nor for nothing.
 func estimateUsage(ex *Exchange) {
 	ex.Usage = providers.Usage{
-		InputUncached: calibratedPrompt(ex.WorkspaceID, ex.UpstreamModel, ex.OutboundBody()),
+		InputUncached: calibratedPrompt(ex.WorkspaceID, ex.UpstreamModel, ex.OutboundLen()),
 		Output:        calibratedOutput(ex.WorkspaceID, ex.UpstreamModel, ex.DeliveredTextBytes),
 	}
 	ex.UsageKnown, ex.UsageEstimated = true, true
