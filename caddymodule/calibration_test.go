@@ -66,12 +66,12 @@ func TestCutStreamBilledAtCalibratedRate(t *testing.T) {
 	}
 }
 
-// TestCountTokensLearnsTheModelsTokenizer: /v1/messages/count_tokens counts with tiktoken and
-// corrects by what the model's upstream reported for earlier requests. Here the upstream's
-// tokenizer counts 1.5 times tiktoken's, as a non-OpenAI tokenizer might.
 // calibrationRuns numbers TestCountTokensLearnsTheModelsTokenizer's runs.
 var calibrationRuns atomic.Int64
 
+// TestCountTokensLearnsTheModelsTokenizer: /v1/messages/count_tokens counts with tiktoken and
+// corrects by what the model's upstream reported for earlier requests. Here the upstream's
+// tokenizer counts 1.5 times tiktoken's, as a non-OpenAI tokenizer might.
 func TestCountTokensLearnsTheModelsTokenizer(t *testing.T) {
 	// The calibration is process-wide and per model: a model no other test (nor an earlier
 	// run of this one, under -count) has used.
