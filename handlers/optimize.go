@@ -265,7 +265,7 @@ func (h *Optimize) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		}
 	}
 	if view != nil {
-		if ch := h.rewriteMessages(ex, req, p, view); !ch.Empty() || ch.Compact {
+		if ch := h.rewriteMessages(ex, req, p, view); !ch.Identity() {
 			// Not written here: perTarget writes it once with each target's edits.
 			ex.rewrite = &pendingRewrite{view: view, ch: ch, len: view.Len(ch)}
 		} else {

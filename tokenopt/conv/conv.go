@@ -115,6 +115,9 @@ func None() Change { return Change{DelFrom: -1, DelTo: -1} }
 // Empty reports whether c changes no byte of a body with no whitespace to compact.
 func (c Change) Empty() bool { return len(c.Repl) == 0 && c.DelFrom < 0 }
 
+// Identity reports whether c leaves every body as it is: Rewrite returns the body itself.
+func (c Change) Identity() bool { return c.Empty() && !c.Compact }
+
 // Len is the length of the body Rewrite(c) would return.
 func (v *View) Len(c Change) int {
 	n := 0
@@ -127,7 +130,7 @@ func (v *View) Len(c Change) int {
 // without, only the top level (Top, Arr, Reserve) and Msgs is nil. With an empty change (and
 // no compaction) it returns v's body and v itself.
 func (v *View) Rewrite(c Change, withMsgs bool) ([]byte, *View) {
-	if c.Empty() && !c.Compact {
+	if c.Identity() {
 		return v.Body, v
 	}
 	return v.rewrite(c, withMsgs, NewBuffer(v.Len(c)))
@@ -280,7 +283,7 @@ var comma = []byte{','}
 // are in that body), written in one copy: the rewritten body is never written on its own.
 // edits is sorted in place.
 func (v *View) RewriteWith(c Change, edits []Edit) []byte {
-	if c.Empty() && !c.Compact {
+	if c.Identity() {
 		return Apply(v.Body, edits)
 	}
 	slices.SortStableFunc(edits, func(a, b Edit) int { return a.Start - b.Start })
