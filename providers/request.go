@@ -163,6 +163,82 @@ func ParseChatRequest(body []byte) (*ChatRequest, error) {
 	return req, nil
 }
 
+// The common shapes of the scalar fields every request carries (a bare true or false, a
+// small integer, {"include_usage":true}) are read without encoding/json, whose reflection was
+// the parse's largest cost on a short request. Anything else (null, exponents, escapes,
+// out-of-range numbers, wrong types) takes encoding/json, so the result and the errors are
+// its own; FuzzParseChatRequest compares the two on every input.
+
+// plainBool reads a bare JSON true or false.
+func plainBool(raw []byte) (v, ok bool) {
+	switch string(raw) {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	return false, false
+}
+
+// setPlainInt sets *dst from an integer of at most 18 digits with no fraction or exponent
+// (nothing there can overflow int64), as encoding/json would: into the value dst already
+// points to, or a new one.
+func setPlainInt(dst **int64, raw []byte) bool {
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 || (digits[0] == '0' && len(digits) > 1) {
+		return false
+	}
+	var v int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if len(digits) < len(raw) {
+		v = -v
+	}
+	if *dst == nil {
+		*dst = new(int64)
+	}
+	**dst = v
+	return true
+}
+
+// setPlainStreamOptions reads a stream_options object whose members all have unescaped keys
+// and true, false or null values (case variants of its keys are already refused). As with
+// encoding/json, a repeated stream_options is decoded over the earlier one and unknown members
+// are ignored.
+func (r *ChatRequest) setPlainStreamOptions(raw []byte) bool {
+	usage, seen, plain := false, false, true
+	err := EachTopLevel(raw, func(key []byte, v Span) bool {
+		val := raw[v.Start:v.End]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			plain = false
+		} else if b, ok := plainBool(val); ok {
+			if string(key) == `"include_usage"` {
+				usage, seen = b, true
+			}
+		} else if string(val) != "null" {
+			plain = false // a number, string, array or object: encoding/json's type check
+		}
+		return plain
+	})
+	if err != nil || !plain {
+		return false
+	}
+	if r.StreamOptions == nil {
+		r.StreamOptions = new(StreamOptions)
+	}
+	if seen {
+		r.StreamOptions.IncludeUsage = usage
+	}
+	return true
+}
+
 // CheckRange is the 400 for an integer parameter outside [lo, hi]; nil when v is unset or in
 // range.
 func CheckRange(param string, v *int64, lo, hi int64) *Error {
@@ -219,12 +295,25 @@ func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
 		r.Plugins = raw
 		return nil
 	case "stream":
+		if b, ok := plainBool(raw); ok {
+			r.Stream = b
+			return nil
+		}
 		dst = &r.Stream
 	case "max_tokens":
+		if setPlainInt(&r.MaxTokens, raw) {
+			return nil
+		}
 		dst = &r.MaxTokens
 	case "max_completion_tokens":
+		if setPlainInt(&r.MaxCompletionTokens, raw) {
+			return nil
+		}
 		dst = &r.MaxCompletionTokens
 	case "n":
+		if setPlainInt(&r.N, raw) {
+			return nil
+		}
 		dst = &r.N
 	case "prompt_cache_key":
 		dst = &r.PromptCacheKey
@@ -235,6 +324,9 @@ func (r *ChatRequest) setField(key string, raw []byte, at int) *Error {
 	case "stream_options":
 		if err := RejectCaseVariants(raw, "stream_options.", "include_usage", "include_obfuscation"); err != nil {
 			return err
+		}
+		if r.setPlainStreamOptions(raw) {
+			return nil
 		}
 		dst = &r.StreamOptions
 	default:

@@ -117,6 +117,13 @@ func FuzzParseChatRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{}],"x":[1,{"y":"\"}"}]}`))
 	f.Add([]byte(`{"mod\u0065l":"m","messages":[{}]}`))
 	f.Add([]byte("{\"model\":\"\xb2\",\"messages\":[{}]}")) // invalid UTF-8 is decoded as U+FFFD
+	// The scalar fields' shapes that skip encoding/json, and their neighbours that do not.
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream":null,"max_tokens":-0,"max_tokens":70,"n":3,"max_completion_tokens":16000}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"stream_options":{"include_usage":false,"include_obfuscation":true}}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true},"stream_options":{"x":1,"include_usage":null}}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true},"stream_options":{"include_obfuscation":false}}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{}}`))
+	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":{"include\u005fusage":true,"include_usage":false},"n":2,"n":null}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := ParseChatRequest(body)
 		if err != nil {
