@@ -180,23 +180,16 @@ func plainBool(raw []byte) (v, ok bool) {
 	return false, false
 }
 
-// setPlainInt sets *dst from an integer of at most 18 digits with no fraction or exponent
-// (nothing there can overflow int64), as encoding/json would: into the value dst already
-// points to, or a new one.
+// setPlainInt sets *dst from an integer plainDigits reads, with an optional minus sign, as
+// encoding/json would: into the value dst already points to, or a new one.
 func setPlainInt(dst **int64, raw []byte) bool {
 	digits := raw
 	if len(digits) > 0 && digits[0] == '-' {
 		digits = digits[1:]
 	}
-	if len(digits) == 0 || len(digits) > 18 || (digits[0] == '0' && len(digits) > 1) {
-		return false
-	}
 	var v int64
-	for _, c := range digits {
-		if c < '0' || c > '9' {
-			return false
-		}
-		v = v*10 + int64(c-'0')
+	if !plainDigits(digits, &v) {
+		return false
 	}
 	if len(digits) < len(raw) {
 		v = -v

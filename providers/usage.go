@@ -96,13 +96,13 @@ func scanOpenAIUsage(raw []byte, o *OpenAIUsage) bool {
 		val := raw[v.Start:v.End]
 		switch string(quoted) {
 		case `"prompt_tokens"`:
-			ok = usageInt(val, &o.PromptTokens)
+			ok = plainDigits(val, &o.PromptTokens)
 		case `"completion_tokens"`:
-			ok = usageInt(val, &o.CompletionTokens)
+			ok = plainDigits(val, &o.CompletionTokens)
 		case `"total_tokens"`:
-			ok = usageInt(val, &o.TotalTokens)
+			ok = plainDigits(val, &o.TotalTokens)
 		case `"prompt_cache_hit_tokens"`:
-			ok = usageInt(val, &o.PromptCacheHitTokens)
+			ok = plainDigits(val, &o.PromptCacheHitTokens)
 		case `"prompt_tokens_details"`:
 			var d usageDetails
 			if ok = scanDetails(val, &d); ok {
@@ -155,11 +155,11 @@ func scanDetails(val []byte, d *usageDetails) bool {
 		n := val[v.Start:v.End]
 		switch string(quoted) {
 		case `"cached_tokens"`:
-			ok = usageInt(n, &d.CachedTokens)
+			ok = plainDigits(n, &d.CachedTokens)
 		case `"cache_write_tokens"`:
-			ok = usageInt(n, &d.CacheWriteTokens)
+			ok = plainDigits(n, &d.CacheWriteTokens)
 		case `"reasoning_tokens"`:
-			ok = usageInt(n, &d.ReasoningTokens)
+			ok = plainDigits(n, &d.ReasoningTokens)
 		default:
 			ok = !caseVariant(quoted, usageKeys[:])
 		}
@@ -168,8 +168,9 @@ func scanDetails(val []byte, d *usageDetails) bool {
 	return err == nil && ok
 }
 
-// usageInt parses a JSON integer without sign, exponent or fraction that fits an int64.
-func usageInt(b []byte, dst *int64) bool {
+// plainDigits parses a JSON integer without sign, exponent or fraction of at most 18 digits
+// (nothing there can overflow an int64).
+func plainDigits(b []byte, dst *int64) bool {
 	if len(b) == 0 || len(b) > 18 {
 		return false
 	}
