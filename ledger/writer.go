@@ -25,8 +25,9 @@ type WriterOptions struct {
 	// transaction rewrites the last page of every index of the ledger table, so a small batch
 	// costs several times more per row: on SQLite 31 CPU µs a row in batches of 15 (50 ms at
 	// 300 requests/s), 18 in batches of 60, 16 in batches of 150 and 10 in batches of 600
-	// (BenchmarkIngestSQLite, 100k rows in the table). Rows are durable in the spool from
-	// their append on, so the wait only delays what the usage views show.
+	// (BenchmarkIngestSQLite run with those batch sizes, 100k rows in the table). Rows are
+	// durable in the spool from their append on, so the wait only delays what the usage
+	// views show.
 	FlushInterval time.Duration
 	// FsyncInterval groups fsyncs of the spool [200ms]. Rows are written with write(2) at
 	// once, which survives a process crash; fsync only matters for power loss.
